@@ -1,0 +1,59 @@
+#!/usr/bin/env node
+import { createRequire } from 'node:module';
+import { Command, CommanderError } from 'commander';
+import { describeError } from '../cli/errors.js';
+import type { CliIo } from '../cli/io.js';
+import { registerStatus } from '../cli/status.js';
+import { registerToken } from '../cli/token.js';
+import { DomainError } from '../domain/errors.js';
+import { registerServer } from './server-command.js';
+
+const require = createRequire(import.meta.url);
+const { version } = require('../../package.json') as { version: string };
+
+/**
+ * Exit codes: 0 success; 1 failure at run time (server down, call refused);
+ * 2 bad usage or configuration. Errors are one line on stderr.
+ */
+async function main(argv: string[]): Promise<number> {
+  const io: CliIo = {
+    env: process.env,
+    cwd: process.cwd(),
+    out: (text) => process.stdout.write(text),
+    isTty: process.stdout.isTTY === true,
+  };
+  const program = new Command('mailshare')
+    .description('coordination service that lets a cluster of IMAP servers share mailboxes safely')
+    .version(version, '-V, --version')
+    .exitOverride()
+    .configureOutput({ outputError: (str, write) => write(`mailshare: ${str.replace(/^error: /, '').trim()}\n`) })
+    .showSuggestionAfterError(true);
+
+  registerServer(program, version);
+  registerStatus(program, io);
+  registerToken(program, io);
+
+  try {
+    await program.parseAsync(argv);
+    return 0;
+  } catch (err) {
+    if (err instanceof CommanderError) {
+      // Help and --version exit 0; everything else commander reports is usage.
+      return err.exitCode === 0 ? 0 : 2;
+    }
+    const code = err instanceof DomainError && err.code === 'invalid_argument' ? 2 : undefined;
+    const e = describeError(err);
+    process.stderr.write(`mailshare: ${e.message}\n`);
+    return code ?? e.exitCode;
+  }
+}
+
+main(process.argv).then(
+  (code) => {
+    process.exitCode = code;
+  },
+  (err: unknown) => {
+    process.stderr.write(`mailshare: unexpected failure: ${String(err)}\n`);
+    process.exitCode = 1;
+  },
+);

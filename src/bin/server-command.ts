@@ -1,0 +1,60 @@
+import type { Command } from 'commander';
+import { loadServerConfig } from '../config/server-config.js';
+import { startServer } from '../services/app.js';
+import { createLogger } from './logger.js';
+
+/**
+ * `mailshare server`. Lives in bin/ because it owns the process: signals
+ * and exit codes. SIGINT/SIGTERM → graceful gRPC shutdown, then the etcd
+ * client, then the embedded etcd; a second signal forces.
+ */
+export function registerServer(program: Command, version: string): void {
+  program
+    .command('server')
+    .description('run a coordinator (spawns an embedded etcd unless --etcd is given)')
+    .option('--config <file>', 'YAML or JSON config file (env MAILSHARE_CONFIG)')
+    .option('--listen <host:port>', 'gRPC listen address (env MAILSHARE_LISTEN; default 127.0.0.1:7400)')
+    .option('--etcd <urls>', 'comma-separated etcd client URLs (env MAILSHARE_ETCD); omit for the embedded etcd')
+    .option('--etcd-prefix <prefix>', 'key prefix in etcd (env MAILSHARE_ETCD_PREFIX; default /mailshare/)')
+    .option('--data-dir <dir>', 'embedded etcd data and credentials (env MAILSHARE_DATA_DIR; default ./.mailshare)')
+    .option('--credentials-file <file>', 'where to write bootstrap admin credentials (env MAILSHARE_CREDENTIALS; default <data-dir>/credentials.json)')
+    .option('--tls-cert <file>', 'server certificate (PEM) (env MAILSHARE_TLS_CERT)')
+    .option('--tls-key <file>', 'server private key (PEM) (env MAILSHARE_TLS_KEY)')
+    .option('--tls-client-ca <file>', 'require client certificates signed by this CA (env MAILSHARE_TLS_CLIENT_CA)')
+    .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (env MAILSHARE_LOG_LEVEL; default info)')
+    .option('--log-format <format>', 'auto|json|pretty (env MAILSHARE_LOG_FORMAT; default auto: pretty on a terminal)')
+    .option('--etcd-binary <path>', 'etcd executable for the embedded mode (env MAILSHARE_ETCD_BINARY; default etcd)')
+    .option('--shutdown-timeout <duration>', 'grace period for in-flight calls, e.g. 10s (env MAILSHARE_SHUTDOWN_TIMEOUT)')
+    .action(async (flags: Record<string, unknown>) => {
+      const config = loadServerConfig({
+        flags,
+        env: process.env,
+        configFile: (flags.config as string | undefined) ?? process.env.MAILSHARE_CONFIG,
+        cwd: process.cwd(),
+      });
+      const logger = createLogger(config.log.level, config.log.format);
+      const server = await startServer(config, logger, version);
+      // One human line on stdout: where it listens and where the credentials are.
+      process.stdout.write(
+        `mailshare server ${version} listening on ${server.address}` +
+          (server.embeddedEtcd ? ` (embedded etcd ${server.embeddedEtcd.clientUrl}, data ${config.dataDir})` : ` (etcd ${server.etcdEndpoints.join(',')})`) +
+          (server.credentialsFile ? `; credentials in ${server.credentialsFile}` : '') +
+          '\n',
+      );
+      await new Promise<void>((resolve) => {
+        let signalled = false;
+        const onSignal = (sig: NodeJS.Signals): void => {
+          if (signalled) {
+            logger.warn({ signal: sig }, 'second signal: forcing shutdown');
+            server.coordinator.forceShutdown();
+            return;
+          }
+          signalled = true;
+          logger.info({ signal: sig }, 'shutting down');
+          void server.shutdown().then(resolve);
+        };
+        process.on('SIGINT', onSignal);
+        process.on('SIGTERM', onSignal);
+      });
+    });
+}

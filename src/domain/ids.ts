@@ -1,0 +1,26 @@
+import { invalidArgument } from './errors.js';
+
+/**
+ * Tenant ids: 1–63 characters of lowercase ASCII letters, digits, '.', '_'
+ * and '-', starting with a letter or digit. They appear in etcd keys and in
+ * role strings ("tenant-admin:<tenant>"), so the charset excludes '/' and ':'.
+ */
+export const TENANT_ID_PATTERN = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+
+export function parseTenantId(value: string, field = 'tenant'): string {
+  if (value.length === 0) throw invalidArgument(field, 'must not be empty');
+  if (!TENANT_ID_PATTERN.test(value)) {
+    throw invalidArgument(
+      field,
+      `"${printable(value)}" is not a tenant id (1-63 of a-z 0-9 . _ -, starting with a letter or digit)`,
+    );
+  }
+  return value;
+}
+
+/** Renders untrusted input safely inside an error message. */
+export function printable(value: string, max = 80): string {
+  // eslint-disable-next-line no-control-regex
+  const cleaned = value.replace(/[\u0000-\u001f\u007f-\u009f]/g, '?');
+  return cleaned.length > max ? `${cleaned.slice(0, max)}…` : cleaned;
+}

@@ -1,0 +1,185 @@
+import { readFileSync } from 'node:fs';
+import * as grpc from '@grpc/grpc-js';
+import { HealthImplementation } from 'grpc-health-check';
+import type { Etcd3 } from 'etcd3';
+import type { Logger } from 'pino';
+import { DomainError } from '../domain/errors.js';
+import { AuthServiceService } from '../gen/mailshare/v1/auth.js';
+import { SystemServiceService } from '../gen/mailshare/v1/system.js';
+import { ClusterStatusReader } from '../store/cluster-status.js';
+import type { Keys } from '../store/keys.js';
+import type { TokenStore } from '../store/token-store.js';
+import { Authenticator } from './auth.js';
+import { createAuthService } from './auth-service.js';
+import { createReflection } from './reflection.js';
+import { ANY_ROLE, authenticated, type RpcDeps } from './rpc.js';
+import { createSystemService } from './system-service.js';
+
+export type CoordinatorState = 'starting' | 'serving' | 'draining' | 'stopped';
+
+export interface CoordinatorOptions {
+  /** host:port; port 0 picks a free port. */
+  listen: string;
+  tls?: { cert: string; key: string; clientCa?: string | undefined } | undefined;
+  client: Etcd3;
+  endpoints: readonly string[];
+  keys: Keys;
+  tokens: TokenStore;
+  logger: Logger;
+  version: string;
+  embeddedEtcd: boolean;
+  /** Health probe interval in ms; default 2000. */
+  healthIntervalMs?: number;
+}
+
+/** Services whose health is reported individually (plus "" for the server). */
+const SERVICE_NAMES = ['mailshare.v1.SystemService', 'mailshare.v1.AuthService'];
+
+/**
+ * One stateless gRPC coordinator: serves the mailshare API, the standard
+ * health service and server reflection. All state is in etcd.
+ */
+export class Coordinator {
+  private state: CoordinatorState = 'starting';
+  private readonly server: grpc.Server;
+  private readonly health: HealthImplementation;
+  private readonly cluster: ClusterStatusReader;
+  private healthTimer: NodeJS.Timeout | undefined;
+  private etcdHealthy = false;
+  private boundPort = 0;
+  private readonly log: Logger;
+
+  constructor(private readonly opts: CoordinatorOptions) {
+    this.log = opts.logger.child({ component: 'coordinator' });
+    this.server = new grpc.Server({
+      'grpc.keepalive_time_ms': 30_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+      'grpc.max_receive_message_length': 4 * 1024 * 1024,
+    });
+    this.health = new HealthImplementation({ '': 'NOT_SERVING' });
+    this.cluster = new ClusterStatusReader(opts.client, opts.endpoints);
+    const deps: RpcDeps = { auth: new Authenticator(opts.tokens), log: opts.logger.child({ component: 'rpc' }) };
+
+    this.server.addService(
+      SystemServiceService,
+      createSystemService({
+        ...deps,
+        version: opts.version,
+        startedAt: new Date(),
+        embeddedEtcd: opts.embeddedEtcd,
+        cluster: this.cluster,
+        state: () => this.state,
+        healthy: () => this.etcdHealthy,
+      }),
+    );
+    this.server.addService(AuthServiceService, createAuthService({ ...deps, tokens: opts.tokens }));
+    this.health.addToServer(this.server);
+    // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
+    createReflection().addToServer({
+      addService: (def, impl) => {
+        const wrapped: grpc.UntypedServiceImplementation = {};
+        for (const [name, handler] of Object.entries(impl)) {
+          wrapped[name] = authenticated(deps, name, ANY_ROLE, handler as (call: grpc.ServerDuplexStream<unknown, unknown>) => void);
+        }
+        this.server.addService(def, wrapped);
+      },
+    });
+  }
+
+  /** Binds, checks etcd once, and starts serving. Returns the bound address. */
+  async start(): Promise<string> {
+    const creds = this.credentials();
+    this.boundPort = await new Promise<number>((resolve, reject) => {
+      this.server.bindAsync(this.opts.listen, creds, (err, port) => {
+        if (err) reject(new DomainError('unavailable', `cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
+        else resolve(port);
+      });
+    });
+    await this.probeEtcd();
+    this.healthTimer = setInterval(() => void this.probeEtcd(), this.opts.healthIntervalMs ?? 2000);
+    this.healthTimer.unref();
+    this.state = 'serving';
+    this.log.info({ address: this.address(), tls: !!this.opts.tls, mtls: !!this.opts.tls?.clientCa }, 'serving');
+    return this.address();
+  }
+
+  address(): string {
+    const host = this.opts.listen.slice(0, this.opts.listen.lastIndexOf(':'));
+    return `${host}:${this.boundPort}`;
+  }
+
+  getState(): CoordinatorState {
+    return this.state;
+  }
+
+  /**
+   * Graceful: report NOT_SERVING (load balancers stop sending), refuse new
+   * calls, let in-flight calls finish within timeoutMs, then force.
+   */
+  async shutdown(timeoutMs = 10_000): Promise<void> {
+    if (this.state === 'stopped') return;
+    this.state = 'draining';
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    this.setHealth('NOT_SERVING');
+    const graceful = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
+    let timer: NodeJS.Timeout | undefined;
+    const forced = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.log.warn({ timeoutMs }, 'graceful shutdown timed out; forcing');
+        this.server.forceShutdown();
+        resolve();
+      }, timeoutMs);
+    });
+    await Promise.race([graceful, forced]);
+    clearTimeout(timer);
+    this.cluster.close();
+    this.state = 'stopped';
+    this.log.info('stopped');
+  }
+
+  forceShutdown(): void {
+    if (this.healthTimer) clearInterval(this.healthTimer);
+    this.server.forceShutdown();
+    this.cluster.close();
+    this.state = 'stopped';
+  }
+
+  private async probeEtcd(): Promise<void> {
+    let ok: boolean;
+    try {
+      await this.opts.client.get(this.opts.keys.healthProbe).exec();
+      ok = true;
+    } catch (err) {
+      ok = false;
+      if (this.etcdHealthy) this.log.warn({ err: (err as Error).message }, 'etcd unreachable; reporting NOT_SERVING');
+    }
+    if (ok !== this.etcdHealthy && ok) this.log.info('etcd reachable; reporting SERVING');
+    this.etcdHealthy = ok;
+    if (this.state !== 'draining' && this.state !== 'stopped') this.setHealth(ok ? 'SERVING' : 'NOT_SERVING');
+  }
+
+  private setHealth(status: 'SERVING' | 'NOT_SERVING'): void {
+    this.health.setStatus('', status);
+    for (const s of SERVICE_NAMES) this.health.setStatus(s, status);
+  }
+
+  private credentials(): grpc.ServerCredentials {
+    const tls = this.opts.tls;
+    if (!tls) return grpc.ServerCredentials.createInsecure();
+    const read = (file: string, field: string): Buffer => {
+      try {
+        return readFileSync(file);
+      } catch (err) {
+        throw new DomainError('invalid_argument', `${field}: cannot read ${file}: ${(err as Error).message}`, { field });
+      }
+    };
+    const ca = tls.clientCa ? read(tls.clientCa, 'tls.clientCa') : null;
+    return grpc.ServerCredentials.createSsl(
+      ca,
+      [{ private_key: read(tls.key, 'tls.key'), cert_chain: read(tls.cert, 'tls.cert') }],
+      ca !== null,
+    );
+  }
+}

@@ -1,0 +1,76 @@
+import type { Metadata, ServerUnaryCall, sendUnaryData, handleUnaryCall } from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { DomainError } from '../domain/errors.js';
+import { type RoleKind, authorize } from '../domain/role.js';
+import type { Authenticator, Principal } from './auth.js';
+import { toGrpcError } from './status.js';
+
+export interface CallContext {
+  readonly principal: Principal;
+  /** Aborts when the client cancels or the call's deadline passes. */
+  readonly signal: AbortSignal;
+  readonly log: Logger;
+}
+
+export interface RpcDeps {
+  readonly auth: Authenticator;
+  readonly log: Logger;
+}
+
+/** Every role; a method open to any authenticated caller. */
+export const ANY_ROLE: readonly RoleKind[] = ['admin', 'tenant-admin', 'node'];
+
+/**
+ * Wraps a unary handler: authenticates the bearer token, checks the role
+ * kind (finer checks, such as the tenant of a tenant-admin, are the
+ * handler's), passes down a cancellation signal, and maps every failure
+ * through the one status table.
+ */
+export function unary<Req, Res>(
+  deps: RpcDeps,
+  method: string,
+  roles: readonly RoleKind[],
+  fn: (req: Req, ctx: CallContext) => Promise<Res>,
+): handleUnaryCall<Req, Res> {
+  return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
+    const controller = new AbortController();
+    call.on('cancelled', () => controller.abort(new DomainError('cancelled', 'call cancelled')));
+    const log = deps.log.child({ method });
+    const started = performance.now();
+    deps.auth
+      .authenticate(call.metadata)
+      .then((principal) => {
+        authorize(principal.role, { roles });
+        return fn(call.request, { principal, signal: controller.signal, log });
+      })
+      .then(
+        (res) => {
+          log.debug({ ms: +(performance.now() - started).toFixed(2) }, 'ok');
+          callback(null, res);
+        },
+        (err: unknown) => {
+          const e = toGrpcError(err, log);
+          log.debug({ code: e.code, ms: +(performance.now() - started).toFixed(2) }, e.details);
+          callback(e);
+        },
+      );
+  };
+}
+
+/** Authenticates a streaming call before handing it to the wrapped handler. */
+export function authenticated<C extends { metadata: Metadata; emit(ev: 'error', err: unknown): boolean }>(
+  deps: RpcDeps,
+  method: string,
+  roles: readonly RoleKind[],
+  handler: (call: C) => void,
+): (call: C) => void {
+  return (call: C) => {
+    deps.auth
+      .authenticate(call.metadata)
+      .then((principal) => authorize(principal.role, { roles }))
+      .then(
+        () => handler(call),
+        (err: unknown) => call.emit('error', toGrpcError(err, deps.log.child({ method }))),
+      );
+  };
+}

@@ -1,0 +1,109 @@
+import type { Etcd3, Watcher } from 'etcd3';
+import type { Logger } from 'pino';
+
+export interface PrefixCacheOptions<T> {
+  client: Etcd3;
+  prefix: string;
+  /** Turns a stored value into a record; returning undefined skips a bad record (logged). */
+  decode(key: string, value: Buffer): T | undefined;
+  logger: Logger;
+  /** Delay before a resync after the watch failed; default 200 ms, doubling to 5 s. */
+  retryDelayMs?: number;
+}
+
+export interface PrefixCache<T> {
+  get(key: string): T | undefined;
+  entries(): IterableIterator<[string, T]>;
+  /** The etcd revision the cache content is valid at. */
+  revision(): number;
+  /** Resolves once the first snapshot is loaded. */
+  readonly ready: Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * An in-memory copy of every key under a prefix, fed by an etcd watch:
+ * snapshot (range at revision R) + watch from R+1. etcd watches are ordered
+ * and resumable; when the watch is cancelled (e.g. its revision was
+ * compacted away) the cache reloads a fresh snapshot and watches again.
+ */
+export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T> {
+  const map = new Map<string, T>();
+  let rev = 0;
+  let watcher: Watcher | undefined;
+  let closed = false;
+  let delay = opts.retryDelayMs ?? 200;
+  let timer: NodeJS.Timeout | undefined;
+  const log = opts.logger.child({ component: 'prefix-cache', prefix: opts.prefix });
+
+  const apply = (key: string, value: Buffer | undefined): void => {
+    if (value === undefined) {
+      map.delete(key);
+      return;
+    }
+    const rec = opts.decode(key, value);
+    if (rec === undefined) {
+      log.warn({ key }, 'skipping undecodable record');
+      map.delete(key);
+    } else {
+      map.set(key, rec);
+    }
+  };
+
+  const load = async (): Promise<void> => {
+    const res = await opts.client.getAll().prefix(opts.prefix).exec();
+    map.clear();
+    for (const kv of res.kvs) apply(kv.key.toString(), kv.value);
+    rev = Number(res.header.revision);
+    const w = await opts.client
+      .watch()
+      .prefix(opts.prefix)
+      .startRevision(String(rev + 1))
+      .create();
+    if (closed) {
+      await w.cancel();
+      return;
+    }
+    watcher = w;
+    w.on('data', (res) => {
+      for (const ev of res.events) apply(ev.kv.key.toString(), ev.type === 'Delete' ? undefined : ev.kv.value);
+      rev = Math.max(rev, Number(res.header.revision));
+    });
+    w.on('error', (err) => {
+      log.warn({ err: (err as Error).message }, 'watch failed; reloading snapshot');
+      void w.cancel().catch(() => undefined);
+      if (watcher === w) watcher = undefined;
+      schedule();
+    });
+    delay = opts.retryDelayMs ?? 200;
+  };
+
+  const schedule = (): void => {
+    if (closed || timer) return;
+    timer = setTimeout(() => {
+      timer = undefined;
+      load().catch((err: unknown) => {
+        log.warn({ err: (err as Error).message }, 'snapshot failed; retrying');
+        delay = Math.min(delay * 2, 5000);
+        schedule();
+      });
+    }, delay);
+  };
+
+  const ready = load().catch((err: unknown) => {
+    schedule();
+    throw err;
+  });
+
+  return {
+    get: (key) => map.get(key),
+    entries: () => map.entries(),
+    revision: () => rev,
+    ready,
+    close: async () => {
+      closed = true;
+      if (timer) clearTimeout(timer);
+      if (watcher) await watcher.cancel().catch(() => undefined);
+    },
+  };
+}
