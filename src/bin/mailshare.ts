@@ -9,6 +9,16 @@ import { DomainError } from '../domain/errors.js';
 import { registerServer } from './server-command.js';
 
 const require = createRequire(import.meta.url);
+
+// grpc-js passes the target address as TLS server name; for an IP address
+// Node warns (DEP0123) on every connection. The certificate is still
+// verified against the IP SAN, so this warning is noise on stderr.
+const emitWarning = process.emitWarning.bind(process);
+process.emitWarning = ((warning: string | Error, ...rest: unknown[]) => {
+  const code = typeof rest[0] === 'object' && rest[0] !== null ? (rest[0] as { code?: string }).code : rest[1];
+  if (code === 'DEP0123') return;
+  (emitWarning as (...a: unknown[]) => void)(warning, ...rest);
+}) as typeof process.emitWarning;
 const { version } = require('../../package.json') as { version: string };
 
 /**
