@@ -93,7 +93,7 @@ export class Coordinator {
     const creds = this.credentials();
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.opts.listen, creds, (err, port) => {
-        if (err) reject(new DomainError('unavailable', `cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
+        if (err) reject(new DomainError('unavailable', `listen: cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
         else resolve(port);
       });
     });

@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdirSync, openSync, closeSync } from 'node:fs';
+import { accessSync, constants, existsSync, mkdirSync, openSync, closeSync, statSync } from 'node:fs';
 import http from 'node:http';
 import net from 'node:net';
 import path from 'node:path';
@@ -104,7 +104,7 @@ export async function spawnEtcdMember(opts: EtcdMemberOptions): Promise<EtcdMemb
   ];
   if (opts.fastElections) args.push('--heartbeat-interval', '10', '--election-timeout', '100');
 
-  const binary = opts.binary ?? 'etcd';
+  const binary = resolveExecutable(opts.binary ?? 'etcd');
   const logFile = opts.logFile ?? path.join(path.dirname(opts.dataDir), `etcd-${name}.log`);
   const logFd = openSync(logFile, 'a', 0o600);
   const [cmd, cmdArgs] = existsSync(SETPRIV)
@@ -169,6 +169,30 @@ export async function spawnEtcdMember(opts: EtcdMemberOptions): Promise<EtcdMemb
     throw err;
   }
   return member;
+}
+
+/**
+ * Finds an executable like the shell does, so a missing etcd is reported as
+ * such instead of as an exit code of the setpriv wrapper.
+ */
+export function resolveExecutable(name: string): string {
+  const candidates = name.includes('/')
+    ? [path.resolve(name)]
+    : (process.env.PATH ?? '/usr/local/bin:/usr/bin:/bin').split(':').filter(Boolean).map((d) => path.join(d, name));
+  for (const c of candidates) {
+    try {
+      if (statSync(c).isFile()) {
+        accessSync(c, constants.X_OK);
+        return c;
+      }
+    } catch {
+      // not here; keep looking
+    }
+  }
+  throw new DomainError(
+    'unavailable',
+    `cannot start etcd (${name}): ${name.includes('/') ? 'no executable file there' : 'not found in PATH'} (install etcd-server or pass --etcd-binary)`,
+  );
 }
 
 /** Polls etcd's /health until it answers {"health":"true"}. */
