@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Installs what mailshare needs on Debian 12 (root, Node 20) and builds it:
+# Debian packages that are missing, npm dependencies, the build, and the
+# `mailshare` command on PATH (npm link). Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
+command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
+command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
+command -v openssl >/dev/null 2>&1 || need+=(openssl)
+if ((${#need[@]})); then
+  echo "setup: installing ${need[*]}" >&2
+  SUDO=""
+  [[ $(id -u) -eq 0 ]] || SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+node -e 'const [a,b]=process.versions.node.split(".").map(Number); if (a<20||(a===20&&b<19)) { console.error("setup: Node >= 20.19 required, found "+process.versions.node); process.exit(1) }'
+
+echo "setup: npm ci" >&2
+npm ci --no-audit --no-fund --loglevel=error
+echo "setup: build" >&2
+npm run --silent build
+echo "setup: linking the mailshare command" >&2
+npm link --no-audit --no-fund --loglevel=error >/dev/null
+command -v mailshare >/dev/null || { echo "setup: mailshare is not on PATH (npm prefix -g: $(npm prefix -g))" >&2; exit 1; }
+echo "setup: done ($(mailshare --version))" >&2
