@@ -100,3 +100,14 @@ describe('server configuration', () => {
     expect(errorOf(() => load({}, {}, file('num.yaml', 'listen: 7400\n'))).message).toMatch(/listen: must be a string/);
   });
 });
+
+describe('deploy/server.example.yaml', () => {
+  it('is a valid configuration', () => {
+    const example = path.join(__dirname, '..', '..', 'deploy', 'server.example.yaml');
+    const c = loadServerConfig({ flags: {}, env: {}, configFile: example, cwd: tmp.path });
+    expect(c.listen).toBe('0.0.0.0:7400');
+    expect(c.etcd.endpoints).toHaveLength(3);
+    expect(c.log).toEqual({ level: 'info', format: 'json' });
+    expect(c.shutdownTimeoutMs).toBe(10_000);
+  });
+});
