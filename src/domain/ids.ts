@@ -18,6 +18,32 @@ export function parseTenantId(value: string, field = 'tenant'): string {
   return value;
 }
 
+/**
+ * User ids (IMAP login names inside a tenant): 1–128 characters of lowercase
+ * ASCII letters, digits and . _ - + @, starting with a letter or digit. The
+ * words anyone, authenticated and anonymous are reserved identifiers.
+ */
+export const USER_ID_PATTERN = /^[a-z0-9][a-z0-9._+@-]{0,127}$/;
+
+/** Group names: the same charset and length as tenant ids. */
+export const GROUP_NAME_PATTERN = TENANT_ID_PATTERN;
+
+export function parseUserId(value: string, field = 'user'): string {
+  if (value.length === 0) throw invalidArgument(field, 'must not be empty');
+  if (!USER_ID_PATTERN.test(value) || ['anyone', 'authenticated', 'anonymous'].includes(value)) {
+    throw invalidArgument(field, `"${printable(value)}" is not a user id (1-128 of a-z 0-9 . _ - + @, starting with a letter or digit; not a reserved word)`);
+  }
+  return value;
+}
+
+export function parseGroupName(value: string, field = 'group'): string {
+  if (value.length === 0) throw invalidArgument(field, 'must not be empty');
+  if (!GROUP_NAME_PATTERN.test(value)) {
+    throw invalidArgument(field, `"${printable(value)}" is not a group name (1-63 of a-z 0-9 . _ -, starting with a letter or digit)`);
+  }
+  return value;
+}
+
 /** Renders untrusted input safely inside an error message. */
 export function printable(value: string, max = 80): string {
   // eslint-disable-next-line no-control-regex

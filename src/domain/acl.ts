@@ -1,0 +1,139 @@
+import {
+  type Identifier,
+  type Principal,
+  formatIdentifier,
+  parseIdentifier,
+  principalMatches,
+} from './identifier.js';
+import {
+  A,
+  ALL_RIGHTS,
+  CREATE_MEMBERS,
+  DELETE_MEMBERS,
+  L,
+  NO_RIGHTS,
+  RIGHT_LETTERS,
+  type Rights,
+  type RightsChange,
+  applyRightsChange,
+  difference,
+  formatRights,
+  union,
+} from './rights.js';
+
+/**
+ * An access control list: identifier (canonical text, e.g. "bob",
+ * "-group:sales") → rights. Entries with no rights do not exist
+ * (RFC 4314 §3.1: setting empty rights removes the entry). Immutable.
+ */
+export type Acl = ReadonlyMap<string, Rights>;
+
+export const EMPTY_ACL: Acl = new Map();
+
+/** The owner's own rights: l and a, always (stated in the README). */
+export const OWNER_IMPLICIT = union(L, A);
+
+export function aclFromEntries(entries: Iterable<readonly [string, Rights]>): Acl {
+  const m = new Map<string, Rights>();
+  for (const [id, r] of entries) if (r !== NO_RIGHTS) m.set(formatIdentifier(parseIdentifier(id)), r);
+  return m;
+}
+
+/** SETACL (RFC 4314 §3.1): replace, add (+) or remove (-) rights of one identifier. */
+export function setAcl(acl: Acl, id: Identifier, change: RightsChange): Acl {
+  const key = formatIdentifier(id);
+  const next = applyRightsChange(acl.get(key) ?? NO_RIGHTS, change);
+  const m = new Map(acl);
+  if (next === NO_RIGHTS) m.delete(key);
+  else m.set(key, next);
+  return m;
+}
+
+/** DELETEACL (RFC 4314 §3.2): removes exactly this entry ("fred" leaves "-fred"). */
+export function deleteAcl(acl: Acl, id: Identifier): Acl {
+  const key = formatIdentifier(id);
+  if (!acl.has(key)) return acl;
+  const m = new Map(acl);
+  m.delete(key);
+  return m;
+}
+
+/** Entries in a stable order: positive before negative, then by identifier. */
+export function aclEntries(acl: Acl): Array<[string, Rights]> {
+  return [...acl.entries()].sort(([a], [b]) => {
+    const na = a.startsWith('-') ? 1 : 0;
+    const nb = b.startsWith('-') ? 1 : 0;
+    return na - nb || (a < b ? -1 : a > b ? 1 : 0);
+  });
+}
+
+export interface Subject {
+  /** The logged-in user. */
+  readonly user: string;
+  /** Groups the user belongs to (names, without "group:"). */
+  readonly groups: ReadonlySet<string>;
+}
+
+/**
+ * Effective rights (RFC 4314 §2, the Cyrus rule mailshare documents): the
+ * union of the rights of every positive entry that matches the user, minus
+ * the union of every matching negative entry. The mailbox owner always
+ * keeps l and a.
+ */
+export function effectiveRights(acl: Acl, subject: Subject, owner: string): Rights {
+  let pos: Rights = NO_RIGHTS;
+  let neg: Rights = NO_RIGHTS;
+  for (const [key, rights] of acl) {
+    const id = parseIdentifier(key);
+    if (!principalMatches(id.principal, subject.user, subject.groups)) continue;
+    if (id.negative) neg = union(neg, rights);
+    else pos = union(pos, rights);
+  }
+  const eff = difference(pos, neg);
+  return subject.user === owner ? union(eff, OWNER_IMPLICIT) : eff;
+}
+
+/** Groups an ACL refers to (positive or negative entries). */
+export function groupsReferenced(acl: Acl): Set<string> {
+  const out = new Set<string>();
+  for (const key of acl.keys()) {
+    const p = parseIdentifier(key).principal;
+    if (p.kind === 'group') out.add(p.name);
+  }
+  return out;
+}
+
+/** Users named directly in an ACL (positive or negative entries). */
+export function usersReferenced(acl: Acl): Set<string> {
+  const out = new Set<string>();
+  for (const key of acl.keys()) {
+    const p = parseIdentifier(key).principal;
+    if (p.kind === 'user') out.add(p.name);
+  }
+  return out;
+}
+
+export interface ListRightsResult {
+  /** Rights the identifier always has (RFC 4314 §3.7 "required rights"). */
+  readonly required: string;
+  /** Each string a set of rights that can be granted together; mailshare ties none. */
+  readonly optional: string[];
+}
+
+/**
+ * LISTRIGHTS (RFC 4314 §3.7, §2.1.1). mailshare ties no rights together, so
+ * every grantable right is listed on its own, followed by the virtual "c"
+ * and "d" whenever any of their members is grantable. The owner always has
+ * l and a. `grantable` narrows what may be granted (e.g. a tenant that
+ * forbids sharing with anyone).
+ */
+export function listRights(principal: Principal, negative: boolean, owner: string, grantable: Rights = ALL_RIGHTS): ListRightsResult {
+  const isOwner = !negative && principal.kind === 'user' && principal.name === owner;
+  const required = isOwner ? OWNER_IMPLICIT : NO_RIGHTS;
+  const optionalBits = difference(grantable, required);
+  const optional: string[] = [];
+  for (let i = 0; i < RIGHT_LETTERS.length; i++) if (optionalBits & (1 << i)) optional.push(RIGHT_LETTERS[i]!);
+  if (optionalBits & CREATE_MEMBERS) optional.push('c');
+  if (optionalBits & DELETE_MEMBERS) optional.push('d');
+  return { required: formatRights(required), optional };
+}
