@@ -24,6 +24,7 @@ export function registerServer(program: Command, version: string): void {
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (env MAILSHARE_LOG_LEVEL; default info)')
     .option('--log-format <format>', 'auto|json|pretty (env MAILSHARE_LOG_FORMAT; default auto: pretty on a terminal)')
     .option('--etcd-binary <path>', 'etcd executable for the embedded mode (env MAILSHARE_ETCD_BINARY; default etcd)')
+    .option('--audit-retention <duration>', 'how long audit records are kept, e.g. 90d (env MAILSHARE_AUDIT_RETENTION; default 90d)')
     .option('--shutdown-timeout <duration>', 'grace period for in-flight calls, e.g. 10s (env MAILSHARE_SHUTDOWN_TIMEOUT)')
     .action(async (flags: Record<string, unknown>) => {
       const config = loadServerConfig({

@@ -31,6 +31,8 @@ export interface ServerConfig {
   readonly etcdBinary: string;
   /** How long graceful shutdown waits for in-flight calls, in ms. */
   readonly shutdownTimeoutMs: number;
+  /** How long audit records are kept, in ms. */
+  readonly auditRetentionMs: number;
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -65,6 +67,7 @@ export const SERVER_SETTINGS: readonly Setting[] = [
   { key: 'log.format', flag: 'logFormat', env: 'MAILSHARE_LOG_FORMAT' },
   { key: 'etcdBinary', flag: 'etcdBinary', env: 'MAILSHARE_ETCD_BINARY' },
   { key: 'shutdownTimeout', flag: 'shutdownTimeout', env: 'MAILSHARE_SHUTDOWN_TIMEOUT' },
+  { key: 'audit.retention', flag: 'auditRetention', env: 'MAILSHARE_AUDIT_RETENTION' },
 ];
 
 export interface ConfigSources {
@@ -160,6 +163,8 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
   if (etcdBinary.trim() === '') throw new ConfigError(raw.get('etcdBinary')!.source, 'must not be empty');
 
   const shutdownTimeoutMs = parseDuration(raw.get('shutdownTimeout'), 10_000);
+  const auditRetentionMs = parseDuration(raw.get('audit.retention'), 90 * 24 * 3600_000);
+  if (auditRetentionMs < 60_000) throw new ConfigError(raw.get('audit.retention')!.source, 'must be at least 1m');
 
   return deepFreeze({
     listen,
@@ -170,6 +175,7 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     log: { level: level as LogLevel, format },
     etcdBinary,
     shutdownTimeoutMs,
+    auditRetentionMs,
   });
 }
 
@@ -201,7 +207,7 @@ function readConfigFile(file: string): { name: string; dir: string; values: Map<
 function flatten(obj: Record<string, unknown>, prefix: string, out: Map<string, unknown>): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v) && (key === 'etcd' || key === 'tls' || key === 'log')) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && (key === 'etcd' || key === 'tls' || key === 'log' || key === 'audit')) {
       flatten(v as Record<string, unknown>, `${key}.`, out);
     } else {
       out.set(key, v);
@@ -242,16 +248,17 @@ function parseEndpoints(r: Raw | undefined): string[] {
   return out;
 }
 
-/** Accepts milliseconds as a number, or "500ms", "10s", "2m". */
+/** Accepts milliseconds as a number, or "500ms", "10s", "2m", "12h", "90d". */
 export function parseDuration(r: Raw | undefined, fallback: number): number {
   if (r === undefined) return fallback;
   const v = r.value;
   if (typeof v === 'number' && Number.isInteger(v) && v >= 0) return v;
   if (typeof v === 'string') {
-    const m = /^(\d+)(ms|s|m)?$/.exec(v.trim());
-    if (m) return Number(m[1]) * (m[2] === 's' ? 1000 : m[2] === 'm' ? 60_000 : 1);
+    const m = /^(\d+)(ms|s|m|h|d)?$/.exec(v.trim());
+    const unit: Record<string, number> = { ms: 1, s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
+    if (m) return Number(m[1]) * unit[m[2] ?? 'ms']!;
   }
-  throw new ConfigError(r.source, `"${String(v)}" is not a duration (e.g. 500ms, 10s, 2m)`);
+  throw new ConfigError(r.source, `"${String(v)}" is not a duration (e.g. 500ms, 10s, 2m, 12h, 90d)`);
 }
 
 function checkReadable(file: string, source: string): void {

@@ -137,3 +137,23 @@ export function listRights(principal: Principal, negative: boolean, owner: strin
   if (optionalBits & DELETE_MEMBERS) optional.push('d');
   return { required: formatRights(required), optional };
 }
+
+/**
+ * The grantees under which a mailbox appears in the "shared with" index:
+ * every positive entry holding "l", except the owner's own entry. Negative
+ * entries and group membership are applied when the index is read, so a
+ * group change never has to rewrite index entries.
+ */
+export function shareGrantees(acl: Acl, owner: string): Set<string> {
+  const out = new Set<string>();
+  for (const [key, rights] of acl) {
+    if (key.startsWith('-') || (rights & L) === 0 || key === owner) continue;
+    out.add(key);
+  }
+  return out;
+}
+
+/** Number of entries counted against a tenant's max_shares_per_mailbox (all but the owner's own). */
+export function shareCount(acl: Acl, owner: string): number {
+  return acl.has(owner) ? acl.size - 1 : acl.size;
+}

@@ -79,6 +79,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       logger,
       version,
       embeddedEtcd: member !== undefined,
+      auditRetentionMs: config.auditRetentionMs,
     });
     cleanups.push(() => coordinator.shutdown(config.shutdownTimeoutMs));
     const address = await coordinator.start();

@@ -5,7 +5,18 @@ import type { Etcd3 } from 'etcd3';
 import type { Logger } from 'pino';
 import { DomainError } from '../domain/errors.js';
 import { AuthServiceService } from '../gen/mailshare/v1/auth.js';
+import { AclServiceService } from '../gen/mailshare/v1/acl.js';
+import { AuditServiceService } from '../gen/mailshare/v1/audit.js';
+import { DirectoryServiceService } from '../gen/mailshare/v1/directory.js';
+import { MailboxServiceService } from '../gen/mailshare/v1/mailbox.js';
 import { SystemServiceService } from '../gen/mailshare/v1/system.js';
+import { AuditStore } from '../store/audit-store.js';
+import { DirectoryStore } from '../store/directory-store.js';
+import { MailboxStore } from '../store/mailbox-store.js';
+import { createAclService } from './acl-service.js';
+import { createAuditService } from './audit-service.js';
+import { createDirectoryService } from './directory-service.js';
+import { createMailboxService } from './mailbox-service.js';
 import { ClusterStatusReader } from '../store/cluster-status.js';
 import type { Keys } from '../store/keys.js';
 import type { TokenStore } from '../store/token-store.js';
@@ -30,10 +41,21 @@ export interface CoordinatorOptions {
   embeddedEtcd: boolean;
   /** Health probe interval in ms; default 2000. */
   healthIntervalMs?: number;
+  /** Audit records older than this are pruned, in ms; default 90 days. */
+  auditRetentionMs?: number;
 }
 
 /** Services whose health is reported individually (plus "" for the server). */
-const SERVICE_NAMES = ['mailshare.v1.SystemService', 'mailshare.v1.AuthService'];
+const SERVICE_NAMES = [
+  'mailshare.v1.SystemService',
+  'mailshare.v1.AuthService',
+  'mailshare.v1.DirectoryService',
+  'mailshare.v1.MailboxService',
+  'mailshare.v1.AclService',
+  'mailshare.v1.AuditService',
+];
+
+const DAY_MS = 24 * 3600 * 1000;
 
 /**
  * One stateless gRPC coordinator: serves the mailshare API, the standard
@@ -45,6 +67,8 @@ export class Coordinator {
   private readonly health: HealthImplementation;
   private readonly cluster: ClusterStatusReader;
   private healthTimer: NodeJS.Timeout | undefined;
+  private pruneTimer: NodeJS.Timeout | undefined;
+  private readonly audit: AuditStore;
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
@@ -75,6 +99,13 @@ export class Coordinator {
       }),
     );
     this.server.addService(AuthServiceService, createAuthService({ ...deps, tokens: opts.tokens }));
+    this.audit = new AuditStore(opts.client, opts.keys);
+    const directory = new DirectoryStore(opts.client, opts.keys, this.audit);
+    const mailboxes = new MailboxStore(opts.client, opts.keys, this.audit, directory);
+    this.server.addService(DirectoryServiceService, createDirectoryService({ ...deps, directory }));
+    this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes }));
+    this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
+    this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.health.addToServer(this.server);
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
     createReflection().addToServer({
@@ -100,6 +131,10 @@ export class Coordinator {
     await this.probeEtcd();
     this.healthTimer = setInterval(() => void this.probeEtcd(), this.opts.healthIntervalMs ?? 2000);
     this.healthTimer.unref();
+    // Every coordinator prunes; deleting an already-deleted range is harmless.
+    this.pruneTimer = setInterval(() => void this.pruneAudit(), Math.min(3600_000, Math.max(1000, (this.opts.auditRetentionMs ?? 90 * DAY_MS) / 10)));
+    this.pruneTimer.unref();
+    void this.pruneAudit();
     this.state = 'serving';
     this.log.info({ address: this.address(), tls: !!this.opts.tls, mtls: !!this.opts.tls?.clientCa }, 'serving');
     return this.address();
@@ -122,6 +157,7 @@ export class Coordinator {
     if (this.state === 'stopped') return;
     this.state = 'draining';
     if (this.healthTimer) clearInterval(this.healthTimer);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.setHealth('NOT_SERVING');
     const graceful = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
@@ -141,9 +177,19 @@ export class Coordinator {
 
   forceShutdown(): void {
     if (this.healthTimer) clearInterval(this.healthTimer);
+    if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.server.forceShutdown();
     this.cluster.close();
     this.state = 'stopped';
+  }
+
+  private async pruneAudit(): Promise<void> {
+    try {
+      const deleted = await this.audit.prune(new Date(Date.now() - (this.opts.auditRetentionMs ?? 90 * DAY_MS)));
+      if (deleted > 0) this.log.info({ deleted }, 'pruned audit records');
+    } catch (err) {
+      this.log.warn({ err: (err as Error).message }, 'audit pruning failed; will retry');
+    }
   }
 
   private async probeEtcd(): Promise<void> {

@@ -2,8 +2,22 @@
  * The only place that builds etcd key strings. Everything lives under one
  * configurable prefix (default "/mailshare/") and a schema version segment:
  *
- *   <prefix>v1/meta/bootstrap        admin bootstrap marker (token id)
- *   <prefix>v1/tokens/<token-id>     bearer token record (hash, role)
+ *   <prefix>v1/meta/bootstrap                        admin bootstrap marker (token id)
+ *   <prefix>v1/meta/health                           probed by health checks, never written
+ *   <prefix>v1/tokens/<token-id>                     bearer token record (hash, role)
+ *   <prefix>v1/tenants/<tenant>                      tenant record (settings)
+ *   <prefix>v1/t/<tenant>/meta                       touched by every create inside the tenant
+ *   <prefix>v1/t/<tenant>/groups/<group>             group record (members)
+ *   <prefix>v1/t/<tenant>/mbox/<owner>/<name>        mailbox record, with its ACL
+ *   <prefix>v1/t/<tenant>/shared/<grantee>/<owner>/<name>
+ *                                                    "shared with" index entry: the ACL has a
+ *                                                    positive entry with "l" for grantee
+ *                                                    (a user, group:NAME, anyone, authenticated)
+ *   <prefix>v1/audit/<tenant>/<time>-<random>        audit record
+ *   <prefix>v1/audit-tenants/<tenant>                tenants that have audit records (for pruning)
+ *
+ * User ids, group names and tenant ids never contain "/", so "<owner>/"
+ * and "<grantee>/" prefixes never overlap.
  */
 export interface Keys {
   readonly root: string;
@@ -11,13 +25,46 @@ export interface Keys {
   token(id: string): string;
   tokenIdFromKey(key: string): string;
   readonly bootstrap: string;
-  /** Probed by health checks; never written. */
   readonly healthProbe: string;
+
+  readonly tenantsPrefix: string;
+  tenant(tenant: string): string;
+  tenantFromKey(key: string): string;
+  /** Everything owned by a tenant (not its audit trail). */
+  tenantData(tenant: string): string;
+  tenantMeta(tenant: string): string;
+
+  groupsPrefix(tenant: string): string;
+  group(tenant: string, group: string): string;
+  groupFromKey(tenant: string, key: string): string;
+
+  mailboxesPrefix(tenant: string): string;
+  ownerMailboxesPrefix(tenant: string, owner: string): string;
+  mailbox(tenant: string, owner: string, name: string): string;
+  /** "owner/name" from a mailbox key. */
+  mailboxRefFromKey(tenant: string, key: string): string;
+
+  sharedPrefix(tenant: string, grantee: string): string;
+  shared(tenant: string, grantee: string, owner: string, name: string): string;
+  /** "owner/name" from an index key of this grantee. */
+  sharedRefFromKey(tenant: string, grantee: string, key: string): string;
+
+  auditPrefix(tenant: string): string;
+  audit(tenant: string, time: Date, suffix: string): string;
+  /** Key bound for "older than time" range deletes. */
+  auditBefore(tenant: string, time: Date): string;
+  readonly auditTenantsPrefix: string;
+  auditTenant(tenant: string): string;
 }
 
 export function createKeys(prefix: string): Keys {
   const root = `${prefix}v1/`;
   const tokensPrefix = `${root}tokens/`;
+  const tenantsPrefix = `${root}tenants/`;
+  const t = (tenant: string) => `${root}t/${tenant}/`;
+  const auditTenantsPrefix = `${root}audit-tenants/`;
+  // Fixed-width milliseconds keep audit keys in time order.
+  const ts = (time: Date) => String(time.getTime()).padStart(15, '0');
   return Object.freeze({
     root,
     tokensPrefix,
@@ -25,5 +72,35 @@ export function createKeys(prefix: string): Keys {
     tokenIdFromKey: (key: string) => key.slice(tokensPrefix.length),
     bootstrap: `${root}meta/bootstrap`,
     healthProbe: `${root}meta/health`,
+
+    tenantsPrefix,
+    tenant: (tenant: string) => `${tenantsPrefix}${tenant}`,
+    tenantFromKey: (key: string) => key.slice(tenantsPrefix.length),
+    tenantData: t,
+    tenantMeta: (tenant: string) => `${t(tenant)}meta`,
+
+    groupsPrefix: (tenant: string) => `${t(tenant)}groups/`,
+    group: (tenant: string, group: string) => `${t(tenant)}groups/${group}`,
+    groupFromKey: (tenant: string, key: string) => key.slice(`${t(tenant)}groups/`.length),
+
+    mailboxesPrefix: (tenant: string) => `${t(tenant)}mbox/`,
+    ownerMailboxesPrefix: (tenant: string, owner: string) => `${t(tenant)}mbox/${owner}/`,
+    mailbox: (tenant: string, owner: string, name: string) => `${t(tenant)}mbox/${owner}/${name}`,
+    mailboxRefFromKey: (tenant: string, key: string) => key.slice(`${t(tenant)}mbox/`.length),
+
+    sharedPrefix: (tenant: string, grantee: string) => `${t(tenant)}shared/${grantee}/`,
+    shared: (tenant: string, grantee: string, owner: string, name: string) => `${t(tenant)}shared/${grantee}/${owner}/${name}`,
+    sharedRefFromKey: (tenant: string, grantee: string, key: string) => key.slice(`${t(tenant)}shared/${grantee}/`.length),
+
+    auditPrefix: (tenant: string) => `${root}audit/${tenant}/`,
+    audit: (tenant: string, time: Date, suffix: string) => `${root}audit/${tenant}/${ts(time)}-${suffix}`,
+    auditBefore: (tenant: string, time: Date) => `${root}audit/${tenant}/${ts(time)}`,
+    auditTenantsPrefix,
+    auditTenant: (tenant: string) => `${auditTenantsPrefix}${tenant}`,
   });
+}
+
+/** The smallest key greater than every key with this prefix (prefixes are ASCII). */
+export function prefixEnd(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }

@@ -3,7 +3,7 @@ import type { Logger } from 'pino';
 import { DomainError } from '../domain/errors.js';
 import { type Role, formatRole, parseRole } from '../domain/role.js';
 import { etcdOp } from './errors.js';
-import type { Keys } from './keys.js';
+import { type Keys, prefixEnd } from './keys.js';
 import { type PrefixCache, createPrefixCache } from './prefix-cache.js';
 
 /** A stored token: never the secret itself, only its SHA-256. */
@@ -182,9 +182,4 @@ function decode(id: string, value: Buffer, revision: number): TokenRecord | unde
   } catch {
     return undefined;
   }
-}
-
-/** The smallest key greater than every key with this prefix (prefixes are ASCII). */
-export function prefixEnd(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }

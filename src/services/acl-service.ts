@@ -1,0 +1,120 @@
+import { type Acl, listRights, shareCount } from '../domain/acl.js';
+import { DomainError } from '../domain/errors.js';
+import { type Identifier, parseIdentifier } from '../domain/identifier.js';
+import { parseTenantId, parseUserId } from '../domain/ids.js';
+import { parseMailboxRef } from '../domain/mailbox-name.js';
+import { A, ALL_RIGHTS, NO_RIGHTS, hasAny, parseRightsChange } from '../domain/rights.js';
+import type { AclServiceServer } from '../gen/mailshare/v1/acl.js';
+import type { Role } from '../domain/role.js';
+import type { DirectoryStore, TenantSettings } from '../store/directory-store.js';
+import { type MailboxStore, mailboxNotFound } from '../store/mailbox-store.js';
+import { auditContext, requireActorForNode, requireTenantRole } from './access.js';
+import { aclToPb, parseExpectedRevision, rightsToPb } from './convert.js';
+import { REVEALING, requireActorRights, rightsOf } from './mailbox-access.js';
+import { optionalUser } from './mailbox-service.js';
+import { type RpcDeps, unary } from './rpc.js';
+
+export interface AclServiceDeps extends RpcDeps {
+  readonly directory: DirectoryStore;
+  readonly mailboxes: MailboxStore;
+}
+
+const ROLES = ['admin', 'tenant-admin', 'node'] as const;
+
+/** Tenant policy checked inside the ACL transaction, against the ACL it would write. */
+function tenantPolicy(id: Identifier, owner: string) {
+  return (settings: TenantSettings, before: Acl, after: Acl): void => {
+    if (!id.negative && id.principal.kind === 'anyone' && !settings.allowAnyone && (after.get('anyone') ?? NO_RIGHTS) !== NO_RIGHTS) {
+      throw new DomainError('permission_denied', 'identifier: this tenant does not allow sharing with anyone', { field: 'identifier' });
+    }
+    const n = shareCount(after, owner);
+    if (n > shareCount(before, owner) && n > settings.maxSharesPerMailbox) {
+      throw new DomainError('resource_exhausted', `identifier: a mailbox may have at most ${settings.maxSharesPerMailbox} ACL entries in this tenant; use a group`, {
+        field: 'identifier',
+      });
+    }
+  };
+}
+
+export function createAclService(deps: AclServiceDeps): AclServiceServer {
+  const { directory, mailboxes } = deps;
+
+  /** Common prologue: parse, authorize, load, and apply the actor rule (needs "a"). */
+  const load = async (role: Role, tenantText: string, mailboxText: string, actorText: string, what: string) => {
+    const tenant = parseTenantId(tenantText);
+    const ref = parseMailboxRef(mailboxText);
+    const actor = optionalUser(actorText, 'actor');
+    requireTenantRole(role, tenant, ROLES);
+    requireActorForNode(role, actor);
+    if (actor === undefined) requireTenantRole(role, tenant, ['admin', 'tenant-admin']);
+    const m = await mailboxes.require(tenant, ref.owner, ref.name);
+    if (actor !== undefined) await requireActorRights(directory, m, actor, A, what);
+    return { tenant, ref, actor, m };
+  };
+
+  return {
+    getAcl: unary(deps, 'GetAcl', ROLES, async (req, ctx) => {
+      const { m } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'read its ACL');
+      return { entries: aclToPb(m.acl), revision: m.revision };
+    }),
+
+    setAcl: unary(deps, 'SetAcl', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const identifier = parseIdentifier(req.identifier, 'identifier');
+      const change = parseRightsChange(req.rights, 'rights');
+      const expected = parseExpectedRevision(req.expectedRevision);
+      const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
+      const res = await mailboxes.changeAcl(
+        tenant,
+        ref.owner,
+        ref.name,
+        { kind: 'set', identifier, change },
+        expected,
+        auditContext(ctx.principal, actor),
+        tenantPolicy(identifier, ref.owner),
+      );
+      return { rights: rightsToPb(res.rights), revision: res.record.revision };
+    }),
+
+    deleteAcl: unary(deps, 'DeleteAcl', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const identifier = parseIdentifier(req.identifier, 'identifier');
+      const expected = parseExpectedRevision(req.expectedRevision);
+      const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
+      const res = await mailboxes.changeAcl(
+        tenant,
+        ref.owner,
+        ref.name,
+        { kind: 'delete', identifier },
+        expected,
+        auditContext(ctx.principal, actor),
+        tenantPolicy(identifier, ref.owner),
+      );
+      return { revision: res.record.revision };
+    }),
+
+    listRights: unary(deps, 'ListRights', ROLES, async (req, ctx) => {
+      const identifier = parseIdentifier(req.identifier, 'identifier');
+      const { tenant, ref } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'list rights on it');
+      const t = await directory.getTenant(tenant);
+      const blocked = !identifier.negative && identifier.principal.kind === 'anyone' && t?.settings.allowAnyone === false;
+      const r = listRights(identifier.principal, identifier.negative, ref.owner, blocked ? NO_RIGHTS : ALL_RIGHTS);
+      return { identifier: req.identifier, required: r.required, optional: r.optional };
+    }),
+
+    myRights: unary(deps, 'MyRights', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const user = parseUserId(req.user, 'user');
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      const m = await mailboxes.require(tenant, ref.owner, ref.name);
+      const rights = await rightsOf(directory, m, user);
+      // A node answers for a logged-in user: without any revealing right the
+      // mailbox does not exist for them (RFC 4314 §6).
+      if (ctx.principal.role.kind === 'node' && !hasAny(rights, REVEALING)) throw mailboxNotFound(tenant, ref.owner, ref.name);
+      return { rights: rightsToPb(rights), revision: m.revision };
+    }),
+  };
+}

@@ -1,0 +1,136 @@
+import { DomainError } from '../domain/errors.js';
+import { parseGroupName, parseTenantId, parseUserId } from '../domain/ids.js';
+import { decodePageToken, encodePageToken, parsePageSize } from '../domain/paging.js';
+import type { DirectoryServiceServer } from '../gen/mailshare/v1/directory.js';
+import { DEFAULT_TENANT_SETTINGS, type DirectoryStore } from '../store/directory-store.js';
+import { auditContext, requireTenantRole } from './access.js';
+import { groupToPb, parseExpectedRevision, settingsFromPb, tenantToPb } from './convert.js';
+import { ANY_ROLE, type RpcDeps, unary } from './rpc.js';
+
+export interface DirectoryServiceDeps extends RpcDeps {
+  readonly directory: DirectoryStore;
+}
+
+const ADMINS = ['admin', 'tenant-admin'] as const;
+const READERS = ['admin', 'tenant-admin', 'node'] as const;
+
+export function createDirectoryService(deps: DirectoryServiceDeps): DirectoryServiceServer {
+  const { directory } = deps;
+
+  const members = (list: string[], field = 'members'): string[] => list.map((m, i) => parseUserId(m, `${field}[${i}]`));
+
+  return {
+    createTenant: unary(deps, 'CreateTenant', ['admin'], async (req, ctx) => {
+      const id = parseTenantId(req.id, 'id');
+      const settings = { ...DEFAULT_TENANT_SETTINGS, ...settingsFromPb(req.settings) };
+      const t = await directory.createTenant(id, settings, auditContext(ctx.principal, undefined));
+      ctx.log.info({ tenant: id }, 'tenant created');
+      return tenantToPb(t);
+    }),
+
+    getTenant: unary(deps, 'GetTenant', ANY_ROLE, async (req, ctx) => {
+      const id = parseTenantId(req.id, 'id');
+      requireTenantRole(ctx.principal.role, id, READERS);
+      const t = await directory.getTenant(id);
+      if (!t) throw new DomainError('not_found', `id: tenant "${id}" does not exist`, { field: 'id' });
+      return tenantToPb(t);
+    }),
+
+    listTenants: unary(deps, 'ListTenants', ['admin'], async (req) => {
+      const page = await directory.listTenants(parsePageSize(req.pageSize), decodePageToken(req.pageToken));
+      return { tenants: page.tenants.map(tenantToPb), nextPageToken: page.lastKey ? encodePageToken(page.lastKey) : '' };
+    }),
+
+    updateTenant: unary(deps, 'UpdateTenant', ['admin'], async (req, ctx) => {
+      const id = parseTenantId(req.id, 'id');
+      const patch = settingsFromPb(req.settings);
+      const t = await directory.updateTenant(id, patch, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined));
+      return tenantToPb(t);
+    }),
+
+    deleteTenant: unary(deps, 'DeleteTenant', ['admin'], async (req, ctx) => {
+      const id = parseTenantId(req.id, 'id');
+      await directory.deleteTenant(id, req.force, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined));
+      ctx.log.info({ tenant: id, force: req.force }, 'tenant deleted');
+      return {};
+    }),
+
+    setGroupMembers: unary(deps, 'SetGroupMembers', ADMINS, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const name = parseGroupName(req.name, 'name');
+      const list = members(req.members);
+      requireTenantRole(ctx.principal.role, tenant, ADMINS);
+      const g = await directory.changeGroup(tenant, name, () => list, {
+        expectedRevision: parseExpectedRevision(req.expectedRevision),
+        create: true,
+        action: 'SetGroupMembers',
+        ctx: auditContext(ctx.principal, undefined),
+      });
+      return groupToPb(g);
+    }),
+
+    addGroupMember: unary(deps, 'AddGroupMember', ADMINS, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const name = parseGroupName(req.name, 'name');
+      const member = parseUserId(req.member, 'member');
+      requireTenantRole(ctx.principal.role, tenant, ADMINS);
+      const g = await directory.changeGroup(tenant, name, (cur) => [...cur, member], {
+        expectedRevision: parseExpectedRevision(req.expectedRevision),
+        create: true,
+        action: 'AddGroupMember',
+        ctx: auditContext(ctx.principal, undefined),
+      });
+      return groupToPb(g);
+    }),
+
+    removeGroupMember: unary(deps, 'RemoveGroupMember', ADMINS, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const name = parseGroupName(req.name, 'name');
+      const member = parseUserId(req.member, 'member');
+      requireTenantRole(ctx.principal.role, tenant, ADMINS);
+      const g = await directory.changeGroup(tenant, name, (cur) => cur.filter((m) => m !== member), {
+        expectedRevision: parseExpectedRevision(req.expectedRevision),
+        create: false,
+        action: 'RemoveGroupMember',
+        ctx: auditContext(ctx.principal, undefined),
+      });
+      return groupToPb(g);
+    }),
+
+    getGroup: unary(deps, 'GetGroup', READERS, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const name = parseGroupName(req.name, 'name');
+      requireTenantRole(ctx.principal.role, tenant, READERS);
+      const g = await directory.getGroup(tenant, name);
+      if (!g) {
+        if (!(await directory.getTenant(tenant))) throw new DomainError('not_found', `tenant: tenant "${tenant}" does not exist`, { field: 'tenant' });
+        throw new DomainError('not_found', `name: group "${name}" does not exist in tenant "${tenant}"`, { field: 'name' });
+      }
+      return groupToPb(g);
+    }),
+
+    listGroups: unary(deps, 'ListGroups', READERS, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      requireTenantRole(ctx.principal.role, tenant, READERS);
+      const size = parsePageSize(req.pageSize);
+      const after = decodePageToken(req.pageToken);
+      await requireTenantExists(directory, tenant);
+      const page = await directory.listGroups(tenant, size, after);
+      return { groups: page.groups.map(groupToPb), nextPageToken: page.lastKey ? encodePageToken(page.lastKey) : '' };
+    }),
+
+    deleteGroup: unary(deps, 'DeleteGroup', ADMINS, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const name = parseGroupName(req.name, 'name');
+      requireTenantRole(ctx.principal.role, tenant, ADMINS);
+      await directory.deleteGroup(tenant, name, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined));
+      return {};
+    }),
+  };
+}
+
+export async function requireTenantExists(directory: DirectoryStore, tenant: string): Promise<void> {
+  if (!(await directory.getTenant(tenant))) {
+    throw new DomainError('not_found', `tenant: tenant "${tenant}" does not exist`, { field: 'tenant' });
+  }
+}

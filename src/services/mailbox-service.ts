@@ -1,0 +1,125 @@
+import { DomainError } from '../domain/errors.js';
+import { parseTenantId, parseUserId } from '../domain/ids.js';
+import { parentsOf, parseMailboxName, parseMailboxRef } from '../domain/mailbox-name.js';
+import { decodePageToken, encodePageToken, parsePageSize } from '../domain/paging.js';
+import { parseRights } from '../domain/rights.js';
+import type { MailboxServiceServer } from '../gen/mailshare/v1/mailbox.js';
+import type { DirectoryStore } from '../store/directory-store.js';
+import type { MailboxStore } from '../store/mailbox-store.js';
+import { auditContext, requireActorForNode, requireTenantRole } from './access.js';
+import { mailboxToPb, parseExpectedRevision, rightsToPb } from './convert.js';
+import { requireTenantExists } from './directory-service.js';
+import { requireActorRights } from './mailbox-access.js';
+import { type RpcDeps, unary } from './rpc.js';
+
+export interface MailboxServiceDeps extends RpcDeps {
+  readonly directory: DirectoryStore;
+  readonly mailboxes: MailboxStore;
+}
+
+const ROLES = ['admin', 'tenant-admin', 'node'] as const;
+
+export function optionalUser(value: string, field: string): string | undefined {
+  return value === '' ? undefined : parseUserId(value, field);
+}
+
+export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceServer {
+  const { directory, mailboxes } = deps;
+  return {
+    createMailbox: unary(deps, 'CreateMailbox', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const owner = parseUserId(req.owner, 'owner');
+      const name = parseMailboxName(req.name, 'name');
+      const actor = optionalUser(req.actor, 'actor');
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      requireActorForNode(ctx.principal.role, actor);
+      if (actor !== undefined && actor !== owner) {
+        // RFC 4314 §4: CREATE needs "k" on the nearest existing parent.
+        let parent;
+        for (const p of parentsOf(name)) if ((parent = await mailboxes.get(tenant, owner, p))) break;
+        if (!parent) throw new DomainError('permission_denied', `actor: ${actor} may only create mailboxes of its own or below one it holds "k" on`, { field: 'actor' });
+        await requireActorRights(directory, parent, actor, parseRights('k'), 'create mailboxes below it');
+      }
+      const m = await mailboxes.create(tenant, owner, name, auditContext(ctx.principal, actor));
+      ctx.log.info({ tenant, mailbox: `${owner}/${name}` }, 'mailbox created');
+      return mailboxToPb(m);
+    }),
+
+    getMailbox: unary(deps, 'GetMailbox', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const actor = optionalUser(req.actor, 'actor');
+      // Reading needs no actor: nodes cache mailboxes and ACLs for all their users.
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      const m = await mailboxes.require(tenant, ref.owner, ref.name);
+      if (actor !== undefined) await requireActorRights(directory, m, actor, parseRights(''), 'see it');
+      return mailboxToPb(m);
+    }),
+
+    listMailboxes: unary(deps, 'ListMailboxes', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const owner = optionalUser(req.owner, 'owner');
+      const size = parsePageSize(req.pageSize);
+      const after = decodePageToken(req.pageToken);
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      await requireTenantExists(directory, tenant);
+      const page = await mailboxes.list(tenant, owner, size, after);
+      return { mailboxes: page.mailboxes.map(mailboxToPb), nextPageToken: page.lastKey ? encodePageToken(page.lastKey) : '' };
+    }),
+
+    renameMailbox: unary(deps, 'RenameMailbox', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const newName = parseMailboxName(req.newName, 'new_name');
+      const expected = parseExpectedRevision(req.expectedRevision);
+      const actor = optionalUser(req.actor, 'actor');
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      requireActorForNode(ctx.principal.role, actor);
+      if (actor !== undefined) {
+        const m = await mailboxes.require(tenant, ref.owner, ref.name);
+        await requireActorRights(directory, m, actor, parseRights('x'), 'rename it');
+      }
+      const renamed = await mailboxes.rename(tenant, ref.owner, ref.name, newName, expected, auditContext(ctx.principal, actor));
+      return { mailboxes: renamed.map(mailboxToPb) };
+    }),
+
+    deleteMailbox: unary(deps, 'DeleteMailbox', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const expected = parseExpectedRevision(req.expectedRevision);
+      const actor = optionalUser(req.actor, 'actor');
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      requireActorForNode(ctx.principal.role, actor);
+      if (actor !== undefined) {
+        const m = await mailboxes.require(tenant, ref.owner, ref.name);
+        await requireActorRights(directory, m, actor, parseRights('x'), 'delete it');
+      }
+      await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor));
+      return {};
+    }),
+
+    listSharedWith: unary(deps, 'ListSharedWith', ROLES, async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const user = parseUserId(req.user, 'user');
+      const size = parsePageSize(req.pageSize);
+      const after = decodePageToken(req.pageToken);
+      if (after !== undefined && !/^[^/]+\/.+/.test(after)) {
+        throw new DomainError('invalid_argument', 'page_token: is not a token from a previous page', { field: 'page_token' });
+      }
+      requireTenantRole(ctx.principal.role, tenant, ROLES);
+      const res = await mailboxes.sharedWith(tenant, user, size, after);
+      return {
+        mailboxes: res.items.map(({ record, rights }) => ({
+          mailbox: `${record.owner}/${record.name}`,
+          owner: record.owner,
+          name: record.name,
+          id: record.id,
+          rights: rightsToPb(rights),
+        })),
+        nextPageToken: res.lastRef ? encodePageToken(res.lastRef) : '',
+        revision: res.revision,
+      };
+    }),
+  };
+}
+

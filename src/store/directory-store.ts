@@ -1,0 +1,280 @@
+import type { Etcd3 } from 'etcd3';
+import { DomainError } from '../domain/errors.js';
+import type { AuditContext, AuditStore } from './audit-store.js';
+import { CasConflict, checkExpectedRevision, withCasRetry } from './cas.js';
+import { etcdOp } from './errors.js';
+import { type Keys, prefixEnd } from './keys.js';
+
+export interface TenantSettings {
+  /** Whether ACL entries for "anyone" may be set. */
+  readonly allowAnyone: boolean;
+  /** Most ACL entries besides the owner's one mailbox may have. */
+  readonly maxSharesPerMailbox: number;
+}
+
+/**
+ * Hard cap on ACL entries per mailbox: renaming a mailbox moves its record
+ * and one index key per entry in a single etcd transaction, which etcd
+ * limits to 128 operations by default.
+ */
+export const MAX_SHARES_PER_MAILBOX = 50;
+export const DEFAULT_TENANT_SETTINGS: TenantSettings = { allowAnyone: true, maxSharesPerMailbox: MAX_SHARES_PER_MAILBOX };
+export const MAX_GROUP_MEMBERS = 10_000;
+
+export interface TenantRecord {
+  readonly id: string;
+  readonly settings: TenantSettings;
+  readonly createdAt: Date;
+  readonly revision: number;
+}
+
+export interface GroupRecord {
+  readonly tenant: string;
+  readonly name: string;
+  readonly members: readonly string[];
+  readonly revision: number;
+}
+
+interface StoredTenant {
+  settings: TenantSettings;
+  createdAt: string;
+}
+
+export function tenantNotFound(tenant: string): DomainError {
+  return new DomainError('not_found', `tenant: tenant "${tenant}" does not exist`, { field: 'tenant' });
+}
+
+/** Tenants and groups in etcd. Every change is one guarded transaction plus its audit record. */
+export class DirectoryStore {
+  constructor(
+    private readonly client: Etcd3,
+    private readonly keys: Keys,
+    private readonly audit: AuditStore,
+  ) {}
+
+  async createTenant(id: string, settings: TenantSettings, ctx: AuditContext): Promise<TenantRecord> {
+    const key = this.keys.tenant(id);
+    const createdAt = new Date();
+    const res = await etcdOp('creating a tenant', () =>
+      this.client
+        .if(key, 'Create', '==', 0)
+        .then(
+          this.client.put(key).value(JSON.stringify({ settings, createdAt: createdAt.toISOString() } satisfies StoredTenant)),
+          this.client.put(this.keys.tenantMeta(id)).value(''),
+          ...this.audit.ops({ tenant: id, ...ctx, action: 'CreateTenant', target: id, after: formatSettings(settings) }),
+        )
+        .commit(),
+    );
+    if (!res.succeeded) throw new DomainError('already_exists', `id: tenant "${id}" already exists`, { field: 'id' });
+    return { id, settings, createdAt, revision: Number(res.header.revision) };
+  }
+
+  async getTenant(id: string, revision?: number): Promise<TenantRecord | undefined> {
+    const b = this.client.get(this.keys.tenant(id));
+    if (revision) b.revision(revision);
+    const res = await etcdOp('reading a tenant', () => b.exec());
+    const kv = res.kvs[0];
+    return kv ? decodeTenant(id, kv.value, Number(kv.mod_revision)) : undefined;
+  }
+
+  async requireTenant(id: string): Promise<TenantRecord> {
+    const t = await this.getTenant(id);
+    if (!t) throw tenantNotFound(id);
+    return t;
+  }
+
+  async listTenants(limit: number, afterKey: string | undefined): Promise<{ tenants: TenantRecord[]; lastKey: string | undefined }> {
+    const page = await this.page(this.keys.tenantsPrefix, limit, afterKey);
+    return {
+      tenants: page.kvs.flatMap((kv) => {
+        const t = decodeTenant(this.keys.tenantFromKey(kv.key.toString()), kv.value, Number(kv.mod_revision));
+        return t ? [t] : [];
+      }),
+      lastKey: page.lastKey,
+    };
+  }
+
+  async updateTenant(id: string, patch: Partial<TenantSettings>, expectedRevision: number, ctx: AuditContext): Promise<TenantRecord> {
+    return withCasRetry(async () => {
+      const cur = await this.requireTenant(id);
+      checkExpectedRevision(expectedRevision, cur.revision, `tenant "${id}"`);
+      const settings: TenantSettings = { ...cur.settings, ...patch };
+      const key = this.keys.tenant(id);
+      const res = await etcdOp('updating a tenant', () =>
+        this.client
+          .if(key, 'Mod', '==', cur.revision)
+          .then(
+            this.client.put(key).value(JSON.stringify({ settings, createdAt: cur.createdAt.toISOString() } satisfies StoredTenant)),
+            ...this.audit.ops({ tenant: id, ...ctx, action: 'UpdateTenant', target: id, before: formatSettings(cur.settings), after: formatSettings(settings) }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+      return { ...cur, settings, revision: Number(res.header.revision) };
+    });
+  }
+
+  /**
+   * Deletes a tenant and everything it owns in one transaction. Without
+   * force it must be empty: the emptiness check and the delete are tied
+   * together by the tenant's meta key, which every create touches.
+   */
+  async deleteTenant(id: string, force: boolean, expectedRevision: number, ctx: AuditContext): Promise<void> {
+    await withCasRetry(async () => {
+      const cur = await this.requireTenant(id);
+      checkExpectedRevision(expectedRevision, cur.revision, `tenant "${id}"`);
+      const metaKey = this.keys.tenantMeta(id);
+      const meta = await etcdOp('reading a tenant', () => this.client.get(metaKey).exec());
+      const rev = Number(meta.header.revision);
+      const metaRev = Number(meta.kvs[0]?.mod_revision ?? 0);
+      if (!force) {
+        const [mb, gr] = await Promise.all([
+          etcdOp('checking a tenant', () => this.client.getAll().prefix(this.keys.mailboxesPrefix(id)).revision(rev).limit(1).keys()),
+          etcdOp('checking a tenant', () => this.client.getAll().prefix(this.keys.groupsPrefix(id)).revision(rev).limit(1).keys()),
+        ]);
+        if (mb.length > 0 || gr.length > 0) {
+          throw new DomainError('failed_precondition', `id: tenant "${id}" still has ${mb.length > 0 ? 'mailboxes' : 'groups'}; delete them first or use force`, { field: 'id' });
+        }
+      }
+      const data = this.keys.tenantData(id);
+      const res = await etcdOp('deleting a tenant', () =>
+        this.client
+          .if(this.keys.tenant(id), 'Mod', '==', cur.revision)
+          .and(metaKey, 'Mod', '==', metaRev)
+          .then(
+            this.client.delete().key(this.keys.tenant(id)),
+            this.client.delete().inRange({ start: data, end: prefixEnd(data) }),
+            ...this.audit.ops({ tenant: id, ...ctx, action: 'DeleteTenant', target: id, before: formatSettings(cur.settings), after: force ? 'force' : '' }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+    });
+  }
+
+  async getGroup(tenant: string, name: string, revision?: number): Promise<GroupRecord | undefined> {
+    const b = this.client.get(this.keys.group(tenant, name));
+    if (revision) b.revision(revision);
+    const res = await etcdOp('reading a group', () => b.exec());
+    const kv = res.kvs[0];
+    return kv ? decodeGroup(tenant, name, kv.value, Number(kv.mod_revision)) : undefined;
+  }
+
+  async listGroups(tenant: string, limit: number, afterKey: string | undefined): Promise<{ groups: GroupRecord[]; lastKey: string | undefined }> {
+    const page = await this.page(this.keys.groupsPrefix(tenant), limit, afterKey);
+    return {
+      groups: page.kvs.map((kv) => decodeGroup(tenant, this.keys.groupFromKey(tenant, kv.key.toString()), kv.value, Number(kv.mod_revision))),
+      lastKey: page.lastKey,
+    };
+  }
+
+  /** Every group of a tenant that has `user` as a member, read at `revision` (0 = now). */
+  async groupsOf(tenant: string, user: string, revision = 0): Promise<{ groups: Set<string>; revision: number }> {
+    const b = this.client.getAll().prefix(this.keys.groupsPrefix(tenant));
+    if (revision) b.revision(revision);
+    const res = await etcdOp('reading groups', () => b.exec());
+    const groups = new Set<string>();
+    for (const kv of res.kvs) {
+      const g = decodeGroup(tenant, this.keys.groupFromKey(tenant, kv.key.toString()), kv.value, 0);
+      if (g.members.includes(user)) groups.add(g.name);
+    }
+    return { groups, revision: Number(res.header.revision) };
+  }
+
+  /**
+   * Applies `change` to a group's member list (creating the group if it is
+   * absent and `create` is set) in one guarded transaction.
+   */
+  async changeGroup(
+    tenant: string,
+    name: string,
+    change: (members: readonly string[]) => string[],
+    opts: { expectedRevision: number; create: boolean; action: string; ctx: AuditContext },
+  ): Promise<GroupRecord> {
+    return withCasRetry(async () => {
+      const [t, cur] = await Promise.all([this.getTenant(tenant), this.getGroup(tenant, name)]);
+      if (!t) throw tenantNotFound(tenant);
+      if (!cur && !opts.create) throw new DomainError('not_found', `name: group "${name}" does not exist in tenant "${tenant}"`, { field: 'name' });
+      checkExpectedRevision(opts.expectedRevision, cur?.revision ?? 0, `group "${name}"`);
+      const members = [...new Set(change(cur?.members ?? []))].sort();
+      if (members.length > MAX_GROUP_MEMBERS) {
+        throw new DomainError('invalid_argument', `members: a group has at most ${MAX_GROUP_MEMBERS} members`, { field: 'members' });
+      }
+      const key = this.keys.group(tenant, name);
+      const res = await etcdOp('changing a group', () =>
+        this.client
+          .if(this.keys.tenant(tenant), 'Mod', '==', t.revision)
+          .and(key, 'Mod', '==', cur?.revision ?? 0)
+          .then(
+            this.client.put(key).value(JSON.stringify({ members })),
+            ...(cur ? [] : [this.client.put(this.keys.tenantMeta(tenant)).value('')]),
+            ...this.audit.ops({
+              tenant,
+              ...opts.ctx,
+              action: opts.action,
+              target: `group:${name}`,
+              before: cur ? cur.members.join(' ') : '',
+              after: members.join(' '),
+            }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+      return { tenant, name, members, revision: Number(res.header.revision) };
+    });
+  }
+
+  async deleteGroup(tenant: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<void> {
+    await withCasRetry(async () => {
+      const cur = await this.getGroup(tenant, name);
+      if (!cur) throw new DomainError('not_found', `name: group "${name}" does not exist in tenant "${tenant}"`, { field: 'name' });
+      checkExpectedRevision(expectedRevision, cur.revision, `group "${name}"`);
+      const key = this.keys.group(tenant, name);
+      const res = await etcdOp('deleting a group', () =>
+        this.client
+          .if(key, 'Mod', '==', cur.revision)
+          .then(
+            this.client.delete().key(key),
+            ...this.audit.ops({ tenant, ...ctx, action: 'DeleteGroup', target: `group:${name}`, before: cur.members.join(' '), after: '' }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+    });
+  }
+
+  private async page(prefix: string, limit: number, afterKey: string | undefined) {
+    if (afterKey !== undefined && !afterKey.startsWith(prefix)) {
+      throw new DomainError('invalid_argument', 'page_token: is not a token from a previous page', { field: 'page_token' });
+    }
+    const start = afterKey !== undefined ? `${afterKey}\0` : prefix;
+    const res = await etcdOp('listing', () =>
+      this.client.getAll().inRange({ start, end: prefixEnd(prefix) }).limit(limit + 1).sort('Key', 'Ascend').exec(),
+    );
+    return { kvs: res.kvs.slice(0, limit), lastKey: res.kvs.length > limit ? res.kvs[limit - 1]!.key.toString() : undefined };
+  }
+}
+
+function decodeTenant(id: string, value: Buffer, revision: number): TenantRecord | undefined {
+  try {
+    const s = JSON.parse(value.toString()) as StoredTenant;
+    return { id, settings: { ...DEFAULT_TENANT_SETTINGS, ...s.settings }, createdAt: new Date(s.createdAt), revision };
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeGroup(tenant: string, name: string, value: Buffer, revision: number): GroupRecord {
+  let members: string[] = [];
+  try {
+    const s = JSON.parse(value.toString()) as { members?: unknown };
+    if (Array.isArray(s.members)) members = s.members.filter((m): m is string => typeof m === 'string');
+  } catch {
+    members = [];
+  }
+  return { tenant, name, members, revision };
+}
+
+export function formatSettings(s: TenantSettings): string {
+  return `allow_anyone=${s.allowAnyone} max_shares_per_mailbox=${s.maxSharesPerMailbox}`;
+}

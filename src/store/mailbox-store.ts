@@ -1,0 +1,333 @@
+import type { DeleteBuilder, Etcd3, PutBuilder } from 'etcd3';
+import {
+  type Acl,
+  aclEntries,
+  deleteAcl,
+  effectiveRights,
+  setAcl,
+  shareCount,
+  shareGrantees,
+} from '../domain/acl.js';
+import { DomainError } from '../domain/errors.js';
+import { type Identifier, formatIdentifier } from '../domain/identifier.js';
+import { MAILBOX_SEPARATOR, parseMailboxName } from '../domain/mailbox-name.js';
+import { ALL_RIGHTS, L, NO_RIGHTS, type Rights, type RightsChange, formatRights, parseRights } from '../domain/rights.js';
+import type { AuditContext, AuditStore } from './audit-store.js';
+import { CasConflict, MAX_TXN_OPS, checkExpectedRevision, randomId, withCasRetry } from './cas.js';
+import { type DirectoryStore, type TenantSettings, tenantNotFound } from './directory-store.js';
+import { etcdOp } from './errors.js';
+import { type Keys, prefixEnd } from './keys.js';
+
+export interface MailboxRecord {
+  readonly tenant: string;
+  readonly owner: string;
+  readonly name: string;
+  /** Stable across renames, never reused (RFC 8474). */
+  readonly id: string;
+  readonly acl: Acl;
+  readonly createdAt: Date;
+  readonly revision: number;
+}
+
+interface StoredMailbox {
+  id: string;
+  acl: Record<string, string>;
+  createdAt: string;
+}
+
+export interface SharedEntry {
+  readonly record: MailboxRecord;
+  readonly rights: Rights;
+}
+
+export type AclChange = { kind: 'set'; identifier: Identifier; change: RightsChange } | { kind: 'delete'; identifier: Identifier };
+
+export function mailboxNotFound(tenant: string, owner: string, name: string): DomainError {
+  return new DomainError('not_found', `mailbox: mailbox "${owner}/${name}" does not exist in tenant "${tenant}"`, { field: 'mailbox' });
+}
+
+/**
+ * Registered mailboxes with their ACLs, and the "shared with" index, which
+ * is written in the same transaction as every ACL change and so can never
+ * disagree with the ACLs.
+ */
+export class MailboxStore {
+  constructor(
+    private readonly client: Etcd3,
+    private readonly keys: Keys,
+    private readonly audit: AuditStore,
+    private readonly directory: DirectoryStore,
+  ) {}
+
+  /** Registers a mailbox; its ACL starts as the owner with every right. */
+  async create(tenant: string, owner: string, name: string, ctx: AuditContext): Promise<MailboxRecord> {
+    const t = await this.directory.getTenant(tenant);
+    if (!t) throw tenantNotFound(tenant);
+    const key = this.keys.mailbox(tenant, owner, name);
+    const acl: Acl = new Map([[owner, ALL_RIGHTS]]);
+    const rec: MailboxRecord = { tenant, owner, name, id: randomId(), acl, createdAt: new Date(), revision: 0 };
+    const res = await etcdOp('creating a mailbox', () =>
+      this.client
+        .if(this.keys.tenant(tenant), 'Mod', '==', t.revision)
+        .and(key, 'Create', '==', 0)
+        .then(
+          this.client.put(key).value(encode(rec)),
+          this.client.put(this.keys.tenantMeta(tenant)).value(''),
+          ...this.audit.ops({ tenant, ...ctx, action: 'CreateMailbox', target: `${owner}/${name}`, after: rec.id }),
+        )
+        .commit(),
+    );
+    if (!res.succeeded) {
+      if (await this.get(tenant, owner, name)) {
+        throw new DomainError('already_exists', `name: mailbox "${owner}/${name}" already exists`, { field: 'name' });
+      }
+      // The tenant changed or vanished in between: report what is true now.
+      if (!(await this.directory.getTenant(tenant))) throw tenantNotFound(tenant);
+      return this.create(tenant, owner, name, ctx);
+    }
+    return { ...rec, revision: Number(res.header.revision) };
+  }
+
+  async get(tenant: string, owner: string, name: string, revision = 0): Promise<MailboxRecord | undefined> {
+    const b = this.client.get(this.keys.mailbox(tenant, owner, name));
+    if (revision) b.revision(revision);
+    const res = await etcdOp('reading a mailbox', () => b.exec());
+    const kv = res.kvs[0];
+    return kv ? decode(tenant, owner, name, kv.value, Number(kv.mod_revision)) : undefined;
+  }
+
+  async require(tenant: string, owner: string, name: string): Promise<MailboxRecord> {
+    const m = await this.get(tenant, owner, name);
+    if (m) return m;
+    if (!(await this.directory.getTenant(tenant))) throw tenantNotFound(tenant);
+    throw mailboxNotFound(tenant, owner, name);
+  }
+
+  /** One owner's mailboxes (or the whole tenant's), in key order. */
+  async list(tenant: string, owner: string | undefined, limit: number, afterKey: string | undefined): Promise<{ mailboxes: MailboxRecord[]; lastKey: string | undefined }> {
+    const prefix = owner === undefined ? this.keys.mailboxesPrefix(tenant) : this.keys.ownerMailboxesPrefix(tenant, owner);
+    if (afterKey !== undefined && !afterKey.startsWith(prefix)) {
+      throw new DomainError('invalid_argument', 'page_token: is not a token from a previous page', { field: 'page_token' });
+    }
+    const start = afterKey !== undefined ? `${afterKey}\0` : prefix;
+    const res = await etcdOp('listing mailboxes', () =>
+      this.client.getAll().inRange({ start, end: prefixEnd(prefix) }).limit(limit + 1).sort('Key', 'Ascend').exec(),
+    );
+    const mailboxes = res.kvs.slice(0, limit).map((kv) => this.decodeKey(tenant, kv.key.toString(), kv.value, Number(kv.mod_revision)));
+    return { mailboxes, lastKey: res.kvs.length > limit ? res.kvs[limit - 1]!.key.toString() : undefined };
+  }
+
+  /**
+   * Renames a mailbox and every registered mailbox below it, keeping ids and
+   * ACLs (RFC 4314 §4: RENAME SHOULD NOT change ACLs) and moving their index
+   * entries, all in one transaction.
+   */
+  async rename(tenant: string, owner: string, name: string, newName: string, expectedRevision: number, ctx: AuditContext): Promise<MailboxRecord[]> {
+    if (name === 'INBOX') throw new DomainError('failed_precondition', 'mailbox: INBOX cannot be renamed', { field: 'mailbox' });
+    if (newName === name) throw new DomainError('invalid_argument', 'new_name: is the current name', { field: 'new_name' });
+    if (newName.startsWith(name + MAILBOX_SEPARATOR)) {
+      throw new DomainError('invalid_argument', `new_name: cannot move "${name}" below itself`, { field: 'new_name' });
+    }
+    return withCasRetry(async () => {
+      const src = await this.require(tenant, owner, name);
+      checkExpectedRevision(expectedRevision, src.revision, `mailbox "${owner}/${name}"`);
+      const childPrefix = this.keys.mailbox(tenant, owner, name) + MAILBOX_SEPARATOR;
+      const children = await etcdOp('reading mailboxes', () => this.client.getAll().prefix(childPrefix).exec());
+      const moving = [src, ...children.kvs.map((kv) => this.decodeKey(tenant, kv.key.toString(), kv.value, Number(kv.mod_revision)))];
+      const renamed = moving.map((m) => ({
+        ...m,
+        name: parseMailboxName(newName + m.name.slice(name.length), 'new_name'),
+      }));
+
+      let b = this.client.if(this.keys.tenant(tenant), 'Version', '>', 0);
+      const ops: Array<PutBuilder | DeleteBuilder> = [];
+      moving.forEach((m, i) => {
+        const to = renamed[i]!;
+        b = b.and(this.keys.mailbox(tenant, owner, m.name), 'Mod', '==', m.revision).and(this.keys.mailbox(tenant, owner, to.name), 'Create', '==', 0);
+        ops.push(this.client.delete().key(this.keys.mailbox(tenant, owner, m.name)), this.client.put(this.keys.mailbox(tenant, owner, to.name)).value(encode(to)));
+        for (const g of shareGrantees(m.acl, owner)) {
+          ops.push(this.client.delete().key(this.keys.shared(tenant, g, owner, m.name)), this.client.put(this.keys.shared(tenant, g, owner, to.name)).value(to.id));
+        }
+      });
+      ops.push(...this.audit.ops({ tenant, ...ctx, action: 'RenameMailbox', target: `${owner}/${name}`, before: name, after: newName }));
+      if (ops.length > MAX_TXN_OPS) {
+        throw new DomainError(
+          'failed_precondition',
+          `mailbox: renaming "${owner}/${name}" with ${moving.length - 1} registered mailboxes below it needs ${ops.length} etcd operations, more than the ${MAX_TXN_OPS} one transaction allows; rename the deeper mailboxes first`,
+          { field: 'mailbox' },
+        );
+      }
+      const res = await etcdOp('renaming a mailbox', () => b.then(...ops).commit());
+      if (!res.succeeded) {
+        for (const to of renamed) {
+          if (await this.get(tenant, owner, to.name)) {
+            throw new DomainError('already_exists', `new_name: mailbox "${owner}/${to.name}" already exists`, { field: 'new_name' });
+          }
+        }
+        throw new CasConflict();
+      }
+      const rev = Number(res.header.revision);
+      return renamed.map((m) => ({ ...m, revision: rev }));
+    });
+  }
+
+  /** Deletes one mailbox with its ACL and its index entries (RFC 4314 §4: DELETE MUST delete the ACL). */
+  async delete(tenant: string, owner: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<void> {
+    await withCasRetry(async () => {
+      const cur = await this.require(tenant, owner, name);
+      checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
+      const key = this.keys.mailbox(tenant, owner, name);
+      const res = await etcdOp('deleting a mailbox', () =>
+        this.client
+          .if(key, 'Mod', '==', cur.revision)
+          .then(
+            this.client.delete().key(key),
+            ...[...shareGrantees(cur.acl, owner)].map((g) => this.client.delete().key(this.keys.shared(tenant, g, owner, name))),
+            ...this.audit.ops({ tenant, ...ctx, action: 'DeleteMailbox', target: `${owner}/${name}`, before: formatAcl(cur.acl), after: '' }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+    });
+  }
+
+  /**
+   * SETACL / DELETEACL: one transaction writes the mailbox's new ACL and the
+   * index entries it implies, guarded by the mailbox's and the tenant's
+   * revisions. Without an expected revision, lost races are retried from a
+   * fresh read, so concurrent "+r" / "-w" changes all land.
+   */
+  async changeAcl(
+    tenant: string,
+    owner: string,
+    name: string,
+    change: AclChange,
+    expectedRevision: number,
+    ctx: AuditContext,
+    check: (settings: TenantSettings, before: Acl, after: Acl) => void,
+  ): Promise<{ record: MailboxRecord; rights: Rights }> {
+    const ident = formatIdentifier(change.identifier);
+    return withCasRetry(async () => {
+      const t = await this.directory.getTenant(tenant);
+      if (!t) throw tenantNotFound(tenant);
+      const cur = await this.get(tenant, owner, name);
+      if (!cur) throw mailboxNotFound(tenant, owner, name);
+      checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
+      const acl = change.kind === 'set' ? setAcl(cur.acl, change.identifier, change.change) : deleteAcl(cur.acl, change.identifier);
+      const before = cur.acl.get(ident) ?? NO_RIGHTS;
+      const after = acl.get(ident) ?? NO_RIGHTS;
+      if (before === after && acl.size === cur.acl.size) return { record: cur, rights: after };
+      check(t.settings, cur.acl, acl);
+
+      const oldG = shareGrantees(cur.acl, owner);
+      const newG = shareGrantees(acl, owner);
+      const key = this.keys.mailbox(tenant, owner, name);
+      const next: MailboxRecord = { ...cur, acl };
+      const res = await etcdOp('changing an ACL', () =>
+        this.client
+          .if(this.keys.tenant(tenant), 'Mod', '==', t.revision)
+          .and(key, 'Mod', '==', cur.revision)
+          .then(
+            this.client.put(key).value(encode(next)),
+            ...[...newG].filter((g) => !oldG.has(g)).map((g) => this.client.put(this.keys.shared(tenant, g, owner, name)).value(cur.id)),
+            ...[...oldG].filter((g) => !newG.has(g)).map((g) => this.client.delete().key(this.keys.shared(tenant, g, owner, name))),
+            ...this.audit.ops({
+              tenant,
+              ...ctx,
+              action: change.kind === 'set' ? 'SetAcl' : 'DeleteAcl',
+              target: `${owner}/${name}`,
+              identifier: ident,
+              before: formatRights(before),
+              after: formatRights(after),
+            }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+      return { record: { ...next, revision: Number(res.header.revision) }, rights: after };
+    });
+  }
+
+  /**
+   * Other users' mailboxes on which `user` holds "l", with the user's
+   * effective rights, in OWNER/NAME order, all read at one etcd revision.
+   * Candidates come from the index entries of the user, of "anyone", of
+   * "authenticated" and of the user's groups; negative entries are applied
+   * by computing the effective rights from each candidate's ACL.
+   */
+  async sharedWith(tenant: string, user: string, limit: number, afterRef: string | undefined): Promise<{ items: SharedEntry[]; lastRef: string | undefined; revision: number }> {
+    const t = await this.directory.getTenant(tenant);
+    if (!t) throw tenantNotFound(tenant);
+    const { groups, revision } = await this.directory.groupsOf(tenant, user);
+    const grantees = [user, 'anyone', 'authenticated', ...[...groups].map((g) => `group:${g}`)];
+    const lists = await Promise.all(
+      grantees.map((g) =>
+        etcdOp('reading the shared index', () => this.client.getAll().prefix(this.keys.sharedPrefix(tenant, g)).revision(revision).keys()).then((keys) =>
+          keys.map((k) => this.keys.sharedRefFromKey(tenant, g, k)),
+        ),
+      ),
+    );
+    const refs = [...new Set(lists.flat())]
+      .filter((ref) => !ref.startsWith(`${user}/`) && (afterRef === undefined || ref > afterRef))
+      .sort();
+
+    const items: SharedEntry[] = [];
+    let lastRef: string | undefined;
+    const subject = { user, groups };
+    const chunk = Math.max(16, Math.min(limit * 2, 200));
+    for (let i = 0; i < refs.length && items.length < limit; i += chunk) {
+      const slice = refs.slice(i, i + chunk);
+      const records = await Promise.all(
+        slice.map((ref) => {
+          const slash = ref.indexOf('/');
+          return this.get(tenant, ref.slice(0, slash), ref.slice(slash + 1), revision);
+        }),
+      );
+      for (let j = 0; j < slice.length; j++) {
+        const rec = records[j];
+        if (!rec) continue;
+        const rights = effectiveRights(rec.acl, subject, rec.owner);
+        if ((rights & L) === 0) continue;
+        items.push({ record: rec, rights });
+        if (items.length === limit) {
+          lastRef = slice[j]!;
+          // Only hand out a page token when something may follow.
+          if (i + j + 1 >= refs.length) lastRef = undefined;
+          break;
+        }
+      }
+    }
+    return { items, lastRef, revision };
+  }
+
+  private decodeKey(tenant: string, key: string, value: Buffer, revision: number): MailboxRecord {
+    const ref = this.keys.mailboxRefFromKey(tenant, key);
+    const slash = ref.indexOf('/');
+    const rec = decode(tenant, ref.slice(0, slash), ref.slice(slash + 1), value, revision);
+    if (!rec) throw new DomainError('internal', `unreadable mailbox record at ${key}`);
+    return rec;
+  }
+}
+
+function encode(rec: MailboxRecord): string {
+  const acl: Record<string, string> = {};
+  for (const [k, r] of aclEntries(rec.acl)) acl[k] = formatRights(r);
+  return JSON.stringify({ id: rec.id, acl, createdAt: rec.createdAt.toISOString() } satisfies StoredMailbox);
+}
+
+function decode(tenant: string, owner: string, name: string, value: Buffer, revision: number): MailboxRecord | undefined {
+  try {
+    const s = JSON.parse(value.toString()) as StoredMailbox;
+    const acl = new Map<string, Rights>();
+    for (const [k, v] of Object.entries(s.acl ?? {})) acl.set(k, parseRights(v));
+    return { tenant, owner, name, id: s.id, acl, createdAt: new Date(s.createdAt), revision };
+  } catch {
+    return undefined;
+  }
+}
+
+export function formatAcl(acl: Acl): string {
+  return aclEntries(acl)
+    .map(([k, r]) => `${k}=${formatRights(r)}`)
+    .join(' ');
+}
