@@ -5,7 +5,6 @@ import {
   deleteAcl,
   effectiveRights,
   setAcl,
-  shareCount,
   shareGrantees,
 } from '../domain/acl.js';
 import { DomainError } from '../domain/errors.js';
