@@ -3,7 +3,12 @@ import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { describeError } from '../cli/errors.js';
 import type { CliIo } from '../cli/io.js';
+import { registerAcl } from '../cli/acl.js';
+import { registerAudit } from '../cli/audit.js';
+import { registerGroup } from '../cli/group.js';
+import { registerMailbox } from '../cli/mailbox.js';
 import { registerStatus } from '../cli/status.js';
+import { registerTenant } from '../cli/tenant.js';
 import { registerToken } from '../cli/token.js';
 import { DomainError } from '../domain/errors.js';
 import { registerServer } from './server-command.js';
@@ -42,6 +47,11 @@ async function main(argv: string[]): Promise<number> {
   registerServer(program, version);
   registerStatus(program, io);
   registerToken(program, io);
+  registerTenant(program, io);
+  registerGroup(program, io);
+  registerMailbox(program, io);
+  registerAcl(program, io);
+  registerAudit(program, io);
 
   try {
     await program.parseAsync(argv);

@@ -1,7 +1,4 @@
 import type { Command } from 'commander';
-import { loadServerConfig } from '../config/server-config.js';
-import { startServer } from '../services/app.js';
-import { createLogger } from './logger.js';
 
 /**
  * `mailshare server`. Lives in bin/ because it owns the process: signals
@@ -27,6 +24,10 @@ export function registerServer(program: Command, version: string): void {
     .option('--audit-retention <duration>', 'how long audit records are kept, e.g. 90d (env MAILSHARE_AUDIT_RETENTION; default 90d)')
     .option('--shutdown-timeout <duration>', 'grace period for in-flight calls, e.g. 10s (env MAILSHARE_SHUTDOWN_TIMEOUT)')
     .action(async (flags: Record<string, unknown>) => {
+      // Loaded here so client commands start without the server's dependencies.
+      const { loadServerConfig } = await import('../config/server-config.js');
+      const { startServer } = await import('../services/app.js');
+      const { createLogger } = await import('./logger.js');
       const config = loadServerConfig({
         flags,
         env: process.env,

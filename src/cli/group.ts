@@ -1,0 +1,66 @@
+import type { Command } from 'commander';
+import { DirectoryServiceClient, type Group } from '../gen/mailshare/v1/directory.js';
+import type { ConnectionFlags } from './connection.js';
+import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
+import { allPages, parseRevisionOption, withService } from './run.js';
+
+type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
+
+/** `mailshare group set|add|remove|get|list|delete` (admin or tenant-admin). */
+export function registerGroup(program: Command, io: CliIo): void {
+  const group = program.command('group').description("manage a tenant's groups (identifiers group:NAME in ACLs)");
+  const svc = (flags: Flags, fn: Parameters<typeof withService<DirectoryServiceClient>>[3]) => withService(io, flags, DirectoryServiceClient, fn);
+  const show = (flags: Flags, g: Group): void => {
+    if (flags.output === 'json') printJson(io, g);
+    else io.out(`group:${g.name} (${g.members.length} members, revision ${g.revision})\n${g.members.map((m) => `  ${m}\n`).join('')}`);
+  };
+  const writeCmd = (name: string, description: string) =>
+    addConnectionOptions(
+      group
+        .command(name)
+        .description(description)
+        .argument('<tenant>', 'tenant id')
+        .argument('<group>', 'group name')
+        .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+        .addOption(outputOption()),
+    );
+
+  writeCmd('set', "create the group or replace its members")
+    .argument('[members...]', 'user ids')
+    .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
+      svc(flags, async (api) => show(flags, await api.setGroupMembers({ tenant, name, members, expectedRevision: flags.expectedRevision ?? 0 }))),
+    );
+  writeCmd('add', 'add a member (creates the group if needed)')
+    .argument('<member>', 'user id')
+    .action(async (tenant: string, name: string, member: string, flags: Flags) =>
+      svc(flags, async (api) => show(flags, await api.addGroupMember({ tenant, name, member, expectedRevision: flags.expectedRevision ?? 0 }))),
+    );
+  writeCmd('remove', 'remove a member')
+    .argument('<member>', 'user id')
+    .action(async (tenant: string, name: string, member: string, flags: Flags) =>
+      svc(flags, async (api) => show(flags, await api.removeGroupMember({ tenant, name, member, expectedRevision: flags.expectedRevision ?? 0 }))),
+    );
+  writeCmd('delete', 'delete the group').action(async (tenant: string, name: string, flags: Flags) =>
+    svc(flags, async (api) => {
+      await api.deleteGroup({ tenant, name, expectedRevision: flags.expectedRevision ?? 0 });
+      if (flags.output === 'json') printJson(io, { deleted: `group:${name}` });
+      else io.out(`deleted group:${name}\n`);
+    }),
+  );
+
+  addConnectionOptions(group.command('get').description('show a group').argument('<tenant>', 'tenant id').argument('<group>', 'group name').addOption(outputOption())).action(
+    async (tenant: string, name: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.getGroup({ tenant, name }))),
+  );
+
+  addConnectionOptions(group.command('list').description("list a tenant's groups").argument('<tenant>', 'tenant id').addOption(outputOption())).action(
+    async (tenant: string, flags: Flags) =>
+      svc(flags, async (api) => {
+        const all = await allPages(async (pageToken) => {
+          const r = await api.listGroups({ tenant, pageSize: 1000, pageToken });
+          return { items: r.groups, next: r.nextPageToken };
+        });
+        if (flags.output === 'json') printJson(io, { groups: all });
+        else io.out(table(['GROUP', 'MEMBERS'], all.map((g) => [g.name, g.members.join(' ')])));
+      }),
+  );
+}

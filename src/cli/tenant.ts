@@ -1,0 +1,93 @@
+import { type Command, Option } from 'commander';
+import { DirectoryServiceClient, type Tenant } from '../gen/mailshare/v1/directory.js';
+import type { ConnectionFlags } from './connection.js';
+import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
+import { allPages, parseIntOption, parseRevisionOption, withService } from './run.js';
+
+type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
+type SettingsFlags = { allowAnyone?: boolean; maxShares?: number };
+
+/** `mailshare tenant create|get|list|update|delete` (admin). */
+export function registerTenant(program: Command, io: CliIo): void {
+  const tenant = program.command('tenant').description('manage tenants (organisations)');
+  const svc = (flags: Flags, fn: Parameters<typeof withService<DirectoryServiceClient>>[3]) => withService(io, flags, DirectoryServiceClient, fn);
+  const settingsOptions = (cmd: Command): Command =>
+    cmd
+      .addOption(new Option('--allow-anyone', 'allow ACL entries for "anyone" (default)'))
+      .addOption(new Option('--no-allow-anyone', 'forbid ACL entries for "anyone"'))
+      .option('--max-shares <n>', 'most ACL entries per mailbox besides the owner, 1-50 (default 50)', parseIntOption);
+  const settings = (f: SettingsFlags) => ({
+    ...(f.allowAnyone !== undefined ? { allowAnyone: f.allowAnyone } : {}),
+    ...(f.maxShares !== undefined ? { maxSharesPerMailbox: f.maxShares } : {}),
+  });
+  const show = (flags: Flags, t: Tenant): void => {
+    if (flags.output === 'json') printJson(io, t);
+    else io.out(renderTenant(t));
+  };
+
+  addConnectionOptions(settingsOptions(tenant.command('create').description('create a tenant').argument('<tenant>', 'tenant id').addOption(outputOption()))).action(
+    async (id: string, flags: Flags & SettingsFlags) =>
+      svc(flags, async (api) => show(flags, await api.createTenant({ id, settings: settings(flags) }))),
+  );
+
+  addConnectionOptions(tenant.command('get').description('show a tenant').argument('<tenant>', 'tenant id').addOption(outputOption())).action(
+    async (id: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.getTenant({ id }))),
+  );
+
+  addConnectionOptions(tenant.command('list').description('list tenants').addOption(outputOption())).action(async (flags: Flags) =>
+    svc(flags, async (api) => {
+      const all = await allPages(async (pageToken) => {
+        const r = await api.listTenants({ pageSize: 1000, pageToken });
+        return { items: r.tenants, next: r.nextPageToken };
+      });
+      if (flags.output === 'json') printJson(io, { tenants: all });
+      else
+        io.out(
+          table(
+            ['TENANT', 'ALLOW ANYONE', 'MAX SHARES', 'CREATED'],
+            all.map((t) => [t.id, String(t.settings?.allowAnyone), String(t.settings?.maxSharesPerMailbox), t.createdAt?.toISOString() ?? '-']),
+          ),
+        );
+    }),
+  );
+
+  addConnectionOptions(
+    settingsOptions(
+      tenant
+        .command('update')
+        .description("change a tenant's settings")
+        .argument('<tenant>', 'tenant id')
+        .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+        .addOption(outputOption()),
+    ),
+  ).action(async (id: string, flags: Flags & SettingsFlags) =>
+    svc(flags, async (api) => show(flags, await api.updateTenant({ id, settings: settings(flags), expectedRevision: flags.expectedRevision ?? 0 }))),
+  );
+
+  addConnectionOptions(
+    tenant
+      .command('delete')
+      .description('delete a tenant (must be empty unless --force)')
+      .argument('<tenant>', 'tenant id')
+      .option('--force', 'also delete its mailboxes, ACLs and groups')
+      .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+      .addOption(outputOption()),
+  ).action(async (id: string, flags: Flags & { force?: boolean }) =>
+    svc(flags, async (api) => {
+      await api.deleteTenant({ id, force: flags.force === true, expectedRevision: flags.expectedRevision ?? 0 });
+      if (flags.output === 'json') printJson(io, { deleted: id });
+      else io.out(`deleted tenant ${id}\n`);
+    }),
+  );
+}
+
+function renderTenant(t: Tenant): string {
+  return [
+    `tenant:        ${t.id}`,
+    `allow anyone:  ${t.settings?.allowAnyone}`,
+    `max shares:    ${t.settings?.maxSharesPerMailbox}`,
+    `created:       ${t.createdAt?.toISOString() ?? '-'}`,
+    `revision:      ${t.revision}`,
+    '',
+  ].join('\n');
+}

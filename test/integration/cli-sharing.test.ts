@@ -1,0 +1,108 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectApi } from '../harness/api.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { tempDir } from '../harness/tmp.js';
+
+let etcd: EtcdCluster;
+let server: InProcessServer;
+const dir = tempDir('mailshare-cli-sharing-');
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  server = await startInProcessServer({ endpoints: etcd.endpoints });
+  env = { MAILSHARE_ADDR: server.address, MAILSHARE_TOKEN: server.adminToken, XDG_CONFIG_HOME: dir.path };
+});
+afterAll(async () => {
+  await server?.stop();
+  await etcd?.stop();
+  dir.remove();
+});
+
+const ms = async (...args: string[]) => {
+  const r = await runCli(args, { env, cwd: dir.path });
+  return r;
+};
+const ok = async (...args: string[]) => {
+  const r = await ms(...args);
+  expect(r.stderr, `mailshare ${args.join(' ')}`).toBe('');
+  expect(r.code).toBe(0);
+  return r.stdout;
+};
+const json = async (...args: string[]) => JSON.parse(await ok(...args, '-o', 'json'));
+
+describe('sharing from the CLI (README examples)', () => {
+  it('runs the documented flow: tenant, mailbox, ACL forms, groups, share list, audit', async () => {
+    expect(await ok('tenant', 'create', 'acme')).toMatch(/^tenant:\s+acme$/m);
+    expect(await ok('mailbox', 'create', 'acme', 'alice', 'Projects')).toMatch(/^mailbox:\s+alice\/Projects$/m);
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', 'lrs')).toBe('bob lrs\n');
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', '+w')).toBe('bob lrsw\n');
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '--', '-bob', 'w')).toBe('-bob w\n');
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '--', 'bob', '-s')).toBe('bob lrw\n');
+    expect(await ok('acl', 'rights', 'acme', 'alice/Projects', 'bob')).toBe('lr\n');
+    expect((await json('group', 'set', 'acme', 'sales', 'bob', 'carol')).members).toEqual(['bob', 'carol']);
+    expect((await json('group', 'add', 'acme', 'sales', 'dave')).members).toEqual(['bob', 'carol', 'dave']);
+    expect((await json('group', 'remove', 'acme', 'sales', 'bob')).members).toEqual(['carol', 'dave']);
+    expect(await ok('group', 'list', 'acme')).toMatch(/^sales\s+carol dave$/m);
+    await ok('acl', 'set', 'acme', 'alice/Projects', 'group:sales', 'lr');
+
+    const acl = await json('acl', 'get', 'acme', 'alice/Projects');
+    expect(acl.entries).toEqual([
+      { identifier: 'alice', rights: 'lrswipkxteacd' },
+      { identifier: 'bob', rights: 'lrw' },
+      { identifier: 'group:sales', rights: 'lr' },
+      { identifier: '-bob', rights: 'w' },
+    ]);
+    expect(await ok('acl', 'listrights', 'acme', 'alice/Projects', 'alice')).toBe('la r s w i p k x t e c d\n');
+    expect((await json('share', 'list', 'acme', 'carol')).mailboxes).toEqual([
+      expect.objectContaining({ mailbox: 'alice/Projects', rights: 'lr' }),
+    ]);
+    expect(await ok('share', 'list', 'acme', 'bob')).toMatch(/^alice\/Projects\s+lr$/m);
+
+    await ok('acl', 'delete', 'acme', 'alice/Projects', 'group:sales');
+    expect((await json('share', 'list', 'acme', 'carol')).mailboxes).toEqual([]);
+
+    const renamed = await json('mailbox', 'rename', 'acme', 'alice/Projects', 'Work');
+    expect(renamed.mailboxes[0].mailbox).toBe('alice/Work');
+    expect((await json('mailbox', 'list', 'acme', 'alice')).mailboxes.map((m: { name: string }) => m.name)).toEqual(['Work']);
+    expect((await json('mailbox', 'get', 'acme', 'alice/Work')).acl).toContainEqual({ identifier: 'bob', rights: 'lrw' });
+
+    const audit = await json('audit', 'list', 'acme');
+    expect(audit.records.map((r: { action: string }) => r.action)).toContain('RenameMailbox');
+    expect(await ok('audit', 'list', 'acme')).toMatch(/SetAcl\s+alice\/Projects bob\s+lrs -> lrsw/);
+
+    await ok('mailbox', 'delete', 'acme', 'alice/Work');
+    const refused = await ms('tenant', 'delete', 'acme');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: id: tenant "acme" still has groups; delete them first or use force\n$/);
+    expect(await ok('tenant', 'delete', 'acme', '--force')).toBe('deleted tenant acme\n');
+    expect((await json('tenant', 'list')).tenants).toEqual([]);
+  });
+
+  it.each([
+    [['acl', 'set', 'acme2', 'alice/P', 'bob', 'lrq'], 1, /^mailshare: INVALID_ARGUMENT: rights: unknown right "q"/],
+    [['acl', 'set', 'acme2', 'alice/P', 'Bob!', 'lr'], 1, /^mailshare: INVALID_ARGUMENT: identifier: /],
+    [['acl', 'get', 'acme2', 'nobody'], 1, /^mailshare: INVALID_ARGUMENT: mailbox: "nobody" is not OWNER\/NAME/],
+    [['acl', 'get', 'acme2', 'alice/Nope'], 1, /^mailshare: NOT_FOUND: mailbox: mailbox "alice\/Nope" does not exist/],
+    [['mailbox', 'create', 'acme2', 'alice', 'a//b'], 1, /^mailshare: INVALID_ARGUMENT: name: /],
+    [['tenant', 'create', 'Acme'], 1, /^mailshare: INVALID_ARGUMENT: id: "Acme" is not a tenant id/],
+    [['tenant', 'create', 'x', '--max-shares', '99'], 1, /^mailshare: INVALID_ARGUMENT: settings.max_shares_per_mailbox: must be between 1 and 50/],
+    [['tenant', 'create', 'x', '--max-shares', 'many'], 2, /^mailshare: option '--max-shares <n>' argument 'many' is invalid/],
+    [['acl', 'set', 'acme2', 'alice/P', 'bob', '-w'], 2, /^mailshare: unknown option '-w'/],
+    [['mailbox', 'delete', 'acme2', 'alice/P', '--expected-revision', 'x'], 2, /argument 'x' is invalid/],
+  ])('%j → exit %i with one line naming the problem', async (args, code, message) => {
+    const api = connectApi(server.address, server.adminToken);
+    try {
+      await api.directory.createTenant({ id: 'acme2' }).catch(() => undefined);
+      await api.mailbox.createMailbox({ tenant: 'acme2', owner: 'alice', name: 'P', actor: '' }).catch(() => undefined);
+    } finally {
+      api.close();
+    }
+    const r = await ms(...(args as string[]));
+    expect(r.code).toBe(code);
+    expect(r.stdout).toBe('');
+    expect(r.stderr).toMatch(/^mailshare: [^\n]+\n$/);
+    expect(r.stderr).toMatch(message as RegExp);
+  });
+});
