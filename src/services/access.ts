@@ -19,6 +19,6 @@ export function requireActorForNode(role: Role, actor: string | undefined): void
   }
 }
 
-export function auditContext(p: Principal, actor: string | undefined): AuditContext {
-  return { who: `${formatRole(p.role)} (token ${p.tokenId})`, actor: actor ?? '' };
+export function auditContext(p: Principal, actor: string | undefined, signal?: AbortSignal): AuditContext {
+  return { who: `${formatRole(p.role)} (token ${p.tokenId})`, actor: actor ?? '', ...(signal ? { signal } : {}) };
 }

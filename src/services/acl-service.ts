@@ -71,7 +71,7 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
         ref.name,
         { kind: 'set', identifier, change },
         expected,
-        auditContext(ctx.principal, actor),
+        auditContext(ctx.principal, actor, ctx.signal),
         tenantPolicy(identifier, ref.owner),
       );
       return { rights: rightsToPb(res.rights), revision: res.record.revision };
@@ -89,7 +89,7 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
         ref.name,
         { kind: 'delete', identifier },
         expected,
-        auditContext(ctx.principal, actor),
+        auditContext(ctx.principal, actor, ctx.signal),
         tenantPolicy(identifier, ref.owner),
       );
       return { revision: res.record.revision };

@@ -23,7 +23,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
     createTenant: unary(deps, 'CreateTenant', ['admin'], async (req, ctx) => {
       const id = parseTenantId(req.id, 'id');
       const settings = { ...DEFAULT_TENANT_SETTINGS, ...settingsFromPb(req.settings) };
-      const t = await directory.createTenant(id, settings, auditContext(ctx.principal, undefined));
+      const t = await directory.createTenant(id, settings, auditContext(ctx.principal, undefined, ctx.signal));
       ctx.log.info({ tenant: id }, 'tenant created');
       return tenantToPb(t);
     }),
@@ -44,13 +44,13 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
     updateTenant: unary(deps, 'UpdateTenant', ['admin'], async (req, ctx) => {
       const id = parseTenantId(req.id, 'id');
       const patch = settingsFromPb(req.settings);
-      const t = await directory.updateTenant(id, patch, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined));
+      const t = await directory.updateTenant(id, patch, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal));
       return tenantToPb(t);
     }),
 
     deleteTenant: unary(deps, 'DeleteTenant', ['admin'], async (req, ctx) => {
       const id = parseTenantId(req.id, 'id');
-      await directory.deleteTenant(id, req.force, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined));
+      await directory.deleteTenant(id, req.force, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal));
       ctx.log.info({ tenant: id, force: req.force }, 'tenant deleted');
       return {};
     }),
@@ -64,7 +64,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: true,
         action: 'SetGroupMembers',
-        ctx: auditContext(ctx.principal, undefined),
+        ctx: auditContext(ctx.principal, undefined, ctx.signal),
       });
       return groupToPb(g);
     }),
@@ -78,7 +78,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: true,
         action: 'AddGroupMember',
-        ctx: auditContext(ctx.principal, undefined),
+        ctx: auditContext(ctx.principal, undefined, ctx.signal),
       });
       return groupToPb(g);
     }),
@@ -92,7 +92,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: false,
         action: 'RemoveGroupMember',
-        ctx: auditContext(ctx.principal, undefined),
+        ctx: auditContext(ctx.principal, undefined, ctx.signal),
       });
       return groupToPb(g);
     }),
@@ -123,7 +123,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
       const tenant = parseTenantId(req.tenant);
       const name = parseGroupName(req.name, 'name');
       requireTenantRole(ctx.principal.role, tenant, ADMINS);
-      await directory.deleteGroup(tenant, name, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined));
+      await directory.deleteGroup(tenant, name, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal));
       return {};
     }),
   };

@@ -40,7 +40,7 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
         if (!parent) throw new DomainError('permission_denied', `actor: ${actor} may only create mailboxes of its own or below one it holds "k" on`, { field: 'actor' });
         await requireActorRights(directory, parent, actor, parseRights('k'), 'create mailboxes below it');
       }
-      const m = await mailboxes.create(tenant, owner, name, auditContext(ctx.principal, actor));
+      const m = await mailboxes.create(tenant, owner, name, auditContext(ctx.principal, actor, ctx.signal));
       ctx.log.info({ tenant, mailbox: `${owner}/${name}` }, 'mailbox created');
       return mailboxToPb(m);
     }),
@@ -79,7 +79,7 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
         const m = await mailboxes.require(tenant, ref.owner, ref.name);
         await requireActorRights(directory, m, actor, parseRights('x'), 'rename it');
       }
-      const renamed = await mailboxes.rename(tenant, ref.owner, ref.name, newName, expected, auditContext(ctx.principal, actor));
+      const renamed = await mailboxes.rename(tenant, ref.owner, ref.name, newName, expected, auditContext(ctx.principal, actor, ctx.signal));
       return { mailboxes: renamed.map(mailboxToPb) };
     }),
 
@@ -94,7 +94,7 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
         const m = await mailboxes.require(tenant, ref.owner, ref.name);
         await requireActorRights(directory, m, actor, parseRights('x'), 'delete it');
       }
-      await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor));
+      await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor, ctx.signal));
       return {};
     }),
 

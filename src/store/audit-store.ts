@@ -22,10 +22,12 @@ export interface AuditRecord extends Required<AuditEntry> {
   revision: number;
 }
 
-/** Who did it: passed from services down to every audited store write. */
+/** Who did it, passed from services down to every audited store write. */
 export interface AuditContext {
   who: string;
   actor: string;
+  /** The call's cancellation: retry loops stop when it fires. */
+  signal?: AbortSignal;
 }
 
 export class AuditStore {
@@ -35,8 +37,9 @@ export class AuditStore {
   ) {}
 
   /** The puts that record an entry; callers add them to their transaction. */
-  ops(entry: AuditEntry, time = new Date()): PutBuilder[] {
-    const rec = { ...entry, time: time.toISOString() };
+  ops(entry: AuditEntry & { signal?: AbortSignal }, time = new Date()): PutBuilder[] {
+    const { signal: _signal, ...fields } = entry;
+    const rec = { ...fields, time: time.toISOString() };
     return [
       this.client.put(this.keys.audit(entry.tenant, time, randomId())).value(JSON.stringify(rec)),
       this.client.put(this.keys.auditTenant(entry.tenant)).value(''),

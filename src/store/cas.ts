@@ -26,6 +26,7 @@ export async function withCasRetry<T>(attempt: () => Promise<T>, signal?: AbortS
   try {
     return await policy.execute(() => attempt(), signal);
   } catch (err) {
+    if (signal?.aborted) throw new DomainError('cancelled', 'call cancelled or past its deadline', { cause: err });
     if (err instanceof CasConflict) {
       throw new DomainError('conflict', 'too many concurrent changes to the same record; try again', { retryable: true });
     }

@@ -111,7 +111,7 @@ export class DirectoryStore {
       );
       if (!res.succeeded) throw new CasConflict();
       return { ...cur, settings, revision: Number(res.header.revision) };
-    });
+    }, ctx.signal);
   }
 
   /**
@@ -149,7 +149,7 @@ export class DirectoryStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-    });
+    }, ctx.signal);
   }
 
   async getGroup(tenant: string, name: string, revision?: number): Promise<GroupRecord | undefined> {
@@ -221,7 +221,7 @@ export class DirectoryStore {
       );
       if (!res.succeeded) throw new CasConflict();
       return { tenant, name, members, revision: Number(res.header.revision) };
-    });
+    }, opts.ctx.signal);
   }
 
   async deleteGroup(tenant: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<void> {
@@ -240,7 +240,7 @@ export class DirectoryStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-    });
+    }, ctx.signal);
   }
 
   private async page(prefix: string, limit: number, afterKey: string | undefined) {

@@ -167,7 +167,7 @@ export class MailboxStore {
       }
       const rev = Number(res.header.revision);
       return renamed.map((m) => ({ ...m, revision: rev }));
-    });
+    }, ctx.signal);
   }
 
   /** Deletes one mailbox with its ACL and its index entries (RFC 4314 §4: DELETE MUST delete the ACL). */
@@ -187,7 +187,7 @@ export class MailboxStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-    });
+    }, ctx.signal);
   }
 
   /**
@@ -244,7 +244,7 @@ export class MailboxStore {
       );
       if (!res.succeeded) throw new CasConflict();
       return { record: { ...next, revision: Number(res.header.revision) }, rights: after };
-    });
+    }, ctx.signal);
   }
 
   /**
