@@ -35,6 +35,11 @@ const json = async (...args: string[]) => JSON.parse(await ok(...args, '-o', 'js
 describe('sharing from the CLI (README examples)', () => {
   it('runs the documented flow: tenant, mailbox, ACL forms, groups, share list, audit', async () => {
     expect(await ok('tenant', 'create', 'acme')).toMatch(/^tenant:\s+acme$/m);
+    const updated = await json('tenant', 'update', 'acme', '--no-allow-anyone', '--max-shares', '20');
+    expect(updated.settings).toEqual({ allowAnyone: false, maxSharesPerMailbox: 20 });
+    expect((await json('tenant', 'update', 'acme', '--allow-anyone', '--expected-revision', String(updated.revision))).settings.allowAnyone).toBe(true);
+    expect(await ok('tenant', 'get', 'acme')).toMatch(/^max shares:\s+20$/m);
+    expect(await ok('tenant', 'list')).toMatch(/^acme\s+true\s+20\s/m);
     expect(await ok('mailbox', 'create', 'acme', 'alice', 'Projects')).toMatch(/^mailbox:\s+alice\/Projects$/m);
     expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', 'lrs')).toBe('bob lrs\n');
     expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', '+w')).toBe('bob lrsw\n');
@@ -45,6 +50,9 @@ describe('sharing from the CLI (README examples)', () => {
     expect((await json('group', 'add', 'acme', 'sales', 'dave')).members).toEqual(['bob', 'carol', 'dave']);
     expect((await json('group', 'remove', 'acme', 'sales', 'bob')).members).toEqual(['carol', 'dave']);
     expect(await ok('group', 'list', 'acme')).toMatch(/^sales\s+carol dave$/m);
+    expect(await ok('group', 'get', 'acme', 'sales')).toBe('group:sales (2 members, revision ' + (await json('group', 'get', 'acme', 'sales')).revision + ')\n  carol\n  dave\n');
+    await ok('group', 'set', 'acme', 'temp');
+    expect(await ok('group', 'delete', 'acme', 'temp')).toBe('deleted group:temp\n');
     await ok('acl', 'set', 'acme', 'alice/Projects', 'group:sales', 'lr');
 
     const acl = await json('acl', 'get', 'acme', 'alice/Projects');
@@ -66,6 +74,12 @@ describe('sharing from the CLI (README examples)', () => {
     const renamed = await json('mailbox', 'rename', 'acme', 'alice/Projects', 'Work');
     expect(renamed.mailboxes[0].mailbox).toBe('alice/Work');
     expect((await json('mailbox', 'list', 'acme', 'alice')).mailboxes.map((m: { name: string }) => m.name)).toEqual(['Work']);
+    expect(await ok('mailbox', 'list', 'acme')).toMatch(/^alice\/Work\s+[0-9a-f]{16}\s+alice=lrswipkxteacd bob=lrw -bob=w$/m);
+    const rev = (await json('mailbox', 'get', 'acme', 'alice/Work')).revision;
+    const stale = await ms('acl', 'set', 'acme', 'alice/Work', 'carol', 'l', '--expected-revision', String(rev - 1));
+    expect(stale.code).toBe(1);
+    expect(stale.stderr).toMatch(/^mailshare: ABORTED: expected_revision: /);
+    await ok('acl', 'set', 'acme', 'alice/Work', 'carol', 'l', '--expected-revision', String(rev));
     expect((await json('mailbox', 'get', 'acme', 'alice/Work')).acl).toContainEqual({ identifier: 'bob', rights: 'lrw' });
 
     const audit = await json('audit', 'list', 'acme');
