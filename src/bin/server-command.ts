@@ -22,6 +22,7 @@ export function registerServer(program: Command, version: string): void {
     .option('--log-format <format>', 'auto|json|pretty (env MAILSHARE_LOG_FORMAT; default auto: pretty on a terminal)')
     .option('--etcd-binary <path>', 'etcd executable for the embedded mode (env MAILSHARE_ETCD_BINARY; default etcd)')
     .option('--audit-retention <duration>', 'how long audit records are kept, e.g. 90d (env MAILSHARE_AUDIT_RETENTION; default 90d)')
+    .option('--placement-epsilon <number>', 'bounded-load slack: a node takes at most (1+ε)× its share of users (env MAILSHARE_PLACEMENT_EPSILON; default 0.25)')
     .option('--shutdown-timeout <duration>', 'grace period for in-flight calls, e.g. 10s (env MAILSHARE_SHUTDOWN_TIMEOUT)')
     .action(async (flags: Record<string, unknown>) => {
       // Loaded here so client commands start without the server's dependencies.

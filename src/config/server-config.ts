@@ -33,6 +33,8 @@ export interface ServerConfig {
   readonly shutdownTimeoutMs: number;
   /** How long audit records are kept, in ms. */
   readonly auditRetentionMs: number;
+  /** Bounded-load slack ε: no node takes more than (1+ε)× its weighted share of users. */
+  readonly placementEpsilon: number;
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -68,6 +70,7 @@ export const SERVER_SETTINGS: readonly Setting[] = [
   { key: 'etcdBinary', flag: 'etcdBinary', env: 'MAILSHARE_ETCD_BINARY' },
   { key: 'shutdownTimeout', flag: 'shutdownTimeout', env: 'MAILSHARE_SHUTDOWN_TIMEOUT' },
   { key: 'audit.retention', flag: 'auditRetention', env: 'MAILSHARE_AUDIT_RETENTION' },
+  { key: 'placement.epsilon', flag: 'placementEpsilon', env: 'MAILSHARE_PLACEMENT_EPSILON' },
 ];
 
 export interface ConfigSources {
@@ -165,6 +168,11 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
   const shutdownTimeoutMs = parseDuration(raw.get('shutdownTimeout'), 10_000);
   const auditRetentionMs = parseDuration(raw.get('audit.retention'), 90 * 24 * 3600_000);
   if (auditRetentionMs < 60_000) throw new ConfigError(raw.get('audit.retention')!.source, 'must be at least 1m');
+  const eps = raw.get('placement.epsilon');
+  const placementEpsilon = eps === undefined ? 0.25 : Number(eps.value);
+  if (eps !== undefined && (typeof eps.value === 'boolean' || eps.value === '' || !Number.isFinite(placementEpsilon) || placementEpsilon <= 0 || placementEpsilon > 10)) {
+    throw new ConfigError(eps.source, `"${String(eps.value)}" is not a number > 0 and ≤ 10`);
+  }
 
   return deepFreeze({
     listen,
@@ -176,6 +184,7 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     etcdBinary,
     shutdownTimeoutMs,
     auditRetentionMs,
+    placementEpsilon,
   });
 }
 
@@ -207,7 +216,7 @@ function readConfigFile(file: string): { name: string; dir: string; values: Map<
 function flatten(obj: Record<string, unknown>, prefix: string, out: Map<string, unknown>): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v) && (key === 'etcd' || key === 'tls' || key === 'log' || key === 'audit')) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && (key === 'etcd' || key === 'tls' || key === 'log' || key === 'audit' || key === 'placement')) {
       flatten(v as Record<string, unknown>, `${key}.`, out);
     } else {
       out.set(key, v);

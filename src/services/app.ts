@@ -80,6 +80,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       version,
       embeddedEtcd: member !== undefined,
       auditRetentionMs: config.auditRetentionMs,
+      placementEpsilon: config.placementEpsilon,
     });
     cleanups.push(() => coordinator.shutdown(config.shutdownTimeoutMs));
     const address = await coordinator.start();

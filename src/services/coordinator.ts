@@ -9,6 +9,9 @@ import { AclServiceService } from '../gen/mailshare/v1/acl.js';
 import { AuditServiceService } from '../gen/mailshare/v1/audit.js';
 import { DirectoryServiceService } from '../gen/mailshare/v1/directory.js';
 import { MailboxServiceService } from '../gen/mailshare/v1/mailbox.js';
+import { PlacementServiceService } from '../gen/mailshare/v1/placement.js';
+import { PlacementStore } from '../store/placement-store.js';
+import { createPlacementService } from './placement-service.js';
 import { SystemServiceService } from '../gen/mailshare/v1/system.js';
 import { AuditStore } from '../store/audit-store.js';
 import { DirectoryStore } from '../store/directory-store.js';
@@ -43,6 +46,8 @@ export interface CoordinatorOptions {
   healthIntervalMs?: number;
   /** Audit records older than this are pruned, in ms; default 90 days. */
   auditRetentionMs?: number;
+  /** Bounded-load slack ε of node choice; default 0.25. */
+  placementEpsilon?: number;
 }
 
 /** Services whose health is reported individually (plus "" for the server). */
@@ -53,6 +58,7 @@ const SERVICE_NAMES = [
   'mailshare.v1.MailboxService',
   'mailshare.v1.AclService',
   'mailshare.v1.AuditService',
+  'mailshare.v1.PlacementService',
 ];
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -69,6 +75,7 @@ export class Coordinator {
   private healthTimer: NodeJS.Timeout | undefined;
   private pruneTimer: NodeJS.Timeout | undefined;
   private readonly audit: AuditStore;
+  private readonly placement: PlacementStore;
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
@@ -106,6 +113,8 @@ export class Coordinator {
     this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes }));
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
+    this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
+    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement }));
     this.health.addToServer(this.server);
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
     createReflection().addToServer({
@@ -122,6 +131,7 @@ export class Coordinator {
   /** Binds, checks etcd once, and starts serving. Returns the bound address. */
   async start(): Promise<string> {
     const creds = this.credentials();
+    await this.placement.start();
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.opts.listen, creds, (err, port) => {
         if (err) reject(new DomainError('unavailable', `listen: cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
@@ -170,6 +180,7 @@ export class Coordinator {
     });
     await Promise.race([graceful, forced]);
     clearTimeout(timer);
+    await this.placement.close();
     this.cluster.close();
     this.state = 'stopped';
     this.log.info('stopped');
@@ -179,6 +190,7 @@ export class Coordinator {
     if (this.healthTimer) clearInterval(this.healthTimer);
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.server.forceShutdown();
+    void this.placement.close();
     this.cluster.close();
     this.state = 'stopped';
   }

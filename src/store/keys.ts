@@ -13,6 +13,10 @@
  *                                                    "shared with" index entry: the ACL has a
  *                                                    positive entry with "l" for grantee
  *                                                    (a user, group:NAME, anyone, authenticated)
+ *   <prefix>v1/nodes/<node>                          node configuration (weight, zone, state)
+ *   <prefix>v1/nodes-live/<node>                     node liveness, attached to the node's lease
+ *   <prefix>v1/assign/<tenant>/<user>                user → node assignment, attached to the
+ *                                                    node's lease; its create revision is the epoch
  *   <prefix>v1/audit/<tenant>/<time>-<random>        audit record
  *   <prefix>v1/audit-tenants/<tenant>                tenants that have audit records (for pruning)
  *
@@ -48,6 +52,15 @@ export interface Keys {
   shared(tenant: string, grantee: string, owner: string, name: string): string;
   /** "owner/name" from an index key of this grantee. */
   sharedRefFromKey(tenant: string, grantee: string, key: string): string;
+
+  readonly nodesPrefix: string;
+  node(name: string): string;
+  readonly liveNodesPrefix: string;
+  liveNode(name: string): string;
+  readonly assignmentsPrefix: string;
+  assignment(tenant: string, user: string): string;
+  /** [tenant, user] from an assignment key. */
+  assignmentFromKey(key: string): [string, string];
 
   auditPrefix(tenant: string): string;
   audit(tenant: string, time: Date, suffix: string): string;
@@ -91,6 +104,18 @@ export function createKeys(prefix: string): Keys {
     sharedPrefix: (tenant: string, grantee: string) => `${t(tenant)}shared/${grantee}/`,
     shared: (tenant: string, grantee: string, owner: string, name: string) => `${t(tenant)}shared/${grantee}/${owner}/${name}`,
     sharedRefFromKey: (tenant: string, grantee: string, key: string) => key.slice(`${t(tenant)}shared/${grantee}/`.length),
+
+    nodesPrefix: `${root}nodes/`,
+    node: (name: string) => `${root}nodes/${name}`,
+    liveNodesPrefix: `${root}nodes-live/`,
+    liveNode: (name: string) => `${root}nodes-live/${name}`,
+    assignmentsPrefix: `${root}assign/`,
+    assignment: (tenant: string, user: string) => `${root}assign/${tenant}/${user}`,
+    assignmentFromKey: (key: string): [string, string] => {
+      const rest = key.slice(`${root}assign/`.length);
+      const slash = rest.indexOf('/');
+      return [rest.slice(0, slash), rest.slice(slash + 1)];
+    },
 
     auditPrefix: (tenant: string) => `${root}audit/${tenant}/`,
     audit: (tenant: string, time: Date, suffix: string) => `${root}audit/${tenant}/${ts(time)}-${suffix}`,

@@ -9,6 +9,10 @@ export interface PrefixCacheOptions<T> {
   logger: Logger;
   /** Delay before a resync after the watch failed; default 200 ms, doubling to 5 s. */
   retryDelayMs?: number;
+  /** Called for every change, after the map is updated (derived state such as counts). */
+  onChange?(key: string, before: T | undefined, after: T | undefined): void;
+  /** Called before a snapshot (re)load replaces everything. */
+  onReset?(): void;
 }
 
 export interface PrefixCache<T> {
@@ -37,22 +41,21 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
   const log = opts.logger.child({ component: 'prefix-cache', prefix: opts.prefix });
 
   const apply = (key: string, value: Buffer | undefined): void => {
-    if (value === undefined) {
-      map.delete(key);
-      return;
+    const before = map.get(key);
+    let after: T | undefined;
+    if (value !== undefined) {
+      after = opts.decode(key, value);
+      if (after === undefined) log.warn({ key }, 'skipping undecodable record');
     }
-    const rec = opts.decode(key, value);
-    if (rec === undefined) {
-      log.warn({ key }, 'skipping undecodable record');
-      map.delete(key);
-    } else {
-      map.set(key, rec);
-    }
+    if (after === undefined) map.delete(key);
+    else map.set(key, after);
+    if (before !== undefined || after !== undefined) opts.onChange?.(key, before, after);
   };
 
   const load = async (): Promise<void> => {
     const res = await opts.client.getAll().prefix(opts.prefix).exec();
     map.clear();
+    opts.onReset?.();
     for (const kv of res.kvs) apply(kv.key.toString(), kv.value);
     rev = Number(res.header.revision);
     const w = await opts.client

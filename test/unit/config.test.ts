@@ -37,6 +37,9 @@ describe('server configuration', () => {
     expect(c.log).toEqual({ level: 'info', format: 'auto' });
     expect(c.etcdBinary).toBe('etcd');
     expect(c.shutdownTimeoutMs).toBe(10_000);
+    expect(c.placementEpsilon).toBe(0.25);
+    expect(c.auditRetentionMs).toBe(90 * 86_400_000);
+    expect(load({ placementEpsilon: '0.5', auditRetention: '7d' })).toMatchObject({ placementEpsilon: 0.5, auditRetentionMs: 7 * 86_400_000 });
     expect(Object.isFrozen(c) && Object.isFrozen(c.etcd) && Object.isFrozen(c.tls)).toBe(true);
   });
 
@@ -81,6 +84,9 @@ describe('server configuration', () => {
     [{ logLevel: 'loud' }, {}, '--log-level'],
     [{ logFormat: 'xml' }, {}, '--log-format'],
     [{ shutdownTimeout: 'soon' }, {}, '--shutdown-timeout'],
+    [{ placementEpsilon: 'lots' }, {}, '--placement-epsilon'],
+    [{}, { MAILSHARE_PLACEMENT_EPSILON: '0' }, 'MAILSHARE_PLACEMENT_EPSILON'],
+    [{ auditRetention: '10s' }, {}, '--audit-retention'],
     [{ tlsCert: 'cert.pem' }, {}, 'tls.key'],
     [{ tlsClientCa: 'ca.pem' }, {}, 'tls.clientCa'],
     [{ tlsCert: 'missing.pem', tlsKey: 'missing.key' }, {}, '--tls-cert'],

@@ -1,0 +1,134 @@
+import type { ServerDuplexStream } from '@grpc/grpc-js';
+import { DomainError } from '../domain/errors.js';
+import { TENANT_ID_PATTERN, parseTenantId, parseUserId } from '../domain/ids.js';
+import { parseMailboxRef } from '../domain/mailbox-name.js';
+import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
+import type { KeepAliveRequest, KeepAliveResponse, Node, PlacementServiceServer } from '../gen/mailshare/v1/placement.js';
+import type { NodeView, PlacementStore } from '../store/placement-store.js';
+import { requireTenantRole } from './access.js';
+import { type RpcDeps, authenticated, unary } from './rpc.js';
+import { toGrpcError } from './status.js';
+
+export interface PlacementServiceDeps extends RpcDeps {
+  readonly placement: PlacementStore;
+}
+
+export const DEFAULT_TTL_SECONDS = 5;
+export const MIN_TTL_SECONDS = 2;
+export const MAX_TTL_SECONDS = 300;
+
+function parseNodeName(value: string, field = 'name'): string {
+  if (!TENANT_ID_PATTERN.test(value)) {
+    throw new DomainError('invalid_argument', `${field}: "${value.slice(0, 80)}" is not a node name (1-63 of a-z 0-9 . _ -, starting with a letter or digit)`, { field });
+  }
+  return value;
+}
+
+function parseHostPort(value: string, field: string): string {
+  const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):(\d{1,5})$/.exec(value);
+  if (!m || Number(m[2]) === 0 || Number(m[2]) > 65535) throw new DomainError('invalid_argument', `${field}: "${value.slice(0, 80)}" is not host:port`, { field });
+  return value;
+}
+
+function parseLeaseId(value: string, field = 'lease_id'): string {
+  if (!/^[1-9]\d{0,19}$/.test(value)) throw new DomainError('invalid_argument', `${field}: is not a lease id`, { field });
+  return value;
+}
+
+export function nodeToPb(n: NodeView): Node {
+  return {
+    name: n.name,
+    imapAddress: n.imapAddress,
+    weight: n.weight,
+    zone: n.zone,
+    state: n.live ? n.state : 'down',
+    leaseId: n.live?.leaseId ?? '',
+    users: n.users,
+    registeredAt: n.registeredAt,
+    revision: n.revision,
+  };
+}
+
+export function createPlacementService(deps: PlacementServiceDeps): PlacementServiceServer {
+  const { placement } = deps;
+  return {
+    registerNode: unary(deps, 'RegisterNode', ['node'], async (req, ctx) => {
+      const name = parseNodeName(req.name);
+      const imapAddress = parseHostPort(req.imapAddress, 'imap_address');
+      const weight = req.weight === 0 ? DEFAULT_WEIGHT : parseWeight(req.weight);
+      if (req.zone !== '' && !TENANT_ID_PATTERN.test(req.zone)) {
+        throw new DomainError('invalid_argument', 'zone: must be empty or 1-63 of a-z 0-9 . _ -', { field: 'zone' });
+      }
+      const ttl = req.ttlSeconds === 0 ? DEFAULT_TTL_SECONDS : req.ttlSeconds;
+      if (!Number.isInteger(ttl) || ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS) {
+        throw new DomainError('invalid_argument', `ttl_seconds: must be between ${MIN_TTL_SECONDS} and ${MAX_TTL_SECONDS}`, { field: 'ttl_seconds' });
+      }
+      const r = await placement.register({ name, imapAddress, weight, zone: req.zone, ttlSeconds: ttl });
+      ctx.log.info({ node: name, lease: r.leaseId, ttl: r.ttl }, 'node registered');
+      return { leaseId: r.leaseId, ttlSeconds: r.ttl, node: nodeToPb({ ...r.node, live: { name, leaseId: r.leaseId }, users: 0 }) };
+    }),
+
+    keepAlive: authenticated(deps, 'KeepAlive', ['node'], (call: ServerDuplexStream<KeepAliveRequest, KeepAliveResponse>) => {
+      let chain = Promise.resolve();
+      call.on('data', (req: KeepAliveRequest) => {
+        chain = chain.then(async () => {
+          try {
+            const leaseId = parseLeaseId(req.leaseId);
+            const ttl = await placement.keepAlive(leaseId);
+            call.write({ leaseId, ttlSeconds: ttl });
+          } catch (err) {
+            call.emit('error', toGrpcError(err, deps.log));
+          }
+        });
+      });
+      call.on('end', () => void chain.then(() => call.end()));
+    }),
+
+    listNodes: unary(deps, 'ListNodes', ['admin', 'node'], async () => ({ nodes: placement.listNodes().map(nodeToPb) })),
+
+    setNodeState: unary(deps, 'SetNodeState', ['admin'], async (req, ctx) => {
+      const name = parseNodeName(req.name);
+      if (req.state !== 'active' && req.state !== 'draining') {
+        throw new DomainError('invalid_argument', 'state: must be "active" or "draining"', { field: 'state' });
+      }
+      await placement.setState(name, req.state);
+      ctx.log.info({ node: name, state: req.state }, 'node state changed');
+      const view = placement.listNodes().find((n) => n.name === name);
+      const fresh = await placement.getNode(name);
+      return nodeToPb({ ...(view ?? { live: undefined, users: 0 }), ...fresh! });
+    }),
+
+    removeNode: unary(deps, 'RemoveNode', ['admin'], async (req, ctx) => {
+      const name = parseNodeName(req.name);
+      await placement.remove(name, req.force);
+      ctx.log.info({ node: name, force: req.force }, 'node removed');
+      return {};
+    }),
+
+    locate: unary(deps, 'Locate', ['admin', 'tenant-admin', 'node'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      if ((req.user === '') === (req.mailbox === '')) {
+        throw new DomainError('invalid_argument', 'user: give exactly one of user and mailbox', { field: 'user' });
+      }
+      const user = req.user !== '' ? parseUserId(req.user, 'user') : parseMailboxRef(req.mailbox).owner;
+      requireTenantRole(ctx.principal.role, tenant, ['admin', 'tenant-admin', 'node']);
+      const { assignment, created } = await placement.locate(tenant, user, req.assign);
+      if (created) ctx.log.info({ tenant, user, node: assignment!.node, epoch: assignment!.epoch }, 'user assigned');
+      return {
+        tenant,
+        user,
+        node: assignment?.node ?? '',
+        imapAddress: assignment ? placement.imapAddressOf(assignment.node) : '',
+        epoch: assignment?.epoch ?? 0,
+        assigned: created,
+      };
+    }),
+
+    release: unary(deps, 'Release', ['admin', 'node'], async (req) => {
+      const tenant = parseTenantId(req.tenant);
+      const user = parseUserId(req.user, 'user');
+      if (!Number.isSafeInteger(req.epoch) || req.epoch <= 0) throw new DomainError('invalid_argument', 'epoch: must be a positive revision', { field: 'epoch' });
+      return { released: await placement.release(tenant, user, req.epoch) };
+    }),
+  };
+}

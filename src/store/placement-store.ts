@@ -1,0 +1,294 @@
+import type { Etcd3 } from 'etcd3';
+import type { Logger } from 'pino';
+import { DomainError } from '../domain/errors.js';
+import { type Ring, buildRing, chooseNode } from '../domain/placement.js';
+import { etcdOp } from './errors.js';
+import type { Keys } from './keys.js';
+import { type PrefixCache, createPrefixCache } from './prefix-cache.js';
+
+export type NodeState = 'active' | 'draining';
+
+export interface NodeConfig {
+  readonly name: string;
+  readonly imapAddress: string;
+  readonly weight: number;
+  readonly zone: string;
+  readonly state: NodeState;
+  readonly registeredAt: Date;
+  readonly revision: number;
+}
+
+export interface NodeLive {
+  readonly name: string;
+  readonly leaseId: string;
+}
+
+export interface Assignment {
+  readonly tenant: string;
+  readonly user: string;
+  readonly node: string;
+  readonly leaseId: string;
+  /** Create revision of the assignment key: the fencing token. */
+  readonly epoch: number;
+}
+
+export interface NodeView extends NodeConfig {
+  readonly live: NodeLive | undefined;
+  readonly users: number;
+}
+
+/**
+ * Nodes, their leases, and user assignments in etcd. Coordinators keep
+ * watch-fed copies of the nodes and of per-node user counts to choose nodes
+ * without reading etcd; every assignment itself is a compare-and-swap
+ * transaction (the key must not exist, and the chosen node must still be
+ * live on the lease the assignment is bound to).
+ */
+export class PlacementStore {
+  private readonly configs: PrefixCache<NodeConfig>;
+  private readonly lives: PrefixCache<NodeLive>;
+  private readonly assignments: PrefixCache<string>;
+  private readonly counts = new Map<string, number>();
+  private total = 0;
+  private ringMemo: { sig: string; ring: Ring } | undefined;
+
+  constructor(
+    private readonly client: Etcd3,
+    private readonly keys: Keys,
+    logger: Logger,
+    private readonly epsilon: number,
+  ) {
+    this.configs = createPrefixCache({
+      client,
+      prefix: keys.nodesPrefix,
+      logger,
+      decode: (key, value) => decodeConfig(key.slice(keys.nodesPrefix.length), value, 0),
+    });
+    this.lives = createPrefixCache({
+      client,
+      prefix: keys.liveNodesPrefix,
+      logger,
+      decode: (key, value) => ({ name: key.slice(keys.liveNodesPrefix.length), leaseId: value.toString() }),
+    });
+    this.assignments = createPrefixCache<string>({
+      client,
+      prefix: keys.assignmentsPrefix,
+      logger,
+      decode: (_key, value) => decodeAssignmentNode(value),
+      onReset: () => {
+        this.counts.clear();
+        this.total = 0;
+      },
+      onChange: (_key, before, after) => {
+        if (before !== undefined) {
+          this.counts.set(before, (this.counts.get(before) ?? 1) - 1);
+          this.total--;
+        }
+        if (after !== undefined) {
+          this.counts.set(after, (this.counts.get(after) ?? 0) + 1);
+          this.total++;
+        }
+      },
+    });
+  }
+
+  async start(): Promise<void> {
+    await Promise.all([this.configs.ready, this.lives.ready, this.assignments.ready]);
+  }
+
+  async close(): Promise<void> {
+    await Promise.all([this.configs.close(), this.lives.close(), this.assignments.close()]);
+  }
+
+  /**
+   * Grants a new lease and records the node as live on it. If the node was
+   * live on another lease, that lease is revoked first: its assignments
+   * belong to a previous life of the node and must not survive.
+   */
+  async register(req: { name: string; imapAddress: string; weight: number; zone: string; ttlSeconds: number }): Promise<{ leaseId: string; ttl: number; node: NodeConfig }> {
+    const old = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(req.name)).exec());
+    const oldLease = old.kvs[0]?.value.toString();
+    if (oldLease) await this.revoke(oldLease);
+    const grant = await etcdOp('granting a lease', () => this.client.leaseClient.leaseGrant({ TTL: req.ttlSeconds }));
+    const leaseId = grant.ID;
+    try {
+      for (let attempt = 0; ; attempt++) {
+        const cur = await etcdOp('reading a node', () => this.client.get(this.keys.node(req.name)).exec());
+        const kv = cur.kvs[0];
+        const prev = kv ? decodeConfig(req.name, kv.value, Number(kv.mod_revision)) : undefined;
+        const config = {
+          imapAddress: req.imapAddress,
+          weight: req.weight,
+          zone: req.zone,
+          state: prev?.state ?? 'active',
+          registeredAt: new Date().toISOString(),
+        };
+        const res = await etcdOp('registering a node', () =>
+          this.client
+            .if(this.keys.node(req.name), 'Mod', '==', prev?.revision ?? 0)
+            .then(
+              this.client.put(this.keys.node(req.name)).value(JSON.stringify(config)),
+              this.client.put(this.keys.liveNode(req.name)).value(leaseId).lease(leaseId),
+            )
+            .commit(),
+        );
+        if (res.succeeded) {
+          return {
+            leaseId,
+            ttl: Number(grant.TTL),
+            node: { name: req.name, ...config, registeredAt: new Date(config.registeredAt), revision: Number(res.header.revision) },
+          };
+        }
+        if (attempt > 20) throw new DomainError('conflict', 'node: too many concurrent registrations', { field: 'name' });
+      }
+    } catch (err) {
+      await this.revoke(leaseId);
+      throw err;
+    }
+  }
+
+  /** Renews a lease once; returns the remaining TTL in seconds, 0 when the lease is gone. */
+  async keepAlive(leaseId: string): Promise<number> {
+    const stream = await etcdOp('renewing a lease', () => this.client.leaseClient.leaseKeepAlive());
+    try {
+      const res = await new Promise<{ TTL: string }>((resolve, reject) => {
+        stream.on('data', resolve);
+        stream.on('error', reject);
+        stream.write({ ID: leaseId });
+      });
+      return Math.max(0, Number(res.TTL));
+    } catch (err) {
+      throw new DomainError('unavailable', 'etcd unavailable while renewing a lease', { cause: err, retryable: true });
+    } finally {
+      stream.end();
+    }
+  }
+
+  async revoke(leaseId: string): Promise<void> {
+    try {
+      await this.client.leaseClient.leaseRevoke({ ID: leaseId });
+    } catch (err) {
+      // Already expired or revoked: nothing left to do.
+      if (!/not found|requested lease not found/i.test((err as Error).message)) throw new DomainError('unavailable', 'etcd unavailable while revoking a lease', { cause: err });
+    }
+  }
+
+  listNodes(): NodeView[] {
+    const out: NodeView[] = [];
+    for (const [, c] of this.configs.entries()) {
+      out.push({ ...c, live: this.lives.get(this.keys.liveNode(c.name)), users: this.counts.get(c.name) ?? 0 });
+    }
+    return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  async getNode(name: string): Promise<NodeConfig | undefined> {
+    const res = await etcdOp('reading a node', () => this.client.get(this.keys.node(name)).exec());
+    const kv = res.kvs[0];
+    return kv ? decodeConfig(name, kv.value, Number(kv.mod_revision)) : undefined;
+  }
+
+  async setState(name: string, state: NodeState): Promise<NodeConfig> {
+    for (let attempt = 0; attempt < 50; attempt++) {
+      const cur = await this.getNode(name);
+      if (!cur) throw new DomainError('not_found', `name: node "${name}" is not registered`, { field: 'name' });
+      const next = { imapAddress: cur.imapAddress, weight: cur.weight, zone: cur.zone, state, registeredAt: cur.registeredAt.toISOString() };
+      const res = await etcdOp('changing a node', () =>
+        this.client.if(this.keys.node(name), 'Mod', '==', cur.revision).then(this.client.put(this.keys.node(name)).value(JSON.stringify(next))).commit(),
+      );
+      if (res.succeeded) return { ...cur, state, revision: Number(res.header.revision) };
+    }
+    throw new DomainError('conflict', 'name: too many concurrent changes to this node; try again', { field: 'name', retryable: true });
+  }
+
+  async remove(name: string, force: boolean): Promise<void> {
+    const cur = await this.getNode(name);
+    if (!cur) throw new DomainError('not_found', `name: node "${name}" is not registered`, { field: 'name' });
+    const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(name)).exec());
+    const lease = live.kvs[0]?.value.toString();
+    if (lease && !force) {
+      throw new DomainError('failed_precondition', `name: node "${name}" is live; stop it first, or use force (which ends its users' assignments)`, { field: 'name' });
+    }
+    if (lease) await this.revoke(lease);
+    await etcdOp('removing a node', () => this.client.delete().key(this.keys.node(name)).exec());
+  }
+
+  async getAssignment(tenant: string, user: string): Promise<Assignment | undefined> {
+    const res = await etcdOp('reading an assignment', () => this.client.get(this.keys.assignment(tenant, user)).exec());
+    const kv = res.kvs[0];
+    if (!kv) return undefined;
+    return { tenant, user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) };
+  }
+
+  /**
+   * The user's assignment, creating one when `assign` is set and there is
+   * none: the chosen node must still be live on the lease the new key is
+   * bound to, and the key must not exist, in one transaction.
+   */
+  async locate(tenant: string, user: string, assign: boolean): Promise<{ assignment: Assignment | undefined; created: boolean }> {
+    const key = this.keys.assignment(tenant, user);
+    for (let attempt = 0; attempt < 20; attempt++) {
+      const existing = await this.getAssignment(tenant, user);
+      if (existing || !assign) return { assignment: existing, created: false };
+      const ring = this.activeRing();
+      const node = chooseNode(ring, `${tenant}/${user}`, (n) => this.counts.get(n) ?? 0, this.total, this.epsilon);
+      if (node === undefined) throw new DomainError('unavailable', 'no active node is registered', { retryable: true });
+      const live = this.lives.get(this.keys.liveNode(node))!;
+      const res = await etcdOp('assigning a user', () =>
+        this.client
+          .if(key, 'Create', '==', 0)
+          .and(this.keys.liveNode(node), 'Lease', '==', live.leaseId)
+          .then(this.client.put(key).value(JSON.stringify({ node, assignedAt: new Date().toISOString() })).lease(live.leaseId))
+          .commit(),
+      );
+      if (res.succeeded) {
+        return { assignment: { tenant, user, node, leaseId: live.leaseId, epoch: Number(res.header.revision) }, created: true };
+      }
+      // Someone else assigned the user, or the node's lease changed: look again.
+      await new Promise((r) => setTimeout(r, Math.min(5 * 2 ** attempt, 200)));
+    }
+    throw new DomainError('unavailable', 'could not assign the user: nodes are changing too fast; try again', { retryable: true });
+  }
+
+  /** Deletes an assignment only if it is still the one with this epoch. */
+  async release(tenant: string, user: string, epoch: number): Promise<boolean> {
+    const key = this.keys.assignment(tenant, user);
+    const res = await etcdOp('releasing an assignment', () =>
+      this.client.if(key, 'Create', '==', epoch).then(this.client.delete().key(key)).commit(),
+    );
+    return res.succeeded;
+  }
+
+  imapAddressOf(node: string): string {
+    return this.configs.get(this.keys.node(node))?.imapAddress ?? '';
+  }
+
+  /** The ring of nodes that are live and active, rebuilt only when that set changes. */
+  private activeRing(): Ring {
+    const nodes = [];
+    for (const [, c] of this.configs.entries()) {
+      if (c.state === 'active' && this.lives.get(this.keys.liveNode(c.name))) nodes.push({ name: c.name, weight: c.weight });
+    }
+    nodes.sort((a, b) => (a.name < b.name ? -1 : 1));
+    const sig = nodes.map((n) => `${n.name}:${n.weight}`).join(',');
+    if (this.ringMemo?.sig !== sig) this.ringMemo = { sig, ring: buildRing(nodes) };
+    return this.ringMemo.ring;
+  }
+}
+
+function decodeConfig(name: string, value: Buffer, revision: number): NodeConfig | undefined {
+  try {
+    const s = JSON.parse(value.toString()) as { imapAddress: string; weight: number; zone: string; state: NodeState; registeredAt: string };
+    return { name, imapAddress: s.imapAddress, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision };
+  } catch {
+    return undefined;
+  }
+}
+
+function decodeAssignmentNode(value: Buffer): string | undefined {
+  try {
+    const node = (JSON.parse(value.toString()) as { node?: unknown }).node;
+    return typeof node === 'string' ? node : undefined;
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,162 @@
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { connectApi, type Api } from '../harness/api.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { codeOf, unaryCall } from '../harness/grpc.js';
+import { startTestNode, type TestNode } from '../harness/node-client.js';
+import { waitFor } from '../harness/process.js';
+import { startInProcessServer, type InProcessServer } from '../harness/server.js';
+
+let etcd: EtcdCluster;
+let server: InProcessServer;
+let admin: Api;
+let nodeToken: string;
+let client: PlacementServiceClient;
+const nodes: TestNode[] = [];
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  server = await startInProcessServer({ endpoints: etcd.endpoints });
+  admin = connectApi(server.address, server.adminToken);
+  nodeToken = (await admin.auth.createToken({ role: 'node', description: 'test nodes' })).token;
+  client = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+});
+afterAll(async () => {
+  for (const n of nodes) n.stop();
+  client?.close();
+  admin?.close();
+  await server?.stop();
+  await etcd?.stop();
+});
+
+const locate = (tenant: string, user: string, assign: boolean, token = nodeToken) =>
+  unaryCall(client.locate.bind(client), { tenant, user, mailbox: '', assign }, token);
+const listNodes = () => unaryCall(client.listNodes.bind(client), {}, server.adminToken);
+const node = async (name: string, weight = 0) => {
+  const n = await startTestNode(server.address, nodeToken, { name, weight, ttlSeconds: 2, intervalMs: 400 });
+  nodes.push(n);
+  return n;
+};
+
+describe('placement', () => {
+  it('assigns users to live nodes within the bounded-load limit, with increasing epochs', async () => {
+    await node('imap-a');
+    await node('imap-b');
+    await waitFor(async () => (await listNodes()).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'nodes in cache');
+    const epochs: number[] = [];
+    const counts = new Map<string, number>();
+    for (let i = 0; i < 200; i++) {
+      const r = await locate('acme', `user${i}`, true);
+      expect(r.assigned).toBe(true);
+      expect(['imap-a', 'imap-b']).toContain(r.node);
+      expect(r.imapAddress).toMatch(/^127\.0\.0\.1:\d+$/);
+      epochs.push(r.epoch);
+      counts.set(r.node, (counts.get(r.node) ?? 0) + 1);
+    }
+    expect([...epochs].sort((a, b) => a - b)).toEqual(epochs);
+    expect(new Set(epochs).size).toBe(200);
+    for (const c of counts.values()) expect(c).toBeLessThanOrEqual(Math.ceil(1.25 * 200 * 0.5));
+    // Locating again returns the same assignment without creating one.
+    const again = await locate('acme', 'user7', true);
+    expect(again.assigned).toBe(false);
+    expect(again.epoch).toBe(epochs[7]);
+    await waitFor(async () => (await listNodes()).nodes.reduce((s, n) => s + n.users, 0) === 200, 5000, 'user counts');
+  });
+
+  it('fails a dead node over: its assignments vanish with its lease and users come back with higher epochs', async () => {
+    const before = new Map<string, { node: string; epoch: number }>();
+    for (let i = 0; i < 200; i++) {
+      const r = await locate('acme', `user${i}`, false);
+      before.set(`user${i}`, { node: r.node, epoch: r.epoch });
+    }
+    const victim = nodes.find((n) => n.name === 'imap-a')!;
+    const held = [...before].filter(([, v]) => v.node === 'imap-a').map(([u]) => u);
+    expect(held.length).toBeGreaterThan(0);
+    const stoppedAt = Date.now();
+    victim.stop();
+    // TTL is 2 s: within TTL + 1 s of the last renewal everything it held is unassigned.
+    await waitFor(async () => (await locate('acme', held[0]!, false)).node === '', 5000, 'lease expiry');
+    expect(Date.now() - stoppedAt).toBeLessThan(3500);
+    for (const u of held) {
+      expect((await locate('acme', u, false)).node).toBe('');
+      const r = await locate('acme', u, true);
+      expect(r.node).toBe('imap-b');
+      expect(r.epoch).toBeGreaterThan(before.get(u)!.epoch);
+    }
+    expect((await listNodes()).nodes.find((n) => n.name === 'imap-a')!.state).toBe('down');
+  });
+
+  it('gives draining nodes no new users, and takes them again after undrain', async () => {
+    await node('imap-c');
+    const drained = await unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'draining' }, server.adminToken);
+    expect(drained.state).toBe('draining');
+    await waitFor(async () => (await listNodes()).nodes.some((n) => n.name === 'imap-c' && n.state === 'active'), 5000, 'imap-c');
+    await waitFor(async () => (await listNodes()).nodes.some((n) => n.name === 'imap-b' && n.state === 'draining'), 5000, 'draining');
+    for (let i = 0; i < 30; i++) expect((await locate('acme', `new${i}`, true)).node).toBe('imap-c');
+    await unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'active' }, server.adminToken);
+    await waitFor(async () => (await listNodes()).nodes.some((n) => n.name === 'imap-b' && n.state === 'active'), 5000, 'active');
+    // imap-b still holds more than its share (it took imap-a's users), so
+    // bounded loads fill imap-c first; once imap-c reaches its capacity,
+    // imap-b takes new users again.
+    let toB = -1;
+    for (let i = 0; i < 600 && toB < 0; i++) if ((await locate('acme', `later${i}`, true)).node === 'imap-b') toB = i;
+    expect(toB).toBeGreaterThanOrEqual(0);
+  });
+
+  it('re-registering a node revokes its old lease, with the old assignments', async () => {
+    const c = nodes.find((n) => n.name === 'imap-c')!;
+    const held = (await locate('acme', 'new0', false));
+    expect(held.node).toBe('imap-c');
+    const again = await node('imap-c');
+    expect(again.leaseId).not.toBe(c.leaseId);
+    c.stop();
+    expect((await locate('acme', 'new0', false)).node).toBe('');
+    await waitFor(() => c.responses.length > 0, 2000, 'keepalive answers');
+  });
+
+  it('releases an assignment only at its own epoch', async () => {
+    const r = await locate('acme', 'releaseme', true);
+    const release = (epoch: number) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch }, nodeToken);
+    expect((await release(r.epoch - 1)).released).toBe(false);
+    expect((await release(r.epoch)).released).toBe(true);
+    expect((await locate('acme', 'releaseme', false)).node).toBe('');
+    expect((await locate('acme', 'releaseme', true)).epoch).toBeGreaterThan(r.epoch);
+  });
+
+  it('locates a mailbox by its owner', async () => {
+    const owner = await locate('acme', 'alice', true);
+    const viaMailbox = await unaryCall(client.locate.bind(client), { tenant: 'acme', user: '', mailbox: 'alice/Projects', assign: false }, nodeToken);
+    expect(viaMailbox).toMatchObject({ user: 'alice', node: owner.node, epoch: owner.epoch });
+  });
+
+  it('rejects bad input and wrong roles', async () => {
+    const reg = (req: Record<string, unknown>) =>
+      unaryCall(client.registerNode.bind(client), { name: 'n1', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, ...req }, nodeToken);
+    for (const [req, field] of [
+      [{ name: 'Bad Name' }, 'name'],
+      [{ imapAddress: 'nohost' }, 'imap_address'],
+      [{ weight: 5000 }, 'weight'],
+      [{ ttlSeconds: 1 }, 'ttl_seconds'],
+      [{ zone: 'EU West' }, 'zone'],
+    ] as const) {
+      expect(await codeOf(reg(req))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field });
+    }
+    expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'sleeping' }, server.adminToken))).field).toBe('state');
+    expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'nope', state: 'active' }, server.adminToken))).code).toBe(grpc.status.NOT_FOUND);
+    expect((await codeOf(unaryCall(client.locate.bind(client), { tenant: 'acme', user: 'a', mailbox: 'a/b', assign: false }, nodeToken))).field).toBe('user');
+    expect((await codeOf(unaryCall(client.release.bind(client), { tenant: 'acme', user: 'a', epoch: 0 }, nodeToken))).field).toBe('epoch');
+    // Roles: only nodes register; only admins change nodes.
+    const asAdmin = unaryCall(client.registerNode.bind(client), { name: 'x', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0 }, server.adminToken);
+    expect((await codeOf(asAdmin)).code).toBe(grpc.status.PERMISSION_DENIED);
+    expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'active' }, nodeToken))).code).toBe(grpc.status.PERMISSION_DENIED);
+    expect((await codeOf(unaryCall(client.removeNode.bind(client), { name: 'imap-b', force: false }, server.adminToken))).code).toBe(grpc.status.FAILED_PRECONDITION);
+  });
+
+  it('removes a live node only with force, which ends its assignments', async () => {
+    const u = await locate('acme', 'forced', true);
+    await unaryCall(client.removeNode.bind(client), { name: u.node, force: true }, server.adminToken);
+    expect((await locate('acme', 'forced', false)).node).toBe('');
+    await waitFor(async () => !(await listNodes()).nodes.some((n) => n.name === u.node), 5000, 'node gone from list');
+  });
+});
