@@ -7,6 +7,7 @@ import { registerAcl } from '../cli/acl.js';
 import { registerAudit } from '../cli/audit.js';
 import { registerGroup } from '../cli/group.js';
 import { registerMailbox } from '../cli/mailbox.js';
+import { registerNode } from '../cli/node.js';
 import { registerStatus } from '../cli/status.js';
 import { registerTenant } from '../cli/tenant.js';
 import { registerToken } from '../cli/token.js';
@@ -52,6 +53,7 @@ async function main(argv: string[]): Promise<number> {
   registerMailbox(program, io);
   registerAcl(program, io);
   registerAudit(program, io);
+  registerNode(program, io);
 
   try {
     await program.parseAsync(argv);

@@ -24,6 +24,8 @@ export function describeError(err: unknown, addr?: string): CliError {
     const details = err.details.split('\n')[0] ?? '';
     switch (err.code) {
       case status.UNAVAILABLE: {
+        // The server itself can answer UNAVAILABLE (e.g. etcd down, no node): then say what it said.
+        if (err.metadata?.get('mailshare-retryable').length) return new CliError(`UNAVAILABLE: ${details}`);
         const cause = /(connect \w+|getaddrinfo \w+|socket hang up|TLS[^.:]*|certificate[^.]*)/.exec(details)?.[0] ?? details;
         return new CliError(`cannot reach mailshare server at ${addr ?? '?'}: ${cause}`);
       }

@@ -1,0 +1,57 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connectApi } from '../harness/api.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { startTestNode, type TestNode } from '../harness/node-client.js';
+import { waitFor } from '../harness/process.js';
+import { runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { tempDir } from '../harness/tmp.js';
+
+let etcd: EtcdCluster;
+let server: InProcessServer;
+let imap1: TestNode;
+const dir = tempDir('mailshare-cli-placement-');
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  server = await startInProcessServer({ endpoints: etcd.endpoints });
+  env = { MAILSHARE_ADDR: server.address, MAILSHARE_TOKEN: server.adminToken, XDG_CONFIG_HOME: dir.path };
+  const api = connectApi(server.address, server.adminToken);
+  const nodeToken = (await api.auth.createToken({ role: 'node', description: '' })).token;
+  api.close();
+  imap1 = await startTestNode(server.address, nodeToken, { name: 'imap1', ttlSeconds: 5 });
+});
+afterAll(async () => {
+  imap1?.stop();
+  await server?.stop();
+  await etcd?.stop();
+  dir.remove();
+});
+
+const ok = async (...args: string[]) => {
+  const r = await runCli(args, { env, cwd: dir.path });
+  expect(r.stderr, args.join(' ')).toBe('');
+  expect(r.code).toBe(0);
+  return r.stdout;
+};
+
+describe('node and user commands', () => {
+  it('lists, drains, undrains, locates and removes', async () => {
+    await waitFor(async () => /^imap1\s+active\s/m.test(await ok('node', 'list')), 5000, 'imap1 listed');
+    expect(await ok('user', 'locate', 'acme', 'alice')).toBe('alice: not assigned\n');
+    const assigned = JSON.parse(await ok('user', 'locate', 'acme', 'alice', '--assign', '-o', 'json'));
+    expect(assigned).toMatchObject({ user: 'alice', node: 'imap1', assigned: true });
+    expect(await ok('user', 'locate', 'acme', 'alice/Projects')).toBe(`alice: imap1 (${assigned.imapAddress}) epoch ${assigned.epoch}\n`);
+    expect(await ok('node', 'drain', 'imap1')).toBe('imap1 draining\n');
+    await waitFor(async () => /^imap1\s+draining\s.*\s1\s+\d+$/m.test(await ok('node', 'list')), 5000, 'draining with 1 user');
+    const bob = await runCli(['user', 'locate', 'acme', 'bob', '--assign'], { env, cwd: dir.path });
+    expect(bob.code).toBe(1);
+    expect(bob.stderr).toBe('mailshare: UNAVAILABLE: no active node is registered\n');
+    expect(JSON.parse(await ok('node', 'undrain', 'imap1', '-o', 'json')).state).toBe('active');
+    const refused = await runCli(['node', 'remove', 'imap1'], { env, cwd: dir.path });
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: name: node "imap1" is live/);
+    expect(await ok('node', 'remove', 'imap1', '--force')).toBe('removed imap1\n');
+    expect(await ok('user', 'locate', 'acme', 'alice')).toBe('alice: not assigned\n');
+  });
+});
