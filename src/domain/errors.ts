@@ -12,6 +12,7 @@ export type DomainErrorCode =
   | 'conflict'
   | 'failed_precondition'
   | 'resource_exhausted'
+  | 'out_of_range'
   | 'unavailable'
   | 'deadline_exceeded'
   | 'cancelled'

@@ -10,6 +10,9 @@ import { AuditServiceService } from '../gen/mailshare/v1/audit.js';
 import { DirectoryServiceService } from '../gen/mailshare/v1/directory.js';
 import { MailboxServiceService } from '../gen/mailshare/v1/mailbox.js';
 import { PlacementServiceService } from '../gen/mailshare/v1/placement.js';
+import { EventServiceService } from '../gen/mailshare/v1/events.js';
+import { EventStore } from '../store/event-store.js';
+import { createEventService } from './event-service.js';
 import { PlacementStore } from '../store/placement-store.js';
 import { createPlacementService } from './placement-service.js';
 import { SystemServiceService } from '../gen/mailshare/v1/system.js';
@@ -59,6 +62,7 @@ const SERVICE_NAMES = [
   'mailshare.v1.AclService',
   'mailshare.v1.AuditService',
   'mailshare.v1.PlacementService',
+  'mailshare.v1.EventService',
 ];
 
 const DAY_MS = 24 * 3600 * 1000;
@@ -115,6 +119,7 @@ export class Coordinator {
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement }));
+    this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys) }));
     this.health.addToServer(this.server);
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
     createReflection().addToServer({

@@ -12,6 +12,7 @@ const TABLE: Record<DomainErrorCode, status> = {
   conflict: status.ABORTED,
   failed_precondition: status.FAILED_PRECONDITION,
   resource_exhausted: status.RESOURCE_EXHAUSTED,
+  out_of_range: status.OUT_OF_RANGE,
   unavailable: status.UNAVAILABLE,
   deadline_exceeded: status.DEADLINE_EXCEEDED,
   cancelled: status.CANCELLED,

@@ -255,7 +255,7 @@ export class DirectoryStore {
   }
 }
 
-function decodeTenant(id: string, value: Buffer, revision: number): TenantRecord | undefined {
+export function decodeTenant(id: string, value: Buffer, revision: number): TenantRecord | undefined {
   try {
     const s = JSON.parse(value.toString()) as StoredTenant;
     return { id, settings: { ...DEFAULT_TENANT_SETTINGS, ...s.settings }, createdAt: new Date(s.createdAt), revision };
@@ -264,7 +264,7 @@ function decodeTenant(id: string, value: Buffer, revision: number): TenantRecord
   }
 }
 
-function decodeGroup(tenant: string, name: string, value: Buffer, revision: number): GroupRecord {
+export function decodeGroup(tenant: string, name: string, value: Buffer, revision: number): GroupRecord {
   let members: string[] = [];
   try {
     const s = JSON.parse(value.toString()) as { members?: unknown };

@@ -92,7 +92,7 @@ export class MailboxStore {
     if (revision) b.revision(revision);
     const res = await etcdOp('reading a mailbox', () => b.exec());
     const kv = res.kvs[0];
-    return kv ? decode(tenant, owner, name, kv.value, Number(kv.mod_revision)) : undefined;
+    return kv ? decodeMailbox(tenant, owner, name, kv.value, Number(kv.mod_revision)) : undefined;
   }
 
   async require(tenant: string, owner: string, name: string): Promise<MailboxRecord> {
@@ -302,7 +302,7 @@ export class MailboxStore {
   private decodeKey(tenant: string, key: string, value: Buffer, revision: number): MailboxRecord {
     const ref = this.keys.mailboxRefFromKey(tenant, key);
     const slash = ref.indexOf('/');
-    const rec = decode(tenant, ref.slice(0, slash), ref.slice(slash + 1), value, revision);
+    const rec = decodeMailbox(tenant, ref.slice(0, slash), ref.slice(slash + 1), value, revision);
     if (!rec) throw new DomainError('internal', `unreadable mailbox record at ${key}`);
     return rec;
   }
@@ -314,7 +314,7 @@ function encode(rec: MailboxRecord): string {
   return JSON.stringify({ id: rec.id, acl, createdAt: rec.createdAt.toISOString() } satisfies StoredMailbox);
 }
 
-function decode(tenant: string, owner: string, name: string, value: Buffer, revision: number): MailboxRecord | undefined {
+export function decodeMailbox(tenant: string, owner: string, name: string, value: Buffer, revision: number): MailboxRecord | undefined {
   try {
     const s = JSON.parse(value.toString()) as StoredMailbox;
     const acl = new Map<string, Rights>();

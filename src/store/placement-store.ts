@@ -275,7 +275,7 @@ export class PlacementStore {
   }
 }
 
-function decodeConfig(name: string, value: Buffer, revision: number): NodeConfig | undefined {
+export function decodeConfig(name: string, value: Buffer, revision: number): NodeConfig | undefined {
   try {
     const s = JSON.parse(value.toString()) as { imapAddress: string; weight: number; zone: string; state: NodeState; registeredAt: string };
     return { name, imapAddress: s.imapAddress, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision };
@@ -284,7 +284,7 @@ function decodeConfig(name: string, value: Buffer, revision: number): NodeConfig
   }
 }
 
-function decodeAssignmentNode(value: Buffer): string | undefined {
+export function decodeAssignmentNode(value: Buffer): string | undefined {
   try {
     const node = (JSON.parse(value.toString()) as { node?: unknown }).node;
     return typeof node === 'string' ? node : undefined;

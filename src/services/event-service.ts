@@ -1,0 +1,139 @@
+import { Metadata, type ServerWritableStream } from '@grpc/grpc-js';
+import { DomainError } from '../domain/errors.js';
+import { parseTenantId } from '../domain/ids.js';
+import type { Event, EventServiceServer, SnapshotRequest, SnapshotResponse, WatchRequest, WatchResponse } from '../gen/mailshare/v1/events.js';
+import { decodeGroup, decodeTenant } from '../store/directory-store.js';
+import { EVENT_KINDS, type EventFilter, type EventKind, type EventStore, type StoreEvent } from '../store/event-store.js';
+import { decodeMailbox } from '../store/mailbox-store.js';
+import { decodeAssignmentNode, decodeConfig } from '../store/placement-store.js';
+import type { Principal } from './auth.js';
+import { groupToPb, mailboxToPb, tenantToPb } from './convert.js';
+import { nodeToPb } from './placement-service.js';
+import { type RpcDeps, authenticated } from './rpc.js';
+import { toGrpcError } from './status.js';
+import { requireTenantRole } from './access.js';
+
+export interface EventServiceDeps extends RpcDeps {
+  readonly events: EventStore;
+  /** Messages a watcher may have queued before it counts as too slow. */
+  readonly maxBuffered?: number;
+}
+
+function parseFilter(kinds: string[], tenantText: string, principal: Principal | undefined): EventFilter {
+  const set = new Set<EventKind>();
+  for (const [i, k] of kinds.entries()) {
+    if (!(EVENT_KINDS as readonly string[]).includes(k)) {
+      throw new DomainError('invalid_argument', `kinds[${i}]: "${k}" is not one of ${EVENT_KINDS.join(', ')}`, { field: `kinds[${i}]` });
+    }
+    set.add(k as EventKind);
+  }
+  const tenant = tenantText === '' ? undefined : parseTenantId(tenantText);
+  if (principal?.role.kind === 'tenant-admin') {
+    if (tenant === undefined) throw new DomainError('permission_denied', 'tenant: a tenant admin must watch its own tenant', { field: 'tenant' });
+    requireTenantRole(principal.role, tenant, ['tenant-admin']);
+  }
+  return { kinds: set.size > 0 ? set : new Set(EVENT_KINDS), tenant };
+}
+
+/** StoreEvent → protobuf Event, decoding the stored value of the entity. */
+export function eventToPb(e: StoreEvent): Event {
+  const out: Event = { revision: e.revision, kind: e.kind, deleted: e.deleted, tenant: e.tenant };
+  const slash = e.id.indexOf('/');
+  switch (e.kind) {
+    case 'tenant': {
+      const t = e.value && !e.deleted ? decodeTenant(e.id, e.value, e.revision) : undefined;
+      out.tenantRecord = t ? tenantToPb(t) : { id: e.id, revision: e.revision };
+      break;
+    }
+    case 'group':
+      out.group = e.value && !e.deleted ? groupToPb(decodeGroup(e.tenant, e.id, e.value, e.revision)) : { tenant: e.tenant, name: e.id, members: [], revision: e.revision };
+      break;
+    case 'mailbox': {
+      const owner = e.id.slice(0, slash);
+      const name = e.id.slice(slash + 1);
+      const m = e.value ? decodeMailbox(e.tenant, owner, name, e.value, e.revision) : undefined;
+      out.mailbox = m && !e.deleted ? mailboxToPb(m) : { tenant: e.tenant, mailbox: e.id, owner, name, id: m?.id ?? '', acl: [], revision: e.revision };
+      break;
+    }
+    case 'assignment':
+      out.assignment = { tenant: e.tenant, user: e.id, node: (e.value && decodeAssignmentNode(e.value)) ?? '', epoch: e.epoch };
+      break;
+    case 'node': {
+      if (e.liveness) {
+        out.node = { name: e.id, imapAddress: '', weight: 0, zone: '', state: e.deleted ? 'down' : '', leaseId: e.deleted ? '' : (e.value?.toString() ?? ''), users: 0, revision: e.revision };
+      } else {
+        const c = e.value && !e.deleted ? decodeConfig(e.id, e.value, e.revision) : undefined;
+        out.node = c ? nodeToPb({ ...c, live: undefined, users: 0 }) : { name: e.id, imapAddress: '', weight: 0, zone: '', state: 'removed', leaseId: '', users: 0, revision: e.revision };
+        if (c) out.node.state = c.state;
+      }
+      break;
+    }
+  }
+  return out;
+}
+
+export function createEventService(deps: EventServiceDeps): EventServiceServer {
+  const maxBuffered = deps.maxBuffered ?? 4096;
+  return {
+    watch: authenticated(deps, 'Watch', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<WatchRequest, WatchResponse>) => {
+      const log = deps.log.child({ method: 'Watch' });
+      void (async () => {
+        const principal = await deps.auth.authenticate(call.metadata);
+        const req = call.request;
+        if (!Number.isSafeInteger(req.fromRevision) || req.fromRevision < 0) {
+          throw new DomainError('invalid_argument', 'from_revision: must be 0 or a revision', { field: 'from_revision' });
+        }
+        const filter = parseFilter(req.kinds, req.tenant, principal);
+        let done = false;
+        const held: { watcher?: Awaited<ReturnType<EventStore['watch']>> } = {};
+        const fail = (err: unknown): void => {
+          if (done) return;
+          done = true;
+          void held.watcher?.cancel().catch(() => undefined);
+          call.emit('error', toGrpcError(err, log));
+        };
+        call.on('cancelled', () => {
+          done = true;
+          void held.watcher?.cancel().catch(() => undefined);
+        });
+        held.watcher = await deps.events.watch(
+          req.fromRevision,
+          filter,
+          (events, revision) => {
+            if (done) return;
+            const msg: WatchResponse = events.length > 0 ? { events: events.map(eventToPb), progressRevision: 0 } : { events: [], progressRevision: revision };
+            call.write(msg);
+            // A consumer that cannot keep up must not grow our memory: cut it
+            // off; it resumes from the last revision it processed.
+            if (call.writableLength > maxBuffered) {
+              fail(new DomainError('resource_exhausted', `watcher too slow (more than ${maxBuffered} messages queued); resume from your last revision`));
+            }
+          },
+          fail,
+        );
+        if (done) {
+          void held.watcher.cancel().catch(() => undefined);
+          return;
+        }
+        // Headers only once the etcd watch exists: a client that waits for
+        // them knows no later change can be missed.
+        call.sendMetadata(new Metadata());
+      })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
+    }),
+
+    snapshot: authenticated(deps, 'Snapshot', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<SnapshotRequest, SnapshotResponse>) => {
+      const log = deps.log.child({ method: 'Snapshot' });
+      void (async () => {
+        const principal = await deps.auth.authenticate(call.metadata);
+        const filter = parseFilter(call.request.kinds, call.request.tenant, principal);
+        const revision = await deps.events.snapshot(filter, async (events) => {
+          if (!call.write({ events: events.map(eventToPb), revision: 0 })) {
+            await new Promise<void>((resolve) => call.once('drain', resolve));
+          }
+        });
+        call.write({ events: [], revision });
+        call.end();
+      })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
+    }),
+  };
+}

@@ -1,0 +1,144 @@
+import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
+import { DomainError } from '../domain/errors.js';
+import { etcdOp } from './errors.js';
+import { type Keys, prefixEnd } from './keys.js';
+
+export type EventKind = 'tenant' | 'group' | 'mailbox' | 'assignment' | 'node';
+export const EVENT_KINDS: readonly EventKind[] = ['tenant', 'group', 'mailbox', 'assignment', 'node'];
+
+/** A change to one entity, decoded from one etcd key-value event. */
+export interface StoreEvent {
+  readonly revision: number;
+  readonly kind: EventKind;
+  readonly deleted: boolean;
+  readonly tenant: string;
+  /** Identifies the entity within its kind: group name, "owner/name", user, node name. */
+  readonly id: string;
+  /** The stored value (JSON) for puts; for deletes, the previous value when known. */
+  readonly value: Buffer | undefined;
+  /** For assignments: the epoch (create revision) of the assignment put or deleted. */
+  readonly epoch: number;
+  /** For nodes: true when the event is about liveness (the lease-bound key). */
+  readonly liveness: boolean;
+}
+
+export interface EventFilter {
+  readonly kinds: ReadonlySet<EventKind>;
+  /** undefined = every tenant. */
+  readonly tenant: string | undefined;
+}
+
+export class CompactedError extends DomainError {
+  constructor(readonly fromRevision: number) {
+    super('out_of_range', `from_revision: revision ${fromRevision} has been compacted; take a new Snapshot`, { field: 'from_revision' });
+  }
+}
+
+/**
+ * Classifies etcd keys into entity events and reads consistent snapshots.
+ * Index entries, audit records, tokens and markers are not events.
+ */
+export class EventStore {
+  constructor(
+    private readonly client: Etcd3,
+    private readonly keys: Keys,
+  ) {}
+
+  classify(key: string): { kind: EventKind; tenant: string; id: string; liveness: boolean } | undefined {
+    const k = this.keys;
+    if (key.startsWith(k.tenantsPrefix)) return { kind: 'tenant', tenant: key.slice(k.tenantsPrefix.length), id: key.slice(k.tenantsPrefix.length), liveness: false };
+    if (key.startsWith(k.assignmentsPrefix)) {
+      const [tenant, user] = k.assignmentFromKey(key);
+      return { kind: 'assignment', tenant, id: user, liveness: false };
+    }
+    if (key.startsWith(k.nodesPrefix)) return { kind: 'node', tenant: '', id: key.slice(k.nodesPrefix.length), liveness: false };
+    if (key.startsWith(k.liveNodesPrefix)) return { kind: 'node', tenant: '', id: key.slice(k.liveNodesPrefix.length), liveness: true };
+    const tPrefix = `${k.root}t/`;
+    if (!key.startsWith(tPrefix)) return undefined;
+    const rest = key.slice(tPrefix.length);
+    const slash = rest.indexOf('/');
+    if (slash < 0) return undefined;
+    const tenant = rest.slice(0, slash);
+    const inner = rest.slice(slash + 1);
+    if (inner.startsWith('groups/')) return { kind: 'group', tenant, id: inner.slice('groups/'.length), liveness: false };
+    if (inner.startsWith('mbox/')) return { kind: 'mailbox', tenant, id: inner.slice('mbox/'.length), liveness: false };
+    return undefined;
+  }
+
+  toEvent(kv: IKeyValue, prev: IKeyValue | undefined, deleted: boolean, revision: number, filter: EventFilter): StoreEvent | undefined {
+    const c = this.classify(kv.key.toString());
+    if (!c || !filter.kinds.has(c.kind)) return undefined;
+    if (filter.tenant !== undefined && c.kind !== 'node' && c.tenant !== filter.tenant) return undefined;
+    const epoch = c.kind === 'assignment' ? Number((deleted ? prev?.create_revision : kv.create_revision) ?? 0) : 0;
+    return { revision, kind: c.kind, deleted, tenant: c.tenant, id: c.id, value: deleted ? prev?.value : kv.value, epoch, liveness: c.liveness };
+  }
+
+  /** Ranges that hold each kind (for snapshots). */
+  private ranges(filter: EventFilter): Array<[string, string]> {
+    const k = this.keys;
+    const out: Array<[string, string]> = [];
+    const p = (prefix: string): [string, string] => [prefix, prefixEnd(prefix)];
+    if (filter.kinds.has('tenant')) out.push(filter.tenant ? [k.tenant(filter.tenant), `${k.tenant(filter.tenant)}\0`] : p(k.tenantsPrefix));
+    if (filter.kinds.has('group') || filter.kinds.has('mailbox')) out.push(p(filter.tenant ? k.tenantData(filter.tenant) : `${k.root}t/`));
+    if (filter.kinds.has('assignment')) out.push(p(filter.tenant ? `${k.assignmentsPrefix}${filter.tenant}/` : k.assignmentsPrefix));
+    if (filter.kinds.has('node')) out.push(p(k.nodesPrefix), p(k.liveNodesPrefix));
+    return out;
+  }
+
+  /**
+   * Reads every matching entity at one revision, in chunks, without holding
+   * them all in memory. Returns the revision the snapshot is valid at.
+   */
+  async snapshot(filter: EventFilter, onChunk: (events: StoreEvent[]) => Promise<void>, chunkSize = 500): Promise<number> {
+    const head = await etcdOp('reading the current revision', () => this.client.get(this.keys.healthProbe).exec());
+    const revision = Number(head.header.revision);
+    for (const [start, end] of this.ranges(filter)) {
+      let from = start;
+      for (;;) {
+        const res = await etcdOp('reading a snapshot', () =>
+          this.client.getAll().inRange({ start: from, end }).revision(revision).limit(chunkSize).sort('Key', 'Ascend').exec(),
+        );
+        const events = res.kvs.map((kv) => this.toEvent(kv, undefined, false, Number(kv.mod_revision), filter)).filter((e): e is StoreEvent => e !== undefined);
+        if (events.length > 0) await onChunk(events);
+        if (res.kvs.length < chunkSize) break;
+        from = `${res.kvs[res.kvs.length - 1]!.key.toString()}\0`;
+      }
+    }
+    return revision;
+  }
+
+  /**
+   * Watches every mailshare key from `fromRevision` (0 = now), delivering
+   * each etcd response as one ordered batch (possibly empty after
+   * filtering, with the revision it covers). Compaction of fromRevision is
+   * reported through onError as CompactedError.
+   */
+  async watch(
+    fromRevision: number,
+    filter: EventFilter,
+    onBatch: (events: StoreEvent[], revision: number) => void,
+    onError: (err: DomainError) => void,
+  ): Promise<Watcher> {
+    let b = this.client.watch().prefix(this.keys.root).withPreviousKV();
+    if (fromRevision > 0) b = b.startRevision(String(fromRevision));
+    let w: Watcher;
+    try {
+      w = await b.create();
+    } catch (err) {
+      if (/compacted/i.test((err as Error).message ?? '')) throw new CompactedError(fromRevision);
+      throw new DomainError('unavailable', 'etcd unavailable while starting a watch', { cause: err, retryable: true });
+    }
+    w.on('data', (res) => {
+      const events: StoreEvent[] = [];
+      for (const ev of res.events) {
+        const e = this.toEvent(ev.kv, ev.prev_kv, ev.type === 'Delete', Number(ev.kv.mod_revision), filter);
+        if (e) events.push(e);
+      }
+      onBatch(events, Number(res.header.revision));
+    });
+    w.on('error', (err: Error) => {
+      onError(/compacted/i.test(err.message) ? new CompactedError(fromRevision) : new DomainError('unavailable', 'the etcd watch failed; resume from your last revision', { cause: err, retryable: true }));
+    });
+    return w;
+  }
+}
