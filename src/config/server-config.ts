@@ -35,6 +35,8 @@ export interface ServerConfig {
   readonly auditRetentionMs: number;
   /** Bounded-load slack ε: no node takes more than (1+ε)× its weighted share of users. */
   readonly placementEpsilon: number;
+  /** Bytes an event watcher may have queued (client not reading) before it is cut off as too slow. */
+  readonly eventsBufferLimit: number;
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -71,6 +73,7 @@ export const SERVER_SETTINGS: readonly Setting[] = [
   { key: 'shutdownTimeout', flag: 'shutdownTimeout', env: 'MAILSHARE_SHUTDOWN_TIMEOUT' },
   { key: 'audit.retention', flag: 'auditRetention', env: 'MAILSHARE_AUDIT_RETENTION' },
   { key: 'placement.epsilon', flag: 'placementEpsilon', env: 'MAILSHARE_PLACEMENT_EPSILON' },
+  { key: 'events.bufferLimit', flag: 'eventsBufferLimit', env: 'MAILSHARE_EVENTS_BUFFER_LIMIT' },
 ];
 
 export interface ConfigSources {
@@ -168,6 +171,11 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
   const shutdownTimeoutMs = parseDuration(raw.get('shutdownTimeout'), 10_000);
   const auditRetentionMs = parseDuration(raw.get('audit.retention'), 90 * 24 * 3600_000);
   if (auditRetentionMs < 60_000) throw new ConfigError(raw.get('audit.retention')!.source, 'must be at least 1m');
+  const bl = raw.get('events.bufferLimit');
+  const eventsBufferLimit = bl === undefined ? 8 * 1024 * 1024 : Number(bl.value);
+  if (bl !== undefined && (typeof bl.value === 'boolean' || bl.value === '' || !Number.isInteger(eventsBufferLimit) || eventsBufferLimit < 1024 || eventsBufferLimit > 1024 ** 3)) {
+    throw new ConfigError(bl.source, `"${String(bl.value)}" is not a byte count from 1024 to 1073741824`);
+  }
   const eps = raw.get('placement.epsilon');
   const placementEpsilon = eps === undefined ? 0.25 : Number(eps.value);
   if (eps !== undefined && (typeof eps.value === 'boolean' || eps.value === '' || !Number.isFinite(placementEpsilon) || placementEpsilon <= 0 || placementEpsilon > 10)) {
@@ -185,6 +193,7 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     shutdownTimeoutMs,
     auditRetentionMs,
     placementEpsilon,
+    eventsBufferLimit,
   });
 }
 
@@ -216,7 +225,7 @@ function readConfigFile(file: string): { name: string; dir: string; values: Map<
 function flatten(obj: Record<string, unknown>, prefix: string, out: Map<string, unknown>): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v) && (key === 'etcd' || key === 'tls' || key === 'log' || key === 'audit' || key === 'placement')) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && ['etcd', 'tls', 'log', 'audit', 'placement', 'events'].includes(key)) {
       flatten(v as Record<string, unknown>, `${key}.`, out);
     } else {
       out.set(key, v);

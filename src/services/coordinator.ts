@@ -51,6 +51,8 @@ export interface CoordinatorOptions {
   auditRetentionMs?: number;
   /** Bounded-load slack ε of node choice; default 0.25. */
   placementEpsilon?: number;
+  /** Bytes an event watcher may have queued before it is cut off; default 8 MiB. */
+  eventsBufferLimit?: number;
 }
 
 /** Services whose health is reported individually (plus "" for the server). */
@@ -119,7 +121,7 @@ export class Coordinator {
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement }));
-    this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys) }));
+    this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024 }));
     this.health.addToServer(this.server);
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
     createReflection().addToServer({

@@ -15,8 +15,8 @@ import { requireTenantRole } from './access.js';
 
 export interface EventServiceDeps extends RpcDeps {
   readonly events: EventStore;
-  /** Messages a watcher may have queued before it counts as too slow. */
-  readonly maxBuffered?: number;
+  /** Bytes a watcher may have queued (unsent to a client that does not read) before it is cut off. */
+  readonly maxBufferedBytes?: number;
 }
 
 function parseFilter(kinds: string[], tenantText: string, principal: Principal | undefined): EventFilter {
@@ -72,8 +72,19 @@ export function eventToPb(e: StoreEvent): Event {
   return out;
 }
 
+/**
+ * Bytes queued on the call's HTTP/2 stream that the client has not taken:
+ * they pile up only when the client stops reading (flow control closes its
+ * window). grpc-js exposes no public measure, so this reads the underlying
+ * Http2Stream's bufferSize; the slow-consumer test guards the assumption.
+ */
+function queuedBytes(call: ServerWritableStream<unknown, unknown>): number {
+  const stream = (call as unknown as { call?: { stream?: { bufferSize?: number } } }).call?.stream;
+  return (stream?.bufferSize ?? 0) + call.writableLength;
+}
+
 export function createEventService(deps: EventServiceDeps): EventServiceServer {
-  const maxBuffered = deps.maxBuffered ?? 4096;
+  const maxBufferedBytes = deps.maxBufferedBytes ?? 8 * 1024 * 1024;
   return {
     watch: authenticated(deps, 'Watch', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<WatchRequest, WatchResponse>) => {
       const log = deps.log.child({ method: 'Watch' });
@@ -105,8 +116,8 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
             call.write(msg);
             // A consumer that cannot keep up must not grow our memory: cut it
             // off; it resumes from the last revision it processed.
-            if (call.writableLength > maxBuffered) {
-              fail(new DomainError('resource_exhausted', `watcher too slow (more than ${maxBuffered} messages queued); resume from your last revision`));
+            if (queuedBytes(call) > maxBufferedBytes) {
+              fail(new DomainError('resource_exhausted', `watcher too slow (more than ${maxBufferedBytes} bytes queued); resume from your last revision`));
             }
           },
           fail,

@@ -118,16 +118,18 @@ export class EventStore {
     filter: EventFilter,
     onBatch: (events: StoreEvent[], revision: number) => void,
     onError: (err: DomainError) => void,
-  ): Promise<Watcher> {
+  ): Promise<WatchHandle> {
     let b = this.client.watch().prefix(this.keys.root).withPreviousKV();
     if (fromRevision > 0) b = b.startRevision(String(fromRevision));
     let w: Watcher;
     try {
       w = await b.create();
     } catch (err) {
-      if (/compacted/i.test((err as Error).message ?? '')) throw new CompactedError(fromRevision);
-      throw new DomainError('unavailable', 'etcd unavailable while starting a watch', { cause: err, retryable: true });
+      throw await this.explain(err, fromRevision);
     }
+    // etcd cancels a failed watch itself; cancelling it again would make
+    // etcd3 trip over the second cancel response, so only live ones are cancelled.
+    let live = true;
     w.on('data', (res) => {
       const events: StoreEvent[] = [];
       for (const ev of res.events) {
@@ -137,8 +139,32 @@ export class EventStore {
       onBatch(events, Number(res.header.revision));
     });
     w.on('error', (err: Error) => {
-      onError(/compacted/i.test(err.message) ? new CompactedError(fromRevision) : new DomainError('unavailable', 'the etcd watch failed; resume from your last revision', { cause: err, retryable: true }));
+      live = false;
+      void this.explain(err, fromRevision).then(onError);
     });
-    return w;
+    return {
+      cancel: async () => {
+        if (!live) return;
+        live = false;
+        await w.cancel().catch(() => undefined);
+      },
+    };
   }
+
+  /** Why a watch failed: compaction of its start revision, or etcd trouble. */
+  private async explain(err: unknown, fromRevision: number): Promise<DomainError> {
+    if (/compacted/i.test((err as Error)?.message ?? '')) return new CompactedError(fromRevision);
+    if (fromRevision > 0) {
+      try {
+        await this.client.get(this.keys.healthProbe).revision(String(fromRevision)).exec();
+      } catch (probe) {
+        if (/compacted/i.test((probe as Error)?.message ?? '')) return new CompactedError(fromRevision);
+      }
+    }
+    return new DomainError('unavailable', 'the etcd watch failed; resume from your last revision', { cause: err, retryable: true });
+  }
+}
+
+export interface WatchHandle {
+  cancel(): Promise<void>;
 }

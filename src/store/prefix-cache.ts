@@ -73,8 +73,8 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
       rev = Math.max(rev, Number(res.header.revision));
     });
     w.on('error', (err) => {
+      // etcd already cancelled this watch; cancelling it again confuses etcd3.
       log.warn({ err: (err as Error).message }, 'watch failed; reloading snapshot');
-      void w.cancel().catch(() => undefined);
       if (watcher === w) watcher = undefined;
       schedule();
     });
