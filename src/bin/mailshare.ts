@@ -5,6 +5,7 @@ import { describeError } from '../cli/errors.js';
 import type { CliIo } from '../cli/io.js';
 import { registerAcl } from '../cli/acl.js';
 import { registerAudit } from '../cli/audit.js';
+import { registerEvents } from '../cli/events.js';
 import { registerGroup } from '../cli/group.js';
 import { registerMailbox } from '../cli/mailbox.js';
 import { registerNode } from '../cli/node.js';
@@ -36,6 +37,7 @@ async function main(argv: string[]): Promise<number> {
     env: process.env,
     cwd: process.cwd(),
     out: (text) => process.stdout.write(text),
+    err: (text) => process.stderr.write(text),
     isTty: process.stdout.isTTY === true,
   };
   const program = new Command('mailshare')
@@ -54,6 +56,7 @@ async function main(argv: string[]): Promise<number> {
   registerAcl(program, io);
   registerAudit(program, io);
   registerNode(program, io);
+  registerEvents(program, io);
 
   try {
     await program.parseAsync(argv);

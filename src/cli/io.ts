@@ -6,6 +6,8 @@ export interface CliIo {
   readonly env: NodeJS.ProcessEnv;
   readonly cwd: string;
   out(text: string): void;
+  /** Progress and notices for humans (never data). */
+  err(text: string): void;
   /** True when stdout is a terminal (progress bars, colours). */
   readonly isTty: boolean;
 }

@@ -55,3 +55,35 @@ describe('node and user commands', () => {
     expect(await ok('user', 'locate', 'acme', 'alice')).toBe('alice: not assigned\n');
   });
 });
+
+describe('mailshare events', () => {
+  it('tails changes as text and as JSON lines', async () => {
+    const { spawn } = await import('node:child_process');
+    const { BIN, cleanEnv } = await import('../harness/server.js');
+    const start = (args: string[]) => {
+      const child = spawn(process.execPath, [BIN, 'events', ...args], { env: cleanEnv(env), cwd: dir.path, stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stderr.on('data', (c: Buffer) => (err += c.toString()));
+      return { child, out: () => out, err: () => err };
+    };
+    const text = start(['--kind', 'group', 'mailbox', '--tenant', 'evt']);
+    const json = start(['-o', 'json', '--kind', 'group']);
+    await waitFor(() => text.err() === 'watching; Ctrl-C to stop\n' && json.err() !== '', 10_000, 'watches established');
+    const api = connectApi(server.address, server.adminToken);
+    try {
+      await api.directory.createTenant({ id: 'evt' });
+      await api.directory.setGroupMembers({ tenant: 'evt', name: 'sales', members: ['bob', 'carol'], expectedRevision: 0 });
+      await api.mailbox.createMailbox({ tenant: 'evt', owner: 'alice', name: 'P', actor: '' });
+    } finally {
+      api.close();
+    }
+    await waitFor(() => text.out().split('\n').length >= 3 && json.out().length > 0, 5000, 'event lines');
+    text.child.kill('SIGINT');
+    json.child.kill('SIGINT');
+    expect(text.out()).toMatch(/^\d+ group evt group:sales members bob carol\n\d+ mailbox evt alice\/P acl alice=lrswipkxteacd\n$/);
+    const line = JSON.parse(json.out().split('\n')[0]!);
+    expect(line).toMatchObject({ kind: 'group', tenant: 'evt', group: { name: 'sales', members: ['bob', 'carol'] } });
+  });
+});
