@@ -84,6 +84,13 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       call.on('end', () => void chain.then(() => call.end()));
     }),
 
+    deregisterNode: unary(deps, 'DeregisterNode', ['node'], async (req, ctx) => {
+      const name = parseNodeName(req.name);
+      const leaseId = parseLeaseId(req.leaseId);
+      if (await placement.deregister(name, leaseId)) ctx.log.info({ node: name, lease: leaseId }, 'node deregistered');
+      return {};
+    }),
+
     listNodes: unary(deps, 'ListNodes', ['admin', 'node'], async () => ({ nodes: placement.listNodes().map(nodeToPb) })),
 
     setNodeState: unary(deps, 'SetNodeState', ['admin'], async (req, ctx) => {

@@ -164,6 +164,14 @@ export class PlacementStore {
     }
   }
 
+  /** Revokes the node's lease if it is still the one the node is live on. */
+  async deregister(name: string, leaseId: string): Promise<boolean> {
+    const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(name)).exec());
+    if (live.kvs[0]?.value.toString() !== leaseId) return false;
+    await this.revoke(leaseId);
+    return true;
+  }
+
   async revoke(leaseId: string): Promise<void> {
     try {
       await this.client.leaseClient.leaseRevoke({ ID: leaseId });

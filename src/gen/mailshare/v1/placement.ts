@@ -68,6 +68,14 @@ export interface KeepAliveResponse {
   ttlSeconds: number;
 }
 
+export interface DeregisterNodeRequest {
+  name: string;
+  leaseId: string;
+}
+
+export interface DeregisterNodeResponse {
+}
+
 export interface ListNodesRequest {
 }
 
@@ -681,6 +689,125 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
     const message = createBaseKeepAliveResponse();
     message.leaseId = object.leaseId ?? "";
     message.ttlSeconds = object.ttlSeconds ?? 0;
+    return message;
+  },
+};
+
+function createBaseDeregisterNodeRequest(): DeregisterNodeRequest {
+  return { name: "", leaseId: "" };
+}
+
+export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
+  encode(message: DeregisterNodeRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.leaseId !== "") {
+      writer.uint32(18).string(message.leaseId);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeregisterNodeRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseDeregisterNodeRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.name = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.leaseId = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): DeregisterNodeRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : "",
+    };
+  },
+
+  toJSON(message: DeregisterNodeRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.leaseId !== "") {
+      obj.leaseId = message.leaseId;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeregisterNodeRequest>): DeregisterNodeRequest {
+    return DeregisterNodeRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DeregisterNodeRequest>): DeregisterNodeRequest {
+    const message = createBaseDeregisterNodeRequest();
+    message.name = object.name ?? "";
+    message.leaseId = object.leaseId ?? "";
+    return message;
+  },
+};
+
+function createBaseDeregisterNodeResponse(): DeregisterNodeResponse {
+  return {};
+}
+
+export const DeregisterNodeResponse: MessageFns<DeregisterNodeResponse> = {
+  encode(_: DeregisterNodeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DeregisterNodeResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseDeregisterNodeResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(_: any): DeregisterNodeResponse {
+    return {};
+  },
+
+  toJSON(_: DeregisterNodeResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<DeregisterNodeResponse>): DeregisterNodeResponse {
+    return DeregisterNodeResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<DeregisterNodeResponse>): DeregisterNodeResponse {
+    const message = createBaseDeregisterNodeResponse();
     return message;
   },
 };
@@ -1421,6 +1548,21 @@ export const PlacementServiceService = {
     responseSerialize: (value: KeepAliveResponse): Buffer => Buffer.from(KeepAliveResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): KeepAliveResponse => KeepAliveResponse.decode(value),
   },
+  /**
+   * DeregisterNode (role node): a graceful goodbye. Revokes the node's lease
+   * at once, ending its users' assignments (they move on their next Locate).
+   */
+  deregisterNode: {
+    path: "/mailshare.v1.PlacementService/DeregisterNode",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: DeregisterNodeRequest): Buffer =>
+      Buffer.from(DeregisterNodeRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DeregisterNodeRequest => DeregisterNodeRequest.decode(value),
+    responseSerialize: (value: DeregisterNodeResponse): Buffer =>
+      Buffer.from(DeregisterNodeResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DeregisterNodeResponse => DeregisterNodeResponse.decode(value),
+  },
   listNodes: {
     path: "/mailshare.v1.PlacementService/ListNodes",
     requestStream: false,
@@ -1491,6 +1633,11 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
    * must then stop serving its users and register again).
    */
   keepAlive: handleBidiStreamingCall<KeepAliveRequest, KeepAliveResponse>;
+  /**
+   * DeregisterNode (role node): a graceful goodbye. Revokes the node's lease
+   * at once, ending its users' assignments (they move on their next Locate).
+   */
+  deregisterNode: handleUnaryCall<DeregisterNodeRequest, DeregisterNodeResponse>;
   listNodes: handleUnaryCall<ListNodesRequest, ListNodesResponse>;
   /** SetNodeState (admin): "active", or "draining" (no new users). */
   setNodeState: handleUnaryCall<SetNodeStateRequest, Node>;
@@ -1540,6 +1687,25 @@ export interface PlacementServiceClient extends Client {
     metadata: Metadata,
     options?: Partial<CallOptions>,
   ): ClientDuplexStream<KeepAliveRequest, KeepAliveResponse>;
+  /**
+   * DeregisterNode (role node): a graceful goodbye. Revokes the node's lease
+   * at once, ending its users' assignments (they move on their next Locate).
+   */
+  deregisterNode(
+    request: DeregisterNodeRequest,
+    callback: (error: ServiceError | null, response: DeregisterNodeResponse) => void,
+  ): ClientUnaryCall;
+  deregisterNode(
+    request: DeregisterNodeRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: DeregisterNodeResponse) => void,
+  ): ClientUnaryCall;
+  deregisterNode(
+    request: DeregisterNodeRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: DeregisterNodeResponse) => void,
+  ): ClientUnaryCall;
   listNodes(
     request: ListNodesRequest,
     callback: (error: ServiceError | null, response: ListNodesResponse) => void,

@@ -1,0 +1,392 @@
+import { EventEmitter } from 'node:events';
+import * as grpc from '@grpc/grpc-js';
+import { DomainError } from '../domain/errors.js';
+import { formatRightsForResponse } from '../domain/rights.js';
+import { type Event, EventServiceClient, type SnapshotResponse, type WatchResponse } from '../gen/mailshare/v1/events.js';
+import { type KeepAliveResponse, type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
+import { AgentCache, type CachedAssignment, type SharedView } from './cache.js';
+
+/** Anything pino-like; the agent logs little, and nothing by default. */
+export interface AgentLogger {
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+}
+
+export interface AgentOptions {
+  /** Coordinator addresses (host:port); the agent fails over between them in order. */
+  coordinators: string[];
+  /** A token with role node. */
+  token: string;
+  node: { name: string; imapAddress: string; weight?: number; zone?: string };
+  /** Lease TTL in seconds; default 5. The lease is renewed every TTL/3. */
+  ttlSeconds?: number;
+  /** Default insecure (loopback); pass grpc.credentials.createSsl(...) for TLS. */
+  credentials?: grpc.ChannelCredentials;
+  logger?: AgentLogger;
+}
+
+export interface UserEvent {
+  readonly tenant: string;
+  readonly user: string;
+  readonly epoch: number;
+}
+
+export interface AgentEvents {
+  /** A user was assigned to this node (under the current lease). */
+  userAssigned: [UserEvent];
+  /** A user is no longer this node's: close that user's sessions now. */
+  userLost: [UserEvent];
+  /** The lease is gone; every user was lost. The agent registers again. */
+  leaseLost: [{ reason: string }];
+  /** Registered under a (new) lease. */
+  registered: [{ leaseId: string; revision: number }];
+}
+
+const noop: AgentLogger = { info: () => undefined, warn: () => undefined, debug: () => undefined };
+
+/**
+ * What an IMAP backend embeds: registers the node, keeps its lease alive,
+ * and mirrors assignments, ACLs and groups in memory from the coordinator's
+ * event stream (snapshot, then watch from its revision, resuming after
+ * reconnects and re-snapshotting after compaction).
+ *
+ * Lease safety: the agent keeps its own deadline, send time of the last
+ * acknowledged renewal + TTL − margin. etcd can only expire the lease after
+ * it received that renewal plus TTL, so the agent always gives up first:
+ * `signal` aborts (and userLost fires for everyone) before anyone else could
+ * be assigned the node's users.
+ */
+export class Agent extends EventEmitter<AgentEvents> {
+  private readonly opts: Required<Pick<AgentOptions, 'ttlSeconds'>> & AgentOptions;
+  private readonly log: AgentLogger;
+  private cache = new AgentCache();
+  private readonly md = new grpc.Metadata();
+  private coordinator = 0;
+  private placement: PlacementServiceClient;
+  private events: EventServiceClient;
+  private controller = new AbortController();
+  private lease: { id: string; revision: number; ttl: number } | undefined;
+  private deadline = 0;
+  private keepalive: grpc.ClientDuplexStream<unknown, KeepAliveResponse> | undefined;
+  private timers: NodeJS.Timeout[] = [];
+  private watch: grpc.ClientReadableStream<WatchResponse> | undefined;
+  private closed = false;
+  private synced = false;
+  private readonly waiters: Array<{ revision: number; resolve: () => void }> = [];
+  readonly ready: Promise<void>;
+
+  constructor(opts: AgentOptions) {
+    super();
+    if (opts.coordinators.length === 0) throw new DomainError('invalid_argument', 'coordinators: give at least one address', { field: 'coordinators' });
+    this.opts = { ttlSeconds: 5, ...opts };
+    this.log = opts.logger ?? noop;
+    this.md.set('authorization', `Bearer ${opts.token}`);
+    [this.placement, this.events] = this.connect();
+    this.ready = Promise.all([this.registerLoop(), this.eventsReady()]).then(() => undefined);
+    this.ready.catch(() => undefined);
+  }
+
+  /** Aborts when the current lease is lost. After re-registering, a new signal. */
+  get signal(): AbortSignal {
+    return this.controller.signal;
+  }
+
+  get leaseId(): string | undefined {
+    return this.lease?.id;
+  }
+
+  /** The etcd revision the caches are valid at. */
+  get revision(): number {
+    return this.cache.revision;
+  }
+
+  /** Where a user is, from memory. */
+  locate(tenant: string, user: string): (CachedAssignment & { revision: number }) | undefined {
+    const a = this.cache.locate(tenant, user);
+    return a ? { ...a, revision: this.cache.revision } : undefined;
+  }
+
+  /** Assigns a node if the user has none (one RPC); answers from memory when it can. */
+  async assign(tenant: string, user: string): Promise<{ node: string; epoch: number; imapAddress: string }> {
+    const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: true }, this.md, { deadline: Date.now() + 5000 }, cb));
+    return { node: r.node, epoch: r.epoch, imapAddress: r.imapAddress };
+  }
+
+  /** A user's effective rights on OWNER/NAME from memory ("" if none; undefined if not registered). */
+  rights(tenant: string, user: string, mailbox: string): { rights: string | undefined; revision: number } {
+    const slash = mailbox.indexOf('/');
+    const r = this.cache.rights(tenant, user, mailbox.slice(0, slash), mailbox.slice(slash + 1));
+    return { rights: r === undefined ? undefined : formatRightsForResponse(r), revision: this.cache.revision };
+  }
+
+  /** Other users' mailboxes the user holds "l" on, from memory. */
+  sharedWith(tenant: string, user: string): { mailboxes: SharedView[]; revision: number } {
+    return { mailboxes: this.cache.sharedWith(tenant, user), revision: this.cache.revision };
+  }
+
+  /** Users this node holds under its current lease. */
+  users(): CachedAssignment[] {
+    const lease = this.lease;
+    if (!lease) return [];
+    return this.cache.assignmentsOf(this.opts.node.name).filter((a) => a.epoch > lease.revision);
+  }
+
+  /** Resolves once the caches have applied everything up to `revision` (read your writes). */
+  waitForRevision(revision: number, timeoutMs = 10_000): Promise<void> {
+    if (this.cache.revision >= revision) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const w = { revision, resolve };
+      this.waiters.push(w);
+      setTimeout(() => {
+        const i = this.waiters.indexOf(w);
+        if (i >= 0) {
+          this.waiters.splice(i, 1);
+          reject(new DomainError('deadline_exceeded', `cache did not reach revision ${revision} in ${timeoutMs} ms`));
+        }
+      }, timeoutMs).unref();
+    });
+  }
+
+  /** Graceful: stop renewing and revoke the lease now (users move at once), then stop watching. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.stopKeepalive();
+    const lease = this.lease;
+    if (lease) {
+      await this.unary((cb) => this.placement.deregisterNode({ name: this.opts.node.name, leaseId: lease.id }, this.md, { deadline: Date.now() + 5000 }, cb)).catch(
+        (err: unknown) => this.log.warn({ err: String(err) }, 'deregister failed; the lease will expire by itself'),
+      );
+      this.loseLease('closed');
+    }
+    this.watch?.cancel();
+    this.placement.close();
+    this.events.close();
+  }
+
+  /** Stops renewing without revoking (like a crash, for tests and fast restarts). */
+  orphan(): void {
+    this.closed = true;
+    this.stopKeepalive();
+    this.watch?.cancel();
+    this.placement.close();
+    this.events.close();
+  }
+
+  // --- lease -----------------------------------------------------------------
+
+  private async registerLoop(): Promise<void> {
+    let delay = 100;
+    for (;;) {
+      if (this.closed) throw new DomainError('cancelled', 'agent closed');
+      const sentAt = Date.now();
+      try {
+        const res = await this.unary<{ leaseId: string; ttlSeconds: number; node?: { revision: number } }>((cb) =>
+          this.placement.registerNode(
+            { name: this.opts.node.name, imapAddress: this.opts.node.imapAddress, weight: this.opts.node.weight ?? 0, zone: this.opts.node.zone ?? '', ttlSeconds: this.opts.ttlSeconds },
+            this.md,
+            { deadline: Date.now() + 5000 },
+            cb,
+          ),
+        );
+        this.lease = { id: res.leaseId, revision: res.node?.revision ?? 0, ttl: res.ttlSeconds };
+        this.controller = new AbortController();
+        this.deadline = sentAt + res.ttlSeconds * 1000 - this.margin();
+        this.startKeepalive();
+        this.log.info({ lease: res.leaseId }, 'registered');
+        this.emit('registered', { leaseId: res.leaseId, revision: this.lease.revision });
+        // Users already assigned under this lease (none yet, normally).
+        for (const a of this.users()) this.emit('userAssigned', a);
+        return;
+      } catch (err) {
+        if (this.closed) throw err;
+        this.log.warn({ err: String(err) }, 'register failed; retrying');
+        this.rotate();
+        await sleep(delay);
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+  }
+
+  private margin(): number {
+    return Math.min(1000, (this.opts.ttlSeconds * 1000) / 5);
+  }
+
+  private startKeepalive(): void {
+    const lease = this.lease!;
+    const sent: number[] = [];
+    const open = (): void => {
+      const stream = this.placement.keepAlive(this.md) as grpc.ClientDuplexStream<unknown, KeepAliveResponse>;
+      this.keepalive = stream;
+      stream.on('data', (r: KeepAliveResponse) => {
+        const at = sent.shift() ?? Date.now();
+        if (r.leaseId !== lease.id || this.lease !== lease) return;
+        if (r.ttlSeconds <= 0) return this.loseLease('etcd says the lease is gone');
+        this.deadline = Math.max(this.deadline, at + r.ttlSeconds * 1000 - this.margin());
+      });
+      stream.on('error', (err: grpc.ServiceError) => {
+        if (this.keepalive !== stream || this.closed) return;
+        this.log.warn({ err: err.details }, 'keepalive stream failed; switching coordinator');
+        sent.length = 0;
+        this.rotate();
+        open();
+      });
+    };
+    open();
+    const beat = setInterval(() => {
+      if (!this.keepalive) return;
+      sent.push(Date.now());
+      this.keepalive.write({ node: this.opts.node.name, leaseId: lease.id });
+    }, (this.opts.ttlSeconds * 1000) / 3);
+    const watchdog = setInterval(() => {
+      if (this.lease === lease && Date.now() > this.deadline) this.loseLease('no renewal acknowledged in time');
+    }, 50);
+    this.timers.push(beat, watchdog);
+  }
+
+  private stopKeepalive(): void {
+    for (const t of this.timers) clearInterval(t);
+    this.timers = [];
+    const k = this.keepalive;
+    this.keepalive = undefined;
+    k?.cancel();
+  }
+
+  private loseLease(reason: string): void {
+    const lease = this.lease;
+    if (!lease) return;
+    const users = this.users();
+    this.lease = undefined;
+    this.stopKeepalive();
+    this.controller.abort(new DomainError('unavailable', `lease lost: ${reason}`));
+    this.log.warn({ lease: lease.id, reason, users: users.length }, 'lease lost');
+    this.emit('leaseLost', { reason });
+    for (const u of users) this.emit('userLost', u);
+    if (!this.closed) void this.registerLoop().catch(() => undefined);
+  }
+
+  // --- events ----------------------------------------------------------------
+
+  private eventsReady(): Promise<void> {
+    return new Promise((resolve) => {
+      void this.eventLoop(resolve);
+    });
+  }
+
+  private async eventLoop(onFirstSync: () => void): Promise<void> {
+    let delay = 100;
+    while (!this.closed) {
+      try {
+        if (!this.synced) await this.snapshot();
+        await this.watchFrom(this.cache.revision + 1, onFirstSync);
+        delay = 100;
+      } catch (err) {
+        if (this.closed) return;
+        const e = err as grpc.ServiceError;
+        if (e.code === grpc.status.OUT_OF_RANGE) {
+          this.log.warn({}, 'event history compacted; taking a new snapshot');
+          this.synced = false;
+          continue;
+        }
+        this.log.warn({ err: e.details ?? String(err) }, 'event stream failed; resuming on another coordinator');
+        this.rotate();
+        await sleep(delay);
+        delay = Math.min(delay * 2, 2000);
+      }
+    }
+  }
+
+  private async snapshot(): Promise<void> {
+    const fresh = new AgentCache();
+    const stream = this.events.snapshot({ kinds: ['mailbox', 'group', 'assignment'], tenant: '' }, this.md);
+    let revision = 0;
+    await new Promise<void>((resolve, reject) => {
+      stream.on('data', (r: SnapshotResponse) => {
+        for (const e of r.events) fresh.apply(e);
+        if (r.revision) revision = r.revision;
+      });
+      stream.on('end', resolve);
+      stream.on('error', reject);
+    });
+    // Swap in the new state and tell the host what changed for this node.
+    const mine = (c: AgentCache) => new Map(this.lease ? c.assignmentsOf(this.opts.node.name).filter((a) => a.epoch > this.lease!.revision).map((a) => [`${a.tenant}/${a.user}`, a]) : []);
+    fresh.revision = revision;
+    const before = mine(this.cache);
+    this.cache = fresh;
+    const after = mine(this.cache);
+    for (const [k, a] of before) if (after.get(k)?.epoch !== a.epoch) this.emit('userLost', a);
+    for (const [k, a] of after) if (before.get(k)?.epoch !== a.epoch) this.emit('userAssigned', a);
+    this.synced = true;
+    this.releaseWaiters();
+  }
+
+  private watchFrom(from: number, onStarted: () => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment'], tenant: '' }, this.md);
+      this.watch = stream;
+      stream.on('metadata', () => onStarted());
+      stream.on('data', (r: WatchResponse) => {
+        for (const e of r.events) this.applyEvent(e);
+        if (r.progressRevision > this.cache.revision) this.cache.revision = r.progressRevision;
+        this.releaseWaiters();
+      });
+      stream.on('end', resolve);
+      stream.on('error', (err: grpc.ServiceError) => (err.code === grpc.status.CANCELLED && this.closed ? resolve() : reject(err)));
+    });
+  }
+
+  private applyEvent(e: Event): void {
+    const change = this.cache.apply(e);
+    if (!change || !this.lease) return;
+    const self = this.opts.node.name;
+    const lease = this.lease;
+    const ours = (a: CachedAssignment | undefined) => a !== undefined && a.node === self && a.epoch > lease.revision;
+    if (ours(change.before) && (!ours(change.after) || change.after!.epoch !== change.before!.epoch)) this.emit('userLost', change.before!);
+    if (ours(change.after) && change.after!.epoch !== change.before?.epoch) this.emit('userAssigned', change.after!);
+  }
+
+  private releaseWaiters(): void {
+    for (let i = this.waiters.length - 1; i >= 0; i--) {
+      if (this.waiters[i]!.revision <= this.cache.revision) this.waiters.splice(i, 1)[0]!.resolve();
+    }
+  }
+
+  // --- plumbing ----------------------------------------------------------------
+
+  private connect(): [PlacementServiceClient, EventServiceClient] {
+    const addr = this.opts.coordinators[this.coordinator % this.opts.coordinators.length]!;
+    const creds = this.opts.credentials ?? grpc.credentials.createInsecure();
+    return [new PlacementServiceClient(addr, creds), new EventServiceClient(addr, creds)];
+  }
+
+  /** Moves to the next coordinator. */
+  private rotate(): void {
+    if (this.opts.coordinators.length < 2) return;
+    this.coordinator++;
+    const [p, e] = this.connect();
+    const oldP = this.placement;
+    const oldE = this.events;
+    this.placement = p;
+    this.events = e;
+    // Let in-flight calls on the old channels finish or fail on their own.
+    setTimeout(() => {
+      oldP.close();
+      oldE.close();
+    }, 10_000).unref();
+  }
+
+  private unary<T>(call: (cb: (err: grpc.ServiceError | null, res: T) => void) => unknown): Promise<T> {
+    return new Promise((resolve, reject) => {
+      call((err, res) => (err ? reject(err) : resolve(res)));
+    });
+  }
+}
+
+export function createAgent(opts: AgentOptions): Agent {
+  return new Agent(opts);
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms).unref());
+}

@@ -1,0 +1,155 @@
+import { type Acl, effectiveRights, shareGrantees } from '../domain/acl.js';
+import { type Rights, L, NO_RIGHTS, formatRightsForResponse, parseRights } from '../domain/rights.js';
+import type { Event } from '../gen/mailshare/v1/events.js';
+
+export interface CachedAssignment {
+  readonly tenant: string;
+  readonly user: string;
+  readonly node: string;
+  readonly epoch: number;
+}
+
+interface CachedMailbox {
+  readonly id: string;
+  readonly owner: string;
+  readonly acl: Acl;
+}
+
+export interface SharedView {
+  readonly mailbox: string;
+  readonly id: string;
+  readonly rights: string;
+}
+
+export type AssignmentChange = { before: CachedAssignment | undefined; after: CachedAssignment | undefined };
+
+/**
+ * The agent's in-memory copy of what backends need on the hot path:
+ * assignments, mailboxes with their ACLs, groups, and a "shared with"
+ * index built from the ACLs, all fed by the event stream and valid at
+ * `revision`. Pure data structure: no I/O.
+ */
+export class AgentCache {
+  revision = 0;
+  private readonly assignments = new Map<string, CachedAssignment>();
+  private readonly mailboxes = new Map<string, CachedMailbox>();
+  private readonly groups = new Map<string, Set<string>>();
+  /** "tenant/user" → group names. */
+  private readonly memberOf = new Map<string, Set<string>>();
+  /** "tenant/grantee" → mailbox keys "tenant/owner/name". */
+  private readonly shared = new Map<string, Set<string>>();
+
+  clear(): void {
+    this.assignments.clear();
+    this.mailboxes.clear();
+    this.groups.clear();
+    this.memberOf.clear();
+    this.shared.clear();
+    this.revision = 0;
+  }
+
+  /** Applies one event; returns the assignment change it caused, if any. */
+  apply(e: Event): AssignmentChange | undefined {
+    if (e.revision > this.revision) this.revision = e.revision;
+    switch (e.kind) {
+      case 'assignment': {
+        const a = e.assignment!;
+        const key = `${a.tenant}/${a.user}`;
+        const before = this.assignments.get(key);
+        if (e.deleted) {
+          // A delete of an older assignment than the one we hold is stale.
+          if (before && a.epoch !== 0 && before.epoch !== a.epoch) return undefined;
+          this.assignments.delete(key);
+          return { before, after: undefined };
+        }
+        const after = { tenant: a.tenant, user: a.user, node: a.node, epoch: a.epoch };
+        this.assignments.set(key, after);
+        return { before, after };
+      }
+      case 'mailbox': {
+        const m = e.mailbox!;
+        const key = `${e.tenant}/${m.owner}/${m.name}`;
+        const prev = this.mailboxes.get(key);
+        if (prev) this.unindex(e.tenant, key, prev);
+        if (e.deleted) {
+          this.mailboxes.delete(key);
+        } else {
+          const acl: Acl = new Map(m.acl.map((x) => [x.identifier, parseRights(x.rights)] as [string, Rights]));
+          const rec = { id: m.id, owner: m.owner, acl };
+          this.mailboxes.set(key, rec);
+          this.index(e.tenant, key, rec);
+        }
+        return undefined;
+      }
+      case 'group': {
+        const g = e.group!;
+        const key = `${e.tenant}/${g.name}`;
+        for (const u of this.groups.get(key) ?? []) this.memberOf.get(`${e.tenant}/${u}`)?.delete(g.name);
+        if (e.deleted) {
+          this.groups.delete(key);
+        } else {
+          const members = new Set(g.members);
+          this.groups.set(key, members);
+          for (const u of members) {
+            const k = `${e.tenant}/${u}`;
+            let s = this.memberOf.get(k);
+            if (!s) this.memberOf.set(k, (s = new Set()));
+            s.add(g.name);
+          }
+        }
+        return undefined;
+      }
+      default:
+        return undefined;
+    }
+  }
+
+  locate(tenant: string, user: string): CachedAssignment | undefined {
+    return this.assignments.get(`${tenant}/${user}`);
+  }
+
+  assignmentsOf(node: string): CachedAssignment[] {
+    return [...this.assignments.values()].filter((a) => a.node === node);
+  }
+
+  groupsOf(tenant: string, user: string): Set<string> {
+    return this.memberOf.get(`${tenant}/${user}`) ?? new Set();
+  }
+
+  /** Effective rights, or undefined when the mailbox is not registered. */
+  rights(tenant: string, user: string, owner: string, name: string): Rights | undefined {
+    const m = this.mailboxes.get(`${tenant}/${owner}/${name}`);
+    if (!m) return undefined;
+    return effectiveRights(m.acl, { user, groups: this.groupsOf(tenant, user) }, m.owner);
+  }
+
+  sharedWith(tenant: string, user: string): SharedView[] {
+    const groups = this.groupsOf(tenant, user);
+    const candidates = new Set<string>();
+    for (const g of [user, 'anyone', 'authenticated', ...[...groups].map((x) => `group:${x}`)]) {
+      for (const k of this.shared.get(`${tenant}/${g}`) ?? []) candidates.add(k);
+    }
+    const out: SharedView[] = [];
+    for (const key of candidates) {
+      const m = this.mailboxes.get(key);
+      if (!m || m.owner === user) continue;
+      const r = effectiveRights(m.acl, { user, groups }, m.owner);
+      if ((r & L) === NO_RIGHTS) continue;
+      out.push({ mailbox: key.slice(tenant.length + 1), id: m.id, rights: formatRightsForResponse(r) });
+    }
+    return out.sort((a, b) => (a.mailbox < b.mailbox ? -1 : a.mailbox > b.mailbox ? 1 : 0));
+  }
+
+  private index(tenant: string, key: string, m: CachedMailbox): void {
+    for (const g of shareGrantees(m.acl, m.owner)) {
+      const k = `${tenant}/${g}`;
+      let s = this.shared.get(k);
+      if (!s) this.shared.set(k, (s = new Set()));
+      s.add(key);
+    }
+  }
+
+  private unindex(tenant: string, key: string, m: CachedMailbox): void {
+    for (const g of shareGrantees(m.acl, m.owner)) this.shared.get(`${tenant}/${g}`)?.delete(key);
+  }
+}

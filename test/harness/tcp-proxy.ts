@@ -1,0 +1,54 @@
+import net from 'node:net';
+
+/**
+ * A TCP proxy on 127.0.0.1:0 in front of `target`, to cut a connection in
+ * tests. blackhole() keeps sockets open but stops forwarding anything (a
+ * network partition: the peer sees silence, not an error); restore() lets
+ * traffic through again; close() ends everything.
+ */
+export interface TcpProxy {
+  readonly address: string;
+  blackhole(): void;
+  restore(): void;
+  close(): Promise<void>;
+}
+
+export async function startTcpProxy(target: string): Promise<TcpProxy> {
+  const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
+  let dropping = false;
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, host);
+    sockets.add(client);
+    sockets.add(upstream);
+    const forward = (from: net.Socket, to: net.Socket) =>
+      from.on('data', (chunk) => {
+        if (!dropping) to.write(chunk);
+      });
+    forward(client, upstream);
+    forward(upstream, client);
+    const end = () => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
+  const addr = server.address() as net.AddressInfo;
+  return {
+    address: `127.0.0.1:${addr.port}`,
+    blackhole: () => {
+      dropping = true;
+    },
+    restore: () => {
+      dropping = false;
+    },
+    close: async () => {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((r) => server.close(() => r()));
+    },
+  };
+}

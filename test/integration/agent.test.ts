@@ -1,0 +1,174 @@
+import { spawn } from 'node:child_process';
+import path from 'node:path';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Agent, createAgent } from '../../src/agent/agent.js';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { type Api, connectApi } from '../harness/api.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { unaryCall } from '../harness/grpc.js';
+import { waitFor } from '../harness/process.js';
+import { REPO_ROOT, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { startTcpProxy } from '../harness/tcp-proxy.js';
+
+let etcd: EtcdCluster;
+let server: InProcessServer;
+let admin: Api;
+let nodeToken: string;
+let placement: PlacementServiceClient;
+const agents: Agent[] = [];
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  server = await startInProcessServer({ endpoints: etcd.endpoints });
+  admin = connectApi(server.address, server.adminToken);
+  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+});
+afterAll(async () => {
+  for (const a of agents) await a.close().catch(() => undefined);
+  placement?.close();
+  admin?.close();
+  await server?.stop();
+  await etcd?.stop();
+});
+
+function agent(name: string, ttlSeconds = 2, coordinators = [server.address]): Agent {
+  const a = createAgent({ coordinators, token: nodeToken, node: { name, imapAddress: `127.0.0.1:${2000 + agents.length}` }, ttlSeconds });
+  agents.push(a);
+  return a;
+}
+
+const locateRpc = (tenant: string, user: string, assign: boolean) => unaryCall(placement.locate.bind(placement), { tenant, user, mailbox: '', assign }, server.adminToken);
+
+describe('agent SDK', () => {
+  it('registers, sees its users assigned, and answers locate from memory', async () => {
+    const a = agent('imap-a');
+    const b = agent('imap-b');
+    const assigned = new Map<string, string>();
+    a.on('userAssigned', (u) => assigned.set(u.user, 'imap-a'));
+    b.on('userAssigned', (u) => assigned.set(u.user, 'imap-b'));
+    await Promise.all([a.ready, b.ready]);
+    await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'both nodes');
+    let maxEpoch = 0;
+    for (let i = 0; i < 100; i++) {
+      const r = await a.assign('acme', `u${i}`);
+      maxEpoch = Math.max(maxEpoch, r.epoch);
+    }
+    await a.waitForRevision(maxEpoch);
+    await b.waitForRevision(maxEpoch);
+    await waitFor(() => assigned.size === 100, 5000, 'userAssigned for all');
+    for (let i = 0; i < 100; i++) {
+      const rpc = await locateRpc('acme', `u${i}`, false);
+      expect(a.locate('acme', `u${i}`)).toMatchObject({ node: rpc.node, epoch: rpc.epoch });
+      expect(b.locate('acme', `u${i}`)?.node).toBe(rpc.node);
+      expect(assigned.get(`u${i}`)).toBe(rpc.node);
+    }
+    expect(a.users().length + b.users().length).toBe(100);
+  });
+
+  it('answers rights and shared-with from memory exactly like the coordinator', async () => {
+    const a = agents[0]!;
+    await admin.directory.createTenant({ id: 'acme' });
+    await admin.directory.setGroupMembers({ tenant: 'acme', name: 'sales', members: ['bob', 'dave'], expectedRevision: 0 });
+    for (const name of ['P', 'Q']) await admin.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name, actor: '' });
+    await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/P', identifier: 'group:sales', rights: 'lrs', expectedRevision: 0, actor: '' });
+    await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/Q', identifier: 'anyone', rights: 'lr', expectedRevision: 0, actor: '' });
+    const last = await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/Q', identifier: '-dave', rights: 'l', expectedRevision: 0, actor: '' });
+    await a.waitForRevision(last.revision);
+    for (const user of ['bob', 'dave', 'carol', 'alice']) {
+      const rpc = await admin.mailbox.listSharedWith({ tenant: 'acme', user, pageSize: 0, pageToken: '' });
+      expect(a.sharedWith('acme', user).mailboxes.map((m) => [m.mailbox, m.rights])).toEqual(rpc.mailboxes.map((m) => [m.mailbox, m.rights]));
+      for (const mb of ['alice/P', 'alice/Q']) {
+        const my = await admin.acl.myRights({ tenant: 'acme', mailbox: mb, user });
+        expect(a.rights('acme', user, mb).rights).toBe(my.rights);
+      }
+    }
+    expect(a.rights('acme', 'bob', 'alice/Nope').rights).toBeUndefined();
+    // Group changes apply at once.
+    const g = await admin.directory.removeGroupMember({ tenant: 'acme', name: 'sales', member: 'bob', expectedRevision: 0 });
+    await a.waitForRevision(g.revision);
+    expect(a.sharedWith('acme', 'bob').mailboxes.map((m) => m.mailbox)).toEqual(['alice/Q']);
+  });
+
+  it('survives kill -9 of a node process: its users come back elsewhere with higher epochs', async () => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/harness/agent-process.ts'), server.address, nodeToken, 'imap-k', '2'], {
+      cwd: REPO_ROOT,
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => out.includes('"ev":"ready"'), 20_000, 'node process ready');
+      await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.some((n) => n.name === 'imap-k' && n.state === 'active'), 5000, 'imap-k');
+      const onK: Array<{ user: string; epoch: number }> = [];
+      for (let i = 0; i < 300 && onK.length < 20; i++) {
+        const r = await locateRpc('kill', `k${i}`, true);
+        if (r.node === 'imap-k') onK.push({ user: `k${i}`, epoch: r.epoch });
+      }
+      expect(onK.length).toBeGreaterThan(0);
+      await waitFor(() => onK.every((u) => out.includes(`"user":"${u.user}"`)), 5000, 'the node process saw its users');
+      const killedAt = Date.now();
+      child.kill('SIGKILL');
+      await waitFor(async () => (await locateRpc('kill', onK[0]!.user, false)).node === '', 6000, 'assignments expired');
+      // TTL 2 s, renewed every 0.67 s: gone within TTL + 1 s of the kill.
+      expect(Date.now() - killedAt).toBeLessThan(3000);
+      for (const u of onK) {
+        const r = await locateRpc('kill', u.user, true);
+        expect(r.node).not.toBe('imap-k');
+        expect(r.epoch).toBeGreaterThan(u.epoch);
+      }
+    } finally {
+      child.kill('SIGKILL');
+    }
+  }, 60_000);
+
+  it('fires its lost signal before etcd could give its users to anyone else (partition)', async () => {
+    const proxy = await startTcpProxy(server.address);
+    const c = agent('imap-p', 2, [proxy.address]);
+    await c.ready;
+    const r = await c.assign('part', 'victim');
+    const etcdClient = createEtcdClient({ endpoints: etcd.endpoints });
+    try {
+      let lostAt = 0;
+      let lostUsers = 0;
+      c.signal.addEventListener('abort', () => (lostAt = Date.now()));
+      c.on('userLost', () => lostUsers++);
+      await c.waitForRevision(r.epoch);
+      if (r.node !== 'imap-p') {
+        // Bounded loads placed it elsewhere; the property still holds for the lease itself.
+        expect(['imap-a', 'imap-b']).toContain(r.node);
+      }
+      // Observe when etcd actually drops the node's lease (its live key goes away).
+      let expiredAt = 0;
+      const w = await etcdClient.watch().key(`${server.prefix}v1/nodes-live/imap-p`).create();
+      w.on('delete', () => (expiredAt = Date.now()));
+      proxy.blackhole();
+      await waitFor(() => expiredAt > 0, 10_000, 'etcd expires the lease');
+      await w.cancel();
+      expect(lostAt).toBeGreaterThan(0);
+      expect(lostAt).toBeLessThan(expiredAt);
+      if (r.node === 'imap-p') expect(lostUsers).toBe(1);
+    } finally {
+      etcdClient.close();
+      proxy.restore();
+      await proxy.close();
+    }
+  }, 30_000);
+
+  it('close() revokes the lease so users move at once', async () => {
+    const d = agent('imap-d', 30);
+    await d.ready;
+    let mine: { user: string; epoch: number } | undefined;
+    for (let i = 0; i < 300 && !mine; i++) {
+      const r = await locateRpc('close', `c${i}`, true);
+      if (r.node === 'imap-d') mine = { user: `c${i}`, epoch: r.epoch };
+    }
+    expect(mine).toBeDefined();
+    await d.close();
+    // Without waiting for the 30 s TTL.
+    expect((await locateRpc('close', mine!.user, false)).node).toBe('');
+    expect(d.signal.aborted).toBe(true);
+  });
+});
