@@ -172,3 +172,14 @@ describe('agent SDK', () => {
     expect(d.signal.aborted).toBe(true);
   });
 });
+
+describe('package entry point', () => {
+  it('exports the agent as mailshare/agent, with types', async () => {
+    // Through the package's own "exports" (a variable keeps the typecheck off dist/).
+    const spec = 'mailshare/agent';
+    const mod = (await import(spec)) as { createAgent: unknown };
+    expect(typeof mod.createAgent).toBe('function');
+    const { existsSync } = await import('node:fs');
+    expect(existsSync(path.join(REPO_ROOT, 'dist/agent/agent.d.ts'))).toBe(true);
+  });
+});
