@@ -24,6 +24,12 @@ export interface AgentOptions {
   /** Default insecure (loopback); pass grpc.credentials.createSsl(...) for TLS. */
   credentials?: grpc.ChannelCredentials;
   logger?: AgentLogger;
+  /**
+   * Awaited when a user is being moved or kicked away from this node, after
+   * userLost fired and before the agent releases the assignment: finish and
+   * close the user's sessions here. Default: release at once.
+   */
+  onUserLeaving?: (user: UserEvent) => Promise<void>;
 }
 
 export interface UserEvent {
@@ -74,6 +80,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private closed = false;
   private synced = false;
   private readonly waiters: Array<{ revision: number; resolve: () => void }> = [];
+  /** "tenant/user@epoch" of users already reported lost through a move. */
+  private readonly left = new Set<string>();
   readonly ready: Promise<void>;
 
   constructor(opts: AgentOptions) {
@@ -299,7 +307,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private async snapshot(): Promise<void> {
     const fresh = new AgentCache();
-    const stream = this.events.snapshot({ kinds: ['mailbox', 'group', 'assignment'], tenant: '' }, this.md);
+    const stream = this.events.snapshot({ kinds: ['mailbox', 'group', 'assignment', 'move'], tenant: '' }, this.md);
     let revision = 0;
     await new Promise<void>((resolve, reject) => {
       stream.on('data', (r: SnapshotResponse) => {
@@ -323,7 +331,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private watchFrom(from: number, onStarted: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
-      const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment'], tenant: '' }, this.md);
+      const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment', 'move'], tenant: '' }, this.md);
       this.watch = stream;
       stream.on('metadata', () => onStarted());
       stream.on('data', (r: WatchResponse) => {
@@ -337,13 +345,40 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private applyEvent(e: Event): void {
+    if (e.kind === 'move') {
+      if (!e.deleted && e.move) this.leave(e.move.tenant, e.move.user, e.move.epoch);
+      return;
+    }
     const change = this.cache.apply(e);
     if (!change || !this.lease) return;
     const self = this.opts.node.name;
     const lease = this.lease;
     const ours = (a: CachedAssignment | undefined) => a !== undefined && a.node === self && a.epoch > lease.revision;
-    if (ours(change.before) && (!ours(change.after) || change.after!.epoch !== change.before!.epoch)) this.emit('userLost', change.before!);
+    if (ours(change.before) && (!ours(change.after) || change.after!.epoch !== change.before!.epoch)) {
+      const b = change.before!;
+      if (!this.left.delete(`${b.tenant}/${b.user}@${b.epoch}`)) this.emit('userLost', b);
+    }
     if (ours(change.after) && change.after!.epoch !== change.before?.epoch) this.emit('userAssigned', change.after!);
+  }
+
+  /** A move or kick asks this node to let a user go: close, then release. */
+  private leave(tenant: string, user: string, epoch: number): void {
+    const a = this.cache.locate(tenant, user);
+    const lease = this.lease;
+    if (!a || !lease || a.node !== this.opts.node.name || a.epoch !== epoch || a.epoch <= lease.revision) return;
+    const u = { tenant, user, epoch };
+    this.left.add(`${tenant}/${user}@${epoch}`);
+    this.emit('userLost', u);
+    void (async () => {
+      try {
+        await this.opts.onUserLeaving?.(u);
+      } catch (err) {
+        this.log.warn({ tenant, user, err: String(err) }, 'onUserLeaving failed; releasing anyway');
+      }
+      await this.unary((cb) => this.placement.release({ tenant, user, epoch }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
+        this.log.warn({ tenant, user, err: String(err) }, 'release failed; the mover will end the assignment'),
+      );
+    })();
   }
 
   private releaseWaiters(): void {

@@ -1,8 +1,9 @@
 import type { Command } from 'commander';
-import { type Node, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
-import type { ConnectionFlags } from './connection.js';
+import { type DrainProgress, type Node, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
+import { type ConnectionFlags, makeClient, resolveConnection } from './connection.js';
+import { CliError, describeError } from './errors.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
-import { withService } from './run.js';
+import { parseIntOption, withService } from './run.js';
 
 type Flags = ConnectionFlags & { output: OutputFormat };
 
@@ -33,8 +34,40 @@ export function registerNode(program: Command, io: CliIo): void {
     addConnectionOptions(node.command(name).description(description).argument('<node>', 'node name').addOption(outputOption())).action(async (nodeName: string, flags: Flags) =>
       svc(flags, async (api) => showNode(flags, await api.setNodeState({ name: nodeName, state }))),
     );
-  stateCmd('drain', 'draining', 'stop assigning new users to the node (users already on it stay until their assignments end)');
   stateCmd('undrain', 'active', 'let the node take new users again');
+
+  addConnectionOptions(
+    node
+      .command('drain')
+      .description('stop assigning new users to the node and move its users away (progress bar on a terminal)')
+      .argument('<node>', 'node name')
+      .option('--parallel <n>', 'users moved at once (default 16)', parseIntOption)
+      .option('--release-timeout <ms>', 'wait this long for the node to release each user (default 10000)', parseIntOption)
+      .addOption(outputOption()),
+  ).action(async (nodeName: string, flags: Flags & { parallel?: number; releaseTimeout?: number }) => {
+    const conn = resolveConnection(flags, io.env, io.cwd);
+    const client = makeClient(conn, PlacementServiceClient);
+    try {
+      const last = await new Promise<DrainProgress>((resolve, reject) => {
+        let latest: DrainProgress = { total: 0, moved: 0, failed: 0, done: false };
+        const stream = client.drain({ name: nodeName, parallelism: flags.parallel ?? 0, timeoutMs: flags.releaseTimeout ?? 0 }, conn.callCredentials);
+        stream.on('data', (p: DrainProgress) => {
+          latest = p;
+          if (io.isTty && flags.output === 'text') io.err(`\r${progressBar(p)}`);
+        });
+        stream.on('end', () => resolve(latest));
+        stream.on('error', reject);
+      });
+      if (io.isTty && flags.output === 'text') io.err('\n');
+      if (flags.output === 'json') printJson(io, { node: nodeName, ...last });
+      else io.out(`drained ${nodeName}: ${last.moved} of ${last.total} users moved${last.failed ? `, ${last.failed} failed` : ''}\n`);
+      if (last.failed > 0) throw new CliError(`${last.failed} users could not be moved; run the drain again`);
+    } catch (err) {
+      throw describeError(err, conn.addr);
+    } finally {
+      client.close();
+    }
+  });
 
   addConnectionOptions(
     node
@@ -69,4 +102,44 @@ export function registerNode(program: Command, io: CliIo): void {
       else io.out(`${r.user}: ${r.node} (${r.imapAddress}) epoch ${r.epoch}${r.assigned ? ', newly assigned' : ''}\n`);
     }),
   );
+
+  addConnectionOptions(
+    user
+      .command('move')
+      .description("move a user to another node: the old node closes the user's sessions first; the new assignment gets a higher epoch")
+      .argument('<tenant>', 'tenant id')
+      .argument('<user>', 'user id')
+      .option('--to <node>', 'target node (default: chosen by bounded-load consistent hashing)')
+      .option('--release-timeout <ms>', 'wait this long for the old node to release (default 10000)', parseIntOption)
+      .addOption(outputOption()),
+  ).action(async (tenant: string, who: string, flags: Flags & { to?: string; releaseTimeout?: number }) =>
+    svc(flags, async (api) => {
+      const r = await api.move({ tenant, user: who, toNode: flags.to ?? '', timeoutMs: flags.releaseTimeout ?? 0 });
+      if (flags.output === 'json') printJson(io, r);
+      else io.out(`${who}: ${r.fromNode || '(unassigned)'} -> ${r.node} epoch ${r.epoch}${r.releasedByNode ? '' : ' (old node did not answer; its assignment was ended)'}\n`);
+    }),
+  );
+
+  addConnectionOptions(
+    user
+      .command('kick')
+      .description("end a user's sessions without moving them (the next login assigns a node afresh)")
+      .argument('<tenant>', 'tenant id')
+      .argument('<user>', 'user id')
+      .option('--release-timeout <ms>', 'wait this long for the node to release (default 10000)', parseIntOption)
+      .addOption(outputOption()),
+  ).action(async (tenant: string, who: string, flags: Flags & { releaseTimeout?: number }) =>
+    svc(flags, async (api) => {
+      const r = await api.kick({ tenant, user: who, timeoutMs: flags.releaseTimeout ?? 0 });
+      if (flags.output === 'json') printJson(io, r);
+      else io.out(`${who}: kicked${r.releasedByNode ? '' : ' (node did not answer; its assignment was ended)'}\n`);
+    }),
+  );
+}
+
+function progressBar(p: DrainProgress): string {
+  const width = 30;
+  const doneUsers = p.moved + p.failed;
+  const filled = p.total === 0 ? width : Math.round((doneUsers / p.total) * width);
+  return `[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${doneUsers}/${p.total}${p.failed ? ` (${p.failed} failed)` : ''}`;
 }

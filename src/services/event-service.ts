@@ -58,6 +58,16 @@ export function eventToPb(e: StoreEvent): Event {
     case 'assignment':
       out.assignment = { tenant: e.tenant, user: e.id, node: (e.value && decodeAssignmentNode(e.value)) ?? '', epoch: e.epoch };
       break;
+    case 'move': {
+      let v: { epoch?: number; from?: string; to?: string } = {};
+      try {
+        v = e.value ? (JSON.parse(e.value.toString()) as typeof v) : {};
+      } catch {
+        v = {};
+      }
+      out.move = { tenant: e.tenant, user: e.id, epoch: v.epoch ?? 0, fromNode: v.from ?? '', toNode: v.to ?? '' };
+      break;
+    }
     case 'node': {
       if (e.liveness) {
         out.node = { name: e.id, imapAddress: '', weight: 0, zone: '', state: e.deleted ? 'down' : '', leaseId: e.deleted ? '' : (e.value?.toString() ?? ''), users: 0, revision: e.revision };

@@ -1,9 +1,9 @@
-import type { ServerDuplexStream } from '@grpc/grpc-js';
+import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
 import { TENANT_ID_PATTERN, parseTenantId, parseUserId } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
 import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
-import type { KeepAliveRequest, KeepAliveResponse, Node, PlacementServiceServer } from '../gen/mailshare/v1/placement.js';
+import type { DrainProgress, DrainRequest, KeepAliveRequest, KeepAliveResponse, Node, PlacementServiceServer } from '../gen/mailshare/v1/placement.js';
 import type { NodeView, PlacementStore } from '../store/placement-store.js';
 import { requireTenantRole } from './access.js';
 import { type RpcDeps, authenticated, unary } from './rpc.js';
@@ -33,6 +33,12 @@ function parseHostPort(value: string, field: string): string {
 function parseLeaseId(value: string, field = 'lease_id'): string {
   if (!/^[1-9]\d{0,19}$/.test(value)) throw new DomainError('invalid_argument', `${field}: is not a lease id`, { field });
   return value;
+}
+
+function parseTimeout(ms: number, field = 'timeout_ms'): number {
+  if (ms === 0) return 10_000;
+  if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new DomainError('invalid_argument', `${field}: must be between 0 and 600000`, { field });
+  return ms;
 }
 
 export function nodeToPb(n: NodeView): Node {
@@ -129,6 +135,68 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
         epoch: assignment?.epoch ?? 0,
         assigned: created,
       };
+    }),
+
+    move: unary(deps, 'Move', ['admin'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const user = parseUserId(req.user, 'user');
+      const to = req.toNode === '' ? undefined : parseNodeName(req.toNode, 'to_node');
+      const timeoutMs = parseTimeout(req.timeoutMs);
+      const r = await placement.move(tenant, user, { to, kick: false, timeoutMs });
+      ctx.log.info({ tenant, user, from: r.from, node: r.assignment?.node, epoch: r.assignment?.epoch, releasedByNode: r.releasedByNode }, 'user moved');
+      return { node: r.assignment!.node, epoch: r.assignment!.epoch, fromNode: r.from, releasedByNode: r.releasedByNode };
+    }),
+
+    kick: unary(deps, 'Kick', ['admin'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const user = parseUserId(req.user, 'user');
+      const r = await placement.move(tenant, user, { kick: true, timeoutMs: parseTimeout(req.timeoutMs) });
+      ctx.log.info({ tenant, user, from: r.from, releasedByNode: r.releasedByNode }, 'user kicked');
+      return { releasedByNode: r.releasedByNode };
+    }),
+
+    drain: authenticated(deps, 'Drain', ['admin'], (call: ServerWritableStream<DrainRequest, DrainProgress>) => {
+      const log = deps.log.child({ method: 'Drain' });
+      void (async () => {
+        const name = parseNodeName(call.request.name);
+        const parallelism = call.request.parallelism === 0 ? 16 : call.request.parallelism;
+        if (!Number.isInteger(parallelism) || parallelism < 1 || parallelism > 256) {
+          throw new DomainError('invalid_argument', 'parallelism: must be between 1 and 256', { field: 'parallelism' });
+        }
+        const timeoutMs = parseTimeout(call.request.timeoutMs);
+        await placement.setState(name, 'draining');
+        const users = placement.usersOf(name);
+        const progress = { total: users.length, moved: 0, failed: 0, done: false };
+        let lastSent = 0;
+        const report = (force = false): void => {
+          if (force || Date.now() - lastSent > 100) {
+            lastSent = Date.now();
+            call.write({ ...progress });
+          }
+        };
+        report(true);
+        let next = 0;
+        let cancelled = false;
+        call.on('cancelled', () => (cancelled = true));
+        await Promise.all(
+          Array.from({ length: Math.min(parallelism, users.length) }, async () => {
+            while (next < users.length && !cancelled) {
+              const [tenant, user] = users[next++]!;
+              try {
+                await placement.move(tenant, user, { kick: false, timeoutMs });
+                progress.moved++;
+              } catch (err) {
+                progress.failed++;
+                log.warn({ tenant, user, err: (err as Error).message }, 'drain: move failed');
+              }
+              report();
+            }
+          }),
+        );
+        log.info({ node: name, ...progress }, 'drain finished');
+        call.write({ ...progress, done: true });
+        call.end();
+      })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),
 
     release: unary(deps, 'Release', ['admin', 'node'], async (req) => {

@@ -3,8 +3,8 @@ import { DomainError } from '../domain/errors.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 
-export type EventKind = 'tenant' | 'group' | 'mailbox' | 'assignment' | 'node';
-export const EVENT_KINDS: readonly EventKind[] = ['tenant', 'group', 'mailbox', 'assignment', 'node'];
+export type EventKind = 'tenant' | 'group' | 'mailbox' | 'assignment' | 'node' | 'move';
+export const EVENT_KINDS: readonly EventKind[] = ['tenant', 'group', 'mailbox', 'assignment', 'node', 'move'];
 
 /** A change to one entity, decoded from one etcd key-value event. */
 export interface StoreEvent {
@@ -51,6 +51,10 @@ export class EventStore {
       const [tenant, user] = k.assignmentFromKey(key);
       return { kind: 'assignment', tenant, id: user, liveness: false };
     }
+    if (key.startsWith(k.movesPrefix)) {
+      const [tenant, user] = k.moveFromKey(key);
+      return { kind: 'move', tenant, id: user, liveness: false };
+    }
     if (key.startsWith(k.nodesPrefix)) return { kind: 'node', tenant: '', id: key.slice(k.nodesPrefix.length), liveness: false };
     if (key.startsWith(k.liveNodesPrefix)) return { kind: 'node', tenant: '', id: key.slice(k.liveNodesPrefix.length), liveness: true };
     const tPrefix = `${k.root}t/`;
@@ -82,6 +86,7 @@ export class EventStore {
     if (filter.kinds.has('group') || filter.kinds.has('mailbox')) out.push(p(filter.tenant ? k.tenantData(filter.tenant) : `${k.root}t/`));
     if (filter.kinds.has('assignment')) out.push(p(filter.tenant ? `${k.assignmentsPrefix}${filter.tenant}/` : k.assignmentsPrefix));
     if (filter.kinds.has('node')) out.push(p(k.nodesPrefix), p(k.liveNodesPrefix));
+    if (filter.kinds.has('move')) out.push(p(filter.tenant ? `${k.movesPrefix}${filter.tenant}/` : k.movesPrefix));
     return out;
   }
 

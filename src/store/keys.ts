@@ -17,6 +17,7 @@
  *   <prefix>v1/nodes-live/<node>                     node liveness, attached to the node's lease
  *   <prefix>v1/assign/<tenant>/<user>                user → node assignment, attached to the
  *                                                    node's lease; its create revision is the epoch
+ *   <prefix>v1/moves/<tenant>/<user>                 move/kick request to the node holding the user
  *   <prefix>v1/audit/<tenant>/<time>-<random>        audit record
  *   <prefix>v1/audit-tenants/<tenant>                tenants that have audit records (for pruning)
  *
@@ -61,6 +62,10 @@ export interface Keys {
   assignment(tenant: string, user: string): string;
   /** [tenant, user] from an assignment key. */
   assignmentFromKey(key: string): [string, string];
+
+  readonly movesPrefix: string;
+  move(tenant: string, user: string): string;
+  moveFromKey(key: string): [string, string];
 
   auditPrefix(tenant: string): string;
   audit(tenant: string, time: Date, suffix: string): string;
@@ -113,6 +118,14 @@ export function createKeys(prefix: string): Keys {
     assignment: (tenant: string, user: string) => `${root}assign/${tenant}/${user}`,
     assignmentFromKey: (key: string): [string, string] => {
       const rest = key.slice(`${root}assign/`.length);
+      const slash = rest.indexOf('/');
+      return [rest.slice(0, slash), rest.slice(slash + 1)];
+    },
+
+    movesPrefix: `${root}moves/`,
+    move: (tenant: string, user: string) => `${root}moves/${tenant}/${user}`,
+    moveFromKey: (key: string): [string, string] => {
+      const rest = key.slice(`${root}moves/`.length);
       const slash = rest.indexOf('/');
       return [rest.slice(0, slash), rest.slice(slash + 1)];
     },

@@ -245,13 +245,16 @@ export class PlacementStore {
         this.client
           .if(key, 'Create', '==', 0)
           .and(this.keys.liveNode(node), 'Lease', '==', live.leaseId)
+          // A move in progress assigns the user itself.
+          .and(this.keys.move(tenant, user), 'Create', '==', 0)
           .then(this.client.put(key).value(JSON.stringify({ node, assignedAt: new Date().toISOString() })).lease(live.leaseId))
           .commit(),
       );
       if (res.succeeded) {
         return { assignment: { tenant, user, node, leaseId: live.leaseId, epoch: Number(res.header.revision) }, created: true };
       }
-      // Someone else assigned the user, or the node's lease changed: look again.
+      // Someone else assigned the user, the node's lease changed, or a move is under way: look again.
+      await this.clearStaleMove(tenant, user);
       await new Promise((r) => setTimeout(r, Math.min(5 * 2 ** attempt, 200)));
     }
     throw new DomainError('unavailable', 'could not assign the user: nodes are changing too fast; try again', { retryable: true });
@@ -264,6 +267,118 @@ export class PlacementStore {
       this.client.if(key, 'Create', '==', epoch).then(this.client.delete().key(key)).commit(),
     );
     return res.succeeded;
+  }
+
+  /**
+   * Ends the user's assignment gracefully: writes a move request that the
+   * holding node sees as an event (it closes the user's sessions and
+   * releases), waits for the release up to `timeoutMs`, ends the assignment
+   * itself if the node did not, then (for a move) assigns the user to the
+   * target with a new, higher epoch, in the same transaction that removes the
+   * request. Locate does not assign a user while its move request exists.
+   */
+  async move(tenant: string, user: string, opts: { to?: string; kick: boolean; timeoutMs: number }): Promise<{ from: string; releasedByNode: boolean; assignment?: Assignment }> {
+    const moveKey = this.keys.move(tenant, user);
+    const key = this.keys.assignment(tenant, user);
+    const cur = await this.getAssignment(tenant, user);
+    if (opts.to !== undefined) this.requireLive(opts.to);
+    // Choose the target before disturbing anyone: with nowhere to go, fail at once.
+    let target = opts.kick ? undefined : (opts.to ?? this.chooseExcept(tenant, user, cur?.node));
+    let releasedByNode = true;
+    let intentRev = 0;
+    if (cur) {
+      const intent = JSON.stringify({ epoch: cur.epoch, from: cur.node, to: opts.to ?? '', at: new Date().toISOString(), kick: opts.kick });
+      const res = await etcdOp('requesting a move', () =>
+        this.client.if(moveKey, 'Create', '==', 0).and(key, 'Create', '==', cur.epoch).then(this.client.put(moveKey).value(intent)).commit(),
+      );
+      if (!res.succeeded) throw new DomainError('conflict', `user: ${user} is already being moved, or was just reassigned; try again`, { field: 'user', retryable: true });
+      intentRev = Number(res.header.revision);
+      releasedByNode = await this.waitGone(key, intentRev, opts.timeoutMs);
+      if (!releasedByNode) {
+        // The node did not answer in time: end the assignment for it. Its
+        // epoch is now stale, so anything it still tries is refused.
+        await etcdOp('ending an assignment', () => this.client.if(key, 'Create', '==', cur.epoch).then(this.client.delete().key(key)).commit());
+      }
+    }
+    if (opts.kick) {
+      if (intentRev) await etcdOp('finishing a kick', () => this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey)).commit());
+      return { from: cur?.node ?? '', releasedByNode };
+    }
+    for (let attempt = 0; attempt < 20; attempt++) {
+      if (attempt > 0 && opts.to === undefined) target = this.chooseExcept(tenant, user, cur?.node);
+      const live = this.requireLive(target!);
+      const res = await etcdOp('assigning a moved user', () =>
+        this.client
+          .if(key, 'Create', '==', 0)
+          .and(this.keys.liveNode(target!), 'Lease', '==', live.leaseId)
+          .and(moveKey, 'Mod', '==', intentRev)
+          .then(
+            this.client.put(key).value(JSON.stringify({ node: target!, assignedAt: new Date().toISOString() })).lease(live.leaseId),
+            this.client.delete().key(moveKey),
+          )
+          .commit(),
+      );
+      if (res.succeeded) {
+        return { from: cur?.node ?? '', releasedByNode, assignment: { tenant, user, node: target!, leaseId: live.leaseId, epoch: Number(res.header.revision) } };
+      }
+      await new Promise((r) => setTimeout(r, 20));
+    }
+    if (intentRev) await this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey)).commit().catch(() => undefined);
+    throw new DomainError('unavailable', `user: could not assign ${user} to a new node; it will get one on its next Locate`, { retryable: true });
+  }
+
+  /** Users the node holds now (from the watch-fed cache). */
+  usersOf(node: string): Array<[string, string]> {
+    const out: Array<[string, string]> = [];
+    for (const [key, n] of this.assignments.entries()) if (n === node) out.push(this.keys.assignmentFromKey(key));
+    return out;
+  }
+
+  private requireLive(node: string): NodeLive {
+    const live = this.lives.get(this.keys.liveNode(node));
+    if (!live) throw new DomainError('failed_precondition', `to_node: node "${node}" is not live`, { field: 'to_node' });
+    return live;
+  }
+
+  private chooseExcept(tenant: string, user: string, except: string | undefined): string {
+    const nodes = [];
+    for (const [, c] of this.configs.entries()) {
+      if (c.state === 'active' && c.name !== except && this.lives.get(this.keys.liveNode(c.name))) nodes.push({ name: c.name, weight: c.weight });
+    }
+    const node = chooseNode(buildRing(nodes), `${tenant}/${user}`, (n) => this.counts.get(n) ?? 0, this.total, this.epsilon);
+    if (node === undefined) throw new DomainError('unavailable', 'no other active node to move the user to', { retryable: true });
+    return node;
+  }
+
+  /** Resolves true when the key is deleted (after revision `from`) within timeoutMs. */
+  private async waitGone(key: string, from: number, timeoutMs: number): Promise<boolean> {
+    const w = await this.client.watch().key(key).startRevision(String(from)).create();
+    try {
+      const gone = new Promise<boolean>((resolve) => {
+        w.on('delete', () => resolve(true));
+        w.on('error', () => resolve(false));
+      });
+      const exists = await this.client.get(key).exec();
+      if (exists.kvs.length === 0) return true;
+      return await Promise.race([gone, new Promise<boolean>((r) => setTimeout(() => r(false), timeoutMs))]);
+    } finally {
+      await w.cancel().catch(() => undefined);
+    }
+  }
+
+  /** A move request left behind by a coordinator that died mid-move blocks Locate; clear it after a minute. */
+  private async clearStaleMove(tenant: string, user: string): Promise<void> {
+    const res = await this.client.get(this.keys.move(tenant, user)).exec().catch(() => undefined);
+    const kv = res?.kvs[0];
+    if (!kv) return;
+    try {
+      const at = Date.parse((JSON.parse(kv.value.toString()) as { at: string }).at);
+      if (Date.now() - at > 60_000) {
+        await this.client.if(this.keys.move(tenant, user), 'Mod', '==', kv.mod_revision).then(this.client.delete().key(this.keys.move(tenant, user))).commit();
+      }
+    } catch {
+      // unreadable request: leave it to its mover
+    }
   }
 
   imapAddressOf(node: string): string {

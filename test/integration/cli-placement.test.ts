@@ -42,12 +42,20 @@ describe('node and user commands', () => {
     const assigned = JSON.parse(await ok('user', 'locate', 'acme', 'alice', '--assign', '-o', 'json'));
     expect(assigned).toMatchObject({ user: 'alice', node: 'imap1', assigned: true });
     expect(await ok('user', 'locate', 'acme', 'alice/Projects')).toBe(`alice: imap1 (${assigned.imapAddress}) epoch ${assigned.epoch}\n`);
-    expect(await ok('node', 'drain', 'imap1')).toBe('imap1 draining\n');
+    // With no other node, a drain cannot move alice: it says so and fails.
+    const drain = await runCli(['node', 'drain', 'imap1'], { env, cwd: dir.path });
+    expect(drain.stdout).toBe('drained imap1: 0 of 1 users moved, 1 failed\n');
+    expect(drain.stderr).toBe('mailshare: 1 users could not be moved; run the drain again\n');
+    expect(drain.code).toBe(1);
     await waitFor(async () => /^imap1\s+draining\s.*\s1\s+\d+$/m.test(await ok('node', 'list')), 5000, 'draining with 1 user');
     const bob = await runCli(['user', 'locate', 'acme', 'bob', '--assign'], { env, cwd: dir.path });
     expect(bob.code).toBe(1);
     expect(bob.stderr).toBe('mailshare: UNAVAILABLE: no active node is registered\n');
     expect(JSON.parse(await ok('node', 'undrain', 'imap1', '-o', 'json')).state).toBe('active');
+    const kicked = JSON.parse(await ok('user', 'kick', 'acme', 'alice', '--release-timeout', '300', '-o', 'json'));
+    expect(kicked).toEqual({ releasedByNode: false }); // this test node does not listen for kicks
+    expect(await ok('user', 'locate', 'acme', 'alice')).toBe('alice: not assigned\n');
+    expect(await ok('user', 'move', 'acme', 'alice', '--to', 'imap1')).toMatch(/^alice: \(unassigned\) -> imap1 epoch \d+\n$/);
     const refused = await runCli(['node', 'remove', 'imap1'], { env, cwd: dir.path });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: name: node "imap1" is live/);

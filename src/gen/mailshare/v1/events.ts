@@ -26,7 +26,7 @@ export const protobufPackage = "mailshare.v1";
 /**
  * Kinds of events: "tenant", "group", "mailbox" (a mailbox and its ACL: ACL
  * changes arrive as mailbox events carrying the new ACL), "assignment",
- * "node". Empty = all.
+ * "node", "move" (move and kick requests for the nodes holding users). Empty = all.
  */
 export interface WatchRequest {
   /** First revision to deliver; 0 = from now. */
@@ -47,6 +47,20 @@ export interface Assignment {
   epoch: number;
 }
 
+/**
+ * A request that the node holding a user finish and close that user's
+ * sessions, then Release the assignment (PlacementService.Move and Kick).
+ */
+export interface MoveIntent {
+  tenant: string;
+  user: string;
+  /** The assignment being ended. */
+  epoch: number;
+  fromNode: string;
+  /** Empty for a kick. */
+  toNode: string;
+}
+
 export interface Event {
   revision: number;
   kind: string;
@@ -58,6 +72,7 @@ export interface Event {
   mailbox?: Mailbox | undefined;
   assignment?: Assignment | undefined;
   node?: Node | undefined;
+  move?: MoveIntent | undefined;
 }
 
 export interface WatchResponse {
@@ -285,6 +300,130 @@ export const Assignment: MessageFns<Assignment> = {
   },
 };
 
+function createBaseMoveIntent(): MoveIntent {
+  return { tenant: "", user: "", epoch: 0, fromNode: "", toNode: "" };
+}
+
+export const MoveIntent: MessageFns<MoveIntent> = {
+  encode(message: MoveIntent, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).int64(message.epoch);
+    }
+    if (message.fromNode !== "") {
+      writer.uint32(34).string(message.fromNode);
+    }
+    if (message.toNode !== "") {
+      writer.uint32(42).string(message.toNode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveIntent {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseMoveIntent();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.epoch = longToNumber(reader.int64());
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.fromNode = reader.string();
+          continue;
+        }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.toNode = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): MoveIntent {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      fromNode: isSet(object.fromNode) ? globalThis.String(object.fromNode) : "",
+      toNode: isSet(object.toNode) ? globalThis.String(object.toNode) : "",
+    };
+  },
+
+  toJSON(message: MoveIntent): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.fromNode !== "") {
+      obj.fromNode = message.fromNode;
+    }
+    if (message.toNode !== "") {
+      obj.toNode = message.toNode;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MoveIntent>): MoveIntent {
+    return MoveIntent.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MoveIntent>): MoveIntent {
+    const message = createBaseMoveIntent();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.fromNode = object.fromNode ?? "";
+    message.toNode = object.toNode ?? "";
+    return message;
+  },
+};
+
 function createBaseEvent(): Event {
   return {
     revision: 0,
@@ -296,6 +435,7 @@ function createBaseEvent(): Event {
     mailbox: undefined,
     assignment: undefined,
     node: undefined,
+    move: undefined,
   };
 }
 
@@ -327,6 +467,9 @@ export const Event: MessageFns<Event> = {
     }
     if (message.node !== undefined) {
       Node.encode(message.node, writer.uint32(74).fork()).join();
+    }
+    if (message.move !== undefined) {
+      MoveIntent.encode(message.move, writer.uint32(82).fork()).join();
     }
     return writer;
   },
@@ -410,6 +553,14 @@ export const Event: MessageFns<Event> = {
           message.node = Node.decode(reader, reader.uint32());
           continue;
         }
+        case 10: {
+          if (tag !== 82) {
+            break;
+          }
+
+          message.move = MoveIntent.decode(reader, reader.uint32());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -430,6 +581,7 @@ export const Event: MessageFns<Event> = {
       mailbox: isSet(object.mailbox) ? Mailbox.fromJSON(object.mailbox) : undefined,
       assignment: isSet(object.assignment) ? Assignment.fromJSON(object.assignment) : undefined,
       node: isSet(object.node) ? Node.fromJSON(object.node) : undefined,
+      move: isSet(object.move) ? MoveIntent.fromJSON(object.move) : undefined,
     };
   },
 
@@ -462,6 +614,9 @@ export const Event: MessageFns<Event> = {
     if (message.node !== undefined) {
       obj.node = Node.toJSON(message.node);
     }
+    if (message.move !== undefined) {
+      obj.move = MoveIntent.toJSON(message.move);
+    }
     return obj;
   },
 
@@ -485,6 +640,9 @@ export const Event: MessageFns<Event> = {
       ? Assignment.fromPartial(object.assignment)
       : undefined;
     message.node = (object.node !== undefined && object.node !== null) ? Node.fromPartial(object.node) : undefined;
+    message.move = (object.move !== undefined && object.move !== null)
+      ? MoveIntent.fromPartial(object.move)
+      : undefined;
     return message;
   },
 };

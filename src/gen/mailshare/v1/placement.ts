@@ -12,8 +12,10 @@ import {
   Client,
   type ClientDuplexStream,
   type ClientOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   type handleBidiStreamingCall,
+  type handleServerStreamingCall,
   type handleUnaryCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -114,6 +116,48 @@ export interface LocateResponse {
   epoch: number;
   /** True when this call created the assignment. */
   assigned: boolean;
+}
+
+export interface MoveRequest {
+  tenant: string;
+  user: string;
+  /** Empty: choose by bounded-load consistent hashing among active nodes. */
+  toNode: string;
+  /** How long to wait for the old node to release, in ms; 0 = 10000. */
+  timeoutMs: number;
+}
+
+export interface MoveResponse {
+  node: string;
+  epoch: number;
+  fromNode: string;
+  /** False when the old node did not release in time and the assignment was ended for it. */
+  releasedByNode: boolean;
+}
+
+export interface KickRequest {
+  tenant: string;
+  user: string;
+  timeoutMs: number;
+}
+
+export interface KickResponse {
+  releasedByNode: boolean;
+}
+
+export interface DrainRequest {
+  name: string;
+  /** Users moved at once; 0 = 16. */
+  parallelism: number;
+  timeoutMs: number;
+}
+
+export interface DrainProgress {
+  total: number;
+  moved: number;
+  failed: number;
+  /** Set on the last message. */
+  done: boolean;
 }
 
 export interface ReleaseRequest {
@@ -1356,6 +1400,572 @@ export const LocateResponse: MessageFns<LocateResponse> = {
   },
 };
 
+function createBaseMoveRequest(): MoveRequest {
+  return { tenant: "", user: "", toNode: "", timeoutMs: 0 };
+}
+
+export const MoveRequest: MessageFns<MoveRequest> = {
+  encode(message: MoveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.toNode !== "") {
+      writer.uint32(26).string(message.toNode);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(32).int32(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseMoveRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.toNode = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.timeoutMs = reader.int32();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): MoveRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      toNode: isSet(object.toNode) ? globalThis.String(object.toNode) : "",
+      timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+    };
+  },
+
+  toJSON(message: MoveRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.toNode !== "") {
+      obj.toNode = message.toNode;
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MoveRequest>): MoveRequest {
+    return MoveRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MoveRequest>): MoveRequest {
+    const message = createBaseMoveRequest();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
+    message.toNode = object.toNode ?? "";
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseMoveResponse(): MoveResponse {
+  return { node: "", epoch: 0, fromNode: "", releasedByNode: false };
+}
+
+export const MoveResponse: MessageFns<MoveResponse> = {
+  encode(message: MoveResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(16).int64(message.epoch);
+    }
+    if (message.fromNode !== "") {
+      writer.uint32(26).string(message.fromNode);
+    }
+    if (message.releasedByNode !== false) {
+      writer.uint32(32).bool(message.releasedByNode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): MoveResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseMoveResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.node = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.epoch = longToNumber(reader.int64());
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.fromNode = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.releasedByNode = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): MoveResponse {
+    return {
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      fromNode: isSet(object.fromNode) ? globalThis.String(object.fromNode) : "",
+      releasedByNode: isSet(object.releasedByNode) ? globalThis.Boolean(object.releasedByNode) : false,
+    };
+  },
+
+  toJSON(message: MoveResponse): unknown {
+    const obj: any = {};
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.fromNode !== "") {
+      obj.fromNode = message.fromNode;
+    }
+    if (message.releasedByNode !== false) {
+      obj.releasedByNode = message.releasedByNode;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<MoveResponse>): MoveResponse {
+    return MoveResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<MoveResponse>): MoveResponse {
+    const message = createBaseMoveResponse();
+    message.node = object.node ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.fromNode = object.fromNode ?? "";
+    message.releasedByNode = object.releasedByNode ?? false;
+    return message;
+  },
+};
+
+function createBaseKickRequest(): KickRequest {
+  return { tenant: "", user: "", timeoutMs: 0 };
+}
+
+export const KickRequest: MessageFns<KickRequest> = {
+  encode(message: KickRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(24).int32(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KickRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseKickRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.timeoutMs = reader.int32();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): KickRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+    };
+  },
+
+  toJSON(message: KickRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<KickRequest>): KickRequest {
+    return KickRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KickRequest>): KickRequest {
+    const message = createBaseKickRequest();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseKickResponse(): KickResponse {
+  return { releasedByNode: false };
+}
+
+export const KickResponse: MessageFns<KickResponse> = {
+  encode(message: KickResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.releasedByNode !== false) {
+      writer.uint32(8).bool(message.releasedByNode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): KickResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseKickResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.releasedByNode = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): KickResponse {
+    return { releasedByNode: isSet(object.releasedByNode) ? globalThis.Boolean(object.releasedByNode) : false };
+  },
+
+  toJSON(message: KickResponse): unknown {
+    const obj: any = {};
+    if (message.releasedByNode !== false) {
+      obj.releasedByNode = message.releasedByNode;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<KickResponse>): KickResponse {
+    return KickResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<KickResponse>): KickResponse {
+    const message = createBaseKickResponse();
+    message.releasedByNode = object.releasedByNode ?? false;
+    return message;
+  },
+};
+
+function createBaseDrainRequest(): DrainRequest {
+  return { name: "", parallelism: 0, timeoutMs: 0 };
+}
+
+export const DrainRequest: MessageFns<DrainRequest> = {
+  encode(message: DrainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.name !== "") {
+      writer.uint32(10).string(message.name);
+    }
+    if (message.parallelism !== 0) {
+      writer.uint32(16).int32(message.parallelism);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(24).int32(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseDrainRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.name = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.parallelism = reader.int32();
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.timeoutMs = reader.int32();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): DrainRequest {
+    return {
+      name: isSet(object.name) ? globalThis.String(object.name) : "",
+      parallelism: isSet(object.parallelism) ? globalThis.Number(object.parallelism) : 0,
+      timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+    };
+  },
+
+  toJSON(message: DrainRequest): unknown {
+    const obj: any = {};
+    if (message.name !== "") {
+      obj.name = message.name;
+    }
+    if (message.parallelism !== 0) {
+      obj.parallelism = Math.round(message.parallelism);
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainRequest>): DrainRequest {
+    return DrainRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainRequest>): DrainRequest {
+    const message = createBaseDrainRequest();
+    message.name = object.name ?? "";
+    message.parallelism = object.parallelism ?? 0;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseDrainProgress(): DrainProgress {
+  return { total: 0, moved: 0, failed: 0, done: false };
+}
+
+export const DrainProgress: MessageFns<DrainProgress> = {
+  encode(message: DrainProgress, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.total !== 0) {
+      writer.uint32(8).int64(message.total);
+    }
+    if (message.moved !== 0) {
+      writer.uint32(16).int64(message.moved);
+    }
+    if (message.failed !== 0) {
+      writer.uint32(24).int64(message.failed);
+    }
+    if (message.done !== false) {
+      writer.uint32(32).bool(message.done);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): DrainProgress {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseDrainProgress();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.total = longToNumber(reader.int64());
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.moved = longToNumber(reader.int64());
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.failed = longToNumber(reader.int64());
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.done = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): DrainProgress {
+    return {
+      total: isSet(object.total) ? globalThis.Number(object.total) : 0,
+      moved: isSet(object.moved) ? globalThis.Number(object.moved) : 0,
+      failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
+      done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
+    };
+  },
+
+  toJSON(message: DrainProgress): unknown {
+    const obj: any = {};
+    if (message.total !== 0) {
+      obj.total = Math.round(message.total);
+    }
+    if (message.moved !== 0) {
+      obj.moved = Math.round(message.moved);
+    }
+    if (message.failed !== 0) {
+      obj.failed = Math.round(message.failed);
+    }
+    if (message.done !== false) {
+      obj.done = message.done;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<DrainProgress>): DrainProgress {
+    return DrainProgress.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<DrainProgress>): DrainProgress {
+    const message = createBaseDrainProgress();
+    message.total = object.total ?? 0;
+    message.moved = object.moved ?? 0;
+    message.failed = object.failed ?? 0;
+    message.done = object.done ?? false;
+    return message;
+  },
+};
+
 function createBaseReleaseRequest(): ReleaseRequest {
   return { tenant: "", user: "", epoch: 0 };
 }
@@ -1618,6 +2228,47 @@ export const PlacementServiceService = {
     responseSerialize: (value: ReleaseResponse): Buffer => Buffer.from(ReleaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
   },
+  /**
+   * Move (admin): graceful. The node holding the user is asked (a "move"
+   * event) to finish and close the user's sessions and release; only then
+   * is the user assigned to to_node, with a higher epoch. If the node does
+   * not release within the timeout, the assignment is ended anyway.
+   */
+  move: {
+    path: "/mailshare.v1.PlacementService/Move",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: MoveRequest): Buffer => Buffer.from(MoveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): MoveRequest => MoveRequest.decode(value),
+    responseSerialize: (value: MoveResponse): Buffer => Buffer.from(MoveResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): MoveResponse => MoveResponse.decode(value),
+  },
+  /**
+   * Kick (admin): like Move, without a new assignment: the user's sessions
+   * end and the next Locate assigns a node afresh.
+   */
+  kick: {
+    path: "/mailshare.v1.PlacementService/Kick",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: KickRequest): Buffer => Buffer.from(KickRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): KickRequest => KickRequest.decode(value),
+    responseSerialize: (value: KickResponse): Buffer => Buffer.from(KickResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): KickResponse => KickResponse.decode(value),
+  },
+  /**
+   * Drain (admin): marks the node draining, then moves all its users away
+   * in parallel batches, streaming progress.
+   */
+  drain: {
+    path: "/mailshare.v1.PlacementService/Drain",
+    requestStream: false,
+    responseStream: true,
+    requestSerialize: (value: DrainRequest): Buffer => Buffer.from(DrainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): DrainRequest => DrainRequest.decode(value),
+    responseSerialize: (value: DrainProgress): Buffer => Buffer.from(DrainProgress.encode(value).finish()),
+    responseDeserialize: (value: Buffer): DrainProgress => DrainProgress.decode(value),
+  },
 } as const;
 
 export interface PlacementServiceServer extends UntypedServiceImplementation {
@@ -1653,6 +2304,23 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
   locate: handleUnaryCall<LocateRequest, LocateResponse>;
   /** Release (role node): ends an assignment, only if its epoch still matches. */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
+  /**
+   * Move (admin): graceful. The node holding the user is asked (a "move"
+   * event) to finish and close the user's sessions and release; only then
+   * is the user assigned to to_node, with a higher epoch. If the node does
+   * not release within the timeout, the assignment is ended anyway.
+   */
+  move: handleUnaryCall<MoveRequest, MoveResponse>;
+  /**
+   * Kick (admin): like Move, without a new assignment: the user's sessions
+   * end and the next Locate assigns a node afresh.
+   */
+  kick: handleUnaryCall<KickRequest, KickResponse>;
+  /**
+   * Drain (admin): marks the node draining, then moves all its users away
+   * in parallel batches, streaming progress.
+   */
+  drain: handleServerStreamingCall<DrainRequest, DrainProgress>;
 }
 
 export interface PlacementServiceClient extends Client {
@@ -1791,6 +2459,50 @@ export interface PlacementServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * Move (admin): graceful. The node holding the user is asked (a "move"
+   * event) to finish and close the user's sessions and release; only then
+   * is the user assigned to to_node, with a higher epoch. If the node does
+   * not release within the timeout, the assignment is ended anyway.
+   */
+  move(request: MoveRequest, callback: (error: ServiceError | null, response: MoveResponse) => void): ClientUnaryCall;
+  move(
+    request: MoveRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: MoveResponse) => void,
+  ): ClientUnaryCall;
+  move(
+    request: MoveRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: MoveResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Kick (admin): like Move, without a new assignment: the user's sessions
+   * end and the next Locate assigns a node afresh.
+   */
+  kick(request: KickRequest, callback: (error: ServiceError | null, response: KickResponse) => void): ClientUnaryCall;
+  kick(
+    request: KickRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: KickResponse) => void,
+  ): ClientUnaryCall;
+  kick(
+    request: KickRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: KickResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * Drain (admin): marks the node draining, then moves all its users away
+   * in parallel batches, streaming progress.
+   */
+  drain(request: DrainRequest, options?: Partial<CallOptions>): ClientReadableStream<DrainProgress>;
+  drain(
+    request: DrainRequest,
+    metadata?: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientReadableStream<DrainProgress>;
 }
 
 export const PlacementServiceClient = makeGenericClientConstructor(
