@@ -85,6 +85,7 @@ export class Coordinator {
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
+  private readonly stopping = new AbortController();
 
   constructor(private readonly opts: CoordinatorOptions) {
     this.log = opts.logger.child({ component: 'coordinator' });
@@ -97,7 +98,7 @@ export class Coordinator {
     });
     this.health = new HealthImplementation({ '': 'NOT_SERVING' });
     this.cluster = new ClusterStatusReader(opts.client, opts.endpoints);
-    const deps: RpcDeps = { auth: new Authenticator(opts.tokens), log: opts.logger.child({ component: 'rpc' }) };
+    const deps: RpcDeps = { auth: new Authenticator(opts.tokens), log: opts.logger.child({ component: 'rpc' }), stopping: this.stopping.signal };
 
     this.server.addService(
       SystemServiceService,
@@ -176,6 +177,9 @@ export class Coordinator {
     if (this.healthTimer) clearInterval(this.healthTimer);
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.setHealth('NOT_SERVING');
+    // Long-lived streams (watches, keepalives) would hold the shutdown open:
+    // end them so their clients reconnect elsewhere.
+    this.stopping.abort();
     const graceful = new Promise<void>((resolve) => this.server.tryShutdown(() => resolve()));
     let timer: NodeJS.Timeout | undefined;
     const forced = new Promise<void>((resolve) => {

@@ -9,7 +9,7 @@ import { decodeAssignmentNode, decodeConfig } from '../store/placement-store.js'
 import type { Principal } from './auth.js';
 import { groupToPb, mailboxToPb, tenantToPb } from './convert.js';
 import { nodeToPb } from './placement-service.js';
-import { type RpcDeps, authenticated } from './rpc.js';
+import { type RpcDeps, authenticated, endOnShutdown } from './rpc.js';
 import { toGrpcError } from './status.js';
 import { requireTenantRole } from './access.js';
 
@@ -114,6 +114,10 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
           call.emit('error', toGrpcError(err, log));
         };
         call.on('cancelled', () => {
+          done = true;
+          void held.watcher?.cancel().catch(() => undefined);
+        });
+        endOnShutdown(deps, call, () => {
           done = true;
           void held.watcher?.cancel().catch(() => undefined);
         });

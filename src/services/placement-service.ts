@@ -6,7 +6,7 @@ import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
 import type { DrainProgress, DrainRequest, KeepAliveRequest, KeepAliveResponse, Node, PlacementServiceServer } from '../gen/mailshare/v1/placement.js';
 import type { NodeView, PlacementStore } from '../store/placement-store.js';
 import { requireTenantRole } from './access.js';
-import { type RpcDeps, authenticated, unary } from './rpc.js';
+import { type RpcDeps, authenticated, endOnShutdown, unary } from './rpc.js';
 import { toGrpcError } from './status.js';
 
 export interface PlacementServiceDeps extends RpcDeps {
@@ -75,6 +75,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
     }),
 
     keepAlive: authenticated(deps, 'KeepAlive', ['node'], (call: ServerDuplexStream<KeepAliveRequest, KeepAliveResponse>) => {
+      endOnShutdown(deps, call);
       let chain = Promise.resolve();
       call.on('data', (req: KeepAliveRequest) => {
         chain = chain.then(async () => {

@@ -15,6 +15,21 @@ export interface CallContext {
 export interface RpcDeps {
   readonly auth: Authenticator;
   readonly log: Logger;
+  /** Aborts when the coordinator starts shutting down: long-lived streams end so clients move on. */
+  readonly stopping?: AbortSignal;
+}
+
+/** Ends a long-lived stream with UNAVAILABLE when the coordinator shuts down. */
+export function endOnShutdown(deps: RpcDeps, call: { emit(ev: 'error', err: unknown): boolean; on(ev: 'cancelled', fn: () => void): unknown }, onEnd?: () => void): void {
+  const signal = deps.stopping;
+  if (!signal) return;
+  const stop = (): void => {
+    onEnd?.();
+    call.emit('error', { code: 14, details: 'coordinator shutting down; reconnect to another one' });
+  };
+  if (signal.aborted) return stop();
+  signal.addEventListener('abort', stop, { once: true });
+  call.on('cancelled', () => signal.removeEventListener('abort', stop));
 }
 
 /** Every role; a method open to any authenticated caller. */

@@ -26,16 +26,18 @@ export interface InProcessServer extends RunningServer {
 export async function startInProcessServer(opts: {
   endpoints: readonly string[];
   flags?: Record<string, unknown>;
+  /** Share a prefix (and so all state) with another coordinator; default: a fresh one. */
+  prefix?: string;
 }): Promise<InProcessServer> {
   const tmp = tempDir('mailshare-srv-');
-  const prefix = `/t-${randomBytes(4).toString('hex')}/`;
+  const prefix = opts.prefix ?? `/t-${randomBytes(4).toString('hex')}/`;
   const config = loadServerConfig({
     flags: { listen: '127.0.0.1:0', etcd: opts.endpoints.join(','), etcdPrefix: prefix, dataDir: tmp.path, ...opts.flags },
     env: {},
     cwd: tmp.path,
   });
   const server = await startServer(config, pino({ level: 'silent' }), '0.0.0-test');
-  const creds = JSON.parse(readFileSync(server.credentialsFile!, 'utf8')) as { token: string };
+  const creds = server.credentialsFile ? (JSON.parse(readFileSync(server.credentialsFile, 'utf8')) as { token: string }) : { token: '' };
   return {
     ...server,
     adminToken: creds.token,
