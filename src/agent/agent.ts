@@ -392,7 +392,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private connect(): [PlacementServiceClient, EventServiceClient] {
     const addr = this.opts.coordinators[this.coordinator % this.opts.coordinators.length]!;
     const creds = this.opts.credentials ?? grpc.credentials.createInsecure();
-    return [new PlacementServiceClient(addr, creds), new EventServiceClient(addr, creds)];
+    // Pings find half-open connections that would otherwise hide a dead coordinator.
+    const options = { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.keepalive_permit_without_calls': 1 };
+    return [new PlacementServiceClient(addr, creds, options), new EventServiceClient(addr, creds, options)];
   }
 
   /** Moves to the next coordinator. */

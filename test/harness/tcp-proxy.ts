@@ -10,6 +10,8 @@ export interface TcpProxy {
   readonly address: string;
   blackhole(): void;
   restore(): void;
+  /** Destroys every open connection (the peers see a reset); new ones are accepted. */
+  reset(): void;
   close(): Promise<void>;
 }
 
@@ -45,6 +47,10 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     },
     restore: () => {
       dropping = false;
+    },
+    reset: () => {
+      for (const s of sockets) s.destroy();
+      sockets.clear();
     },
     close: async () => {
       for (const s of sockets) s.destroy();

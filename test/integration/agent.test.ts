@@ -157,6 +157,41 @@ describe('agent SDK', () => {
     }
   }, 30_000);
 
+  it('re-snapshots after its resume point was compacted away while it was cut off', async () => {
+    const proxy = await startTcpProxy(server.address);
+    const messages: string[] = [];
+    const logger = { info: () => undefined, debug: () => undefined, warn: (_o: object, m?: string) => void messages.push(m ?? '') };
+    const e = createAgent({ coordinators: [proxy.address], token: nodeToken, node: { name: 'imap-e', imapAddress: '127.0.0.1:2999' }, ttlSeconds: 30, logger });
+    try {
+      await e.ready;
+      await admin.directory.createTenant({ id: 'compact' }).catch(() => undefined);
+      await admin.mailbox.createMailbox({ tenant: 'compact', owner: 'alice', name: 'X', actor: '' });
+      const before = await admin.acl.setAcl({ tenant: 'compact', mailbox: 'alice/X', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
+      await e.waitForRevision(before.revision);
+      expect(e.rights('compact', 'bob', 'alice/X').rights).toBe('lr');
+      proxy.blackhole();
+      const after = await admin.acl.setAcl({ tenant: 'compact', mailbox: 'alice/X', identifier: 'bob', rights: 'lrsw', expectedRevision: 0, actor: '' });
+      await admin.mailbox.createMailbox({ tenant: 'compact', owner: 'alice', name: 'Y', actor: '' });
+      const c = createEtcdClient({ endpoints: etcd.endpoints });
+      try {
+        const now = Number((await c.get('x').exec()).header.revision);
+        await c.kv.compact({ revision: String(now) });
+      } finally {
+        c.close();
+      }
+      proxy.reset();
+      proxy.restore();
+      await e.waitForRevision(after.revision, 15_000);
+      expect(e.rights('compact', 'bob', 'alice/X').rights).toBe('lrsw');
+      expect(e.rights('compact', 'alice', 'alice/Y').rights).toBe('lrswipkxteacd');
+      expect(e.signal.aborted).toBe(false);
+      expect(messages).toContain('event history compacted; taking a new snapshot');
+    } finally {
+      await e.close();
+      await proxy.close();
+    }
+  }, 30_000);
+
   it('close() revokes the lease so users move at once', async () => {
     const d = agent('imap-d', 30);
     await d.ready;

@@ -79,27 +79,51 @@ describe('moves, kicks and drains', () => {
     expect((await locate('kicked', true)).epoch).toBeGreaterThan(before.epoch);
   });
 
-  it('drains a node with many users: none left, load within the bounded-load limit, undrain takes users again', async () => {
-    for (let i = 0; i < 300; i++) await locate(`d${i}`, true);
-    const onA = async () => (await call(placement.listNodes.bind(placement), {})).nodes.find((n) => n.name === 'm-a')!.users;
-    await waitFor(async () => (await onA()) > 50, 5000, 'users on m-a');
+  it('drains a node with 1,000 users under load: none left, load within the bounded-load limit, undrain takes users again', async () => {
+    const setState = (name: string, state: string) => call(placement.setNodeState.bind(placement), { name, state });
+    const nodeList = async () => (await call(placement.listNodes.bind(placement), {})).nodes;
+    // Park m-b and m-c so that m-a takes 1,000 users, then let them back.
+    await setState('m-b', 'draining');
+    await setState('m-c', 'draining');
+    await waitFor(async () => (await nodeList()).filter((n) => n.state === 'draining').length === 2, 5000, 'parked');
+    for (let i = 0; i < 1000; i += 50) await Promise.all(Array.from({ length: 50 }, (_, j) => locate(`d${i + j}`, true)));
+    await setState('m-b', 'active');
+    await setState('m-c', 'active');
+    await waitFor(async () => (await nodeList()).filter((n) => n.state === 'active').length === 3, 5000, 'all active');
+    await waitFor(async () => (await nodeList()).find((n) => n.name === 'm-a')!.users >= 1000, 5000, '1,000 users on m-a');
+
+    // Load while draining: logins of other users keep locating and assigning.
+    let loading = true;
+    let served = 0;
+    const load = (async () => {
+      for (let i = 0; loading; i++) {
+        const r = await locate(`load${i % 200}`, true);
+        expect(r.node).not.toBe('');
+        served++;
+      }
+    })();
     const progress: DrainProgress[] = [];
     await new Promise<void>((resolve, reject) => {
-      const s = placement.drain({ name: 'm-a', parallelism: 8, timeoutMs: 0 }, bearer(server.adminToken));
+      const s = placement.drain({ name: 'm-a', parallelism: 16, timeoutMs: 0 }, bearer(server.adminToken));
       s.on('data', (p: DrainProgress) => progress.push(p));
       s.on('end', resolve);
       s.on('error', reject);
     });
+    loading = false;
+    await load;
+    expect(served).toBeGreaterThan(0);
     const last = progress[progress.length - 1]!;
     expect(last).toMatchObject({ done: true, failed: 0 });
     expect(last.moved).toBe(last.total);
-    expect(last.total).toBeGreaterThan(50);
-    await waitFor(async () => (await onA()) === 0, 5000, 'm-a empty');
-    const nodes = (await call(placement.listNodes.bind(placement), {})).nodes;
+    expect(last.total).toBeGreaterThanOrEqual(1000);
+    expect(progress.length).toBeGreaterThan(2);
+    await waitFor(async () => (await nodeList()).find((n) => n.name === 'm-a')!.users === 0, 5000, 'm-a empty');
+    const nodes = await nodeList();
     const total = nodes.reduce((s, n) => s + n.users, 0);
-    for (const n of nodes.filter((x) => x.name !== 'm-a')) expect(n.users).toBeLessThanOrEqual(Math.ceil(1.25 * total * 0.5) + 1);
-    await call(placement.setNodeState.bind(placement), { name: 'm-a', state: 'active' });
-    await waitFor(async () => (await call(placement.listNodes.bind(placement), {})).nodes.find((n) => n.name === 'm-a')!.state === 'active', 5000, 'undrained');
+    // Equal weights over the two active nodes: each at most (1+ε)·total/2.
+    for (const n of nodes.filter((x) => x.name !== 'm-a')) expect(n.users).toBeLessThanOrEqual(Math.ceil(1.25 * total * 0.5));
+    await setState('m-a', 'active');
+    await waitFor(async () => (await nodeList()).find((n) => n.name === 'm-a')!.state === 'active', 5000, 'undrained');
     const targets = new Set<string>();
     for (let i = 0; i < 40; i++) targets.add((await locate(`after${i}`, true)).node);
     expect(targets.has('m-a')).toBe(true);
