@@ -30,6 +30,13 @@ export interface AgentOptions {
    * close the user's sessions here. Default: release at once.
    */
   onUserLeaving?: (user: UserEvent) => Promise<void>;
+  /**
+   * A user of this node with no open session for this long is released, so
+   * users spread over the nodes again over time (like Dovecot's
+   * director_user_expire). Report sessions with sessionOpened/sessionClosed.
+   * Default 15 minutes; 0 disables.
+   */
+  userExpireMs?: number;
 }
 
 export interface UserEvent {
@@ -82,6 +89,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly waiters: Array<{ revision: number; resolve: () => void }> = [];
   /** "tenant/user@epoch" of users already reported lost through a move. */
   private readonly left = new Set<string>();
+  /** Open sessions per "tenant/user", and idle-expiry timers of users with none. */
+  private readonly sessions = new Map<string, number>();
+  private readonly idle = new Map<string, NodeJS.Timeout>();
   readonly ready: Promise<void>;
 
   constructor(opts: AgentOptions) {
@@ -140,6 +150,45 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.cache.assignmentsOf(this.opts.node.name).filter((a) => a.epoch > lease.revision);
   }
 
+  /** The host opened a session for the user: it is not idle. */
+  sessionOpened(tenant: string, user: string): void {
+    const k = `${tenant}/${user}`;
+    this.sessions.set(k, (this.sessions.get(k) ?? 0) + 1);
+    clearTimeout(this.idle.get(k));
+    this.idle.delete(k);
+  }
+
+  /** The host closed a session; when the user has none left, the idle clock starts. */
+  sessionClosed(tenant: string, user: string): void {
+    const k = `${tenant}/${user}`;
+    const n = (this.sessions.get(k) ?? 1) - 1;
+    if (n > 0) {
+      this.sessions.set(k, n);
+      return;
+    }
+    this.sessions.delete(k);
+    this.startIdle(tenant, user);
+  }
+
+  private startIdle(tenant: string, user: string): void {
+    const expire = this.opts.userExpireMs ?? 15 * 60_000;
+    const k = `${tenant}/${user}`;
+    if (expire <= 0 || this.sessions.has(k)) return;
+    clearTimeout(this.idle.get(k));
+    const t = setTimeout(() => {
+      this.idle.delete(k);
+      const a = this.cache.locate(tenant, user);
+      const lease = this.lease;
+      if (this.sessions.has(k) || !a || !lease || a.node !== this.opts.node.name || a.epoch <= lease.revision) return;
+      this.log.debug({ tenant, user }, 'user idle; releasing');
+      void this.unary((cb) => this.placement.release({ tenant, user, epoch: a.epoch }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
+        this.log.warn({ tenant, user, err: String(err) }, 'idle release failed'),
+      );
+    }, expire);
+    t.unref();
+    this.idle.set(k, t);
+  }
+
   /** Resolves once the caches have applied everything up to `revision` (read your writes). */
   waitForRevision(revision: number, timeoutMs = 10_000): Promise<void> {
     if (this.cache.revision >= revision) return Promise.resolve();
@@ -156,10 +205,26 @@ export class Agent extends EventEmitter<AgentEvents> {
     });
   }
 
-  /** Graceful: stop renewing and revoke the lease now (users move at once), then stop watching. */
+  /**
+   * Graceful: every user of this node is let go first (userLost, then the
+   * onUserLeaving hook, a few at a time), then the lease is revoked so the
+   * users move at once, then the agent stops.
+   */
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    const leaving = this.users();
+    for (let i = 0; i < leaving.length; i += 16) {
+      await Promise.all(
+        leaving.slice(i, i + 16).map(async (u) => {
+          this.left.add(`${u.tenant}/${u.user}@${u.epoch}`);
+          this.emit('userLost', u);
+          await this.opts.onUserLeaving?.(u).catch((err: unknown) => this.log.warn({ err: String(err) }, 'onUserLeaving failed'));
+        }),
+      );
+    }
+    for (const t of this.idle.values()) clearTimeout(t);
+    this.idle.clear();
     this.stopKeepalive();
     const lease = this.lease;
     if (lease) {
@@ -270,7 +335,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.controller.abort(new DomainError('unavailable', `lease lost: ${reason}`));
     this.log.warn({ lease: lease.id, reason, users: users.length }, 'lease lost');
     this.emit('leaseLost', { reason });
-    for (const u of users) this.emit('userLost', u);
+    for (const u of users) if (!this.left.delete(`${u.tenant}/${u.user}@${u.epoch}`)) this.emit('userLost', u);
     if (!this.closed) void this.registerLoop().catch(() => undefined);
   }
 
@@ -358,7 +423,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       const b = change.before!;
       if (!this.left.delete(`${b.tenant}/${b.user}@${b.epoch}`)) this.emit('userLost', b);
     }
-    if (ours(change.after) && change.after!.epoch !== change.before?.epoch) this.emit('userAssigned', change.after!);
+    if (ours(change.after) && change.after!.epoch !== change.before?.epoch) {
+      this.emit('userAssigned', change.after!);
+      this.startIdle(change.after!.tenant, change.after!.user);
+    }
   }
 
   /** A move or kick asks this node to let a user go: close, then release. */

@@ -192,7 +192,27 @@ describe('agent SDK', () => {
     }
   }, 30_000);
 
-  it('close() revokes the lease so users move at once', async () => {
+  it('releases users idle for userExpireMs, but not while they have sessions', async () => {
+    const f = createAgent({ coordinators: [server.address], token: nodeToken, node: { name: 'imap-f', imapAddress: '127.0.0.1:2998' }, ttlSeconds: 5, userExpireMs: 400 });
+    agents.push(f);
+    await f.ready;
+    const mine: Array<{ user: string; epoch: number }> = [];
+    for (let i = 0; i < 400 && mine.length < 2; i++) {
+      const r = await locateRpc('idle', `i${i}`, true);
+      if (r.node === 'imap-f') mine.push({ user: `i${i}`, epoch: r.epoch });
+    }
+    expect(mine).toHaveLength(2);
+    await f.waitForRevision(Math.max(...mine.map((m) => m.epoch)));
+    f.sessionOpened('idle', mine[0]!.user);
+    await new Promise((r) => setTimeout(r, 1000));
+    // The user with a session stays; the idle one was released.
+    expect((await locateRpc('idle', mine[0]!.user, false)).epoch).toBe(mine[0]!.epoch);
+    expect((await locateRpc('idle', mine[1]!.user, false)).node).toBe('');
+    f.sessionClosed('idle', mine[0]!.user);
+    await waitFor(async () => (await locateRpc('idle', mine[0]!.user, false)).node === '', 3000, 'released after its last session');
+  });
+
+  it('close() lets users leave first, then revokes the lease so they move at once', async () => {
     const d = agent('imap-d', 30);
     await d.ready;
     let mine: { user: string; epoch: number } | undefined;
@@ -201,7 +221,11 @@ describe('agent SDK', () => {
       if (r.node === 'imap-d') mine = { user: `c${i}`, epoch: r.epoch };
     }
     expect(mine).toBeDefined();
+    const lost: string[] = [];
+    d.on('userLost', (u) => lost.push(u.user));
+    await d.waitForRevision(mine!.epoch);
     await d.close();
+    expect(lost).toContain(mine!.user);
     // Without waiting for the 30 s TTL.
     expect((await locateRpc('close', mine!.user, false)).node).toBe('');
     expect(d.signal.aborted).toBe(true);
