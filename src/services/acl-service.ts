@@ -7,12 +7,12 @@ import { A, ALL_RIGHTS, NO_RIGHTS, hasAny, parseRightsChange } from '../domain/r
 import type { AclServiceServer } from '../gen/mailshare/v1/acl.js';
 import type { Role } from '../domain/role.js';
 import type { DirectoryStore, TenantSettings } from '../store/directory-store.js';
-import { type MailboxStore, mailboxNotFound } from '../store/mailbox-store.js';
+import { type AclChange, type MailboxStore, mailboxNotFound } from '../store/mailbox-store.js';
 import { auditContext, requireActorForNode, requireTenantRole } from './access.js';
 import { aclToPb, parseExpectedRevision, rightsToPb } from './convert.js';
 import { REVEALING, requireActorRights, rightsOf } from './mailbox-access.js';
 import { optionalUser } from './mailbox-service.js';
-import { type RpcDeps, unary } from './rpc.js';
+import { type CallContext, type RpcDeps, unary } from './rpc.js';
 
 export interface AclServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
@@ -52,6 +52,19 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
     return { tenant, ref, actor, m };
   };
 
+  /** SETACL and DELETEACL: validate, authorize (actor needs "a"), then one guarded transaction. */
+  const writeAcl = async (
+    ctx: CallContext,
+    req: { tenant: string; mailbox: string; actor: string; expectedRevision: number },
+    change: AclChange,
+  ) => {
+    const tenant = parseTenantId(req.tenant);
+    const ref = parseMailboxRef(req.mailbox);
+    const expected = parseExpectedRevision(req.expectedRevision);
+    const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
+    return mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner));
+  };
+
   return {
     getAcl: unary(deps, 'GetAcl', ROLES, async (req, ctx) => {
       const { m } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'read its ACL');
@@ -59,39 +72,15 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
     }),
 
     setAcl: unary(deps, 'SetAcl', ROLES, async (req, ctx) => {
-      const tenant = parseTenantId(req.tenant);
-      const ref = parseMailboxRef(req.mailbox);
       const identifier = parseIdentifier(req.identifier, 'identifier');
       const change = parseRightsChange(req.rights, 'rights');
-      const expected = parseExpectedRevision(req.expectedRevision);
-      const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
-      const res = await mailboxes.changeAcl(
-        tenant,
-        ref.owner,
-        ref.name,
-        { kind: 'set', identifier, change },
-        expected,
-        auditContext(ctx.principal, actor, ctx.signal),
-        tenantPolicy(identifier, ref.owner),
-      );
+      const res = await writeAcl(ctx, req, { kind: 'set', identifier, change });
       return { rights: rightsToPb(res.rights), revision: res.record.revision };
     }),
 
     deleteAcl: unary(deps, 'DeleteAcl', ROLES, async (req, ctx) => {
-      const tenant = parseTenantId(req.tenant);
-      const ref = parseMailboxRef(req.mailbox);
       const identifier = parseIdentifier(req.identifier, 'identifier');
-      const expected = parseExpectedRevision(req.expectedRevision);
-      const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
-      const res = await mailboxes.changeAcl(
-        tenant,
-        ref.owner,
-        ref.name,
-        { kind: 'delete', identifier },
-        expected,
-        auditContext(ctx.principal, actor, ctx.signal),
-        tenantPolicy(identifier, ref.owner),
-      );
+      const res = await writeAcl(ctx, req, { kind: 'delete', identifier });
       return { revision: res.record.revision };
     }),
 
