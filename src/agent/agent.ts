@@ -143,6 +143,17 @@ export class Agent extends EventEmitter<AgentEvents> {
     return { mailboxes: this.cache.sharedWith(tenant, user), revision: this.cache.revision };
   }
 
+  /**
+   * Fencing: may this node do work for the user under `epoch`? True only
+   * while the node holds the user's current assignment with exactly that
+   * epoch under a live lease. Work carrying an older epoch must be refused.
+   */
+  isCurrent(tenant: string, user: string, epoch: number): boolean {
+    const a = this.cache.locate(tenant, user);
+    const lease = this.lease;
+    return !this.controller.signal.aborted && lease !== undefined && a !== undefined && a.node === this.opts.node.name && a.epoch === epoch && a.epoch > lease.revision;
+  }
+
   /** Users this node holds under its current lease. */
   users(): CachedAssignment[] {
     const lease = this.lease;

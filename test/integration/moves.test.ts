@@ -62,6 +62,12 @@ describe('moves, kicks and drains', () => {
     expect(r).toMatchObject({ node: to, fromNode: before.node, releasedByNode: true });
     expect(r.epoch).toBeGreaterThan(before.epoch);
     await waitFor(() => log.includes(`${to} assigned mover@${r.epoch}`), 5000, 'new node told');
+    // Fencing: the new holder accepts only the new epoch; the old one accepts nothing.
+    await agents.get(before.node)!.waitForRevision(r.epoch);
+    expect(agents.get(to)!.isCurrent('acme', 'mover', r.epoch)).toBe(true);
+    expect(agents.get(to)!.isCurrent('acme', 'mover', before.epoch)).toBe(false);
+    expect(agents.get(before.node)!.isCurrent('acme', 'mover', before.epoch)).toBe(false);
+    expect(agents.get(before.node)!.isCurrent('acme', 'mover', r.epoch)).toBe(false);
     const seq = log.filter((l) => l.includes(' mover@'));
     expect(seq.indexOf(`${before.node} closed mover@${before.epoch}`)).toBeGreaterThan(seq.indexOf(`${before.node} lost mover@${before.epoch}`));
     expect(seq.indexOf(`${to} assigned mover@${r.epoch}`)).toBeGreaterThan(seq.indexOf(`${before.node} closed mover@${before.epoch}`));
