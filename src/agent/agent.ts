@@ -54,6 +54,8 @@ export interface AgentEvents {
   leaseLost: [{ reason: string }];
   /** Registered under a (new) lease. */
   registered: [{ leaseId: string; revision: number }];
+  /** Any user's assignment changed (any node): gateways close sessions that no longer match. */
+  assignmentChanged: [{ tenant: string; user: string; before: CachedAssignment | undefined; after: CachedAssignment | undefined }];
 }
 
 const noop: AgentLogger = { info: () => undefined, warn: () => undefined, debug: () => undefined };
@@ -426,6 +428,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       return;
     }
     const change = this.cache.apply(e);
+    if (change && e.assignment) this.emit('assignmentChanged', { tenant: e.assignment.tenant, user: e.assignment.user, ...change });
     if (!change || !this.lease) return;
     const self = this.opts.node.name;
     const lease = this.lease;

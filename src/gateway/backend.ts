@@ -1,0 +1,81 @@
+import net from 'node:net';
+import { imapString } from './command-reader.js';
+
+/** A connection to a Dovecot (or any IMAP server) on some node. */
+export interface BackendLogin {
+  readonly ok: boolean;
+  /** The server's tagged response line, CRLF included (forwarded to the client on success). */
+  readonly tagged: Buffer;
+  readonly socket: net.Socket;
+}
+
+export class BackendUnavailable extends Error {
+  override readonly name = 'BackendUnavailable';
+}
+
+/**
+ * Connects, reads the greeting, logs in with `tag`, and returns the socket
+ * positioned right after the tagged response. Bytes that arrive after it
+ * (none are expected before the client speaks) stay unread in the socket.
+ */
+export async function backendLogin(address: string, tag: string, user: string, password: string, timeoutMs = 10_000): Promise<BackendLogin> {
+  const colon = address.lastIndexOf(':');
+  const socket = net.connect(Number(address.slice(colon + 1)), address.slice(0, colon).replace(/^\[|\]$/g, ''));
+  socket.setNoDelay(true);
+  let buf = Buffer.alloc(0);
+  const lines: Buffer[] = [];
+  let wake: (() => void) | undefined;
+  let failed: Error | undefined;
+  const onData = (chunk: Buffer): void => {
+    buf = Buffer.concat([buf, chunk]);
+    for (let eol = buf.indexOf('\r\n'); eol >= 0; eol = buf.indexOf('\r\n')) {
+      lines.push(buf.subarray(0, eol + 2));
+      buf = buf.subarray(eol + 2);
+    }
+    wake?.();
+  };
+  const onError = (err: Error): void => {
+    failed = new BackendUnavailable(err.message);
+    wake?.();
+  };
+  socket.on('data', onData);
+  socket.on('error', onError);
+  socket.on('close', () => onError(new Error('connection closed')));
+  const timer = setTimeout(() => onError(new Error('backend timed out')), timeoutMs);
+  const nextLine = async (): Promise<Buffer> => {
+    while (lines.length === 0) {
+      if (failed) throw failed;
+      await new Promise<void>((r) => (wake = r));
+      wake = undefined;
+    }
+    return lines.shift()!;
+  };
+  try {
+    await new Promise<void>((resolve, reject) => {
+      socket.once('connect', resolve);
+      socket.once('error', (e) => reject(new BackendUnavailable(e.message)));
+    });
+    const greeting = (await nextLine()).toString();
+    if (!greeting.startsWith('* OK')) throw new BackendUnavailable(`unexpected greeting: ${greeting.trim().slice(0, 80)}`);
+    socket.write(`${tag} LOGIN ${imapString(user)} ${imapString(password)}\r\n`);
+    for (;;) {
+      const line = await nextLine();
+      if (line.toString('latin1').startsWith(`${tag} `)) {
+        const ok = line.toString('latin1').startsWith(`${tag} OK`);
+        socket.pause();
+        socket.off('data', onData);
+        socket.removeAllListeners('error');
+        socket.removeAllListeners('close');
+        socket.on('error', () => undefined);
+        if (buf.length > 0) socket.unshift(buf);
+        if (!ok) socket.end();
+        return { ok, tagged: line, socket };
+      }
+    }
+  } catch (err) {
+    socket.destroy();
+    throw err instanceof BackendUnavailable ? err : new BackendUnavailable(String(err));
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,290 @@
+import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
+import { USER_ID_PATTERN } from '../domain/ids.js';
+import { type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
+import { BackendUnavailable, backendLogin } from './backend.js';
+import { CommandReader } from './command-reader.js';
+
+export interface GatewayOptions {
+  /** host:port for IMAP clients; port 0 picks one. */
+  listen: string;
+  coordinators: string[];
+  /** Token with role node. */
+  token: string;
+  /** This node: its name, and the address of its own Dovecot (what other gateways reach). */
+  node: { name: string; backend: string; weight?: number; zone?: string };
+  /** Tenant of every login through this gateway. */
+  tenant: string;
+  ttlSeconds?: number;
+  logger?: AgentLogger;
+  /** Failed logins allowed per client address and per user within a minute; default 10 and 5. */
+  maxFailuresPerAddress?: number;
+  maxFailuresPerUser?: number;
+}
+
+const PRE_AUTH_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN';
+const AUTH_FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
+
+interface Session {
+  readonly tenant: string;
+  readonly user: string;
+  readonly epoch: number;
+  close(reason: string): void;
+}
+
+/**
+ * The IMAP side of one backend node. Clients connect to any gateway; after
+ * a successful login the session is relayed, byte for byte, to the Dovecot
+ * of the node that holds the user. Credentials are checked by Dovecot: the
+ * home node's when the user is assigned, else this node's, and only a
+ * successful login creates an assignment. When the user's assignment
+ * changes (move, failover), the session ends with BYE [UNAVAILABLE] and the
+ * client reconnects to the new node.
+ */
+export class Gateway {
+  readonly agent: Agent;
+  private readonly server: net.Server;
+  private readonly placement: PlacementServiceClient;
+  private readonly md = new grpc.Metadata();
+  private readonly sessions = new Set<Session>();
+  private readonly failures = new Map<string, number[]>();
+  private readonly clients = new Set<net.Socket>();
+
+  constructor(private readonly opts: GatewayOptions) {
+    this.md.set('authorization', `Bearer ${opts.token}`);
+    this.agent = createAgent({
+      coordinators: opts.coordinators,
+      token: opts.token,
+      node: { name: opts.node.name, imapAddress: opts.node.backend, weight: opts.node.weight, zone: opts.node.zone },
+      ttlSeconds: opts.ttlSeconds,
+      logger: opts.logger,
+    });
+    this.placement = new PlacementServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
+    this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
+      for (const s of this.sessions) {
+        if (s.tenant === tenant && s.user === user && after?.epoch !== s.epoch) s.close('user moved to another node; reconnect');
+      }
+    });
+    this.agent.on('leaseLost', () => {
+      for (const s of this.sessions) s.close('node lost its lease; reconnect');
+    });
+    this.server = net.createServer((socket) => this.handle(socket));
+  }
+
+  async start(): Promise<string> {
+    await this.agent.ready;
+    const colon = this.opts.listen.lastIndexOf(':');
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(Number(this.opts.listen.slice(colon + 1)), this.opts.listen.slice(0, colon), () => resolve());
+    });
+    return this.address();
+  }
+
+  address(): string {
+    const a = this.server.address() as net.AddressInfo;
+    return `${a.address}:${a.port}`;
+  }
+
+  async close(): Promise<void> {
+    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    for (const s of this.sessions) s.close('gateway shutting down');
+    for (const c of this.clients) c.destroy();
+    await closed;
+    await this.agent.close();
+    this.placement.close();
+  }
+
+  private handle(client: net.Socket): void {
+    this.clients.add(client);
+    client.on('close', () => this.clients.delete(client));
+    client.setNoDelay(true);
+    client.on('error', () => client.destroy());
+    const reader = new CommandReader();
+    const write = (s: string): void => {
+      if (!client.destroyed) client.write(s);
+    };
+    write(`* OK [CAPABILITY ${PRE_AUTH_CAPS}] mailshare ready\r\n`);
+    let saslTag: string | undefined;
+    let busy = false;
+    /** Runs a login; while it runs the client is paused, afterwards either relayed or read again. */
+    const authenticate = (run: () => Promise<boolean>): void => {
+      busy = true;
+      client.pause();
+      void run().then((relaying) => {
+        if (relaying) return;
+        busy = false;
+        client.resume();
+        drain();
+      });
+    };
+    const drain = (): void => {
+      while (!busy && !client.destroyed) {
+        const out = reader.next();
+        if (!out) return;
+        if (out.kind === 'continue') write('+ Ready for literal data\r\n');
+        else if (out.kind === 'bad') write(`${out.tag} BAD ${out.message}\r\n`);
+        else if (out.kind === 'line') {
+          const tag = saslTag!;
+          saslTag = undefined;
+          if (out.text === '*') write(`${tag} BAD Authentication cancelled\r\n`);
+          else authenticate(() => this.loginPlain(client, reader, tag, out.text));
+        } else {
+          const { tag, name, args } = out.command;
+          switch (name) {
+            case 'CAPABILITY':
+              write(`* CAPABILITY ${PRE_AUTH_CAPS}\r\n${tag} OK Capability completed\r\n`);
+              break;
+            case 'NOOP':
+              write(`${tag} OK NOOP completed\r\n`);
+              break;
+            case 'ID':
+              write(`* ID ("name" "mailshare")\r\n${tag} OK ID completed\r\n`);
+              break;
+            case 'LOGOUT':
+              write(`* BYE Logging out\r\n${tag} OK Logout completed\r\n`);
+              client.end();
+              return;
+            case 'LOGIN':
+              if (args.length !== 2) write(`${tag} BAD LOGIN needs a user name and a password\r\n`);
+              else authenticate(() => this.login(client, reader, tag, args[0]!, args[1]!));
+              break;
+            case 'AUTHENTICATE':
+              if ((args[0] ?? '').toUpperCase() !== 'PLAIN') write(`${tag} NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n`);
+              else if (args[1] !== undefined) authenticate(() => this.loginPlain(client, reader, tag, args[1]!));
+              else {
+                saslTag = tag;
+                reader.rawLine = true;
+                write('+ \r\n');
+              }
+              break;
+            default:
+              write(`${tag} BAD ${name} is not valid before login\r\n`);
+          }
+        }
+      }
+    };
+    client.on('data', (chunk: Buffer) => {
+      reader.feed(chunk);
+      drain();
+    });
+  }
+
+  /** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, base64. */
+  private async loginPlain(client: net.Socket, reader: CommandReader, tag: string, b64: string): Promise<boolean> {
+    const parts = Buffer.from(b64, 'base64').toString('utf8').split('\0');
+    if (parts.length !== 3 || (parts[0] !== '' && parts[0] !== parts[1])) {
+      client.write(`${tag} ${AUTH_FAILED}\r\n`);
+      return false;
+    }
+    return this.login(client, reader, tag, parts[1]!, parts[2]!);
+  }
+
+  /** Returns true when the session now relays (the pre-auth reader is done). */
+  private async login(client: net.Socket, reader: CommandReader, tag: string, user: string, password: string): Promise<boolean> {
+    const ip = client.remoteAddress ?? '?';
+    const tenant = this.opts.tenant;
+    const fail = async (): Promise<boolean> => {
+      this.recordFailure(`ip:${ip}`);
+      this.recordFailure(`user:${user}`);
+      await new Promise((r) => setTimeout(r, 200));
+      if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
+      return false;
+    };
+    if (this.tooManyFailures(`ip:${ip}`, this.opts.maxFailuresPerAddress ?? 10) || this.tooManyFailures(`user:${user}`, this.opts.maxFailuresPerUser ?? 5)) {
+      await new Promise((r) => setTimeout(r, 1000));
+      if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
+      return false;
+    }
+    if (!USER_ID_PATTERN.test(user)) return fail();
+    try {
+      let where = await this.locate(tenant, user, false);
+      let login;
+      if (where.node !== '') {
+        login = await backendLogin(where.imapAddress, tag, user, password);
+        if (!login.ok) return fail();
+      } else {
+        // Not assigned: this node's Dovecot checks the password; only then assign.
+        login = await backendLogin(this.opts.node.backend, tag, user, password);
+        if (!login.ok) return fail();
+        where = await this.locate(tenant, user, true);
+        if (where.imapAddress !== this.opts.node.backend) {
+          login.socket.end(`${tag}x LOGOUT\r\n`);
+          login = await backendLogin(where.imapAddress, tag, user, password);
+          if (!login.ok) return fail();
+        }
+      }
+      this.relay(client, reader, login.socket, login.tagged, { tenant, user, epoch: where.epoch });
+      return true;
+    } catch (err) {
+      const why = err instanceof BackendUnavailable ? 'the mail server cannot be reached' : 'mail service unavailable';
+      if (!client.destroyed) client.write(`${tag} NO [UNAVAILABLE] Login failed: ${why}. Try again later.\r\n`);
+      return false;
+    }
+  }
+
+  private relay(client: net.Socket, reader: CommandReader, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number }): void {
+    client.removeAllListeners('data');
+    client.write(tagged);
+    const pending = reader.rest();
+    if (pending.length > 0) backend.write(pending);
+    let closed = false;
+    const session: Session = {
+      ...who,
+      close: (reason: string) => {
+        if (closed) return;
+        closed = true;
+        this.sessions.delete(session);
+        backend.unpipe(client);
+        backend.destroy();
+        if (!client.destroyed) client.end(`* BYE [UNAVAILABLE] ${reason}\r\n`);
+      },
+    };
+    this.sessions.add(session);
+    const end = (): void => {
+      if (closed) return;
+      closed = true;
+      this.sessions.delete(session);
+      client.destroy();
+      backend.destroy();
+    };
+    client.pipe(backend);
+    backend.pipe(client);
+    backend.resume();
+    client.on('close', end);
+    backend.on('close', () => {
+      if (!closed) {
+        closed = true;
+        this.sessions.delete(session);
+        client.end();
+      }
+    });
+    backend.on('error', end);
+    // The assignment may have changed while we logged in.
+    const now = this.agent.locate(who.tenant, who.user);
+    if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.close('user moved to another node; reconnect');
+  }
+
+  private locate(tenant: string, user: string, assign: boolean): Promise<LocateResponse> {
+    return new Promise((resolve, reject) =>
+      this.placement.locate({ tenant, user, mailbox: '', assign }, this.md, { deadline: Date.now() + 5000 }, (err, res) => (err ? reject(err) : resolve(res))),
+    );
+  }
+
+  private recordFailure(key: string): void {
+    const now = Date.now();
+    const list = (this.failures.get(key) ?? []).filter((t) => now - t < 60_000);
+    list.push(now);
+    this.failures.set(key, list);
+  }
+
+  private tooManyFailures(key: string, max: number): boolean {
+    const now = Date.now();
+    return (this.failures.get(key) ?? []).filter((t) => now - t < 60_000).length >= max;
+  }
+}
+
+export function createGateway(opts: GatewayOptions): Gateway {
+  return new Gateway(opts);
+}

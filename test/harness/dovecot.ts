@@ -1,0 +1,135 @@
+import { execFileSync, spawnSync } from 'node:child_process';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import path from 'node:path';
+import { getFreePort } from '../../src/store/etcd-process.js';
+import { isAlive, waitFor } from './process.js';
+import { tempDir } from './tmp.js';
+
+export interface DovecotInstance {
+  readonly address: string;
+  readonly pid: number;
+  readonly dir: string;
+  stop(): Promise<void>;
+  kill(): void;
+}
+
+/** uid/gid of nobody/nogroup: Dovecot refuses to store mail as root. */
+function nobody(): { uid: number; gid: number } {
+  const uid = Number(execFileSync('id', ['-u', 'nobody']).toString().trim());
+  const gid = Number(execFileSync('getent', ['group', 'nogroup']).toString().split(':')[2]);
+  return { uid, gid };
+}
+
+/** A mail root shared by every Dovecot of a test cluster (the shared storage of a real deployment). */
+export function mailRoot(): { path: string; remove(): void } {
+  const t = tempDir('mailshare-mail-');
+  const { uid, gid } = nobody();
+  chownSync(t.path, uid, gid);
+  return t;
+}
+
+/**
+ * A real Dovecot 2.3 on a free loopback port, from a config file of our
+ * own: plaintext auth on loopback, users from a passwd-file, a master user
+ * for gateways ("user*master"), maildir under the shared mail root with "/"
+ * as hierarchy separator. Stopped by its own pid.
+ */
+export async function startDovecot(opts: { name: string; mailRoot: string; users: Record<string, string>; master: { user: string; password: string } }): Promise<DovecotInstance> {
+  const t = tempDir(`mailshare-dovecot-${opts.name}-`);
+  const dir = t.path;
+  // Dovecot's auth process runs as user dovecot and must read the passwd files.
+  chmodSync(dir, 0o755);
+  mkdirSync(path.join(dir, 'run'));
+  mkdirSync(path.join(dir, 'state'));
+  const port = await getFreePort();
+  writeFileSync(path.join(dir, 'master.passwd'), `${opts.master.user}:{PLAIN}${opts.master.password}\n`, { mode: 0o644 });
+  writeFileSync(path.join(dir, 'users.passwd'), Object.entries(opts.users).map(([u, p]) => `${u}:{PLAIN}${p}\n`).join(''), { mode: 0o644 });
+  const conf = path.join(dir, 'dovecot.conf');
+  writeFileSync(
+    conf,
+    `base_dir = ${dir}/run
+state_dir = ${dir}/state
+instance_name = mailshare-test-${opts.name}-${port}
+log_path = ${dir}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+# Tests log in wrongly on purpose: no failure delay, no anvil penalty for loopback.
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+mail_uid = nobody
+mail_gid = nogroup
+first_valid_uid = 1
+mail_location = maildir:${opts.mailRoot}/%u
+auth_master_user_separator = *
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+passdb {
+  driver = passwd-file
+  args = ${dir}/master.passwd
+  master = yes
+}
+passdb {
+  driver = passwd-file
+  args = ${dir}/users.passwd
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=${opts.mailRoot}/%u
+}
+service imap-login {
+  inet_listener imap {
+    port = ${port}
+  }
+}
+`,
+  );
+  // The daemon keeps inherited descriptors open: give it a file, not pipes
+  // (spawnSync would wait for the pipes to close, forever).
+  const startLog = path.join(dir, 'start.log');
+  const fd = openSync(startLog, 'w');
+  const r = spawnSync('dovecot', ['-c', conf], { stdio: ['ignore', fd, fd] });
+  closeSync(fd);
+  if (r.status !== 0) throw new Error(`dovecot failed to start: ${readFileSync(startLog, 'utf8').trim()}`);
+  const pidFile = path.join(dir, 'run', 'master.pid');
+  await waitFor(() => existsSync(pidFile), 10_000, 'dovecot pid file');
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  await waitFor(async () => canConnect(port), 10_000, 'dovecot listening');
+  return {
+    address: `127.0.0.1:${port}`,
+    pid,
+    dir,
+    kill: () => {
+      try {
+        process.kill(pid, 'SIGKILL');
+      } catch {
+        // already gone
+      }
+    },
+    stop: async () => {
+      try {
+        process.kill(pid, 'SIGTERM');
+      } catch {
+        // already gone
+      }
+      await waitFor(() => !isAlive(pid), 10_000, 'dovecot to stop').catch(() => process.kill(pid, 'SIGKILL'));
+      t.remove();
+    },
+  };
+}
+
+async function canConnect(port: number): Promise<boolean> {
+  const net = await import('node:net');
+  return new Promise((resolve) => {
+    const s = net.connect(port, '127.0.0.1');
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
