@@ -13,6 +13,7 @@ import { registerStatus } from '../cli/status.js';
 import { registerTenant } from '../cli/tenant.js';
 import { registerToken } from '../cli/token.js';
 import { DomainError } from '../domain/errors.js';
+import { registerGateway } from './gateway-command.js';
 import { registerServer } from './server-command.js';
 
 const require = createRequire(import.meta.url);
@@ -48,6 +49,7 @@ async function main(argv: string[]): Promise<number> {
     .showSuggestionAfterError(true);
 
   registerServer(program, version);
+  registerGateway(program);
   registerStatus(program, io);
   registerToken(program, io);
   registerTenant(program, io);

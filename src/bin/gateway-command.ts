@@ -1,0 +1,66 @@
+import type { Command } from 'commander';
+import { InvalidArgumentError } from 'commander';
+
+const hostPort = (v: string): string => {
+  if (!/^[^\s/]+:\d{1,5}$/.test(v)) throw new InvalidArgumentError('must be host:port');
+  return v;
+};
+const positive = (v: string): number => {
+  if (!/^\d{1,4}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
+  return Number(v);
+};
+
+/**
+ * `mailshare gateway`: the IMAP side of one backend node. Owns the process
+ * (signals, exit codes): SIGINT/SIGTERM lets users leave, revokes the
+ * node's lease and exits 0.
+ */
+export function registerGateway(program: Command): void {
+  program
+    .command('gateway')
+    .description("run the IMAP gateway of one node: routes logins to the user's node and relays the session to its Dovecot")
+    .requiredOption('--node <name>', 'this node\'s name (1-63 of a-z 0-9 . _ -)')
+    .requiredOption('--backend <host:port>', "this node's Dovecot IMAP address (reachable by the other gateways)", hostPort)
+    .requiredOption('--tenant <tenant>', 'tenant of the users logging in through this gateway')
+    .option('--listen <host:port>', 'where IMAP clients connect (default 127.0.0.1:1143)', hostPort)
+    .option('--coordinators <list>', 'comma-separated coordinator addresses (env MAILSHARE_COORDINATORS; default MAILSHARE_ADDR or 127.0.0.1:7400)')
+    .option('--weight <n>', 'relative capacity 1-1000 (default 100)', positive)
+    .option('--zone <zone>', 'zone label')
+    .option('--ttl <seconds>', 'lease TTL (default 5)', positive)
+    .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; logLevel?: string }) => {
+      const { DomainError } = await import('../domain/errors.js');
+      const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
+      const { createLogger } = await import('./logger.js');
+      const { createGateway } = await import('../gateway/gateway.js');
+      const token = process.env.MAILSHARE_TOKEN;
+      if (!token) throw new DomainError('invalid_argument', 'token: set MAILSHARE_TOKEN to a token with role node', { field: 'token' });
+      if (!TENANT_ID_PATTERN.test(flags.node)) throw new DomainError('invalid_argument', `node: "${flags.node}" is not a node name`, { field: 'node' });
+      const tenant = parseTenantId(flags.tenant, 'tenant');
+      const level = flags.logLevel ?? 'info';
+      if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
+        throw new DomainError('invalid_argument', `log-level: "${level}" is not a log level`, { field: 'log-level' });
+      }
+      const logger = createLogger(level as 'info', 'auto');
+      const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
+      const gateway = createGateway({
+        listen: flags.listen ?? '127.0.0.1:1143',
+        coordinators,
+        token,
+        node: { name: flags.node, backend: flags.backend, weight: flags.weight, zone: flags.zone },
+        tenant,
+        ttlSeconds: flags.ttl,
+        logger: logger.child({ component: 'agent', node: flags.node }),
+      });
+      const address = await gateway.start();
+      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address} (backend ${flags.backend}, tenant ${tenant})\n`);
+      await new Promise<void>((resolve) => {
+        const stop = (sig: NodeJS.Signals): void => {
+          logger.info({ signal: sig }, 'gateway shutting down');
+          void gateway.close().then(resolve, resolve);
+        };
+        process.once('SIGINT', stop);
+        process.once('SIGTERM', stop);
+      });
+    });
+}
