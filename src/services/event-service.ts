@@ -19,7 +19,7 @@ export interface EventServiceDeps extends RpcDeps {
   readonly maxBufferedBytes?: number;
 }
 
-function parseFilter(kinds: string[], tenantText: string, principal: Principal | undefined): EventFilter {
+function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
   const set = new Set<EventKind>();
   for (const [i, k] of kinds.entries()) {
     if (!(EVENT_KINDS as readonly string[]).includes(k)) {
@@ -28,7 +28,7 @@ function parseFilter(kinds: string[], tenantText: string, principal: Principal |
     set.add(k as EventKind);
   }
   const tenant = tenantText === '' ? undefined : parseTenantId(tenantText);
-  if (principal?.role.kind === 'tenant-admin') {
+  if (principal.role.kind === 'tenant-admin') {
     if (tenant === undefined) throw new DomainError('permission_denied', 'tenant: a tenant admin must watch its own tenant', { field: 'tenant' });
     requireTenantRole(principal.role, tenant, ['tenant-admin']);
   }
@@ -96,10 +96,9 @@ function queuedBytes(call: ServerWritableStream<unknown, unknown>): number {
 export function createEventService(deps: EventServiceDeps): EventServiceServer {
   const maxBufferedBytes = deps.maxBufferedBytes ?? 8 * 1024 * 1024;
   return {
-    watch: authenticated(deps, 'Watch', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<WatchRequest, WatchResponse>) => {
+    watch: authenticated(deps, 'Watch', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<WatchRequest, WatchResponse>, principal) => {
       const log = deps.log.child({ method: 'Watch' });
       void (async () => {
-        const principal = await deps.auth.authenticate(call.metadata);
         const req = call.request;
         if (!Number.isSafeInteger(req.fromRevision) || req.fromRevision < 0) {
           throw new DomainError('invalid_argument', 'from_revision: must be 0 or a revision', { field: 'from_revision' });
@@ -146,10 +145,9 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),
 
-    snapshot: authenticated(deps, 'Snapshot', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<SnapshotRequest, SnapshotResponse>) => {
+    snapshot: authenticated(deps, 'Snapshot', ['admin', 'tenant-admin', 'node'], (call: ServerWritableStream<SnapshotRequest, SnapshotResponse>, principal) => {
       const log = deps.log.child({ method: 'Snapshot' });
       void (async () => {
-        const principal = await deps.auth.authenticate(call.metadata);
         const filter = parseFilter(call.request.kinds, call.request.tenant, principal);
         const revision = await deps.events.snapshot(filter, async (events) => {
           if (!call.write({ events: events.map(eventToPb), revision: 0 })) {

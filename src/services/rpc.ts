@@ -77,14 +77,17 @@ export function authenticated<C extends { metadata: Metadata; emit(ev: 'error', 
   deps: RpcDeps,
   method: string,
   roles: readonly RoleKind[],
-  handler: (call: C) => void,
+  handler: (call: C, principal: Principal) => void,
 ): (call: C) => void {
   return (call: C) => {
     deps.auth
       .authenticate(call.metadata)
-      .then((principal) => authorize(principal.role, { roles }))
+      .then((principal) => {
+        authorize(principal.role, { roles });
+        return principal;
+      })
       .then(
-        () => handler(call),
+        (principal) => handler(call, principal),
         (err: unknown) => call.emit('error', toGrpcError(err, deps.log.child({ method }))),
       );
   };
