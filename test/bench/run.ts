@@ -4,7 +4,9 @@
  * prints figures and the ratio, because this machine is small and shared.
  */
 import { writeFileSync } from 'node:fs';
+import { aclPropagation } from './acl-propagation.js';
 import { locateCache } from './locate-cache.js';
+import { locateRpc } from './locate-rpc.js';
 
 export interface BenchResult {
   name: string;
@@ -17,6 +19,8 @@ export interface BenchResult {
 
 const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'locate-cache': locateCache,
+  'locate-rpc': locateRpc,
+  'acl-propagation': aclPropagation,
 };
 
 async function main(): Promise<void> {

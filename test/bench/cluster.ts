@@ -1,0 +1,60 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { connectApi } from '../harness/api.js';
+import { type EtcdCluster, startEtcd } from '../harness/etcd.js';
+import { BIN, REPO_ROOT, cleanEnv } from '../harness/server.js';
+import { tempDir } from '../harness/tmp.js';
+
+/** etcd + a coordinator in its own process, with admin and node tokens. */
+export interface BenchCluster {
+  etcd: EtcdCluster;
+  addr: string;
+  adminToken: string;
+  nodeToken: string;
+  stop(): Promise<void>;
+}
+
+export async function startBenchCluster(): Promise<BenchCluster> {
+  const etcd = await startEtcd();
+  const dir = tempDir('mailshare-bench-');
+  const server: ChildProcess = spawn(process.execPath, [BIN, 'server', '--etcd', etcd.endpoints.join(','), '--listen', '127.0.0.1:0', '--data-dir', dir.path, '--log-level', 'warn'], {
+    env: cleanEnv(),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  const addr = await new Promise<string>((resolve, reject) => {
+    let out = '';
+    server.stdout!.on('data', (c: Buffer) => {
+      out += c.toString();
+      const m = /listening on (\S+)/.exec(out);
+      if (m) resolve(m[1]!);
+    });
+    server.on('exit', (code) => reject(new Error(`server exited ${code}`)));
+  });
+  const adminToken = (JSON.parse(readFileSync(path.join(dir.path, 'credentials.json'), 'utf8')) as { token: string }).token;
+  const admin = connectApi(addr, adminToken);
+  const nodeToken = (await admin.auth.createToken({ role: 'node', description: 'bench' })).token;
+  admin.close();
+  return {
+    etcd,
+    addr,
+    adminToken,
+    nodeToken,
+    stop: async () => {
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+      await etcd.stop();
+      dir.remove();
+    },
+  };
+}
+
+/** Runs the load worker in its own process and returns what it measured. */
+export function runWorker(args: string[]): Promise<{ ops: number; p50: number; p99: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/load-worker.ts'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`load worker exited ${code}`))));
+  });
+}
