@@ -1,5 +1,5 @@
 import { DomainError, invalidArgument } from './errors.js';
-import { parseTenantId } from './ids.js';
+import { parseTenantId, printable } from './ids.js';
 
 /**
  * The role a bearer token carries.
@@ -20,7 +20,7 @@ export function parseRole(value: string, field = 'role'): Role {
   if (value.startsWith('tenant-admin:')) {
     return { kind: 'tenant-admin', tenant: parseTenantId(value.slice('tenant-admin:'.length), field) };
   }
-  throw invalidArgument(field, `unknown role "${value}" (expected admin, node or tenant-admin:<tenant>)`);
+  throw invalidArgument(field, `unknown role "${printable(value)}" (expected admin, node or tenant-admin:<tenant>)`);
 }
 
 export function formatRole(role: Role): string {

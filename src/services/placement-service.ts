@@ -1,6 +1,6 @@
 import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
-import { TENANT_ID_PATTERN, parseTenantId, parseUserId } from '../domain/ids.js';
+import { TENANT_ID_PATTERN, parseTenantId, parseUserId, printable } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
 import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
 import type { DrainProgress, DrainRequest, KeepAliveRequest, KeepAliveResponse, Node, PlacementServiceServer } from '../gen/mailshare/v1/placement.js';
@@ -19,14 +19,14 @@ export const MAX_TTL_SECONDS = 300;
 
 function parseNodeName(value: string, field = 'name'): string {
   if (!TENANT_ID_PATTERN.test(value)) {
-    throw new DomainError('invalid_argument', `${field}: "${value.slice(0, 80)}" is not a node name (1-63 of a-z 0-9 . _ -, starting with a letter or digit)`, { field });
+    throw new DomainError('invalid_argument', `${field}: "${printable(value)}" is not a node name (1-63 of a-z 0-9 . _ -, starting with a letter or digit)`, { field });
   }
   return value;
 }
 
 function parseHostPort(value: string, field: string): string {
   const m = /^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]{1,253}):(\d{1,5})$/.exec(value);
-  if (!m || Number(m[2]) === 0 || Number(m[2]) > 65535) throw new DomainError('invalid_argument', `${field}: "${value.slice(0, 80)}" is not host:port`, { field });
+  if (!m || Number(m[2]) === 0 || Number(m[2]) > 65535) throw new DomainError('invalid_argument', `${field}: "${printable(value)}" is not host:port`, { field });
   return value;
 }
 
