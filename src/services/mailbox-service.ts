@@ -10,7 +10,7 @@ import { auditContext, requireActorForNode, requireTenantRole } from './access.j
 import { mailboxToPb, parseExpectedRevision, rightsToPb } from './convert.js';
 import { requireTenantExists } from './directory-service.js';
 import { requireActorRights } from './mailbox-access.js';
-import { type RpcDeps, unary } from './rpc.js';
+import { type CallContext, type RpcDeps, unary } from './rpc.js';
 
 export interface MailboxServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
@@ -25,6 +25,26 @@ export function optionalUser(value: string, field: string): string | undefined {
 
 export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceServer {
   const { directory, mailboxes } = deps;
+
+  /** RENAME and DELETE (RFC 4314 §4): an actor needs "x" on the mailbox. */
+  const authorizeRemoval = async (
+    ctx: CallContext,
+    req: { tenant: string; mailbox: string; expectedRevision: number; actor: string },
+    what: string,
+  ) => {
+    const tenant = parseTenantId(req.tenant);
+    const ref = parseMailboxRef(req.mailbox);
+    const expected = parseExpectedRevision(req.expectedRevision);
+    const actor = optionalUser(req.actor, 'actor');
+    requireTenantRole(ctx.principal.role, tenant, ROLES);
+    requireActorForNode(ctx.principal.role, actor);
+    if (actor !== undefined) {
+      const m = await mailboxes.require(tenant, ref.owner, ref.name);
+      await requireActorRights(directory, m, actor, parseRights('x'), what);
+    }
+    return { tenant, ref, expected, actor };
+  };
+
   return {
     createMailbox: unary(deps, 'CreateMailbox', ROLES, async (req, ctx) => {
       const tenant = parseTenantId(req.tenant);
@@ -68,32 +88,14 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
     }),
 
     renameMailbox: unary(deps, 'RenameMailbox', ROLES, async (req, ctx) => {
-      const tenant = parseTenantId(req.tenant);
-      const ref = parseMailboxRef(req.mailbox);
       const newName = parseMailboxName(req.newName, 'new_name');
-      const expected = parseExpectedRevision(req.expectedRevision);
-      const actor = optionalUser(req.actor, 'actor');
-      requireTenantRole(ctx.principal.role, tenant, ROLES);
-      requireActorForNode(ctx.principal.role, actor);
-      if (actor !== undefined) {
-        const m = await mailboxes.require(tenant, ref.owner, ref.name);
-        await requireActorRights(directory, m, actor, parseRights('x'), 'rename it');
-      }
+      const { tenant, ref, expected, actor } = await authorizeRemoval(ctx, req, 'rename it');
       const renamed = await mailboxes.rename(tenant, ref.owner, ref.name, newName, expected, auditContext(ctx.principal, actor, ctx.signal));
       return { mailboxes: renamed.map(mailboxToPb) };
     }),
 
     deleteMailbox: unary(deps, 'DeleteMailbox', ROLES, async (req, ctx) => {
-      const tenant = parseTenantId(req.tenant);
-      const ref = parseMailboxRef(req.mailbox);
-      const expected = parseExpectedRevision(req.expectedRevision);
-      const actor = optionalUser(req.actor, 'actor');
-      requireTenantRole(ctx.principal.role, tenant, ROLES);
-      requireActorForNode(ctx.principal.role, actor);
-      if (actor !== undefined) {
-        const m = await mailboxes.require(tenant, ref.owner, ref.name);
-        await requireActorRights(directory, m, actor, parseRights('x'), 'delete it');
-      }
+      const { tenant, ref, expected, actor } = await authorizeRemoval(ctx, req, 'delete it');
       await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor, ctx.signal));
       return {};
     }),
