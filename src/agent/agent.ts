@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
-import { formatRightsForResponse } from '../domain/rights.js';
+import { type Rights, formatRightsForResponse } from '../domain/rights.js';
 import { type Event, EventServiceClient, type SnapshotResponse, type WatchResponse } from '../gen/mailshare/v1/events.js';
 import { type KeepAliveResponse, type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { AgentCache, type CachedAssignment, type SharedView } from './cache.js';
@@ -127,6 +127,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     return a ? { ...a, revision: this.cache.revision } : undefined;
   }
 
+  /** The IMAP backend address of a registered node, from memory. */
+  nodeAddress(node: string): string | undefined {
+    return this.cache.nodeAddress(node);
+  }
+
   /** Assigns a node if the user has none (one RPC); answers from memory when it can. */
   async assign(tenant: string, user: string): Promise<{ node: string; epoch: number; imapAddress: string }> {
     const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: true }, this.md, { deadline: Date.now() + 5000 }, cb));
@@ -138,6 +143,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     const slash = mailbox.indexOf('/');
     const r = this.cache.rights(tenant, user, mailbox.slice(0, slash), mailbox.slice(slash + 1));
     return { rights: r === undefined ? undefined : formatRightsForResponse(r), revision: this.cache.revision };
+  }
+
+  /** The same as a bitset: what the gateway checks commands against (undefined if not registered). */
+  access(tenant: string, user: string, owner: string, name: string): Rights | undefined {
+    return this.cache.rights(tenant, user, owner, name);
   }
 
   /** Other users' mailboxes the user holds "l" on, from memory. */
@@ -385,7 +395,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private async snapshot(): Promise<void> {
     const fresh = new AgentCache();
-    const stream = this.events.snapshot({ kinds: ['mailbox', 'group', 'assignment', 'move'], tenant: '' }, this.md);
+    const stream = this.events.snapshot({ kinds: ['mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
     let revision = 0;
     await new Promise<void>((resolve, reject) => {
       stream.on('data', (r: SnapshotResponse) => {
@@ -409,7 +419,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private watchFrom(from: number, onStarted: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
-      const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment', 'move'], tenant: '' }, this.md);
+      const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
       this.watch = stream;
       stream.on('metadata', () => onStarted());
       stream.on('data', (r: WatchResponse) => {

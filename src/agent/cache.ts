@@ -38,6 +38,8 @@ export class AgentCache {
   private readonly memberOf = new Map<string, Set<string>>();
   /** "tenant/grantee" → mailbox keys "tenant/owner/name". */
   private readonly shared = new Map<string, Set<string>>();
+  /** Node name → address of its IMAP backend. */
+  private readonly nodes = new Map<string, string>();
 
   clear(): void {
     this.assignments.clear();
@@ -45,6 +47,7 @@ export class AgentCache {
     this.groups.clear();
     this.memberOf.clear();
     this.shared.clear();
+    this.nodes.clear();
     this.revision = 0;
   }
 
@@ -99,9 +102,20 @@ export class AgentCache {
         }
         return undefined;
       }
+      case 'node': {
+        const n = e.node!;
+        // Liveness events carry no address; a configuration event does, until the node is removed.
+        if (n.state === 'removed') this.nodes.delete(n.name);
+        else if (n.imapAddress !== '') this.nodes.set(n.name, n.imapAddress);
+        return undefined;
+      }
       default:
         return undefined;
     }
+  }
+
+  nodeAddress(node: string): string | undefined {
+    return this.nodes.get(node);
   }
 
   locate(tenant: string, user: string): CachedAssignment | undefined {

@@ -65,7 +65,8 @@ export function parentsOf(name: string): string[] {
   return out;
 }
 
-function isWellFormed(s: string): boolean {
+/** No lone UTF-16 surrogates (a string that UTF-8 can carry). */
+export function isWellFormed(s: string): boolean {
   for (let i = 0; i < s.length; i++) {
     const c = s.charCodeAt(i);
     if (c >= 0xd800 && c <= 0xdbff) {

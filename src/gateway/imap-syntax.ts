@@ -1,0 +1,75 @@
+/**
+ * IMAP syntax helpers for the gateway's session: splitting a command (or a
+ * buffered response) into top-level arguments while keeping each one's
+ * wire form, so a command can be re-sent with only a mailbox name changed.
+ * Strings are latin1 ("binary"): one char per byte, so 8-bit data passes
+ * through unchanged.
+ */
+
+/** A line segment (CRLF and any literal marker removed) or a literal's bytes. */
+export type Piece = { text: string } | { literal: string };
+
+export interface Arg {
+  /** Wire form; literals are re-encoded as non-synchronizing (RFC 7888). */
+  readonly raw: string;
+  /** The astring value for atoms, quoted strings and literals; the raw text otherwise. */
+  readonly value: string;
+  /** A parenthesized list. */
+  readonly list: boolean;
+}
+
+export function splitArgs(pieces: readonly Piece[]): Arg[] {
+  const out: Arg[] = [];
+  let raw = '';
+  let literalValue: string | undefined;
+  let depth = 0;
+  let inQuote = false;
+  let escape = false;
+  const push = (): void => {
+    if (raw === '') return;
+    out.push({ raw, value: literalValue ?? valueOf(raw), list: raw.startsWith('(') });
+    raw = '';
+    literalValue = undefined;
+  };
+  for (const p of pieces) {
+    if ('literal' in p) {
+      if (raw === '' && depth === 0) literalValue = p.literal;
+      raw += `{${p.literal.length}+}\r\n${p.literal}`;
+      continue;
+    }
+    for (const ch of p.text) {
+      if (inQuote) {
+        raw += ch;
+        if (escape) escape = false;
+        else if (ch === '\\') escape = true;
+        else if (ch === '"') inQuote = false;
+      } else if (ch === ' ' && depth === 0) {
+        push();
+      } else {
+        raw += ch;
+        if (ch === '"') inQuote = true;
+        else if (ch === '(' || ch === '[') depth++;
+        else if ((ch === ')' || ch === ']') && depth > 0) depth--;
+      }
+    }
+  }
+  push();
+  return out;
+}
+
+function valueOf(raw: string): string {
+  if (raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) return raw.slice(1, -1).replace(/\\(.)/g, '$1');
+  return raw;
+}
+
+/** An astring for the wire: quoted when it can be, else a non-synchronizing literal. */
+export function quote(s: string): string {
+  if (/^[\x20-\x7e]*$/.test(s) && s.length <= 1000) return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
+  return `{${s.length}+}\r\n${s}`;
+}
+
+/** Items of a parenthesized list "(a b c)" as plain strings (flags, attributes). */
+export function listItems(raw: string): string[] {
+  const inner = raw.startsWith('(') && raw.endsWith(')') ? raw.slice(1, -1) : raw;
+  return inner.split(' ').filter((x) => x !== '');
+}
