@@ -2,9 +2,13 @@ import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
+import { AclServiceClient } from '../gen/mailshare/v1/acl.js';
+import { MailboxServiceClient } from '../gen/mailshare/v1/mailbox.js';
 import { type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
 import { CommandReader } from './command-reader.js';
+import { Session } from './session.js';
+import { SharedNamespace } from './shared-namespace.js';
 
 export interface GatewayOptions {
   /** host:port for IMAP clients; port 0 picks one. */
@@ -21,16 +25,45 @@ export interface GatewayOptions {
   /** Failed logins allowed per client address and per user within a minute; default 10 and 5. */
   maxFailuresPerAddress?: number;
   maxFailuresPerUser?: number;
+  /**
+   * Dovecot master user (auth_master_user_separator "*"), used to open
+   * owners' mailboxes on their nodes. Without it shared mailboxes answer
+   * NO [UNAVAILABLE].
+   */
+  master?: { user: string; password: string };
+  /** Prefix of the shared namespace (RFC 2342); default "Shared/". */
+  sharedPrefix?: string;
 }
 
 const PRE_AUTH_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN';
+/**
+ * Capabilities of the home Dovecot that survive the gateway: extensions
+ * whose commands and responses carry no mailbox names the gateway would have
+ * to map, or that it handles. Others (NOTIFY, METADATA, COMPRESS, UTF8=,
+ * LIST-EXTENDED, QRESYNC, URLAUTH, CATENATE, QUOTA, …) are not offered.
+ */
+const PASSED_CAPS = new Set([
+  'IMAP4REV1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'SORT', 'SORT=DISPLAY', 'THREAD=REFERENCES', 'THREAD=REFS',
+  'THREAD=ORDEREDSUBJECT', 'MULTIAPPEND', 'UNSELECT', 'CHILDREN', 'NAMESPACE', 'UIDPLUS', 'I18NLEVEL=1', 'CONDSTORE', 'ESEARCH',
+  'ESORT', 'SEARCHRES', 'WITHIN', 'CONTEXT=SEARCH', 'BINARY', 'MOVE', 'SNIPPET=FUZZY', 'PREVIEW=FUZZY', 'PREVIEW', 'SPECIAL-USE', 'SAVEDATE',
+]);
+const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
+
+/** The capabilities offered after login, from the home Dovecot's LOGIN response. */
+export function sessionCapabilities(tagged: string): string {
+  const m = /\[CAPABILITY ([^\]]*)\]/i.exec(tagged);
+  const theirs = (m?.[1] ?? 'IMAP4rev1').split(' ').filter((c) => PASSED_CAPS.has(c.toUpperCase()));
+  const all = [...theirs];
+  for (const c of OWN_CAPS) if (!all.some((x) => x.toUpperCase() === c.toUpperCase())) all.push(c);
+  return all.join(' ');
+}
 const AUTH_FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
 
-interface Session {
+interface LiveSession {
   readonly tenant: string;
   readonly user: string;
   readonly epoch: number;
-  close(reason: string): void;
+  readonly session: Session;
 }
 
 /**
@@ -47,7 +80,10 @@ export class Gateway {
   private readonly server: net.Server;
   private readonly placement: PlacementServiceClient;
   private readonly md = new grpc.Metadata();
-  private readonly sessions = new Set<Session>();
+  private readonly sessions = new Set<LiveSession>();
+  private readonly acl: AclServiceClient;
+  private readonly mailboxes: MailboxServiceClient;
+  private readonly namespace: SharedNamespace;
   private readonly failures = new Map<string, number[]>();
   private readonly clients = new Set<net.Socket>();
 
@@ -59,15 +95,22 @@ export class Gateway {
       node: { name: opts.node.name, imapAddress: opts.node.backend, weight: opts.node.weight, zone: opts.node.zone },
       ttlSeconds: opts.ttlSeconds,
       logger: opts.logger,
+      // Sessions of a user may run through any gateway, so no single agent sees them all: never release for idleness.
+      userExpireMs: 0,
     });
+    this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
     this.placement = new PlacementServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
+    this.acl = new AclServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
+    this.mailboxes = new MailboxServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
       for (const s of this.sessions) {
-        if (s.tenant === tenant && s.user === user && after?.epoch !== s.epoch) s.close('user moved to another node; reconnect');
+        if (s.tenant !== tenant) continue;
+        if (s.user === user && after?.epoch !== s.epoch) s.session.bye('user moved to another node; reconnect');
+        else s.session.ownerMoved(user, after?.epoch);
       }
     });
     this.agent.on('leaseLost', () => {
-      for (const s of this.sessions) s.close('node lost its lease; reconnect');
+      for (const s of this.sessions) s.session.bye('node lost its lease; reconnect');
     });
     this.server = net.createServer((socket) => this.handle(socket));
   }
@@ -89,11 +132,13 @@ export class Gateway {
 
   async close(): Promise<void> {
     const closed = new Promise<void>((r) => this.server.close(() => r()));
-    for (const s of this.sessions) s.close('gateway shutting down');
+    for (const s of this.sessions) s.session.bye('gateway shutting down');
     for (const c of this.clients) c.destroy();
     await closed;
     await this.agent.close();
     this.placement.close();
+    this.acl.close();
+    this.mailboxes.close();
   }
 
   private handle(client: net.Socket): void {
@@ -226,44 +271,35 @@ export class Gateway {
 
   private relay(client: net.Socket, reader: CommandReader, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number }): void {
     client.removeAllListeners('data');
-    client.write(tagged);
-    const pending = reader.rest();
-    if (pending.length > 0) backend.write(pending);
-    let closed = false;
-    const session: Session = {
-      ...who,
-      close: (reason: string) => {
-        if (closed) return;
-        closed = true;
-        this.sessions.delete(session);
-        backend.unpipe(client);
-        backend.destroy();
-        if (!client.destroyed) client.end(`* BYE [UNAVAILABLE] ${reason}\r\n`);
+    const line = tagged.toString('latin1');
+    const capabilities = sessionCapabilities(line);
+    const tag = line.slice(0, line.indexOf(' '));
+    client.write(`${tag} OK [CAPABILITY ${capabilities}] Logged in\r\n`);
+    const session = new Session(
+      {
+        agent: this.agent,
+        tenant: who.tenant,
+        user: who.user,
+        epoch: who.epoch,
+        namespace: this.namespace,
+        master: this.opts.master,
+        acl: this.acl,
+        mailboxes: this.mailboxes,
+        metadata: this.md,
+        capabilities,
+        log: this.opts.logger ?? { info: () => undefined, warn: () => undefined, debug: () => undefined },
       },
-    };
-    this.sessions.add(session);
-    const end = (): void => {
-      if (closed) return;
-      closed = true;
-      this.sessions.delete(session);
-      client.destroy();
-      backend.destroy();
-    };
-    client.pipe(backend);
-    backend.pipe(client);
-    backend.resume();
-    client.on('close', end);
-    backend.on('close', () => {
-      if (!closed) {
-        closed = true;
-        this.sessions.delete(session);
-        client.end();
-      }
-    });
-    backend.on('error', end);
+      client,
+      backend,
+      reader.rest(),
+    );
+    const live: LiveSession = { ...who, session };
+    this.sessions.add(live);
+    void session.done.finally(() => this.sessions.delete(live));
+    client.once('close', () => this.sessions.delete(live));
     // The assignment may have changed while we logged in.
     const now = this.agent.locate(who.tenant, who.user);
-    if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.close('user moved to another node; reconnect');
+    if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.bye('user moved to another node; reconnect');
   }
 
   private locate(tenant: string, user: string, assign: boolean): Promise<LocateResponse> {
