@@ -1,0 +1,196 @@
+import * as grpc from '@grpc/grpc-js';
+import { ImapFlow } from 'imapflow';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
+import { connectApi } from '../harness/api.js';
+import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { unaryCall } from '../harness/grpc.js';
+import { RawImap, message } from '../harness/imap.js';
+import { waitFor } from '../harness/process.js';
+import { startInProcessServer, type InProcessServer } from '../harness/server.js';
+
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw' };
+const MASTER = { user: 'gateway', password: 'master-pw' };
+
+let etcd: EtcdCluster;
+let server: InProcessServer;
+let root: ReturnType<typeof mailRoot>;
+const dovecots: DovecotInstance[] = [];
+const gateways: Gateway[] = [];
+let placement: PlacementServiceClient;
+/** Gateway of each user's home node (the test connects there or elsewhere on purpose). */
+let gw: { n1: string; n2: string };
+
+const locate = (user: string, assign = false) => unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign }, server.adminToken);
+
+async function pin(user: string, node: string): Promise<void> {
+  const a = await locate(user, true);
+  if (a.node !== node) await unaryCall(placement.move.bind(placement), { tenant: 'acme', user, toNode: node, timeoutMs: 2000 }, server.adminToken);
+  expect((await locate(user)).node).toBe(node);
+}
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  server = await startInProcessServer({ endpoints: etcd.endpoints });
+  const admin = connectApi(server.address, server.adminToken);
+  const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  await admin.directory.createTenant({ id: 'acme' });
+  admin.close();
+  root = mailRoot();
+  for (const name of ['n1', 'n2']) {
+    const d = await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER });
+    dovecots.push(d);
+    const g = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: nodeToken, node: { name, backend: d.address }, tenant: 'acme', ttlSeconds: 3, master: MASTER });
+    await g.start();
+    gateways.push(g);
+  }
+  gw = { n1: gateways[0]!.address(), n2: gateways[1]!.address() };
+  placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+  await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'two nodes');
+  await pin('alice', 'n1');
+  await pin('bob', 'n2');
+  await pin('carol', 'n2');
+}, 60_000);
+afterAll(async () => {
+  placement?.close();
+  for (const g of gateways) await g.close().catch(() => undefined);
+  for (const d of dovecots) await d.stop().catch(() => undefined);
+  await server?.stop();
+  await etcd?.stop();
+  root?.remove();
+});
+
+function flow(address: string, user: keyof typeof USERS): ImapFlow {
+  const [host, port] = address.split(':');
+  return new ImapFlow({ host: host!, port: Number(port), secure: false, auth: { user, pass: USERS[user] }, logger: false, disableAutoIdle: true });
+}
+
+async function append(c: RawImap, mailbox: string, msg: string, flags = ''): Promise<string> {
+  c.write(`ap APPEND "${mailbox}" (${flags}) {${msg.length}+}\r\n${msg}\r\n`);
+  return c.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m);
+}
+
+describe('shared folders through the gateways', () => {
+  it('alice shares Projects with bob (lr): bob lists, selects and reads it from another node; APPEND needs i', async () => {
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    expect(await alice.cmd('CREATE Projects')).toMatch(/OK/);
+    expect(await append(alice, 'Projects', message('plan A'))).toMatch(/^ap OK/m);
+    expect(await alice.cmd('SETACL Projects bob lr')).toMatch(/^t\d+ OK/m);
+    const acl = await alice.cmd('GETACL Projects');
+    expect(acl).toMatch(/^\* ACL "Projects" .*"bob" "lr"/m);
+    expect(acl).toMatch(/"alice" "lrswipkxteacd"/);
+
+    // bob is on n2 and connects through n2's gateway; alice's mail is served by n1.
+    const bob = flow(gw.n2, 'bob');
+    await bob.connect();
+    const shared = bob.namespaces?.shared;
+    expect(shared && shared[0]?.prefix).toBe('Shared/');
+    const names = (await bob.list()).map((m) => m.path);
+    expect(names).toContain('Shared/alice/Projects');
+    expect(names).toContain('INBOX');
+    const box = await bob.mailboxOpen('Shared/alice/Projects');
+    expect(box.exists).toBe(1);
+    const subjects: string[] = [];
+    for await (const m of bob.fetch('1:*', { envelope: true, source: true })) subjects.push(m.envelope!.subject!);
+    expect(subjects).toEqual(['plan A']);
+    await bob.logout();
+
+    const raw = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await raw.cmd('MYRIGHTS Shared/alice/Projects')).toMatch(/^\* MYRIGHTS "Shared\/alice\/Projects" "lr"/m);
+    expect(await append(raw, 'Shared/alice/Projects', message('from bob'))).toMatch(/^ap NO \[NOPERM\]/m);
+    // The session survives the refusal, literal and all.
+    expect(await raw.cmd('NOOP')).toMatch(/^t\d+ OK/m);
+
+    expect(await alice.cmd('SETACL Projects bob +i')).toMatch(/^t\d+ OK/m);
+    expect(await append(raw, 'Shared/alice/Projects', message('from bob'))).toMatch(/^ap OK/m);
+    const status = await alice.cmd('STATUS Projects (MESSAGES)');
+    expect(status).toMatch(/MESSAGES 2/);
+    raw.close();
+    alice.close();
+    // bob's node never served alice: every access to her mailbox went to n1 (as alice, via the master user).
+    const { readFileSync } = await import('node:fs');
+    const logins = (i: number) => readFileSync(`${dovecots[i]!.dir}/dovecot.log`, 'utf8').match(/Login: user=<alice>/g)?.length ?? 0;
+    expect(logins(1)).toBe(0);
+    expect(logins(0)).toBeGreaterThanOrEqual(3);
+  });
+
+  it('a user without rights sees nothing of the mailbox', async () => {
+    const carol = await RawImap.login(gw.n1, 'carol', USERS.carol);
+    const list = await carol.cmd('LIST "" "*"');
+    expect(list).not.toMatch(/Shared/);
+    expect(await carol.cmd('SELECT Shared/alice/Projects')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    expect(await carol.cmd('STATUS Shared/alice/Projects (MESSAGES)')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    expect(await carol.cmd('MYRIGHTS Shared/alice/Projects')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    expect(await carol.cmd('GETACL Shared/alice/Projects')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    expect(await carol.cmd('SELECT Shared/alice/Nothing')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    carol.close();
+  });
+
+  it('a revoke reaches a session that has the mailbox selected', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await bob.cmd('SELECT Shared/alice/Projects')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('FETCH 1 (FLAGS)')).toMatch(/^t\d+ OK/m);
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    expect(await alice.cmd('DELETEACL Projects bob')).toMatch(/^t\d+ OK/m);
+    await waitFor(async () => /NONEXISTENT/.test(await bob.cmd('FETCH 1 (FLAGS)')), 5000, 'revoke seen');
+    expect(await bob.cmd('LIST "" "Shared/*"')).not.toMatch(/Projects/);
+    expect(await alice.cmd('SETACL Projects bob lr')).toMatch(/^t\d+ OK/m);
+    bob.close();
+    alice.close();
+  });
+
+  it('without "s" reading does not mark mail \\Seen; without "t" \\Deleted is refused; with "s" \\Seen sticks', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    const sel = await bob.cmd('SELECT Shared/alice/Projects');
+    expect(sel).toMatch(/READ-ONLY/);
+    expect(await bob.cmd('FETCH 1 (BODY[])')).toMatch(/plan A/);
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    await alice.cmd('SELECT Projects');
+    expect(await alice.cmd('FETCH 1 (FLAGS)')).not.toMatch(/\\Seen/);
+    expect(await bob.cmd('STORE 1 +FLAGS (\\Deleted)')).toMatch(/^t\d+ NO \[NOPERM\]/m);
+
+    expect(await alice.cmd('SETACL Projects bob +s')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('SELECT Shared/alice/Projects')).toMatch(/READ-WRITE/);
+    expect(await bob.cmd('STORE 1 +FLAGS (\\Seen)')).toMatch(/^t\d+ OK/m);
+    expect(await alice.cmd('FETCH 1 (FLAGS)')).toMatch(/\\Seen/);
+    expect(await bob.cmd('EXPUNGE')).toMatch(/^t\d+ NO \[NOPERM\]/m);
+    bob.close();
+    alice.close();
+  });
+
+  it('IDLE on a shared folder sees a new message within a second', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    const sel = await bob.cmd('SELECT Shared/alice/Projects');
+    const exists = Number(/\* (\d+) EXISTS/.exec(sel)![1]);
+    bob.write('idle IDLE\r\n');
+    await bob.until(/^\+ /m);
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    const t0 = Date.now();
+    expect(await append(alice, 'Projects', message('live'))).toMatch(/^ap OK/m);
+    await bob.until(new RegExp(`^\\* ${exists + 1} EXISTS`, 'm'), 5000);
+    expect(Date.now() - t0).toBeLessThan(1000 + 500);
+    bob.write('DONE\r\n');
+    expect(await bob.until(/^idle (OK|NO|BAD)/m)).toMatch(/idle OK/);
+    bob.close();
+    alice.close();
+  });
+
+  it('names outside ASCII travel as modified UTF-7 both ways', async () => {
+    const admin = connectApi(server.address, server.adminToken);
+    await admin.directory.setGroupMembers({ tenant: 'acme', name: 'team', members: ['bob'], expectedRevision: 0 });
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    expect(await alice.cmd('CREATE "Caf&AOk-"')).toMatch(/^t\d+ OK/m);
+    expect(await alice.cmd('SETACL "Caf&AOk-" group:team lr')).toMatch(/^t\d+ OK/m);
+    const got = await admin.mailbox.getMailbox({ tenant: 'acme', mailbox: 'alice/Café', actor: '' });
+    expect(got.mailbox).toBe('alice/Café');
+    admin.close();
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    await waitFor(async () => /Shared\/alice\/Caf&AOk-/.test(await bob.cmd('LIST "" "Shared/alice/%"')), 5000, 'group share visible');
+    expect(await bob.cmd('SELECT "Shared/alice/Caf&AOk-"')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('STATUS "Shared/alice/Caf&AOk-" (MESSAGES)')).toMatch(/^\* STATUS "Shared\/alice\/Caf&AOk-" \(MESSAGES 0\)/m);
+    bob.close();
+    alice.close();
+  });
+});
