@@ -27,8 +27,10 @@ export function registerGateway(program: Command): void {
     .option('--weight <n>', 'relative capacity 1-1000 (default 100)', positive)
     .option('--zone <zone>', 'zone label')
     .option('--ttl <seconds>', 'lease TTL (default 5)', positive)
+    .option('--master-user <name>', "Dovecot master user for reaching other users' shared mailboxes (password in env MAILSHARE_MASTER_PASSWORD)")
+    .option('--shared-prefix <prefix>', 'where other users\' mailboxes appear (default "Shared/")')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; logLevel?: string }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -41,6 +43,17 @@ export function registerGateway(program: Command): void {
       if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
         throw new DomainError('invalid_argument', `log-level: "${level}" is not a log level`, { field: 'log-level' });
       }
+      let master: { user: string; password: string } | undefined;
+      if (flags.masterUser !== undefined) {
+        const password = process.env.MAILSHARE_MASTER_PASSWORD;
+        if (!/^[\x21-\x7e]{1,128}$/.test(flags.masterUser)) throw new DomainError('invalid_argument', 'master-user: must be 1-128 printable characters without spaces', { field: 'master-user' });
+        if (!password) throw new DomainError('invalid_argument', 'master-user: set MAILSHARE_MASTER_PASSWORD to its password', { field: 'master-user' });
+        master = { user: flags.masterUser, password };
+      }
+      const sharedPrefix = flags.sharedPrefix ?? 'Shared/';
+      if (!/^[\x21-\x7e]+\/$/.test(sharedPrefix) || /[*%"\\]/.test(sharedPrefix) || sharedPrefix.length < 2) {
+        throw new DomainError('invalid_argument', `shared-prefix: "${sharedPrefix}" must be printable ASCII without * % " \\ and end with "/"`, { field: 'shared-prefix' });
+      }
       const logger = createLogger(level as 'info', 'auto');
       const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
       const gateway = createGateway({
@@ -50,6 +63,8 @@ export function registerGateway(program: Command): void {
         node: { name: flags.node, backend: flags.backend, weight: flags.weight, zone: flags.zone },
         tenant,
         ttlSeconds: flags.ttl,
+        master,
+        sharedPrefix,
         logger: logger.child({ component: 'agent', node: flags.node }),
       });
       const address = await gateway.start();

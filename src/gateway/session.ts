@@ -199,8 +199,9 @@ export class Session {
   classify(c: Conn, line: string): 'forward' | 'buffer' | 'drop' {
     if (line.startsWith('+')) return c.clientPending > 0 ? 'forward' : 'drop';
     if (!line.startsWith('* ')) return 'buffer';
-    const pendingClient = c.clientPending > 0 || c.selected;
-    if (!pendingClient) return c.pending.length > 0 ? 'buffer' : 'drop';
+    // Only the gateway's own commands are outstanding: capture (response() passes mailbox updates on).
+    if (c.pending.length > 0 && c.clientPending === 0) return 'buffer';
+    if (c.clientPending === 0 && !c.selected) return 'drop';
     const kind = /^\* (\S+)/.exec(line)?.[1]?.toUpperCase() ?? '';
     if (c.home) return ['LIST', 'LSUB', 'NAMESPACE', 'CAPABILITY'].includes(kind) ? 'buffer' : 'forward';
     if (kind === 'BYE') return 'drop';
@@ -224,7 +225,9 @@ export class Session {
     }
     const internal = c.pending.find((p) => !p.client);
     if (internal && c.clientPending === 0) {
-      internal.untagged.push(pieces);
+      // Updates of the selected mailbox belong to the client, whoever's command they came with.
+      if (c.selected && /^\* \d+ (EXISTS|EXPUNGE|RECENT)\b/i.test(first)) this.forward(raw);
+      else internal.untagged.push(pieces);
       return;
     }
     const args = splitArgs(pieces);
@@ -293,7 +296,7 @@ export class Session {
         await this.quiet();
         return this.write(`${ev.tag} BAD ${ev.message}\r\n`);
       case 'line':
-        if (this.idleConn && !this.idleConn.closed) this.idleConn.socket.write(`${ev.text}\r\n`);
+        if (this.idleConn && !this.idleConn.closed) this.idleConn.socket.write(`${ev.text}\r\n`, 'latin1');
         return;
       case 'data':
         if (this.streamTo && !this.streamTo.closed && !this.streamTo.socket.write(ev.chunk)) {
@@ -352,9 +355,16 @@ export class Session {
       return;
     }
     if ((name === 'COPY' || name === 'MOVE' || (name === 'UID' && /^(COPY|MOVE)$/i.test(args[0]?.value ?? ''))) && sel) {
-      const at = name === 'UID' ? 2 : 1;
+      const uid = name === 'UID';
+      const at = uid ? 2 : 1;
       const to = this.resolve(args[at]?.value ?? '');
-      if (to.kind === 'shared') throw new ImapNo(`${tag} NO [CANNOT] Copying between your own and shared mailboxes is not supported yet\r\n`);
+      if (to.kind === 'parent' || to.kind === 'invalid') throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      if (to.kind === 'shared') {
+        const tr = this.visible(tag, to);
+        this.require(tag, tr, I, 'Copying into that mailbox');
+        const move = (uid ? args[0]!.value : name).toUpperCase() === 'MOVE';
+        return this.crossCopy(tag, move, uid, args[at - 1]?.raw ?? '', this.home, to, tr);
+      }
     }
     return this.send(this.home, raw(args));
   }
@@ -566,8 +576,11 @@ export class Session {
       case 'MOVE': {
         if (sub === 'MOVE') this.require(tag, r, rightsOf('te'), 'MOVE out of this mailbox');
         const to = this.resolve(rest[1]?.value ?? '');
-        if (to.kind !== 'shared' || to.owner !== t.owner) throw new ImapNo(`${tag} NO [CANNOT] Copying between your own and shared mailboxes is not supported yet\r\n`);
-        this.require(tag, this.visible(tag, to), I, sub);
+        if (to.kind === 'parent' || to.kind === 'invalid') throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+        if (to.kind === 'home') return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, undefined);
+        const tr = this.visible(tag, to);
+        this.require(tag, tr, I, sub);
+        if (to.owner !== t.owner) return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, tr);
         out = [out[0]!, quote(to.wire), ...out.slice(2)];
         break;
       }
@@ -575,6 +588,69 @@ export class Session {
         return this.idle(conn, `${tag} IDLE`);
     }
     return this.send(conn, [...prefix, ...out].join(' '));
+  }
+
+  /**
+   * COPY/MOVE between mailboxes on different connections (the user's own
+   * and a shared one, or two owners'): each message is fetched from the
+   * source and appended to the target with its flags and internal date, a
+   * few at a time so memory stays bounded. MOVE expunges the sources only
+   * after every append succeeded (RFC 6851 §3.3); the client sees the
+   * EXPUNGE responses as from a real MOVE.
+   */
+  private async crossCopy(tag: string, move: boolean, uid: boolean, set: string, from: Conn, to: Target, targetRights: Rights | undefined): Promise<void> {
+    const verb = move ? 'MOVE' : 'COPY';
+    if (!/^[0-9:,*$]+$/.test(set)) throw new ImapNo(`${tag} BAD ${verb} needs a sequence set\r\n`);
+    const dest = to.kind === 'home' ? this.home : await this.ownerConn(to.owner);
+    await this.quiet();
+    const search = await this.internal(from, `UID SEARCH ${uid ? 'UID ' : ''}${set}`);
+    if (search.status !== 'OK') throw new ImapNo(`${tag} BAD Invalid sequence set\r\n`);
+    const uids = search.untagged.flatMap((p) => {
+      const text = p.map((x) => ('text' in x ? x.text : '')).join('');
+      return /^\* SEARCH/i.test(text) ? text.split(' ').slice(2).map(Number).filter((n) => n > 0) : [];
+    });
+    const copied: Array<{ src: number; dst: number }> = [];
+    let validity = '';
+    const BATCH = 16;
+    for (let i = 0; i < uids.length; i += BATCH) {
+      const batch = uids.slice(i, i + BATCH);
+      const fetched = await this.internal(from, `UID FETCH ${batch.join(',')} (UID FLAGS INTERNALDATE BODY.PEEK[])`);
+      if (fetched.status !== 'OK') throw new ImapNo(`${tag} NO [SERVERBUG] ${verb} could not read the messages (${copied.length} of ${uids.length} copied)\r\n`);
+      for (const p of fetched.untagged) {
+        const text = p.map((x) => ('text' in x ? x.text : '')).join('');
+        const body = p.find((x): x is { literal: string } => 'literal' in x);
+        const src = /\bUID (\d+)/i.exec(text);
+        if (!/^\* \d+ FETCH/i.test(text) || !body || !src) continue;
+        const date = /INTERNALDATE "([^"]+)"/i.exec(text)?.[1];
+        let flags = (/FLAGS \(([^)]*)\)/i.exec(text)?.[1] ?? '').split(' ').filter((f) => f !== '' && f.toLowerCase() !== '\\recent');
+        // Flags the user may not set on the target are left off (RFC 4314 §4).
+        if (targetRights !== undefined) {
+          flags = flags.filter((f) => hasAll(targetRights, f.toLowerCase() === '\\seen' ? S : f.toLowerCase() === '\\deleted' ? T : W));
+        }
+        const res = await this.internal(dest, `APPEND ${quote(to.wire)} (${flags.join(' ')})${date ? ` "${date}"` : ''} {${body.literal.length}+}\r\n${body.literal}`);
+        if (res.status !== 'OK') {
+          throw new ImapNo(`${tag} NO [CANNOT] ${verb} failed after ${copied.length} of ${uids.length} messages; the source is unchanged\r\n`);
+        }
+        const appendUid = /\[APPENDUID (\d+) (\d+)\]/i.exec(res.line);
+        if (appendUid) {
+          validity = appendUid[1]!;
+          copied.push({ src: Number(src[1]), dst: Number(appendUid[2]) });
+        } else {
+          copied.push({ src: Number(src[1]), dst: 0 });
+        }
+      }
+    }
+    const code = validity && copied.every((c) => c.dst > 0) && copied.length > 0 ? `[COPYUID ${validity} ${copied.map((c) => c.src).join(',')} ${copied.map((c) => c.dst).join(',')}] ` : '';
+    if (!move || copied.length === 0) return this.write(`${tag} OK ${code}${verb} completed\r\n`);
+    this.write(`* OK ${code}Moved\r\n`);
+    const list = copied.map((c) => c.src).join(',');
+    await this.internal(from, `UID STORE ${list} +FLAGS.SILENT (\\Deleted)`);
+    // Sent as the client's own so its EXPUNGE responses reach the client (sequence numbers must stay in step).
+    await new Promise<void>((resolve) => {
+      this.enqueue(from, `mailshare.${++this.internalTag}`, () => resolve());
+      from.socket.write(`mailshare.${this.internalTag} UID EXPUNGE ${list}\r\n`, 'latin1');
+    });
+    this.write(`${tag} OK ${verb} completed\r\n`);
   }
 
   private async idle(conn: Conn, line: string): Promise<void> {
@@ -588,7 +664,7 @@ export class Session {
     });
     this.idleConn = conn;
     this.reader.expectRawLine();
-    conn.socket.write(`${line}\r\n`);
+    conn.socket.write(`${line}\r\n`, 'latin1');
     void finished;
   }
 
@@ -813,9 +889,9 @@ export class Session {
     });
     if (streaming) {
       this.streamTo = conn;
-      conn.socket.write(`${line} {${streaming.length}${streaming.sync ? '' : '+'}}\r\n`);
+      conn.socket.write(`${line} {${streaming.length}${streaming.sync ? '' : '+'}}\r\n`, 'latin1');
     } else {
-      conn.socket.write(`${line}\r\n`);
+      conn.socket.write(`${line}\r\n`, 'latin1');
     }
   }
 
@@ -837,7 +913,7 @@ export class Session {
           resolve({ status, raw });
         }
       });
-      conn.socket.write(`${line}\r\n`);
+      conn.socket.write(`${line}\r\n`, 'latin1');
     });
     if (after) {
       await after(result.status);
@@ -846,17 +922,12 @@ export class Session {
   }
 
   /** A command of the gateway's own; its responses are captured, never shown to the client. */
-  private async internal(conn: Conn, command: string): Promise<{ status: string; untagged: Piece[][] }> {
+  private async internal(conn: Conn, command: string): Promise<{ status: string; untagged: Piece[][]; line: string }> {
     await this.barrier(conn, true);
     const tag = `mailshare.${++this.internalTag}`;
     return new Promise((resolve) => {
-      const p = this.enqueue(
-        conn,
-        tag,
-        (status) => resolve({ status, untagged: p.untagged }),
-        false,
-      );
-      conn.socket.write(`${tag} ${command}\r\n`);
+      const p = this.enqueue(conn, tag, (status, raw) => resolve({ status, untagged: p.untagged, line: raw.toString('latin1') }), false);
+      conn.socket.write(`${tag} ${command}\r\n`, 'latin1');
     });
   }
 

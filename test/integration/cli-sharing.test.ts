@@ -92,7 +92,7 @@ describe('sharing from the CLI (README examples)', () => {
     expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: id: tenant "acme" still has groups; delete them first or use force\n$/);
     expect(await ok('tenant', 'delete', 'acme', '--force')).toBe('deleted tenant acme\n');
     expect((await json('tenant', 'list')).tenants).toEqual([]);
-  });
+  }, 90_000);
 
   it.each([
     [['acl', 'set', 'acme2', 'alice/P', 'bob', 'lrq'], 1, /^mailshare: INVALID_ARGUMENT: rights: unknown right "q"/],

@@ -34,8 +34,8 @@ afterAll(async () => {
 
 describe('mailshare gateway (real binary)', () => {
   it('serves IMAP logins for its node and deregisters on SIGTERM', async () => {
-    const child = spawn(process.execPath, [BIN, 'gateway', '--node', 'imap1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '30', '--log-level', 'warn'], {
-      env: cleanEnv({ MAILSHARE_TOKEN: nodeToken }),
+    const child = spawn(process.execPath, [BIN, 'gateway', '--node', 'imap1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '30', '--log-level', 'warn', '--master-user', 'gateway', '--shared-prefix', 'Other/'], {
+      env: cleanEnv({ MAILSHARE_TOKEN: nodeToken, MAILSHARE_MASTER_PASSWORD: 'm' }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -50,11 +50,13 @@ describe('mailshare gateway (real binary)', () => {
       const s = net.connect(Number(port), host);
       let imap = '';
       s.on('data', (c: Buffer) => (imap += c.toString()));
-      s.write('a LOGIN alice alice-pw\r\nb SELECT INBOX\r\nc LOGOUT\r\n');
+      s.write('a LOGIN alice alice-pw\r\nb SELECT INBOX\r\nn NAMESPACE\r\nc LOGOUT\r\n');
       await waitFor(() => /c OK/.test(imap), 10_000, 'IMAP conversation');
       s.destroy();
       expect(imap).toMatch(/a OK .*Logged in/);
       expect(imap).toMatch(/b OK \[READ-WRITE\]/);
+      expect(imap).toMatch(/^\* NAMESPACE .* \(\("Other\/" "\/"\)\)\r$/m);
+      expect(imap).toMatch(/a OK \[CAPABILITY [^\]]*\bACL RIGHTS=texk\b/);
       child.kill('SIGTERM');
       expect(await exited).toBe(0);
       const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
@@ -76,5 +78,12 @@ describe('mailshare gateway (real binary)', () => {
     const badBackend = await runCli(['gateway', '--node', 'imap1', '--backend', 'nowhere', '--tenant', 'acme'], { env: { MAILSHARE_TOKEN: 'x' } });
     expect(badBackend.code).toBe(2);
     expect(badBackend.stderr).toMatch(/^mailshare: option '--backend <host:port>' argument 'nowhere' is invalid/);
+    const base = ['gateway', '--node', 'imap1', '--backend', '127.0.0.1:1', '--tenant', 'acme'];
+    const noPassword = await runCli([...base, '--master-user', 'gateway'], { env: { MAILSHARE_TOKEN: 'x' } });
+    expect(noPassword.code).toBe(2);
+    expect(noPassword.stderr).toBe('mailshare: master-user: set MAILSHARE_MASTER_PASSWORD to its password\n');
+    const badPrefix = await runCli([...base, '--shared-prefix', 'Shared'], { env: { MAILSHARE_TOKEN: 'x' } });
+    expect(badPrefix.code).toBe(2);
+    expect(badPrefix.stderr).toBe('mailshare: shared-prefix: "Shared" must be printable ASCII without * % " \\ and end with "/"\n');
   });
 });

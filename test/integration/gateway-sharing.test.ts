@@ -193,4 +193,42 @@ describe('shared folders through the gateways', () => {
     bob.close();
     alice.close();
   });
+
+  it('COPY and MOVE between own and shared mailboxes on other nodes keep flags and internal dates', async () => {
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    expect(await alice.cmd('SETACL Projects bob lrswite')).toMatch(/^t\d+ OK/m);
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    bob.write(`ap APPEND INBOX (\\Flagged $Work) "01-Jan-2025 08:30:00 +0000" {${message('to copy').length}+}\r\n${message('to copy')}\r\n`);
+    expect(await bob.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+    const sel = await bob.cmd('SELECT INBOX');
+    const n = Number(/\* (\d+) EXISTS/.exec(sel)![1]);
+    const copy = await bob.cmd(`COPY ${n} Shared/alice/Projects`);
+    expect(copy).toMatch(/^t\d+ OK \[COPYUID \d+ \d+ \d+\] COPY completed/m);
+    const dstUid = /COPYUID \d+ \d+ (\d+)/.exec(copy)![1];
+
+    await alice.cmd('SELECT Projects');
+    const f = await alice.cmd(`UID FETCH ${dstUid} (FLAGS INTERNALDATE BODY.PEEK[HEADER.FIELDS (SUBJECT)])`);
+    expect(f).toMatch(/\\Flagged/);
+    expect(f).toMatch(/\$Work/);
+    expect(f).toMatch(/INTERNALDATE "01-Jan-2025 08:30:00 \+0000"/);
+    expect(f).toMatch(/Subject: to copy/);
+
+    // And back again with MOVE: the source message goes only after the append succeeded.
+    const shared = await bob.cmd('SELECT Shared/alice/Projects');
+    const before = Number(/\* (\d+) EXISTS/.exec(shared)![1]);
+    const mv = await bob.cmd(`UID MOVE ${dstUid} INBOX`);
+    expect(mv).toMatch(/^\* OK \[COPYUID \d+ \d+ \d+\]/m);
+    expect(mv).toMatch(/^\* \d+ EXPUNGE/m);
+    expect(mv).toMatch(/^t\d+ OK MOVE completed/m);
+    await alice.cmd('UNSELECT');
+    expect(await alice.cmd('STATUS Projects (MESSAGES)')).toMatch(new RegExp(`MESSAGES ${before - 1}\\)`));
+    expect(await bob.cmd('STATUS INBOX (MESSAGES)')).toMatch(new RegExp(`MESSAGES ${n + 1}\\)`));
+
+    // Without "i" on the target nothing is copied.
+    expect(await alice.cmd('SETACL Projects bob -i')).toMatch(/^t\d+ OK/m);
+    await bob.cmd('SELECT INBOX');
+    expect(await bob.cmd(`COPY 1 Shared/alice/Projects`)).toMatch(/^t\d+ NO \[NOPERM\]/m);
+    bob.close();
+    alice.close();
+  });
 });
