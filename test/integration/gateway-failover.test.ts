@@ -1,0 +1,109 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
+import { connectApi } from '../harness/api.js';
+import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { unaryCall } from '../harness/grpc.js';
+import { RawImap, message } from '../harness/imap.js';
+import { waitFor } from '../harness/process.js';
+import { BIN, cleanEnv, startInProcessServer, type InProcessServer } from '../harness/server.js';
+
+const USERS = { alice: 'alice-pw' };
+const MASTER = { user: 'gateway', password: 'master-pw' };
+
+let etcd: EtcdCluster;
+let server: InProcessServer;
+let root: ReturnType<typeof mailRoot>;
+const dovecots: DovecotInstance[] = [];
+let child: ChildProcess | undefined;
+let survivor: Gateway;
+let placement: PlacementServiceClient;
+
+const locate = (user: string, assign = false) => unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign }, server.adminToken);
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  server = await startInProcessServer({ endpoints: etcd.endpoints });
+  const admin = connectApi(server.address, server.adminToken);
+  const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  admin.close();
+  root = mailRoot();
+  for (const name of ['n1', 'n2']) dovecots.push(await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER }));
+  survivor = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: nodeToken, node: { name: 'n2', backend: dovecots[1]!.address }, tenant: 'acme', ttlSeconds: 2, master: MASTER });
+  await survivor.start();
+  placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+  // n1 is a real gateway process, so it can be killed with SIGKILL.
+  child = spawn(process.execPath, [BIN, 'gateway', '--node', 'n1', '--backend', dovecots[0]!.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '2', '--log-level', 'warn', '--master-user', MASTER.user], {
+    env: cleanEnv({ MAILSHARE_TOKEN: nodeToken, MAILSHARE_MASTER_PASSWORD: MASTER.password }),
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+  await waitFor(() => /listening on (\S+)/.test(out), 20_000, 'gateway n1 listening');
+  n1Address = /listening on (\S+)/.exec(out)![1]!;
+  await locate('alice', true);
+  if ((await locate('alice')).node !== 'n1') await unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'alice', toNode: 'n1', timeoutMs: 2000 }, server.adminToken);
+}, 60_000);
+let n1Address = '';
+afterAll(async () => {
+  child?.kill('SIGKILL');
+  placement?.close();
+  await survivor?.close().catch(() => undefined);
+  for (const d of dovecots) await d.stop().catch(() => undefined);
+  await server?.stop();
+  await etcd?.stop();
+  root?.remove();
+});
+
+async function appendOne(c: RawImap, subject: string): Promise<boolean> {
+  const m = message(subject);
+  c.write(`ap APPEND INBOX {${m.length}+}\r\n${m}\r\n`);
+  try {
+    return /^ap OK/m.test(await c.until(/^(ap (OK|NO|BAD)[^\r]*|\* BYE[^\r]*)\r\n/m, 5000));
+  } catch {
+    return false;
+  }
+}
+
+describe('a node killed with SIGKILL', () => {
+  it("its users reconnect through another gateway, land on a new node, and no acknowledged APPEND is lost", async () => {
+    expect((await locate('alice')).node).toBe('n1');
+    const acked: string[] = [];
+    let c = await RawImap.login(n1Address, 'alice', USERS.alice);
+    for (let i = 0; i < 10; i++) if (await appendOne(c, `m${i}`)) acked.push(`m${i}`);
+    expect(acked.length).toBe(10);
+    // Kill the node's gateway and Dovecot while an APPEND is on its way.
+    const m = message('in flight');
+    c.write(`ap APPEND INBOX {${m.length}+}\r\n${m}\r\n`);
+    child!.kill('SIGKILL');
+    dovecots[0]!.kill();
+    c.close();
+
+    // The client retries through the other gateway until alice's old lease is gone.
+    await waitFor(
+      async () => {
+        try {
+          c = await RawImap.login(survivor.address(), 'alice', USERS.alice);
+          return true;
+        } catch (err) {
+          expect(String(err)).toMatch(/NO \[UNAVAILABLE\]/);
+          return false;
+        }
+      },
+      15_000,
+      'login through the surviving gateway',
+    );
+    const now = await locate('alice');
+    expect(now.node).toBe('n2');
+    for (let i = 10; i < 20; i++) if (await appendOne(c, `m${i}`)) acked.push(`m${i}`);
+    expect(acked.length).toBe(20);
+    await c.cmd('SELECT INBOX');
+    const fetched = await c.cmd('FETCH 1:* (BODY.PEEK[HEADER.FIELDS (SUBJECT)])');
+    const subjects = [...fetched.matchAll(/Subject: (\S+)/g)].map((x) => x[1]);
+    for (const s of acked) expect(subjects).toContain(s);
+    c.close();
+  }, 60_000);
+});
