@@ -99,7 +99,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   constructor(opts: AgentOptions) {
     super();
     if (opts.coordinators.length === 0) throw new DomainError('invalid_argument', 'coordinators: give at least one address', { field: 'coordinators' });
-    this.opts = { ttlSeconds: 5, ...opts };
+    this.opts = { ...opts, ttlSeconds: opts.ttlSeconds ?? 5 };
     this.log = opts.logger ?? noop;
     this.md.set('authorization', `Bearer ${opts.token}`);
     [this.placement, this.events] = this.connect();

@@ -29,8 +29,11 @@ export function registerGateway(program: Command): void {
     .option('--ttl <seconds>', 'lease TTL (default 5)', positive)
     .option('--master-user <name>', "Dovecot master user for reaching other users' shared mailboxes (password in env MAILSHARE_MASTER_PASSWORD)")
     .option('--shared-prefix <prefix>', 'where other users\' mailboxes appear (default "Shared/")')
+    .option('--tls-cert <file>', 'PEM certificate: offers STARTTLS and refuses logins before it')
+    .option('--tls-key <file>', 'PEM private key of --tls-cert')
+    .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -54,6 +57,26 @@ export function registerGateway(program: Command): void {
       if (!/^[\x21-\x7e]+\/$/.test(sharedPrefix) || /[*%"\\]/.test(sharedPrefix) || sharedPrefix.length < 2) {
         throw new DomainError('invalid_argument', `shared-prefix: "${sharedPrefix}" must be printable ASCII without * % " \\ and end with "/"`, { field: 'shared-prefix' });
       }
+      if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new DomainError('invalid_argument', 'tls-cert: give both --tls-cert and --tls-key', { field: 'tls-cert' });
+      if (flags.listenTls !== undefined && flags.tlsCert === undefined) throw new DomainError('invalid_argument', 'listen-tls: needs --tls-cert and --tls-key', { field: 'listen-tls' });
+      let tlsFiles: { cert: Buffer; key: Buffer } | undefined;
+      if (flags.tlsCert !== undefined && flags.tlsKey !== undefined) {
+        const { readFileSync } = await import('node:fs');
+        const read = (file: string, field: string): Buffer => {
+          try {
+            return readFileSync(file);
+          } catch (err) {
+            throw new DomainError('invalid_argument', `${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { field });
+          }
+        };
+        tlsFiles = { cert: read(flags.tlsCert, 'tls-cert'), key: read(flags.tlsKey, 'tls-key') };
+        const { createSecureContext } = await import('node:tls');
+        try {
+          createSecureContext(tlsFiles);
+        } catch (err) {
+          throw new DomainError('invalid_argument', `tls-cert: ${(err as Error).message}`, { field: 'tls-cert' });
+        }
+      }
       const logger = createLogger(level as 'info', 'auto');
       const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
       const gateway = createGateway({
@@ -65,10 +88,13 @@ export function registerGateway(program: Command): void {
         ttlSeconds: flags.ttl,
         master,
         sharedPrefix,
+        tls: tlsFiles,
+        listenTls: flags.listenTls,
         logger: logger.child({ component: 'agent', node: flags.node }),
       });
       const address = await gateway.start();
-      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address} (backend ${flags.backend}, tenant ${tenant})\n`);
+      const tlsAt = gateway.tlsAddress();
+      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${tlsAt ? ` and ${tlsAt} (TLS)` : ''} (backend ${flags.backend}, tenant ${tenant})\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           logger.info({ signal: sig }, 'gateway shutting down');

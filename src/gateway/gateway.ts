@@ -1,4 +1,5 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
@@ -33,9 +34,17 @@ export interface GatewayOptions {
   master?: { user: string; password: string };
   /** Prefix of the shared namespace (RFC 2342); default "Shared/". */
   sharedPrefix?: string;
+  /**
+   * Certificate and key (PEM). With them the gateway offers STARTTLS and
+   * refuses authentication before it (LOGINDISABLED, RFC 3501 §6.2.3).
+   */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** host:port for implicit TLS (RFC 8314, usually port 993); needs `tls`. */
+  listenTls?: string;
 }
 
 const PRE_AUTH_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN';
+const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
 /**
  * Capabilities of the home Dovecot that survive the gateway: extensions
  * whose commands and responses carry no mailbox names the gateway would have
@@ -78,6 +87,8 @@ interface LiveSession {
 export class Gateway {
   readonly agent: Agent;
   private readonly server: net.Server;
+  private readonly tlsServer: tls.Server | undefined;
+  private readonly secureContext: tls.SecureContext | undefined;
   private readonly placement: PlacementServiceClient;
   private readonly md = new grpc.Metadata();
   private readonly sessions = new Set<LiveSession>();
@@ -112,7 +123,12 @@ export class Gateway {
     this.agent.on('leaseLost', () => {
       for (const s of this.sessions) s.session.bye('node lost its lease; reconnect');
     });
-    this.server = net.createServer((socket) => this.handle(socket));
+    this.server = net.createServer((socket) => this.handle(socket, false));
+    if (opts.listenTls && !opts.tls) throw new Error('listenTls needs tls (certificate and key)');
+    if (opts.tls) {
+      this.secureContext = tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' });
+      if (opts.listenTls) this.tlsServer = tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' }, (socket) => this.handle(socket, true));
+    }
   }
 
   async start(): Promise<string> {
@@ -122,6 +138,13 @@ export class Gateway {
       this.server.once('error', reject);
       this.server.listen(Number(this.opts.listen.slice(colon + 1)), this.opts.listen.slice(0, colon), () => resolve());
     });
+    if (this.tlsServer) {
+      const at = this.opts.listenTls!.lastIndexOf(':');
+      await new Promise<void>((resolve, reject) => {
+        this.tlsServer!.once('error', reject);
+        this.tlsServer!.listen(Number(this.opts.listenTls!.slice(at + 1)), this.opts.listenTls!.slice(0, at), () => resolve());
+      });
+    }
     return this.address();
   }
 
@@ -130,8 +153,14 @@ export class Gateway {
     return `${a.address}:${a.port}`;
   }
 
+  /** The implicit-TLS address, when listening there. */
+  tlsAddress(): string | undefined {
+    const a = this.tlsServer?.address() as net.AddressInfo | undefined;
+    return a ? `${a.address}:${a.port}` : undefined;
+  }
+
   async close(): Promise<void> {
-    const closed = new Promise<void>((r) => this.server.close(() => r()));
+    const closed = Promise.all([new Promise<void>((r) => this.server.close(() => r())), new Promise<void>((r) => (this.tlsServer ? this.tlsServer.close(() => r()) : r()))]);
     for (const s of this.sessions) s.session.bye('gateway shutting down');
     for (const c of this.clients) c.destroy();
     await closed;
@@ -141,7 +170,7 @@ export class Gateway {
     this.mailboxes.close();
   }
 
-  private handle(client: net.Socket): void {
+  private handle(client: net.Socket, secure: boolean, greet = true): void {
     this.clients.add(client);
     client.on('close', () => this.clients.delete(client));
     client.setNoDelay(true);
@@ -150,7 +179,10 @@ export class Gateway {
     const write = (s: string): void => {
       if (!client.destroyed) client.write(s);
     };
-    write(`* OK [CAPABILITY ${PRE_AUTH_CAPS}] mailshare ready\r\n`);
+    // With TLS configured, credentials only travel encrypted.
+    const plaintextRefused = this.secureContext !== undefined && !secure;
+    const caps = plaintextRefused ? PRE_TLS_CAPS : PRE_AUTH_CAPS;
+    if (greet) write(`* OK [CAPABILITY ${caps}] mailshare ready\r\n`);
     let saslTag: string | undefined;
     let busy = false;
     /** Runs a login; while it runs the client is paused, afterwards either relayed or read again. */
@@ -179,8 +211,16 @@ export class Gateway {
           const { tag, name, args } = out.command;
           switch (name) {
             case 'CAPABILITY':
-              write(`* CAPABILITY ${PRE_AUTH_CAPS}\r\n${tag} OK Capability completed\r\n`);
+              write(`* CAPABILITY ${caps}\r\n${tag} OK Capability completed\r\n`);
               break;
+            case 'STARTTLS':
+              if (!plaintextRefused) {
+                write(`${tag} BAD STARTTLS is not available here\r\n`);
+                break;
+              }
+              write(`${tag} OK Begin TLS negotiation now\r\n`);
+              this.startTls(client);
+              return;
             case 'NOOP':
               write(`${tag} OK NOOP completed\r\n`);
               break;
@@ -192,17 +232,23 @@ export class Gateway {
               client.end();
               return;
             case 'LOGIN':
+            case 'AUTHENTICATE':
+              if (plaintextRefused) {
+                write(`${tag} NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port first\r\n`);
+                break;
+              }
+              if (name === 'AUTHENTICATE') {
+                if ((args[0] ?? '').toUpperCase() !== 'PLAIN') write(`${tag} NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n`);
+                else if (args[1] !== undefined) authenticate(() => this.loginPlain(client, reader, tag, args[1]!));
+                else {
+                  saslTag = tag;
+                  reader.rawLine = true;
+                  write('+ \r\n');
+                }
+                break;
+              }
               if (args.length !== 2) write(`${tag} BAD LOGIN needs a user name and a password\r\n`);
               else authenticate(() => this.login(client, reader, tag, args[0]!, args[1]!));
-              break;
-            case 'AUTHENTICATE':
-              if ((args[0] ?? '').toUpperCase() !== 'PLAIN') write(`${tag} NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n`);
-              else if (args[1] !== undefined) authenticate(() => this.loginPlain(client, reader, tag, args[1]!));
-              else {
-                saslTag = tag;
-                reader.rawLine = true;
-                write('+ \r\n');
-              }
               break;
             default:
               write(`${tag} BAD ${name} is not valid before login\r\n`);
@@ -214,6 +260,21 @@ export class Gateway {
       reader.feed(chunk);
       drain();
     });
+  }
+
+  /**
+   * RFC 3501 §6.2.1: after the OK the TLS handshake starts; whatever the
+   * client sent before it is discarded (a man in the middle could have
+   * injected it), and the session starts over with no greeting.
+   */
+  private startTls(client: net.Socket): void {
+    client.removeAllListeners('data');
+    client.pause();
+    const secure = new tls.TLSSocket(client, { isServer: true, secureContext: this.secureContext });
+    secure.once('secure', () => this.handle(secure, true, false));
+    secure.on('error', () => client.destroy());
+    this.clients.delete(client);
+    this.clients.add(secure);
   }
 
   /** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, base64. */

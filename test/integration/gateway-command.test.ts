@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
+import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { connectApi } from '../harness/api.js';
@@ -9,6 +10,8 @@ import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
 import { BIN, cleanEnv, runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { makePki } from '../harness/tls.js';
+import { tempDir } from '../harness/tmp.js';
 
 let etcd: EtcdCluster;
 let server: InProcessServer;
@@ -71,6 +74,46 @@ describe('mailshare gateway (real binary)', () => {
     }
   }, 60_000);
 
+  it('offers STARTTLS and implicit TLS with --tls-cert/--tls-key/--listen-tls, and refuses plaintext logins', async () => {
+    const dir = tempDir('mailshare-gw-tls-');
+    const pki = makePki(dir.path);
+    const child = spawn(
+      process.execPath,
+      [BIN, 'gateway', '--node', 'imap2', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--listen-tls', '127.0.0.1:0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--coordinators', server.address, '--log-level', 'warn'],
+      { env: cleanEnv({ MAILSHARE_TOKEN: nodeToken }), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => /listening on/.test(out), 20_000, 'gateway listening');
+      const m = /listening on (\S+) and (\S+) \(TLS\)/.exec(out)!;
+      expect(m).not.toBeNull();
+      const [plain, implicit] = [m[1]!, m[2]!];
+      const [host, port] = plain.split(':');
+      const s = net.connect(Number(port), host);
+      let imap = '';
+      s.on('data', (c: Buffer) => (imap += c.toString()));
+      s.write('a CAPABILITY\r\nb LOGIN alice alice-pw\r\n');
+      await waitFor(() => /b (OK|NO|BAD)/.test(imap), 10_000, 'plaintext refusal');
+      s.destroy();
+      expect(imap).toMatch(/^\* CAPABILITY .*STARTTLS LOGINDISABLED/m);
+      expect(imap).toMatch(/^b NO \[PRIVACYREQUIRED\]/m);
+      for (const [address, secure] of [[plain, false], [implicit, true]] as const) {
+        const [h, p] = address.split(':');
+        const c = new ImapFlow({ host: h!, port: Number(p), secure, tls: { rejectUnauthorized: false }, auth: { user: 'alice', pass: 'alice-pw' }, logger: false });
+        await c.connect();
+        // Logins need TLS here, so being in proves the upgrade (STARTTLS) or the TLS port worked.
+        expect(c.capabilities.has('ACL')).toBe(true);
+        const box = await c.mailboxOpen('INBOX');
+        expect(box.path).toBe('INBOX');
+        await c.logout();
+      }
+    } finally {
+      child.kill('SIGKILL');
+      dir.remove();
+    }
+  }, 60_000);
+
   it('refuses to start without a token or with bad flags, in one line', async () => {
     const noToken = await runCli(['gateway', '--node', 'imap1', '--backend', '127.0.0.1:1', '--tenant', 'acme']);
     expect(noToken.code).toBe(2);
@@ -84,6 +127,12 @@ describe('mailshare gateway (real binary)', () => {
     expect(noPassword.stderr).toBe('mailshare: master-user: set MAILSHARE_MASTER_PASSWORD to its password\n');
     const badPrefix = await runCli([...base, '--shared-prefix', 'Shared'], { env: { MAILSHARE_TOKEN: 'x' } });
     expect(badPrefix.code).toBe(2);
+    const halfTls = await runCli([...base, '--tls-cert', '/nonexistent'], { env: { MAILSHARE_TOKEN: 'x' } });
+    expect(halfTls.code).toBe(2);
+    expect(halfTls.stderr).toBe('mailshare: tls-cert: give both --tls-cert and --tls-key\n');
+    const missing = await runCli([...base, '--tls-cert', '/nonexistent', '--tls-key', '/nonexistent'], { env: { MAILSHARE_TOKEN: 'x' } });
+    expect(missing.code).toBe(2);
+    expect(missing.stderr).toBe('mailshare: tls-cert: cannot read /nonexistent (ENOENT)\n');
     expect(badPrefix.stderr).toBe('mailshare: shared-prefix: "Shared" must be printable ASCII without * % " \\ and end with "/"\n');
   });
 });
