@@ -153,6 +153,11 @@ export class Gateway {
     return `${a.address}:${a.port}`;
   }
 
+  /** Logged-in sessions now open (each holds a home connection, and owner connections as used). */
+  get activeSessions(): number {
+    return this.sessions.size;
+  }
+
   /** The implicit-TLS address, when listening there. */
   tlsAddress(): string | undefined {
     const a = this.tlsServer?.address() as net.AddressInfo | undefined;

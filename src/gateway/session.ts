@@ -130,6 +130,8 @@ export class Session {
     client.on('close', () => this.end());
     client.on('error', () => this.end());
     client.resume();
+    // The client may have gone while its login ran.
+    if (client.destroyed || client.readableEnded) this.end();
     this.done = this.loop().catch((err: unknown) => {
       ctx.log.warn({ user: ctx.user, err: String(err) }, 'session failed');
       this.bye('internal error');
