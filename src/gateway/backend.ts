@@ -18,7 +18,8 @@ export class BackendUnavailable extends Error {
  * positioned right after the tagged response. Bytes that arrive after it
  * (none are expected before the client speaks) stay unread in the socket.
  */
-export async function backendLogin(address: string, tag: string, user: string, password: string, timeoutMs = 10_000): Promise<BackendLogin> {
+export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number } = {}): Promise<BackendLogin> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
   const colon = address.lastIndexOf(':');
   const socket = net.connect(Number(address.slice(colon + 1)), address.slice(0, colon).replace(/^\[|\]$/g, ''));
   socket.setNoDelay(true);
@@ -57,6 +58,12 @@ export async function backendLogin(address: string, tag: string, user: string, p
     });
     const greeting = (await nextLine()).toString();
     if (!greeting.startsWith('* OK')) throw new BackendUnavailable(`unexpected greeting: ${greeting.trim().slice(0, 80)}`);
+    if (opts.client) {
+      // Dovecot trusts this from login_trusted_networks: its logs, auth penalties and
+      // per-IP limits then see the real client, not the gateway (Dovecot's own proxy does the same).
+      const id = `("x-originating-ip" ${imapString(opts.client.ip)} "x-originating-port" "${opts.client.port}")`;
+      socket.write(`${tag}.id ID ${id}\r\n`);
+    }
     socket.write(`${tag} LOGIN ${imapString(user)} ${imapString(password)}\r\n`);
     for (;;) {
       const line = await nextLine();

@@ -295,6 +295,7 @@ export class Gateway {
   /** Returns true when the session now relays (the pre-auth reader is done). */
   private async login(client: net.Socket, reader: CommandReader, tag: string, user: string, password: string): Promise<boolean> {
     const ip = client.remoteAddress ?? '?';
+    const origin = { ip: (client.remoteAddress ?? '').replace(/^::ffff:/, ''), port: client.remotePort ?? 0 };
     const tenant = this.opts.tenant;
     const fail = async (): Promise<boolean> => {
       this.recordFailure(`ip:${ip}`);
@@ -313,16 +314,16 @@ export class Gateway {
       let where = await this.locate(tenant, user, false);
       let login;
       if (where.node !== '') {
-        login = await backendLogin(where.imapAddress, tag, user, password);
+        login = await backendLogin(where.imapAddress, tag, user, password, { client: origin });
         if (!login.ok) return fail();
       } else {
         // Not assigned: this node's Dovecot checks the password; only then assign.
-        login = await backendLogin(this.opts.node.backend, tag, user, password);
+        login = await backendLogin(this.opts.node.backend, tag, user, password, { client: origin });
         if (!login.ok) return fail();
         where = await this.locate(tenant, user, true);
         if (where.imapAddress !== this.opts.node.backend) {
           login.socket.end(`${tag}x LOGOUT\r\n`);
-          login = await backendLogin(where.imapAddress, tag, user, password);
+          login = await backendLogin(where.imapAddress, tag, user, password, { client: origin });
           if (!login.ok) return fail();
         }
       }

@@ -103,6 +103,21 @@ describe('IMAP gateway', () => {
     expect(homeLog).toMatch(/imap\(alice\).*Logged out/);
   });
 
+  it("passes the client's address on to Dovecot (logs, auth penalties and limits see the real client)", async () => {
+    const [host, port] = gateways[0]!.address().split(':');
+    const s = net.connect({ port: Number(port), host, localAddress: '127.0.0.2' });
+    let out = '';
+    s.on('data', (c: Buffer) => (out += c.toString()));
+    await waitFor(() => out.includes('\r\n'), 5000, 'greeting');
+    s.write(`a LOGIN carol ${USERS.carol}\r\nb LOGOUT\r\n`);
+    await waitFor(() => /b OK/.test(out), 5000, 'logout');
+    s.destroy();
+    const home = await locate('carol');
+    const { readFileSync } = await import('node:fs');
+    const log = readFileSync(`${dovecots[home.node === 'n1' ? 0 : 1]!.dir}/dovecot.log`, 'utf8');
+    expect(log).toMatch(/Login: user=<carol>, method=PLAIN, rip=127\.0\.0\.2,/);
+  });
+
   it('supports LOGIN with literals, AUTHENTICATE PLAIN with and without SASL-IR', async () => {
     const g = gateways[0]!.address();
     const lit = await raw(g, [`a LOGIN {3}\r\n`, `bob {${USERS.bob.length}+}\r\n${USERS.bob}\r\n`, 'b LOGOUT\r\n'], /b OK/);
