@@ -61,8 +61,10 @@ const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
 /** The capabilities offered after login, from the home Dovecot's LOGIN response. */
 export function sessionCapabilities(tagged: string): string {
   const m = /\[CAPABILITY ([^\]]*)\]/i.exec(tagged);
-  const theirs = (m?.[1] ?? 'IMAP4rev1').split(' ').filter((c) => PASSED_CAPS.has(c.toUpperCase()));
-  const all = [...theirs];
+  const all: string[] = [];
+  for (const c of (m?.[1] ?? 'IMAP4rev1').split(' ')) {
+    if (PASSED_CAPS.has(c.toUpperCase()) && !all.some((x) => x.toUpperCase() === c.toUpperCase())) all.push(c);
+  }
   for (const c of OWN_CAPS) if (!all.some((x) => x.toUpperCase() === c.toUpperCase())) all.push(c);
   return all.join(' ');
 }

@@ -1,0 +1,139 @@
+#!/usr/bin/env bash
+# A two-node mailshare cluster on this machine, for trying mailshare out:
+# one coordinator (embedded etcd), two Dovecot backends sharing one mail
+# root, and a mailshare gateway in front of each. Users alice, bob and carol
+# (password: the name followed by "-pw") in tenant acme. Ctrl-C (or
+# SIGTERM) stops everything; the data stays in DIR for the next start.
+#
+#   bash deploy/local-cluster.sh [DIR]          (default ./.mailshare-cluster; run as root)
+#
+# Ports (override through the environment): COORDINATOR=127.0.0.1:7400,
+# GATEWAY1=127.0.0.1:1143, GATEWAY2=127.0.0.1:1144, DOVECOT1=127.0.0.1:10143,
+# DOVECOT2=127.0.0.1:10144.
+set -euo pipefail
+
+DIR=$(realpath -m "${1:-.mailshare-cluster}")
+COORDINATOR=${COORDINATOR:-127.0.0.1:7400}
+GATEWAY1=${GATEWAY1:-127.0.0.1:1143}
+GATEWAY2=${GATEWAY2:-127.0.0.1:1144}
+DOVECOT1=${DOVECOT1:-127.0.0.1:10143}
+DOVECOT2=${DOVECOT2:-127.0.0.1:10144}
+
+die() { echo "local-cluster: $*" >&2; exit 1; }
+for cmd in mailshare dovecot openssl; do command -v "$cmd" >/dev/null || die "$cmd not found (run: bash scripts/setup.sh)"; done
+[ "$(id -u)" = 0 ] || die "run as root: Dovecot stores the mail as user nobody"
+
+mkdir -p "$DIR/mail" "$DIR/n1" "$DIR/n2"
+chmod 755 "$DIR" "$DIR/n1" "$DIR/n2"
+chown nobody:nogroup "$DIR/mail"
+[ -s "$DIR/master.secret" ] || openssl rand -hex 16 > "$DIR/master.secret"
+chmod 600 "$DIR/master.secret"
+MASTER_PASSWORD=$(cat "$DIR/master.secret")
+
+pids=()
+dovecot_confs=()
+cleanup() {
+  trap - EXIT INT TERM
+  for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  for conf in "${dovecot_confs[@]}"; do dovecot -c "$conf" stop 2>/dev/null || true; done
+  echo "local-cluster: stopped"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+# One Dovecot per node. The settings mailshare needs: a master user for the
+# gateways (auth_master_user_separator), "/" as separator, and trust in the
+# gateways' addresses so they can pass the client's address on.
+start_dovecot() { # name host:port
+  local name=$1 host=${2%:*} port=${2##*:} dir="$DIR/$1"
+  mkdir -p "$dir/run" "$dir/state"
+  printf 'gateway:{PLAIN}%s\n' "$MASTER_PASSWORD" > "$dir/master.passwd"
+  printf 'alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\ncarol:{PLAIN}carol-pw\n' > "$dir/users.passwd"
+  chmod 644 "$dir/master.passwd" "$dir/users.passwd"
+  cat > "$dir/dovecot.conf" <<CONF
+base_dir = $dir/run
+state_dir = $dir/state
+instance_name = mailshare-$name-$port
+log_path = $dir/dovecot.log
+protocols = imap
+listen = $host
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain
+login_trusted_networks = 127.0.0.0/8
+mail_uid = nobody
+mail_gid = nogroup
+first_valid_uid = 1
+mail_location = maildir:$DIR/mail/%u
+auth_master_user_separator = *
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+passdb {
+  driver = passwd-file
+  args = $dir/master.passwd
+  master = yes
+}
+passdb {
+  driver = passwd-file
+  args = $dir/users.passwd
+}
+userdb {
+  driver = static
+  args = uid=nobody gid=nogroup home=$DIR/mail/%u
+}
+service imap-login {
+  inet_listener imap {
+    port = $port
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+CONF
+  # Dovecot's auth process runs as user dovecot: every directory above must let it through.
+  if command -v runuser >/dev/null && id dovecot >/dev/null 2>&1 && ! runuser -u dovecot -- test -r "$dir/users.passwd"; then
+    die "user dovecot cannot read $dir/users.passwd: give the directories above $DIR o+x (e.g. chmod 755)"
+  fi
+  dovecot -c "$dir/dovecot.conf" stop 2>/dev/null || true
+  dovecot -c "$dir/dovecot.conf" || die "Dovecot $name did not start (see $dir/dovecot.log)"
+  dovecot_confs+=("$dir/dovecot.conf")
+}
+
+wait_for() { # file pattern what
+  for _ in $(seq 1 200); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.1; done
+  die "$3 did not start (see $1)"
+}
+
+start_dovecot n1 "$DOVECOT1"
+start_dovecot n2 "$DOVECOT2"
+
+mailshare server --data-dir "$DIR/server" --listen "$COORDINATOR" --log-level warn > "$DIR/server.log" 2>&1 &
+pids+=($!)
+wait_for "$DIR/server.log" "listening on" "the coordinator"
+export MAILSHARE_CREDENTIALS="$DIR/server/credentials.json" MAILSHARE_ADDR="$COORDINATOR"
+mailshare tenant get acme >/dev/null 2>&1 || mailshare tenant create acme >/dev/null
+NODE_TOKEN=$(mailshare token create --role node --description "local-cluster gateways")
+
+start_gateway() { # name dovecot listen
+  MAILSHARE_TOKEN=$NODE_TOKEN MAILSHARE_MASTER_PASSWORD=$MASTER_PASSWORD \
+    mailshare gateway --node "$1" --backend "$2" --tenant acme --listen "$3" --coordinators "$COORDINATOR" \
+      --master-user gateway --log-level warn > "$DIR/$1/gateway.log" 2>&1 &
+  pids+=($!)
+  wait_for "$DIR/$1/gateway.log" "listening on" "gateway $1"
+}
+start_gateway n1 "$DOVECOT1" "$GATEWAY1"
+start_gateway n2 "$DOVECOT2" "$GATEWAY2"
+
+cat <<INFO
+local-cluster: ready
+  coordinator  $COORDINATOR   (CLI: export MAILSHARE_CREDENTIALS=$MAILSHARE_CREDENTIALS)
+  gateway n1   $GATEWAY1   -> Dovecot $DOVECOT1
+  gateway n2   $GATEWAY2   -> Dovecot $DOVECOT2
+  users        alice / alice-pw, bob / bob-pw, carol / carol-pw   (tenant acme)
+  logs         $DIR/server.log, $DIR/n1/, $DIR/n2/
+Ctrl-C stops the cluster.
+INFO
+wait

@@ -1,0 +1,89 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { getFreePort } from '../../src/store/etcd-process.js';
+import { RawImap, message } from '../harness/imap.js';
+import { findProcesses, waitFor } from '../harness/process.js';
+import { BIN, REPO_ROOT, cleanEnv, runCli } from '../harness/server.js';
+import { tempDir } from '../harness/tmp.js';
+
+/** The README walkthrough: deploy/local-cluster.sh, then a share from IMAP and the CLI. */
+const dir = tempDir('mailshare-cluster-');
+let script: ChildProcess | undefined;
+afterAll(() => {
+  if (script?.pid) {
+    try {
+      process.kill(-script.pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+  // Dovecot daemonizes out of the script's process group: stop whatever a failed run left.
+  for (const pid of findProcesses('dovecot', dir.path)) process.kill(pid, 'SIGKILL');
+  dir.remove();
+});
+
+function portOpen(address: string): Promise<boolean> {
+  const [host, port] = address.split(':');
+  return new Promise((resolve) => {
+    const s = net.connect(Number(port), host);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
+
+describe('deploy/local-cluster.sh', () => {
+  it('starts a two-node cluster with one command; alice shares a folder with bob; Ctrl-C stops it all', async () => {
+    // `mailshare` on PATH is this build.
+    chmodSync(dir.path, 0o755);
+    const bin = path.join(dir.path, 'bin');
+    mkdirSync(bin);
+    writeFileSync(path.join(bin, 'mailshare'), `#!/bin/sh\nexec "${process.execPath}" "${BIN}" "$@"\n`);
+    chmodSync(path.join(bin, 'mailshare'), 0o755);
+    const ports = await Promise.all([1, 2, 3, 4, 5].map(() => getFreePort()));
+    const addr = ports.map((p) => `127.0.0.1:${p}`);
+    const env = cleanEnv({ PATH: `${bin}:${process.env.PATH}`, COORDINATOR: addr[0], GATEWAY1: addr[1], GATEWAY2: addr[2], DOVECOT1: addr[3], DOVECOT2: addr[4] });
+    script = spawn('bash', [path.join(REPO_ROOT, 'deploy', 'local-cluster.sh'), path.join(dir.path, 'cluster')], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    script.stdout!.on('data', (c: Buffer) => (out += c.toString()));
+    script.stderr!.on('data', (c: Buffer) => (out += c.toString()));
+    const exited = new Promise<number | null>((r) => script!.on('exit', (code) => r(code)));
+    await waitFor(() => out.includes('local-cluster: ready'), 60_000, `cluster ready (${out})`);
+
+    // alice, on gateway n1: a folder with a message, shared with bob for reading.
+    const alice = await RawImap.login(addr[1]!, 'alice', 'alice-pw');
+    expect(await alice.cmd('CREATE Projects')).toMatch(/^t\d+ OK/m);
+    const m = message('kickoff');
+    alice.write(`a APPEND Projects {${m.length}+}\r\n${m}\r\n`);
+    expect(await alice.until(/^a (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^a OK/m);
+    expect(await alice.cmd('SETACL Projects bob lr')).toMatch(/^t\d+ OK/m);
+    alice.close();
+
+    // The admin's view, with the CLI lines the README shows.
+    const cliEnv = { MAILSHARE_CREDENTIALS: path.join(dir.path, 'cluster', 'server', 'credentials.json'), MAILSHARE_ADDR: addr[0]! };
+    const shares = await runCli(['share', 'list', 'acme', 'bob'], { env: cliEnv });
+    expect(shares.code).toBe(0);
+    expect(shares.stdout).toMatch(/alice\/Projects\s+lr/);
+    expect((await runCli(['acl', 'set', 'acme', 'alice/Projects', 'carol', 'lrs'], { env: cliEnv })).code).toBe(0);
+
+    // bob, on gateway n2, sees it under Shared/.
+    const bob = await RawImap.login(addr[2]!, 'bob', 'bob-pw');
+    expect(await bob.cmd('LIST "" "*"')).toMatch(/^\* LIST \(\\HasNoChildren\) "\/" "Shared\/alice\/Projects"/m);
+    expect(await bob.cmd('SELECT Shared/alice/Projects')).toMatch(/\* 1 EXISTS/);
+    expect(await bob.cmd('FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])')).toMatch(/Subject: kickoff/);
+    bob.close();
+    const carol = await RawImap.login(addr[1]!, 'carol', 'carol-pw');
+    expect(await carol.cmd('MYRIGHTS Shared/alice/Projects')).toMatch(/"lrs"/);
+    carol.close();
+
+    process.kill(-script.pid!, 'SIGINT');
+    expect(await exited).toBe(0);
+    expect(out).toContain('local-cluster: stopped');
+    for (const a of addr) expect(await portOpen(a), a).toBe(false);
+  }, 120_000);
+});
