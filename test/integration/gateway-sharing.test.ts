@@ -231,4 +231,34 @@ describe('shared folders through the gateways', () => {
     bob.close();
     alice.close();
   });
+
+  it('CREATE below, RENAME and DELETE over IMAP keep mailshare in step, with the rights they need', async () => {
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    expect(await alice.cmd('CREATE Team')).toMatch(/^t\d+ OK/m);
+    expect(await alice.cmd('SETACL Team bob lr')).toMatch(/^t\d+ OK/m);
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await bob.cmd('CREATE Shared/alice/Team/Sub')).toMatch(/^t\d+ NO \[NOPERM\]/m);
+    expect(await alice.cmd('SETACL Team bob +kx')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('CREATE Shared/alice/Team/Sub')).toMatch(/^t\d+ OK/m);
+    // The new mailbox is registered with its parent's ACL, so bob sees it at once.
+    expect(await bob.cmd('LIST "" "Shared/alice/Team/*"')).toMatch(/"Shared\/alice\/Team\/Sub"/);
+    expect(await bob.cmd('MYRIGHTS Shared/alice/Team/Sub')).toMatch(/"lrkxc"/);
+    expect(await bob.cmd('DELETE Shared/alice/Team/Sub')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('LIST "" "Shared/alice/Team/*"')).not.toMatch(/Sub/);
+    expect(await alice.cmd('LIST "" "Team/*"')).not.toMatch(/Sub/);
+
+    // alice renames: the ACL follows the mailbox, in IMAP and in mailshare.
+    expect(await alice.cmd('RENAME Team Crew')).toMatch(/^t\d+ OK/m);
+    const admin = connectApi(server.address, server.adminToken);
+    const crew = await admin.mailbox.getMailbox({ tenant: 'acme', mailbox: 'alice/Crew', actor: '' });
+    expect(crew.acl.find((e) => e.identifier === 'bob')?.rights).toMatch(/^lrkx/);
+    await expect(admin.mailbox.getMailbox({ tenant: 'acme', mailbox: 'alice/Team', actor: '' })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    expect(await bob.cmd('LIST "" "Shared/alice/*"')).toMatch(/"Shared\/alice\/Crew"/);
+    expect(await alice.cmd('DELETE Crew')).toMatch(/^t\d+ OK/m);
+    await expect(admin.mailbox.getMailbox({ tenant: 'acme', mailbox: 'alice/Crew', actor: '' })).rejects.toMatchObject({ code: grpc.status.NOT_FOUND });
+    expect(await bob.cmd('SELECT Shared/alice/Crew')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    admin.close();
+    bob.close();
+    alice.close();
+  });
 });

@@ -70,6 +70,10 @@ describe('deploy/local-cluster.sh', () => {
     expect(shares.code).toBe(0);
     expect(shares.stdout).toMatch(/alice\/Projects\s+lr/);
     expect((await runCli(['acl', 'set', 'acme', 'alice/Projects', 'carol', 'lrs'], { env: cliEnv })).code).toBe(0);
+    const nodes = await runCli(['node', 'list'], { env: cliEnv });
+    expect(nodes.code).toBe(0);
+    expect(nodes.stdout).toMatch(/n1\s/);
+    expect(nodes.stdout).toMatch(/n2\s/);
 
     // bob, on gateway n2, sees it under Shared/.
     const bob = await RawImap.login(addr[2]!, 'bob', 'bob-pw');
