@@ -3,9 +3,22 @@ import { DomainError } from '../domain/errors.js';
 import { TENANT_ID_PATTERN, parseTenantId, parseUserId, printable } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
 import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
-import type { DrainProgress, DrainRequest, KeepAliveRequest, KeepAliveResponse, Node, PlacementServiceServer } from '../gen/mailshare/v1/placement.js';
+import type { Logger } from 'pino';
+import type {
+  DrainProgress,
+  DrainRequest,
+  KeepAliveRequest,
+  KeepAliveResponse,
+  LocateRequest,
+  LocateResponse,
+  LocateStreamRequest,
+  LocateStreamResponse,
+  Node,
+  PlacementServiceServer,
+} from '../gen/mailshare/v1/placement.js';
 import type { NodeView, PlacementStore } from '../store/placement-store.js';
 import { requireTenantRole } from './access.js';
+import type { Principal } from './auth.js';
 import { type RpcDeps, authenticated, endOnShutdown, unary } from './rpc.js';
 import { toGrpcError } from './status.js';
 
@@ -57,6 +70,26 @@ export function nodeToPb(n: NodeView): Node {
 
 export function createPlacementService(deps: PlacementServiceDeps): PlacementServiceServer {
   const { placement } = deps;
+  /** One Locate, shared by the unary call and the stream. */
+  const locate = async (req: LocateRequest, principal: Principal, log: Logger): Promise<LocateResponse> => {
+    const tenant = parseTenantId(req.tenant);
+    if ((req.user === '') === (req.mailbox === '')) {
+      throw new DomainError('invalid_argument', 'user: give exactly one of user and mailbox', { field: 'user' });
+    }
+    const user = req.user !== '' ? parseUserId(req.user, 'user') : parseMailboxRef(req.mailbox).owner;
+    requireTenantRole(principal.role, tenant, ['admin', 'tenant-admin', 'node']);
+    const { assignment, created } = await placement.locate(tenant, user, req.assign);
+    if (created) log.info({ tenant, user, node: assignment!.node, epoch: assignment!.epoch }, 'user assigned');
+    return {
+      tenant,
+      user,
+      node: assignment?.node ?? '',
+      imapAddress: assignment ? placement.imapAddressOf(assignment.node) : '',
+      epoch: assignment?.epoch ?? 0,
+      assigned: created,
+    };
+  };
+
   return {
     registerNode: unary(deps, 'RegisterNode', ['node'], async (req, ctx) => {
       const name = parseNodeName(req.name);
@@ -119,23 +152,25 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       return {};
     }),
 
-    locate: unary(deps, 'Locate', ['admin', 'tenant-admin', 'node'], async (req, ctx) => {
-      const tenant = parseTenantId(req.tenant);
-      if ((req.user === '') === (req.mailbox === '')) {
-        throw new DomainError('invalid_argument', 'user: give exactly one of user and mailbox', { field: 'user' });
-      }
-      const user = req.user !== '' ? parseUserId(req.user, 'user') : parseMailboxRef(req.mailbox).owner;
-      requireTenantRole(ctx.principal.role, tenant, ['admin', 'tenant-admin', 'node']);
-      const { assignment, created } = await placement.locate(tenant, user, req.assign);
-      if (created) ctx.log.info({ tenant, user, node: assignment!.node, epoch: assignment!.epoch }, 'user assigned');
-      return {
-        tenant,
-        user,
-        node: assignment?.node ?? '',
-        imapAddress: assignment ? placement.imapAddressOf(assignment.node) : '',
-        epoch: assignment?.epoch ?? 0,
-        assigned: created,
-      };
+    locate: unary(deps, 'Locate', ['admin', 'tenant-admin', 'node'], (req, ctx) => locate(req, ctx.principal, ctx.log)),
+
+    locateStream: authenticated(deps, 'LocateStream', ['admin', 'tenant-admin', 'node'], (call: ServerDuplexStream<LocateStreamRequest, LocateStreamResponse>, principal) => {
+      const log = deps.log.child({ method: 'LocateStream' });
+      endOnShutdown(deps, call, () => undefined);
+      call.on('data', (msg: LocateStreamRequest) => {
+        const id = msg.id;
+        locate(msg.request ?? { tenant: '', user: '', mailbox: '', assign: false }, principal, log).then(
+          (response) => {
+            if (!call.writableEnded) call.write({ id, response, code: 0, message: '' });
+          },
+          (err: unknown) => {
+            const e = toGrpcError(err, log);
+            if (!call.writableEnded) call.write({ id, response: undefined, code: e.code, message: e.details });
+          },
+        );
+      });
+      call.on('end', () => call.end());
+      call.on('error', () => undefined);
     }),
 
     move: unary(deps, 'Move', ['admin'], async (req, ctx) => {

@@ -32,6 +32,15 @@ export interface Assignment {
   readonly epoch: number;
 }
 
+interface CachedAssignment {
+  readonly node: string;
+  readonly epoch: number;
+  readonly leaseId: string;
+}
+
+/** How long a writer waits for its own change to reach this coordinator's cache (read-your-writes). */
+const SETTLE_MS = 5000;
+
 export interface NodeView extends NodeConfig {
   readonly live: NodeLive | undefined;
   readonly users: number;
@@ -47,7 +56,8 @@ export interface NodeView extends NodeConfig {
 export class PlacementStore {
   private readonly configs: PrefixCache<NodeConfig>;
   private readonly lives: PrefixCache<NodeLive>;
-  private readonly assignments: PrefixCache<string>;
+  /** Every assignment, watch-fed: Locate answers from here, and node loads are counted from it. */
+  private readonly assignments: PrefixCache<CachedAssignment>;
   private readonly counts = new Map<string, number>();
   private total = 0;
   private ringMemo: { sig: string; ring: Ring } | undefined;
@@ -70,22 +80,25 @@ export class PlacementStore {
       logger,
       decode: (key, value) => ({ name: key.slice(keys.liveNodesPrefix.length), leaseId: value.toString() }),
     });
-    this.assignments = createPrefixCache<string>({
+    this.assignments = createPrefixCache<CachedAssignment>({
       client,
       prefix: keys.assignmentsPrefix,
       logger,
-      decode: (_key, value) => decodeAssignmentNode(value),
+      decode: (_key, value, meta) => {
+        const node = decodeAssignmentNode(value);
+        return node === undefined ? undefined : { node, epoch: meta.createRevision, leaseId: meta.lease };
+      },
       onReset: () => {
         this.counts.clear();
         this.total = 0;
       },
       onChange: (_key, before, after) => {
         if (before !== undefined) {
-          this.counts.set(before, (this.counts.get(before) ?? 1) - 1);
+          this.counts.set(before.node, (this.counts.get(before.node) ?? 1) - 1);
           this.total--;
         }
         if (after !== undefined) {
-          this.counts.set(after, (this.counts.get(after) ?? 0) + 1);
+          this.counts.set(after.node, (this.counts.get(after.node) ?? 0) + 1);
           this.total++;
         }
       },
@@ -230,13 +243,22 @@ export class PlacementStore {
   /**
    * The user's assignment, creating one when `assign` is set and there is
    * none: the chosen node must still be live on the lease the new key is
-   * bound to, and the key must not exist, in one transaction.
+   * bound to, and the key must not exist, in one transaction. Without
+   * `assign` the answer comes from the watch-fed cache (no etcd round trip);
+   * a coordinator answers a write only once its own cache shows it, so its
+   * clients read their writes, while another coordinator may lag by the
+   * watch delay. Safety never rests on this read: the epoch and the lease do.
    */
   async locate(tenant: string, user: string, assign: boolean): Promise<{ assignment: Assignment | undefined; created: boolean }> {
     const key = this.keys.assignment(tenant, user);
+    if (!assign) {
+      const cached = this.assignments.get(key);
+      return { assignment: cached ? { tenant, user, ...cached } : undefined, created: false };
+    }
     for (let attempt = 0; attempt < 20; attempt++) {
+      // About to write: read etcd itself, not the cache, so a just-expired assignment is never handed out.
       const existing = await this.getAssignment(tenant, user);
-      if (existing || !assign) return { assignment: existing, created: false };
+      if (existing) return { assignment: existing, created: false };
       const ring = this.activeRing();
       const node = chooseNode(ring, `${tenant}/${user}`, (n) => this.counts.get(n) ?? 0, this.total, this.epsilon);
       if (node === undefined) throw new DomainError('unavailable', 'no active node is registered', { retryable: true });
@@ -248,24 +270,33 @@ export class PlacementStore {
           // A move in progress assigns the user itself.
           .and(this.keys.move(tenant, user), 'Create', '==', 0)
           .then(this.client.put(key).value(JSON.stringify({ node, assignedAt: new Date().toISOString() })).lease(live.leaseId))
+          .else(this.client.get(key))
           .commit(),
       );
       if (res.succeeded) {
-        return { assignment: { tenant, user, node, leaseId: live.leaseId, epoch: Number(res.header.revision) }, created: true };
+        const epoch = Number(res.header.revision);
+        await this.assignments.waitFor(epoch, SETTLE_MS);
+        return { assignment: { tenant, user, node, leaseId: live.leaseId, epoch }, created: true };
       }
-      // Someone else assigned the user, the node's lease changed, or a move is under way: look again.
+      // Someone else assigned the user (our cache had not seen it yet): that one stands.
+      const kv = res.responses[0]?.response_range?.kvs[0];
+      if (kv) {
+        await this.assignments.waitFor(Number(kv.mod_revision), SETTLE_MS);
+        return { assignment: { tenant, user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) }, created: false };
+      }
+      // The node's lease changed, or a move is under way: look again.
       await this.clearStaleMove(tenant, user);
       await new Promise((r) => setTimeout(r, Math.min(5 * 2 ** attempt, 200)));
     }
     throw new DomainError('unavailable', 'could not assign the user: nodes are changing too fast; try again', { retryable: true });
   }
 
-  /** Deletes an assignment only if it is still the one with this epoch. */
   async release(tenant: string, user: string, epoch: number): Promise<boolean> {
     const key = this.keys.assignment(tenant, user);
     const res = await etcdOp('releasing an assignment', () =>
       this.client.if(key, 'Create', '==', epoch).then(this.client.delete().key(key)).commit(),
     );
+    if (res.succeeded) await this.assignments.waitFor(Number(res.header.revision), SETTLE_MS);
     return res.succeeded;
   }
 
@@ -302,6 +333,7 @@ export class PlacementStore {
     }
     if (opts.kick) {
       if (intentRev) await etcdOp('finishing a kick', () => this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey)).commit());
+      if (cur) await this.assignments.waitUntil(() => this.assignments.get(key)?.epoch !== cur.epoch, SETTLE_MS);
       return { from: cur?.node ?? '', releasedByNode };
     }
     for (let attempt = 0; attempt < 20; attempt++) {
@@ -319,7 +351,9 @@ export class PlacementStore {
           .commit(),
       );
       if (res.succeeded) {
-        return { from: cur?.node ?? '', releasedByNode, assignment: { tenant, user, node: target!, leaseId: live.leaseId, epoch: Number(res.header.revision) } };
+        const epoch = Number(res.header.revision);
+        await this.assignments.waitFor(epoch, SETTLE_MS);
+        return { from: cur?.node ?? '', releasedByNode, assignment: { tenant, user, node: target!, leaseId: live.leaseId, epoch } };
       }
       await new Promise((r) => setTimeout(r, 20));
     }
@@ -330,7 +364,7 @@ export class PlacementStore {
   /** Users the node holds now (from the watch-fed cache). */
   usersOf(node: string): Array<[string, string]> {
     const out: Array<[string, string]> = [];
-    for (const [key, n] of this.assignments.entries()) if (n === node) out.push(this.keys.assignmentFromKey(key));
+    for (const [key, a] of this.assignments.entries()) if (a.node === node) out.push(this.keys.assignmentFromKey(key));
     return out;
   }
 

@@ -5,7 +5,7 @@ export interface PrefixCacheOptions<T> {
   client: Etcd3;
   prefix: string;
   /** Turns a stored value into a record; returning undefined skips a bad record (logged). */
-  decode(key: string, value: Buffer): T | undefined;
+  decode(key: string, value: Buffer, meta: KeyMeta): T | undefined;
   logger: Logger;
   /** Delay before a resync after the watch failed; default 200 ms, doubling to 5 s. */
   retryDelayMs?: number;
@@ -15,11 +15,26 @@ export interface PrefixCacheOptions<T> {
   onReset?(): void;
 }
 
+/** What etcd keeps with a key besides its value. */
+export interface KeyMeta {
+  readonly createRevision: number;
+  /** Lease id (decimal), "0" without one. */
+  readonly lease: string;
+}
+
 export interface PrefixCache<T> {
   get(key: string): T | undefined;
   entries(): IterableIterator<[string, T]>;
   /** The etcd revision the cache content is valid at. */
   revision(): number;
+  /**
+   * Resolves once `cond` holds, checked now and after every change the
+   * watch applies; false on timeout. For read-your-writes: a writer waits
+   * until its own change reached the cache before answering.
+   */
+  waitUntil(cond: () => boolean, timeoutMs: number): Promise<boolean>;
+  /** waitUntil the cache is at `revision` or later (a revision of a change under this prefix). */
+  waitFor(revision: number, timeoutMs: number): Promise<boolean>;
   /** Resolves once the first snapshot is loaded. */
   readonly ready: Promise<void>;
   close(): Promise<void>;
@@ -40,11 +55,15 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
   let timer: NodeJS.Timeout | undefined;
   const log = opts.logger.child({ component: 'prefix-cache', prefix: opts.prefix });
 
-  const apply = (key: string, value: Buffer | undefined): void => {
+  const waiters = new Set<{ cond: () => boolean; done: (ok: boolean) => void }>();
+  const wake = (): void => {
+    for (const w of waiters) if (w.cond()) w.done(true);
+  };
+  const apply = (key: string, value: Buffer | undefined, meta: KeyMeta): void => {
     const before = map.get(key);
     let after: T | undefined;
     if (value !== undefined) {
-      after = opts.decode(key, value);
+      after = opts.decode(key, value, meta);
       if (after === undefined) log.warn({ key }, 'skipping undecodable record');
     }
     if (after === undefined) map.delete(key);
@@ -56,8 +75,9 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
     const res = await opts.client.getAll().prefix(opts.prefix).exec();
     map.clear();
     opts.onReset?.();
-    for (const kv of res.kvs) apply(kv.key.toString(), kv.value);
+    for (const kv of res.kvs) apply(kv.key.toString(), kv.value, { createRevision: Number(kv.create_revision), lease: kv.lease });
     rev = Number(res.header.revision);
+    wake();
     const w = await opts.client
       .watch()
       .prefix(opts.prefix)
@@ -69,8 +89,9 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
     }
     watcher = w;
     w.on('data', (res) => {
-      for (const ev of res.events) apply(ev.kv.key.toString(), ev.type === 'Delete' ? undefined : ev.kv.value);
+      for (const ev of res.events) apply(ev.kv.key.toString(), ev.type === 'Delete' ? undefined : ev.kv.value, { createRevision: Number(ev.kv.create_revision), lease: ev.kv.lease });
       rev = Math.max(rev, Number(res.header.revision));
+      wake();
     });
     w.on('error', (err) => {
       // etcd already cancelled this watch; cancelling it again confuses etcd3.
@@ -98,14 +119,33 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
     throw err;
   });
 
+  const waitUntil = (cond: () => boolean, timeoutMs: number): Promise<boolean> => {
+    if (cond()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      const w = {
+        cond,
+        done: (ok: boolean) => {
+          waiters.delete(w);
+          clearTimeout(timer);
+          resolve(ok);
+        },
+      };
+      const timer = setTimeout(() => w.done(false), timeoutMs);
+      waiters.add(w);
+    });
+  };
+
   return {
     get: (key) => map.get(key),
     entries: () => map.entries(),
     revision: () => rev,
+    waitUntil,
+    waitFor: (revision, timeoutMs) => waitUntil(() => rev >= revision, timeoutMs),
     ready,
     close: async () => {
       closed = true;
       if (timer) clearTimeout(timer);
+      for (const w of waiters) w.done(false);
       if (watcher) await watcher.cancel().catch(() => undefined);
     },
   };

@@ -1,11 +1,12 @@
 /**
  * A load generator in its own process (so it does not share a CPU budget
  * with what it measures): `tsx load-worker.ts MODE TARGET TOKEN CONCURRENCY MS`.
- * MODE rpc: PlacementService.Locate of existing users; MODE etcd: a direct
+ * MODE rpc: PlacementService.Locate of existing users; MODE stream: the same
+ * lookups over one LocateStream; MODE etcd: a direct
  * etcd3 get of the same assignment keys. Prints {"ops":…,"p50":…,"p99":…}.
  */
 import * as grpc from '@grpc/grpc-js';
-import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
 
 const [mode, target, token, conc, ms, prefix] = process.argv.slice(2);
@@ -25,6 +26,27 @@ async function main(): Promise<void> {
         client.locate({ tenant: 'bench', user: `u${i % USERS}`, mailbox: '', assign: false }, md, {}, (e, r) => (e ? reject(e) : resolve(r))),
       );
     close = () => client.close();
+  } else if (mode === 'stream') {
+    const client = new PlacementServiceClient(target!, grpc.credentials.createInsecure());
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${token}`);
+    const stream = client.locateStream(md);
+    const waiting = new Map<number, (r: LocateStreamResponse) => void>();
+    stream.on('data', (r: LocateStreamResponse) => {
+      waiting.get(r.id)?.(r);
+      waiting.delete(r.id);
+    });
+    let id = 0;
+    call = (i) =>
+      new Promise((resolve, reject) => {
+        const n = ++id;
+        waiting.set(n, (r) => (r.code === 0 ? resolve(r) : reject(new Error(r.message))));
+        stream.write({ id: n, request: { tenant: 'bench', user: `u${i % USERS}`, mailbox: '', assign: false } });
+      });
+    close = () => {
+      stream.end();
+      client.close();
+    };
   } else {
     const client = createEtcdClient({ endpoints: target!.split(',') });
     call = (i) => client.get(`${prefix}u${i % USERS}`).string();

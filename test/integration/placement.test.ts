@@ -1,9 +1,9 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { connectApi, type Api } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
-import { codeOf, unaryCall } from '../harness/grpc.js';
+import { bearer, codeOf, unaryCall } from '../harness/grpc.js';
 import { startTestNode, type TestNode } from '../harness/node-client.js';
 import { waitFor } from '../harness/process.js';
 import { startInProcessServer, type InProcessServer } from '../harness/server.js';
@@ -128,6 +128,33 @@ describe('placement', () => {
     const owner = await locate('acme', 'alice', true);
     const viaMailbox = await unaryCall(client.locate.bind(client), { tenant: 'acme', user: '', mailbox: 'alice/Projects', assign: false }, nodeToken);
     expect(viaMailbox).toMatchObject({ user: 'alice', node: owner.node, epoch: owner.epoch });
+  });
+
+  it('answers many Locates over one LocateStream, by id, with per-lookup errors that leave the stream open', async () => {
+    const owner = await locate('acme', 'alice', true);
+    const stream = client.locateStream(bearer(nodeToken));
+    const answers = new Map<number, LocateStreamResponse>();
+    stream.on('data', (r: LocateStreamResponse) => answers.set(r.id, r));
+    stream.write({ id: 1, request: { tenant: 'acme', user: 'alice', mailbox: '', assign: false } });
+    stream.write({ id: 2, request: { tenant: 'Not A Tenant', user: 'alice', mailbox: '', assign: false } });
+    stream.write({ id: 3, request: { tenant: 'acme', user: '', mailbox: 'alice/Projects', assign: false } });
+    stream.write({ id: 4, request: { tenant: 'acme', user: 'streamed', mailbox: '', assign: true } });
+    stream.write({ id: 5, request: { tenant: 'acme', user: 'alice', mailbox: '', assign: false } });
+    await waitFor(() => answers.size === 5, 5000, 'five answers').catch((e: unknown) => {
+      throw new Error(`${String(e)}: ${JSON.stringify([...answers.values()])}`);
+    });
+    stream.end();
+    expect(answers.get(1)).toMatchObject({ code: 0, response: { user: 'alice', node: owner.node, epoch: owner.epoch } });
+    expect(answers.get(2)).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, message: expect.stringMatching(/^tenant: /) });
+    expect(answers.get(3)).toMatchObject({ code: 0, response: { user: 'alice', epoch: owner.epoch } });
+    expect(answers.get(4)).toMatchObject({ code: 0, response: { user: 'streamed', assigned: true } });
+    expect(answers.get(4)!.response!.epoch).toBeGreaterThan(0);
+    // A write is answered once this coordinator's cache shows it: the next lookup reads it.
+    expect((await locate('acme', 'streamed', false)).epoch).toBe(answers.get(4)!.response!.epoch);
+    expect(answers.get(5)).toMatchObject({ code: 0, response: { user: 'alice' } });
+    const noAuth = client.locateStream(bearer(undefined));
+    const err = await new Promise<grpc.ServiceError>((resolve) => noAuth.on('error', resolve));
+    expect(err.code).toBe(grpc.status.UNAUTHENTICATED);
   });
 
   it('rejects bad input and wrong roles', async () => {

@@ -106,6 +106,22 @@ export interface LocateRequest {
   assign: boolean;
 }
 
+export interface LocateStreamRequest {
+  id: number;
+  request?: LocateRequest | undefined;
+}
+
+export interface LocateStreamResponse {
+  id: number;
+  /** Set when code is 0 (OK). */
+  response?:
+    | LocateResponse
+    | undefined;
+  /** gRPC status code of this lookup; 0 for OK. */
+  code: number;
+  message: string;
+}
+
 export interface LocateResponse {
   tenant: string;
   user: string;
@@ -1260,6 +1276,194 @@ export const LocateRequest: MessageFns<LocateRequest> = {
   },
 };
 
+function createBaseLocateStreamRequest(): LocateStreamRequest {
+  return { id: 0, request: undefined };
+}
+
+export const LocateStreamRequest: MessageFns<LocateStreamRequest> = {
+  encode(message: LocateStreamRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.request !== undefined) {
+      LocateRequest.encode(message.request, writer.uint32(18).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateStreamRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseLocateStreamRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.id = longToNumber(reader.uint64());
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.request = LocateRequest.decode(reader, reader.uint32());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): LocateStreamRequest {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      request: isSet(object.request) ? LocateRequest.fromJSON(object.request) : undefined,
+    };
+  },
+
+  toJSON(message: LocateStreamRequest): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.request !== undefined) {
+      obj.request = LocateRequest.toJSON(message.request);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LocateStreamRequest>): LocateStreamRequest {
+    return LocateStreamRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateStreamRequest>): LocateStreamRequest {
+    const message = createBaseLocateStreamRequest();
+    message.id = object.id ?? 0;
+    message.request = (object.request !== undefined && object.request !== null)
+      ? LocateRequest.fromPartial(object.request)
+      : undefined;
+    return message;
+  },
+};
+
+function createBaseLocateStreamResponse(): LocateStreamResponse {
+  return { id: 0, response: undefined, code: 0, message: "" };
+}
+
+export const LocateStreamResponse: MessageFns<LocateStreamResponse> = {
+  encode(message: LocateStreamResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.id !== 0) {
+      writer.uint32(8).uint64(message.id);
+    }
+    if (message.response !== undefined) {
+      LocateResponse.encode(message.response, writer.uint32(18).fork()).join();
+    }
+    if (message.code !== 0) {
+      writer.uint32(24).int32(message.code);
+    }
+    if (message.message !== "") {
+      writer.uint32(34).string(message.message);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateStreamResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseLocateStreamResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.id = longToNumber(reader.uint64());
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.response = LocateResponse.decode(reader, reader.uint32());
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.code = reader.int32();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.message = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): LocateStreamResponse {
+    return {
+      id: isSet(object.id) ? globalThis.Number(object.id) : 0,
+      response: isSet(object.response) ? LocateResponse.fromJSON(object.response) : undefined,
+      code: isSet(object.code) ? globalThis.Number(object.code) : 0,
+      message: isSet(object.message) ? globalThis.String(object.message) : "",
+    };
+  },
+
+  toJSON(message: LocateStreamResponse): unknown {
+    const obj: any = {};
+    if (message.id !== 0) {
+      obj.id = Math.round(message.id);
+    }
+    if (message.response !== undefined) {
+      obj.response = LocateResponse.toJSON(message.response);
+    }
+    if (message.code !== 0) {
+      obj.code = Math.round(message.code);
+    }
+    if (message.message !== "") {
+      obj.message = message.message;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LocateStreamResponse>): LocateStreamResponse {
+    return LocateStreamResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateStreamResponse>): LocateStreamResponse {
+    const message = createBaseLocateStreamResponse();
+    message.id = object.id ?? 0;
+    message.response = (object.response !== undefined && object.response !== null)
+      ? LocateResponse.fromPartial(object.response)
+      : undefined;
+    message.code = object.code ?? 0;
+    message.message = object.message ?? "";
+    return message;
+  },
+};
+
 function createBaseLocateResponse(): LocateResponse {
   return { tenant: "", user: "", node: "", imapAddress: "", epoch: 0, assigned: false };
 }
@@ -2218,6 +2422,23 @@ export const PlacementServiceService = {
     responseSerialize: (value: LocateResponse): Buffer => Buffer.from(LocateResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LocateResponse => LocateResponse.decode(value),
   },
+  /**
+   * LocateStream: many Locates over one long-lived stream (roles as Locate),
+   * for backends that look users up at a high rate: a stream message costs
+   * a fraction of a unary call. Answers carry the request's id and may come
+   * out of order; a failed lookup answers with its status code and message
+   * and the stream goes on.
+   */
+  locateStream: {
+    path: "/mailshare.v1.PlacementService/LocateStream",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: LocateStreamRequest): Buffer => Buffer.from(LocateStreamRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LocateStreamRequest => LocateStreamRequest.decode(value),
+    responseSerialize: (value: LocateStreamResponse): Buffer =>
+      Buffer.from(LocateStreamResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LocateStreamResponse => LocateStreamResponse.decode(value),
+  },
   /** Release (role node): ends an assignment, only if its epoch still matches. */
   release: {
     path: "/mailshare.v1.PlacementService/Release",
@@ -2302,6 +2523,14 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
    * a user without a node gets one (bounded-load consistent hashing).
    */
   locate: handleUnaryCall<LocateRequest, LocateResponse>;
+  /**
+   * LocateStream: many Locates over one long-lived stream (roles as Locate),
+   * for backends that look users up at a high rate: a stream message costs
+   * a fraction of a unary call. Answers carry the request's id and may come
+   * out of order; a failed lookup answers with its status code and message
+   * and the stream goes on.
+   */
+  locateStream: handleBidiStreamingCall<LocateStreamRequest, LocateStreamResponse>;
   /** Release (role node): ends an assignment, only if its epoch still matches. */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
   /**
@@ -2443,6 +2672,19 @@ export interface PlacementServiceClient extends Client {
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: LocateResponse) => void,
   ): ClientUnaryCall;
+  /**
+   * LocateStream: many Locates over one long-lived stream (roles as Locate),
+   * for backends that look users up at a high rate: a stream message costs
+   * a fraction of a unary call. Answers carry the request's id and may come
+   * out of order; a failed lookup answers with its status code and message
+   * and the stream goes on.
+   */
+  locateStream(): ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>;
+  locateStream(options: Partial<CallOptions>): ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>;
+  locateStream(
+    metadata: Metadata,
+    options?: Partial<CallOptions>,
+  ): ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>;
   /** Release (role node): ends an assignment, only if its epoch still matches. */
   release(
     request: ReleaseRequest,
