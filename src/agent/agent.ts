@@ -163,7 +163,9 @@ export class Agent extends EventEmitter<AgentEvents> {
   isCurrent(tenant: string, user: string, epoch: number): boolean {
     const a = this.cache.locate(tenant, user);
     const lease = this.lease;
-    return !this.controller.signal.aborted && lease !== undefined && a !== undefined && a.node === this.opts.node.name && a.epoch === epoch && a.epoch > lease.revision;
+    // The deadline itself, not only the timer that aborts the signal: after a stall (GC, SIGSTOP,
+    // an overloaded host) pending I/O may run before that timer does.
+    return !this.controller.signal.aborted && Date.now() < this.deadline && lease !== undefined && a !== undefined && a.node === this.opts.node.name && a.epoch === epoch && a.epoch > lease.revision;
   }
 
   /** Users this node holds under its current lease. */
