@@ -5,6 +5,7 @@
  */
 import { writeFileSync } from 'node:fs';
 import { aclPropagation } from './acl-propagation.js';
+import { failover } from './failover.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
 
@@ -21,6 +22,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'locate-cache': locateCache,
   'locate-rpc': locateRpc,
   'acl-propagation': aclPropagation,
+  failover,
 };
 
 async function main(): Promise<void> {
