@@ -50,7 +50,7 @@ export class AuditStore {
     const prefix = this.keys.auditPrefix(tenant);
     const start = afterKey !== undefined ? `${afterKey}\0` : prefix;
     const res = await etcdOp('listing audit records', () =>
-      this.client.getAll().inRange({ start, end: prefixEnd(prefix) }).limit(limit + 1).sort('Key', 'Ascend').exec(),
+      this.client.getAll().inRange({ start, end: prefixEnd(prefix) }).limit(limit + 1).exec(),
     );
     const records: AuditRecord[] = [];
     for (const kv of res.kvs.slice(0, limit)) {

@@ -249,7 +249,7 @@ export class DirectoryStore {
     }
     const start = afterKey !== undefined ? `${afterKey}\0` : prefix;
     const res = await etcdOp('listing', () =>
-      this.client.getAll().inRange({ start, end: prefixEnd(prefix) }).limit(limit + 1).sort('Key', 'Ascend').exec(),
+      this.client.getAll().inRange({ start, end: prefixEnd(prefix) }).limit(limit + 1).exec(),
     );
     return { kvs: res.kvs.slice(0, limit), lastKey: res.kvs.length > limit ? res.kvs[limit - 1]!.key.toString() : undefined };
   }

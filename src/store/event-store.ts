@@ -78,12 +78,22 @@ export class EventStore {
   }
 
   /** Ranges that hold each kind (for snapshots). */
-  private ranges(filter: EventFilter): Array<[string, string]> {
+  private async ranges(filter: EventFilter, revision: number): Promise<Array<[string, string]>> {
     const k = this.keys;
     const out: Array<[string, string]> = [];
     const p = (prefix: string): [string, string] => [prefix, prefixEnd(prefix)];
     if (filter.kinds.has('tenant')) out.push(filter.tenant ? [k.tenant(filter.tenant), `${k.tenant(filter.tenant)}\0`] : p(k.tenantsPrefix));
-    if (filter.kinds.has('group') || filter.kinds.has('mailbox')) out.push(p(filter.tenant ? k.tenantData(filter.tenant) : `${k.root}t/`));
+    if (filter.kinds.has('group') || filter.kinds.has('mailbox')) {
+      // Per tenant, only the groups and mailboxes: the "shared with" index under the same
+      // tenant prefix holds as many keys again and is no part of a snapshot.
+      const tenants = filter.tenant
+        ? [filter.tenant]
+        : (await etcdOp('listing tenants', () => this.client.getAll().prefix(k.tenantsPrefix).revision(revision).keys())).map((key) => k.tenantFromKey(key));
+      for (const t of tenants) {
+        if (filter.kinds.has('group')) out.push(p(k.groupsPrefix(t)));
+        if (filter.kinds.has('mailbox')) out.push(p(k.mailboxesPrefix(t)));
+      }
+    }
     if (filter.kinds.has('assignment')) out.push(p(filter.tenant ? `${k.assignmentsPrefix}${filter.tenant}/` : k.assignmentsPrefix));
     if (filter.kinds.has('node')) out.push(p(k.nodesPrefix), p(k.liveNodesPrefix));
     if (filter.kinds.has('move')) out.push(p(filter.tenant ? `${k.movesPrefix}${filter.tenant}/` : k.movesPrefix));
@@ -94,18 +104,20 @@ export class EventStore {
    * Reads every matching entity at one revision, in chunks, without holding
    * them all in memory. Returns the revision the snapshot is valid at.
    */
-  async snapshot(filter: EventFilter, onChunk: (events: StoreEvent[]) => Promise<void>, chunkSize = 500): Promise<number> {
+  async snapshot(filter: EventFilter, onChunk: (events: StoreEvent[]) => Promise<void>, chunkSize = 500, readSize = 20000): Promise<number> {
     const head = await etcdOp('reading the current revision', () => this.client.get(this.keys.healthProbe).exec());
     const revision = Number(head.header.revision);
-    for (const [start, end] of this.ranges(filter)) {
+    for (const [start, end] of await this.ranges(filter, revision)) {
       let from = start;
       for (;;) {
+        // Large reads: etcd 3.4 counts every key left in the range on each paged read, so
+        // small pages make a snapshot quadratic in its size. Chunks to the caller stay small.
         const res = await etcdOp('reading a snapshot', () =>
-          this.client.getAll().inRange({ start: from, end }).revision(revision).limit(chunkSize).sort('Key', 'Ascend').exec(),
+          this.client.getAll().inRange({ start: from, end }).revision(revision).limit(readSize).exec(),
         );
         const events = res.kvs.map((kv) => this.toEvent(kv, undefined, false, Number(kv.mod_revision), filter)).filter((e): e is StoreEvent => e !== undefined);
-        if (events.length > 0) await onChunk(events);
-        if (res.kvs.length < chunkSize) break;
+        for (let i = 0; i < events.length; i += chunkSize) await onChunk(events.slice(i, i + chunkSize));
+        if (res.kvs.length < readSize) break;
         from = `${res.kvs[res.kvs.length - 1]!.key.toString()}\0`;
       }
     }

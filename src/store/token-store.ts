@@ -113,7 +113,7 @@ export class TokenStore {
       throw new DomainError('invalid_argument', 'page_token: is not a token from a previous page', { field: 'page_token' });
     }
     const res = await etcdOp('listing tokens', () =>
-      this.client.getAll().inRange({ start, end }).limit(limit + 1).sort('Key', 'Ascend').exec(),
+      this.client.getAll().inRange({ start, end }).limit(limit + 1).exec(),
     );
     const tokens: TokenRecord[] = [];
     for (const kv of res.kvs.slice(0, limit)) {

@@ -12,13 +12,16 @@ export interface BenchCluster {
   addr: string;
   adminToken: string;
   nodeToken: string;
+  /** The coordinator's process id (for memory figures). */
+  serverPid: number;
   stop(): Promise<void>;
 }
 
 export async function startBenchCluster(): Promise<BenchCluster> {
   const etcd = await startEtcd();
   const dir = tempDir('mailshare-bench-');
-  const server: ChildProcess = spawn(process.execPath, [BIN, 'server', '--etcd', etcd.endpoints.join(','), '--listen', '127.0.0.1:0', '--data-dir', dir.path, '--log-level', 'warn'], {
+  const prof = process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : [];
+  const server: ChildProcess = spawn(process.execPath, [...prof, BIN, 'server', '--etcd', etcd.endpoints.join(','), '--listen', '127.0.0.1:0', '--data-dir', dir.path, '--log-level', 'warn'], {
     env: cleanEnv(),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -40,6 +43,7 @@ export async function startBenchCluster(): Promise<BenchCluster> {
     addr,
     adminToken,
     nodeToken,
+    serverPid: server.pid!,
     stop: async () => {
       server.kill('SIGTERM');
       await new Promise((r) => server.once('exit', r));

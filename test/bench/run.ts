@@ -8,6 +8,7 @@ import { aclPropagation } from './acl-propagation.js';
 import { failover } from './failover.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
+import { scale } from './scale.js';
 
 export interface BenchResult {
   name: string;
@@ -23,6 +24,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'locate-rpc': locateRpc,
   'acl-propagation': aclPropagation,
   failover,
+  scale,
 };
 
 async function main(): Promise<void> {

@@ -1,0 +1,126 @@
+import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { randomId } from '../../src/store/cas.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { createKeys } from '../../src/store/keys.js';
+import { encodeMailbox } from '../../src/store/mailbox-store.js';
+import { parseRights } from '../../src/domain/rights.js';
+import { connectApi } from '../harness/api.js';
+import { REPO_ROOT } from '../harness/server.js';
+import { type BenchCluster, startBenchCluster } from './cluster.js';
+import type { BenchResult } from './run.js';
+
+/** Sizes to measure; MAILSHARE_BENCH_SCALE="10000,100000" for a quicker run. */
+const SIZES = (process.env.MAILSHARE_BENCH_SCALE ?? '10000,100000,1000000').split(',').map(Number);
+const STAR_SHARES = 1000;
+
+/**
+ * Writes n shared mailboxes straight into etcd in the store's own format:
+ * 10 per owner, each shared with one of 1,000 users, and 1,000 of them also
+ * with "star" (the user whose list is timed). Same keys and values as the
+ * API writes, without n round trips through it.
+ */
+async function load(c: BenchCluster, n: number): Promise<void> {
+  const keys = createKeys('/mailshare/');
+  const etcd = createEtcdClient({ endpoints: c.etcd.endpoints });
+  const admin = connectApi(c.addr, c.adminToken);
+  await admin.directory.createTenant({ id: 'scale' });
+  admin.close();
+  const starEvery = Math.floor(n / STAR_SHARES);
+  const puts: Array<[string, string]> = [];
+  const flush = async (): Promise<void> => {
+    const batch = puts.splice(0);
+    const chunks: Array<Array<[string, string]>> = [];
+    for (let i = 0; i < batch.length; i += 120) chunks.push(batch.slice(i, i + 120));
+    for (let i = 0; i < chunks.length; i += 16) {
+      await Promise.all(chunks.slice(i, i + 16).map((ch) => etcd.if(keys.tenantMeta('scale'), 'Create', '>', 0).then(...ch.map(([k, v]) => etcd.put(k).value(v))).commit()));
+    }
+  };
+  for (let i = 0; i < n; i++) {
+    const owner = `o${Math.floor(i / 10)}`;
+    const name = `Box${i % 10}`;
+    const grantee = `g${i % 1000}`;
+    const acl = new Map([[owner, parseRights('lrswipkxtea')], [grantee, parseRights('lrs')]]);
+    if (i % starEvery === 0) acl.set('star', parseRights('lr'));
+    const id = randomId();
+    puts.push([keys.mailbox('scale', owner, name), encodeMailbox({ tenant: 'scale', owner, name, id, acl, createdAt: new Date(), revision: 0 })]);
+    puts.push([keys.shared('scale', grantee, owner, name), id]);
+    if (acl.has('star')) puts.push([keys.shared('scale', 'star', owner, name), id]);
+    if (puts.length >= 20_000) await flush();
+  }
+  await flush();
+  etcd.close();
+}
+
+function coldStart(c: BenchCluster): Promise<{ ms: number; heapBytes: number; shares: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), c.addr, c.nodeToken], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`cold start exited ${code}`))));
+  });
+}
+
+function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/**
+ * scale: 10 k, 100 k and 1 M shared mailboxes. Per size: etcd and
+ * coordinator memory, an agent's cold start (snapshot + watch) and the heap
+ * it holds per cached mailbox, and ListSharedWith for a user with 1,000
+ * shares (median of 20, through the API). Goals: ≤ 300 B per cached
+ * mailbox, cold start of 1 M ≤ 10 s, list ≤ 10 ms. The ratio is 300 B over
+ * the largest size's bytes per mailbox.
+ */
+export async function scale(): Promise<BenchResult> {
+  const figures: Record<string, number | string> = {};
+  let last = { bytes: 0, coldMs: 0, listMs: 0, n: 0 };
+  for (const n of SIZES) {
+    const c = await startBenchCluster();
+    try {
+      const rss0 = rssOf(c.serverPid);
+      const t0 = performance.now();
+      await load(c, n);
+      const loadS = (performance.now() - t0) / 1000;
+      const cold = await coldStart(c);
+      const api = connectApi(c.addr, c.nodeToken);
+      const lat: number[] = [];
+      let listed = 0;
+      for (let i = 0; i < 21; i++) {
+        const s = performance.now();
+        let token = '';
+        listed = 0;
+        do {
+          const r = await api.mailbox.listSharedWith({ tenant: 'scale', user: 'star', pageSize: 1000, pageToken: token });
+          listed += r.mailboxes.length;
+          token = r.nextPageToken;
+        } while (token);
+        if (i > 0) lat.push(performance.now() - s);
+      }
+      api.close();
+      lat.sort((a, b) => a - b);
+      const listMs = lat[Math.floor(lat.length / 2)]!;
+      const k = n >= 1_000_000 ? `${n / 1_000_000}M` : `${n / 1000}k`;
+      figures[`${k} load into etcd s`] = +loadS.toFixed(1);
+      figures[`${k} coordinator RSS growth MB`] = +((rssOf(c.serverPid) - rss0) / 1e6).toFixed(1);
+      figures[`${k} agent cold start ms`] = Math.round(cold.ms);
+      figures[`${k} agent bytes/mailbox`] = Math.round(cold.heapBytes / n);
+      figures[`${k} ListSharedWith(1,000) ms`] = +listMs.toFixed(2);
+      if (listed !== STAR_SHARES || cold.shares !== STAR_SHARES) figures[`${k} WRONG share count`] = `${listed} / ${cold.shares}`;
+      last = { bytes: cold.heapBytes / n, coldMs: cold.ms, listMs, n };
+    } finally {
+      await c.stop();
+    }
+  }
+  const coldGoal = last.n >= 1_000_000 ? last.coldMs <= 10_000 : false;
+  return {
+    name: 'scale',
+    ratio: 300 / last.bytes,
+    goal: '<= 300 B per cached mailbox, cold start of 1 M <= 10 s, ListSharedWith(1,000) <= 10 ms',
+    met: last.bytes <= 300 && coldGoal && last.listMs <= 10,
+    figures,
+  };
+}
