@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { aclPropagation } from './acl-propagation.js';
 import { failover } from './failover.js';
+import { imapProxy } from './imap-proxy.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
 import { scale } from './scale.js';
@@ -25,6 +26,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'acl-propagation': aclPropagation,
   failover,
   scale,
+  'imap-proxy': imapProxy,
 };
 
 async function main(): Promise<void> {

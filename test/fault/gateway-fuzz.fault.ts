@@ -1,13 +1,10 @@
 import net from 'node:net';
 import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
-import { connectApi } from '../harness/api.js';
-import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
-import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import type { Gateway } from '../../src/gateway/gateway.js';
+import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
 import { RawImap, message } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
-import { startInProcessServer, type InProcessServer } from '../harness/server.js';
 
 /**
  * The gateway never crashes and keeps serving, whatever bytes a client
@@ -16,24 +13,12 @@ import { startInProcessServer, type InProcessServer } from '../harness/server.js
  * points. After every session a fresh login must still work.
  */
 const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
-const MASTER = { user: 'gateway', password: 'master-pw' };
-let etcd: EtcdCluster;
-let server: InProcessServer;
-let root: ReturnType<typeof mailRoot>;
-let dovecot: DovecotInstance;
+let cluster: GatewayCluster;
 let gateway: Gateway;
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  server = await startInProcessServer({ endpoints: etcd.endpoints });
-  const admin = connectApi(server.address, server.adminToken);
-  const token = (await admin.auth.createToken({ role: 'node', description: '' })).token;
-  await admin.directory.createTenant({ id: 'acme' });
-  admin.close();
-  root = mailRoot();
-  dovecot = await startDovecot({ name: 'fz', mailRoot: root.path, users: USERS, master: MASTER });
-  gateway = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token, node: { name: 'fz', backend: dovecot.address }, tenant: 'acme', master: MASTER, maxFailuresPerAddress: 1_000_000, maxFailuresPerUser: 1_000_000 });
-  await gateway.start();
+  cluster = await startGatewayCluster({ nodes: ['fz'], users: USERS, tenant: true, gateway: () => ({ maxFailuresPerAddress: 1_000_000, maxFailuresPerUser: 1_000_000 }) });
+  gateway = cluster.gateways[0]!;
   const alice = await RawImap.login(gateway.address(), 'alice', USERS.alice);
   await alice.cmd('CREATE P');
   const m = message('fuzz');
@@ -43,11 +28,7 @@ beforeAll(async () => {
   alice.close();
 }, 120_000);
 afterAll(async () => {
-  await gateway?.close();
-  await dovecot?.stop();
-  await server?.stop();
-  await etcd?.stop();
-  root?.remove();
+  await cluster?.stop();
 });
 
 const COMMANDS = [

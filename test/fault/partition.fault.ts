@@ -1,12 +1,9 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
+import type { Gateway } from '../../src/gateway/gateway.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
-import { connectApi } from '../harness/api.js';
-import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
-import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
 import { RawImap } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
-import { startInProcessServer, type InProcessServer } from '../harness/server.js';
 import { type TcpProxy, startTcpProxy } from '../harness/tcp-proxy.js';
 
 /**
@@ -17,44 +14,30 @@ import { type TcpProxy, startTcpProxy } from '../harness/tcp-proxy.js';
  * user's new assignment appears in etcd.
  */
 const USERS = Object.fromEntries(Array.from({ length: 8 }, (_, i) => [`p${i}`, `p${i}-pw`]));
-const MASTER = { user: 'gateway', password: 'master-pw' };
-let etcd: EtcdCluster;
-let server: InProcessServer;
-let root: ReturnType<typeof mailRoot>;
-const dovecots: DovecotInstance[] = [];
-const gateways: Gateway[] = [];
-let proxy: TcpProxy;
+let cluster: GatewayCluster;
+let proxy: TcpProxy | undefined;
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  server = await startInProcessServer({ endpoints: etcd.endpoints });
-  const admin = connectApi(server.address, server.adminToken);
-  const token = (await admin.auth.createToken({ role: 'node', description: '' })).token;
-  admin.close();
-  root = mailRoot();
-  proxy = await startTcpProxy(server.address);
-  for (const name of ['cut', 'other']) {
-    const d = await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER });
-    dovecots.push(d);
-    const coordinators = name === 'cut' ? [proxy.address] : [server.address];
-    const g = createGateway({ listen: '127.0.0.1:0', coordinators, token, node: { name, backend: d.address }, tenant: 'acme', ttlSeconds: 2, master: MASTER });
-    await g.start();
-    gateways.push(g);
-  }
+  cluster = await startGatewayCluster({
+    nodes: ['cut', 'other'],
+    users: USERS,
+    // Only the node under test reaches the coordinators through the proxy.
+    gateway: async (node, server) => {
+      if (node !== 'cut') return { ttlSeconds: 2 };
+      proxy = await startTcpProxy(server.address);
+      return { coordinators: [proxy.address], ttlSeconds: 2 };
+    },
+  });
 }, 60_000);
 afterAll(async () => {
   proxy?.restore();
-  for (const g of gateways) await g.close().catch(() => undefined);
+  await cluster?.stop();
   await proxy?.close();
-  for (const d of dovecots) await d.stop().catch(() => undefined);
-  await server?.stop();
-  await etcd?.stop();
-  root?.remove();
 });
 
 describe('partition of a node from the coordinators', () => {
   it('ends its sessions before any of its users can be assigned elsewhere', async () => {
-    const [cut, other] = gateways as [Gateway, Gateway];
+    const [cut, other] = cluster.gateways as [Gateway, Gateway];
     // Users whose logins through the cut-off node's gateway land on that node.
     const sessions = new Map<string, RawImap>();
     for (const user of Object.keys(USERS)) {
@@ -64,9 +47,9 @@ describe('partition of a node from the coordinators', () => {
       else c.close();
     }
     expect(sessions.size).toBeGreaterThan(0);
-    const etcdClient = createEtcdClient({ endpoints: etcd.endpoints });
+    const etcdClient = createEtcdClient({ endpoints: cluster.etcd.endpoints });
     const reassignedAt = new Map<string, number>();
-    const w = await etcdClient.watch().prefix(`${server.prefix}v1/assign/acme/`).create();
+    const w = await etcdClient.watch().prefix(`${cluster.server.prefix}v1/assign/acme/`).create();
     w.on('put', (kv) => {
       const user = kv.key.toString().split('/').pop()!;
       if (sessions.has(user) && !reassignedAt.has(user)) reassignedAt.set(user, Date.now());
@@ -77,7 +60,7 @@ describe('partition of a node from the coordinators', () => {
       byeAt.set(user, Date.now());
     });
 
-    proxy.blackhole();
+    proxy!.blackhole();
     const cutAt = Date.now();
     // Meanwhile the users keep trying through the other gateway; they get in once etcd let the old lease go.
     const retries = [...sessions.keys()].map(async (user) => {

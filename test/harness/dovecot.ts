@@ -34,7 +34,14 @@ export function mailRoot(): { path: string; remove(): void } {
  * for gateways ("user*master"), maildir under the shared mail root with "/"
  * as hierarchy separator. Stopped by its own pid.
  */
-export async function startDovecot(opts: { name: string; mailRoot: string; users: Record<string, string>; master: { user: string; password: string } }): Promise<DovecotInstance> {
+export async function startDovecot(opts: {
+  name: string;
+  mailRoot: string;
+  users: Record<string, string>;
+  master: { user: string; password: string };
+  /** Dovecot's own IMAP proxy instead of a backend: every login is forwarded to this host:port (a benchmark baseline). */
+  proxyTo?: string;
+}): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
   // Dovecot's auth process runs as user dovecot and must read the passwd files.
@@ -73,9 +80,16 @@ passdb {
   args = ${dir}/master.passwd
   master = yes
 }
-passdb {
+${
+  opts.proxyTo
+    ? `passdb {
+  driver = static
+  args = proxy=y host=${opts.proxyTo.split(':')[0]} port=${opts.proxyTo.split(':')[1]} nopassword=y
+}`
+    : `passdb {
   driver = passwd-file
   args = ${dir}/users.passwd
+}`
 }
 userdb {
   driver = static

@@ -14,7 +14,8 @@ const [coordinators, token, name, ttl, tenant] = process.argv.slice(2);
 const say = (o: object): void => {
   process.stdout.write(`${JSON.stringify(o)}\n`);
 };
-let agent: Agent | undefined;
+/** Set once the server's port is known (the agent registers it as the node's address). */
+const held: { agent?: Agent } = {};
 const server = net.createServer((socket) => {
   let buf = '';
   socket.on('error', () => socket.destroy());
@@ -25,7 +26,7 @@ const server = net.createServer((socket) => {
       const [user, epoch] = buf.slice(0, nl).split(' ');
       buf = buf.slice(nl + 1);
       const e = Number(epoch);
-      if (agent?.isCurrent(tenant!, user!, e)) {
+      if (held.agent?.isCurrent(tenant!, user!, e)) {
         say({ ev: 'accept', u: user, e, t: performance.timeOrigin + performance.now() });
         out += 'ok\n';
       } else {
@@ -38,12 +39,13 @@ const server = net.createServer((socket) => {
 server.listen(0, '127.0.0.1');
 await new Promise<void>((r) => server.once('listening', () => r()));
 const port = (server.address() as net.AddressInfo).port;
-agent = createAgent({
+const agent = createAgent({
   coordinators: coordinators!.split(','),
   token: token!,
   node: { name: name!, imapAddress: `127.0.0.1:${port}` },
   ttlSeconds: Number(ttl ?? 2),
   userExpireMs: 0,
 });
+held.agent = agent;
 agent.on('leaseLost', (l) => say({ ev: 'leaseLost', ...l }));
 agent.ready.then(() => say({ ev: 'ready', port }), (err: unknown) => say({ ev: 'error', err: String(err) }));

@@ -2,23 +2,19 @@ import * as grpc from '@grpc/grpc-js';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
 import { connectApi } from '../harness/api.js';
-import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
-import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import type { DovecotInstance } from '../harness/dovecot.js';
+import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
 import { unaryCall } from '../harness/grpc.js';
 import { RawImap, message } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
-import { startInProcessServer, type InProcessServer } from '../harness/server.js';
+import type { InProcessServer } from '../harness/server.js';
 
 const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw' };
-const MASTER = { user: 'gateway', password: 'master-pw' };
 
-let etcd: EtcdCluster;
+let cluster: GatewayCluster;
 let server: InProcessServer;
-let root: ReturnType<typeof mailRoot>;
-const dovecots: DovecotInstance[] = [];
-const gateways: Gateway[] = [];
+let dovecots: DovecotInstance[];
 let placement: PlacementServiceClient;
 /** Gateway of each user's home node (the test connects there or elsewhere on purpose). */
 let gw: { n1: string; n2: string };
@@ -32,21 +28,9 @@ async function pin(user: string, node: string): Promise<void> {
 }
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  server = await startInProcessServer({ endpoints: etcd.endpoints });
-  const admin = connectApi(server.address, server.adminToken);
-  const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
-  await admin.directory.createTenant({ id: 'acme' });
-  admin.close();
-  root = mailRoot();
-  for (const name of ['n1', 'n2']) {
-    const d = await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER });
-    dovecots.push(d);
-    const g = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: nodeToken, node: { name, backend: d.address }, tenant: 'acme', ttlSeconds: 3, master: MASTER });
-    await g.start();
-    gateways.push(g);
-  }
-  gw = { n1: gateways[0]!.address(), n2: gateways[1]!.address() };
+  cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, tenant: true });
+  ({ server, dovecots } = cluster);
+  gw = { n1: cluster.gateways[0]!.address(), n2: cluster.gateways[1]!.address() };
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'two nodes');
   await pin('alice', 'n1');
@@ -55,11 +39,7 @@ beforeAll(async () => {
 }, 60_000);
 afterAll(async () => {
   placement?.close();
-  for (const g of gateways) await g.close().catch(() => undefined);
-  for (const d of dovecots) await d.stop().catch(() => undefined);
-  await server?.stop();
-  await etcd?.stop();
-  root?.remove();
+  await cluster?.stop();
 });
 
 function flow(address: string, user: keyof typeof USERS): ImapFlow {

@@ -3,48 +3,31 @@ import * as grpc from '@grpc/grpc-js';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
-import { connectApi } from '../harness/api.js';
-import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
-import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import type { Gateway } from '../../src/gateway/gateway.js';
+import type { DovecotInstance } from '../harness/dovecot.js';
+import { type GatewayCluster, canConnect, startGatewayCluster } from '../harness/gateway-cluster.js';
 import { unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
-import { startInProcessServer, type InProcessServer } from '../harness/server.js';
+import type { InProcessServer } from '../harness/server.js';
 
 const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw' };
-const MASTER = { user: 'gateway', password: 'master-pw' };
 
-let etcd: EtcdCluster;
+let cluster: GatewayCluster;
 let server: InProcessServer;
-let root: ReturnType<typeof mailRoot>;
-const dovecots: DovecotInstance[] = [];
-const gateways: Gateway[] = [];
+let dovecots: DovecotInstance[];
+let gateways: Gateway[];
 let placement: PlacementServiceClient;
 
 beforeAll(async () => {
-  etcd = await startEtcd();
-  server = await startInProcessServer({ endpoints: etcd.endpoints });
-  const admin = connectApi(server.address, server.adminToken);
-  const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
-  admin.close();
-  root = mailRoot();
-  for (const name of ['n1', 'n2']) {
-    const d = await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER });
-    dovecots.push(d);
-    const g = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: nodeToken, node: { name, backend: d.address }, tenant: 'acme', ttlSeconds: 3, maxFailuresPerUser: 2 });
-    await g.start();
-    gateways.push(g);
-  }
+  // No master user: these tests are about logins and the home node.
+  cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, gateway: () => ({ maxFailuresPerUser: 2, master: undefined }) });
+  ({ server, dovecots, gateways } = cluster);
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'two nodes');
 }, 60_000);
 afterAll(async () => {
   placement?.close();
-  for (const g of gateways) await g.close().catch(() => undefined);
-  for (const d of dovecots) await d.stop().catch(() => undefined);
-  await server?.stop();
-  await etcd?.stop();
-  root?.remove();
+  await cluster?.stop();
 });
 
 const locate = (user: string) => unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign: false }, server.adminToken);
@@ -190,16 +173,4 @@ async function rawConversation(address: string, lines: string[], until: RegExp):
   await waitFor(() => until.test(out), 5000, 'result');
   s.destroy();
   return out;
-}
-
-function canConnect(address: string): Promise<boolean> {
-  const [host, port] = address.split(':');
-  return new Promise((resolve) => {
-    const s = net.connect(Number(port), host);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
 }

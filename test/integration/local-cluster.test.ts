@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { getFreePort } from '../../src/store/etcd-process.js';
+import { canConnect } from '../harness/gateway-cluster.js';
 import { RawImap, message } from '../harness/imap.js';
 import { findProcesses, waitFor } from '../harness/process.js';
 import { BIN, REPO_ROOT, cleanEnv, runCli } from '../harness/server.js';
@@ -24,18 +24,6 @@ afterAll(() => {
   for (const pid of findProcesses('dovecot', dir.path)) process.kill(pid, 'SIGKILL');
   dir.remove();
 });
-
-function portOpen(address: string): Promise<boolean> {
-  const [host, port] = address.split(':');
-  return new Promise((resolve) => {
-    const s = net.connect(Number(port), host);
-    s.once('connect', () => {
-      s.destroy();
-      resolve(true);
-    });
-    s.once('error', () => resolve(false));
-  });
-}
 
 describe('deploy/local-cluster.sh', () => {
   it('starts a two-node cluster with one command; alice shares a folder with bob; Ctrl-C stops it all', async () => {
@@ -88,6 +76,6 @@ describe('deploy/local-cluster.sh', () => {
     process.kill(-script.pid!, 'SIGINT');
     expect(await exited).toBe(0);
     expect(out).toContain('local-cluster: stopped');
-    for (const a of addr) expect(await portOpen(a), a).toBe(false);
+    for (const a of addr) expect(await canConnect(a), a).toBe(false);
   }, 120_000);
 });

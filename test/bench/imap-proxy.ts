@@ -1,0 +1,109 @@
+import { spawn } from 'node:child_process';
+import { chownSync, mkdirSync, writeFileSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
+import { createGateway } from '../../src/gateway/gateway.js';
+import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
+import { REPO_ROOT } from '../harness/server.js';
+import { startBenchCluster } from './cluster.js';
+import type { BenchResult } from './run.js';
+
+const CLIENTS = 50;
+const MESSAGES = 1000;
+
+function worker(address: string, users: string[], rounds = 1): Promise<{ secs: number; loginP50: number; bytes: number }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/imap-worker.ts'), address, users.join(','), String(rounds)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(JSON.parse(out));
+      else reject(new Error(`imap worker for ${address} exited ${code}`));
+    });
+  });
+}
+
+/** 1,000 messages of 10 kB per user, written straight into their maildirs (what APPEND would leave). */
+function populate(root: string, users: string[]): void {
+  const uid = Number(execFileSync('id', ['-u', 'nobody']).toString());
+  const gid = Number(execFileSync('getent', ['group', 'nogroup']).toString().split(':')[2]);
+  const body = `From: bench@example.com\r\nSubject: bench\r\n\r\n${'y'.repeat(10_000 - 48)}\r\n`;
+  for (const u of users) {
+    const dirs = ['', 'cur', 'new', 'tmp'].map((d) => path.join(root, u, d));
+    for (const d of dirs) {
+      mkdirSync(d, { recursive: true });
+      chownSync(d, uid, gid);
+    }
+    for (let i = 0; i < MESSAGES; i++) {
+      const f = path.join(root, u, 'cur', `${1_700_000_000 + i}.M${i}P1.bench:2,S`);
+      writeFileSync(f, body);
+      chownSync(f, uid, gid);
+    }
+  }
+}
+
+/**
+ * imap-proxy: the same IMAP workload (login, select, fetch 1,000 messages of
+ * 10 kB, append 100, logout) with 1 and 50 concurrent clients, directly
+ * against Dovecot, through a mailshare gateway, and through Dovecot's own
+ * proxy (a Dovecot whose passdb says proxy=y), all in one run (one client
+ * runs five sessions in a row). Goals:
+ * gateway ≥ 0.9× direct throughput, login latency ≤ 1.3× direct, ≥ 0.8× the
+ * Dovecot proxy. The ratio is gateway / direct throughput at 50 clients.
+ */
+export async function imapProxy(): Promise<BenchResult> {
+  const c = await startBenchCluster();
+  const root = mailRoot();
+  const users = Array.from({ length: CLIENTS }, (_, i) => `b${i}`);
+  const passwords = Object.fromEntries(users.map((u) => [u, `${u}-pw`]));
+  const master = { user: 'gateway', password: 'bench-master' };
+  const dovecots: DovecotInstance[] = [];
+  try {
+    populate(root.path, users);
+    const backend = await startDovecot({ name: 'bench', mailRoot: root.path, users: passwords, master });
+    dovecots.push(backend);
+    const proxy = await startDovecot({ name: 'bench-proxy', mailRoot: root.path, users: passwords, master, proxyTo: backend.address });
+    dovecots.push(proxy);
+    const gateway = createGateway({ listen: '127.0.0.1:0', coordinators: [c.addr], token: c.nodeToken, node: { name: 'bench', backend: backend.address }, tenant: 'bench', master, ttlSeconds: 10 });
+    await gateway.start();
+    const targets: Record<string, string> = { direct: backend.address, gateway: gateway.address(), 'dovecot-proxy': proxy.address };
+    const figures: Record<string, number> = {};
+    const r: Record<string, { secs: number; loginP50: number; bytes: number }> = {};
+    // Warm up every path once (Dovecot's index files, the gateway's assignments).
+    for (const [name, t] of Object.entries(targets)) {
+      process.stderr.write(`imap-proxy: warming up ${name}\n`);
+      await worker(t, users);
+    }
+    for (const conc of [1, CLIENTS]) {
+      for (const [name, address] of Object.entries(targets)) {
+        process.stderr.write(`imap-proxy: ${name}, ${conc} client(s)\n`);
+        // One client: five sessions in a row, so the login median has more than one sample.
+        const res = await worker(address, users.slice(0, conc), conc === 1 ? 5 : 1);
+        r[`${name}${conc}`] = res;
+        figures[`${name} c=${conc} MB/s`] = +(res.bytes / res.secs / 1e6).toFixed(1);
+        figures[`${name} c=${conc} login p50 ms`] = +res.loginP50.toFixed(2);
+      }
+    }
+    await gateway.close();
+    const tput = (k: string) => r[k]!.bytes / r[k]!.secs;
+    const vsDirect = tput(`gateway${CLIENTS}`) / tput(`direct${CLIENTS}`);
+    const vsProxy = tput(`gateway${CLIENTS}`) / tput(`dovecot-proxy${CLIENTS}`);
+    const login = r.gateway1!.loginP50 / r.direct1!.loginP50;
+    figures['gateway/direct throughput'] = +vsDirect.toFixed(2);
+    figures['gateway/dovecot-proxy throughput'] = +vsProxy.toFixed(2);
+    figures['gateway/direct login latency'] = +login.toFixed(2);
+    return {
+      name: 'imap-proxy',
+      ratio: vsDirect,
+      goal: '>= 0.9x direct throughput, login <= 1.3x direct, >= 0.8x the Dovecot proxy',
+      met: vsDirect >= 0.9 && login <= 1.3 && vsProxy >= 0.8,
+      figures,
+    };
+  } finally {
+    for (const d of dovecots) await d.stop().catch(() => undefined);
+    root.remove();
+    await c.stop();
+  }
+}

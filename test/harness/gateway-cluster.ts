@@ -1,0 +1,79 @@
+import net from 'node:net';
+import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
+import { connectApi } from './api.js';
+import { type DovecotInstance, mailRoot, startDovecot } from './dovecot.js';
+import { startEtcd, type EtcdCluster } from './etcd.js';
+import { startInProcessServer, type InProcessServer } from './server.js';
+
+export const MASTER = { user: 'gateway', password: 'master-pw' };
+
+/** etcd, a coordinator, and per node a real Dovecot (one shared mail root) with a gateway in front. */
+export interface GatewayCluster {
+  readonly etcd: EtcdCluster;
+  readonly server: InProcessServer;
+  readonly nodeToken: string;
+  readonly dovecots: DovecotInstance[];
+  readonly gateways: Gateway[];
+  stop(): Promise<void>;
+}
+
+export async function startGatewayCluster(opts: {
+  nodes: string[];
+  users: Record<string, string>;
+  /** Create tenant "acme" (needed for ACLs and mailboxes). */
+  tenant?: boolean;
+  /** Per node: options of its gateway (e.g. coordinators through a proxy). */
+  gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
+}): Promise<GatewayCluster> {
+  const etcd = await startEtcd();
+  const server = await startInProcessServer({ endpoints: etcd.endpoints });
+  const root = mailRoot();
+  const dovecots: DovecotInstance[] = [];
+  const gateways: Gateway[] = [];
+  const stop = async (): Promise<void> => {
+    for (const g of gateways) await g.close().catch(() => undefined);
+    for (const d of dovecots) await d.stop().catch(() => undefined);
+    await server.stop();
+    await etcd.stop();
+    root.remove();
+  };
+  try {
+    const admin = connectApi(server.address, server.adminToken);
+    const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+    if (opts.tenant) await admin.directory.createTenant({ id: 'acme' });
+    admin.close();
+    for (const name of opts.nodes) {
+      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER });
+      dovecots.push(d);
+      const g = createGateway({
+        listen: '127.0.0.1:0',
+        coordinators: [server.address],
+        token: nodeToken,
+        node: { name, backend: d.address },
+        tenant: 'acme',
+        ttlSeconds: 3,
+        master: MASTER,
+        ...(await opts.gateway?.(name, server)),
+      });
+      await g.start();
+      gateways.push(g);
+    }
+    return { etcd, server, nodeToken, dovecots, gateways, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}
+
+/** Whether something accepts TCP connections at host:port. */
+export function canConnect(address: string): Promise<boolean> {
+  const [host, port] = address.split(':');
+  return new Promise((resolve) => {
+    const s = net.connect(Number(port), host);
+    s.once('connect', () => {
+      s.destroy();
+      resolve(true);
+    });
+    s.once('error', () => resolve(false));
+  });
+}
