@@ -517,6 +517,11 @@ export class Session {
   // ---- commands on a selected shared mailbox ----
 
   private async sharedSelected(tag: string, name: string, args: Arg[], conn: Conn, t: Target & { kind: 'shared' }): Promise<void> {
+    // Fencing: nothing is relayed under an epoch the owner no longer holds (the event may still be on its way).
+    if (this.ctx.agent.locate(this.ctx.tenant, t.owner)?.epoch !== conn.epoch) {
+      this.dropOwner(conn, `${t.owner}'s mailboxes moved to another node; reconnect`);
+      return;
+    }
     const r = this.rights(t);
     // A revoke reaches an open mailbox at its next command.
     if (r === undefined || !hasAny(r, L)) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox no longer exists for you\r\n`);

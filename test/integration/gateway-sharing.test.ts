@@ -241,4 +241,22 @@ describe('shared folders through the gateways', () => {
     bob.close();
     alice.close();
   });
+
+  it("closes a session that has a shared mailbox open when the owner moves, and works again after reconnecting", async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await bob.cmd('SELECT Shared/alice/Projects')).toMatch(/^t\d+ OK/m);
+    const before = await locate('alice');
+    await unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'alice', toNode: before.node === 'n1' ? 'n2' : 'n1', timeoutMs: 2000 }, server.adminToken);
+    // Whether the move event or bob's next command comes first, nothing reaches alice's old node.
+    bob.write('late NOOP\r\n');
+    expect(await bob.until(/^\* BYE \[UNAVAILABLE\][^\r]*\r\n/m, 5000)).toMatch(/moved to another node/);
+    bob.close();
+    const again = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await again.cmd('SELECT Shared/alice/Projects')).toMatch(/^t\d+ OK/m);
+    again.close();
+    const { readFileSync } = await import('node:fs');
+    const after = await locate('alice');
+    expect(after.epoch).toBeGreaterThan(before.epoch);
+    expect(readFileSync(`${dovecots[after.node === 'n1' ? 0 : 1]!.dir}/dovecot.log`, 'utf8')).toMatch(/Login: user=<alice>/);
+  });
 });
