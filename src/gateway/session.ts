@@ -167,7 +167,12 @@ export class Session {
   private attach(owner: string, home: boolean, socket: net.Socket, epoch: number): Conn {
     const c = new Conn(this, owner, home, socket, epoch);
     socket.on('data', (chunk: Buffer) => {
-      if (!this.closed) c.stream.push(chunk);
+      if (this.closed) return;
+      // One chunk from the server becomes many slices (a FETCH line, its literal, the closing
+      // parenthesis, …): hand them to the kernel together, in one writev.
+      this.client.cork();
+      c.stream.push(chunk);
+      this.client.uncork();
     });
     socket.on('close', () => {
       if (c.closed) return;
