@@ -54,6 +54,8 @@ export interface AgentEvents {
   leaseLost: [{ reason: string }];
   /** Registered under a (new) lease. */
   registered: [{ leaseId: string; revision: number }];
+  /** A mailbox was registered, deleted, renamed or had its ACL changed; the cache already shows it. */
+  mailboxChanged: [{ tenant: string; mailbox: string; deleted: boolean; revision: number }];
   /** Any user's assignment changed (any node): gateways close sessions that no longer match. */
   assignmentChanged: [{ tenant: string; user: string; before: CachedAssignment | undefined; after: CachedAssignment | undefined }];
 }
@@ -440,6 +442,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       return;
     }
     const change = this.cache.apply(e);
+    if (e.kind === 'mailbox' && e.mailbox) this.emit('mailboxChanged', { tenant: e.tenant, mailbox: `${e.mailbox.owner}/${e.mailbox.name}`, deleted: e.deleted, revision: e.revision });
     if (change && e.assignment) this.emit('assignmentChanged', { tenant: e.assignment.tenant, user: e.assignment.user, ...change });
     if (!change || !this.lease) return;
     const self = this.opts.node.name;

@@ -1,3 +1,4 @@
+import { setMaxListeners } from 'node:events';
 import { readFileSync } from 'node:fs';
 import * as grpc from '@grpc/grpc-js';
 import { HealthImplementation } from 'grpc-health-check';
@@ -98,6 +99,8 @@ export class Coordinator {
     });
     this.health = new HealthImplementation({ '': 'NOT_SERVING' });
     this.cluster = new ClusterStatusReader(opts.client, opts.endpoints);
+    // Every long-lived stream (one per agent) listens for shutdown: thousands are normal here.
+    setMaxListeners(0, this.stopping.signal);
     const deps: RpcDeps = { auth: new Authenticator(opts.tokens), log: opts.logger.child({ component: 'rpc' }), stopping: this.stopping.signal };
 
     this.server.addService(

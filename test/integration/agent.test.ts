@@ -75,8 +75,12 @@ describe('agent SDK', () => {
     for (const name of ['P', 'Q']) await admin.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name, actor: '' });
     await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/P', identifier: 'group:sales', rights: 'lrs', expectedRevision: 0, actor: '' });
     await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/Q', identifier: 'anyone', rights: 'lr', expectedRevision: 0, actor: '' });
+    const changes: Array<{ mailbox: string; revision: number; daveSees: string | undefined }> = [];
+    a.on('mailboxChanged', (ev) => changes.push({ mailbox: ev.mailbox, revision: ev.revision, daveSees: a.rights('acme', 'dave', ev.mailbox).rights }));
     const last = await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/Q', identifier: '-dave', rights: 'l', expectedRevision: 0, actor: '' });
     await a.waitForRevision(last.revision);
+    // The event comes once the cache shows the change: dave's negative "l" already applies.
+    expect(changes.at(-1)).toEqual({ mailbox: 'alice/Q', revision: last.revision, daveSees: 'r' });
     for (const user of ['bob', 'dave', 'carol', 'alice']) {
       const rpc = await admin.mailbox.listSharedWith({ tenant: 'acme', user, pageSize: 0, pageToken: '' });
       expect(a.sharedWith('acme', user).mailboxes.map((m) => [m.mailbox, m.rights])).toEqual(rpc.mailboxes.map((m) => [m.mailbox, m.rights]));
