@@ -47,10 +47,11 @@ export function unary<Req, Res>(
   roles: readonly RoleKind[],
   fn: (req: Req, ctx: CallContext) => Promise<Res>,
 ): handleUnaryCall<Req, Res> {
+  // One child logger per method, not per call (unary calls are the hot path).
+  const log = deps.log.child({ method });
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const controller = new AbortController();
     call.on('cancelled', () => controller.abort(new DomainError('cancelled', 'call cancelled')));
-    const log = deps.log.child({ method });
     const started = performance.now();
     deps.auth
       .authenticate(call.metadata)
