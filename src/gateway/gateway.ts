@@ -5,7 +5,6 @@ import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
 import { AclServiceClient } from '../gen/mailshare/v1/acl.js';
 import { MailboxServiceClient } from '../gen/mailshare/v1/mailbox.js';
-import { type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
 import { CommandReader } from './command-reader.js';
 import { Session } from './session.js';
@@ -91,7 +90,6 @@ export class Gateway {
   private readonly server: net.Server;
   private readonly tlsServer: tls.Server | undefined;
   private readonly secureContext: tls.SecureContext | undefined;
-  private readonly placement: PlacementServiceClient;
   private readonly md = new grpc.Metadata();
   private readonly sessions = new Set<LiveSession>();
   private readonly acl: AclServiceClient;
@@ -112,7 +110,6 @@ export class Gateway {
       userExpireMs: 0,
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
-    this.placement = new PlacementServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
     this.acl = new AclServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
     this.mailboxes = new MailboxServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
@@ -172,7 +169,6 @@ export class Gateway {
     for (const c of this.clients) c.destroy();
     await closed;
     await this.agent.close();
-    this.placement.close();
     this.acl.close();
     this.mailboxes.close();
   }
@@ -313,16 +309,16 @@ export class Gateway {
     }
     if (!USER_ID_PATTERN.test(user)) return fail();
     try {
-      let where = await this.locate(tenant, user, false);
+      let where = await this.home(tenant, user, false);
       let login;
-      if (where.node !== '') {
+      if (where) {
         login = await backendLogin(where.imapAddress, tag, user, password, { client: origin });
         if (!login.ok) return fail();
       } else {
         // Not assigned: this node's Dovecot checks the password; only then assign.
         login = await backendLogin(this.opts.node.backend, tag, user, password, { client: origin });
         if (!login.ok) return fail();
-        where = await this.locate(tenant, user, true);
+        where = (await this.home(tenant, user, true))!;
         if (where.imapAddress !== this.opts.node.backend) {
           login.socket.end(`${tag}x LOGOUT\r\n`);
           login = await backendLogin(where.imapAddress, tag, user, password, { client: origin });
@@ -371,10 +367,16 @@ export class Gateway {
     if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.bye('user moved to another node; reconnect');
   }
 
-  private locate(tenant: string, user: string, assign: boolean): Promise<LocateResponse> {
-    return new Promise((resolve, reject) =>
-      this.placement.locate({ tenant, user, mailbox: '', assign }, this.md, { deadline: Date.now() + 5000 }, (err, res) => (err ? reject(err) : resolve(res))),
-    );
+  /**
+   * The user's node, from the agent's watch-fed cache (no RPC on the login
+   * path); with `assign`, one RPC assigns a node when there is none.
+   */
+  private async home(tenant: string, user: string, assign: boolean): Promise<{ node: string; epoch: number; imapAddress: string } | undefined> {
+    const a = this.agent.locate(tenant, user);
+    const imapAddress = a && this.agent.nodeAddress(a.node);
+    if (a && imapAddress) return { node: a.node, epoch: a.epoch, imapAddress };
+    if (!a && !assign) return undefined;
+    return this.agent.assign(tenant, user);
   }
 
   private recordFailure(key: string): void {

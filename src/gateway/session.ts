@@ -555,10 +555,7 @@ export class Session {
         }
         let kept = flags;
         if (!hasAll(r, S)) kept = kept.filter((f) => f.toLowerCase() !== '\\seen');
-        for (const f of kept) {
-          const need = f.toLowerCase() === '\\seen' ? S : f.toLowerCase() === '\\deleted' ? T : W;
-          this.require(tag, r, need, `Changing ${f}`);
-        }
+        for (const f of kept) this.require(tag, r, flagRight(f), `Changing ${f}`);
         if (kept.length === 0) {
           await this.quiet();
           return this.write(`${tag} OK STORE completed\r\n`);
@@ -637,7 +634,7 @@ export class Session {
         let flags = (/FLAGS \(([^)]*)\)/i.exec(text)?.[1] ?? '').split(' ').filter((f) => f !== '' && f.toLowerCase() !== '\\recent');
         // Flags the user may not set on the target are left off (RFC 4314 §4).
         if (targetRights !== undefined) {
-          flags = flags.filter((f) => hasAll(targetRights, f.toLowerCase() === '\\seen' ? S : f.toLowerCase() === '\\deleted' ? T : W));
+          flags = flags.filter((f) => hasAll(targetRights, flagRight(f)));
         }
         const res = await this.internal(dest, `APPEND ${quote(to.wire)} (${flags.join(' ')})${date ? ` "${date}"` : ''} {${body.literal.length}+}\r\n${body.literal}`);
         if (res.status !== 'OK') {
@@ -695,12 +692,9 @@ export class Session {
       mbName = t.name;
       this.visible(tag, t);
     } else {
-      const decoded = decodeMutf7(t.wire);
-      try {
-        mbName = parseMailboxName(decoded ?? '');
-      } catch {
-        throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
-      }
+      const own = mailshareName(t.wire);
+      if (own === undefined) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      mbName = own;
     }
     const mailbox = `${owner}/${mbName}`;
     const registered = this.ctx.agent.access(this.ctx.tenant, this.ctx.user, owner, mbName) !== undefined;
@@ -778,14 +772,8 @@ export class Session {
   // ---- keeping mailshare's registry in step with what Dovecot did ----
 
   private async registryDelete(owner: string, wire: string): Promise<void> {
-    const name = decodeMutf7(wire);
-    if (name === undefined) return;
-    let normalized: string;
-    try {
-      normalized = parseMailboxName(name);
-    } catch {
-      return;
-    }
+    const normalized = mailshareName(wire);
+    if (normalized === undefined) return;
     if (this.ctx.agent.access(this.ctx.tenant, owner, owner, normalized) === undefined) return;
     await call((cb) => this.ctx.mailboxes.deleteMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${normalized}`, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb)).catch(
       (err: unknown) => this.ctx.log.warn({ tenant: this.ctx.tenant, user: owner, mailbox: normalized, err: String(err) }, 'mailbox deleted in IMAP but its registration remains'),
@@ -793,17 +781,9 @@ export class Session {
   }
 
   private async registryRename(owner: string, fromWire: string, toWire: string): Promise<void> {
-    const from = decodeMutf7(fromWire);
-    const to = decodeMutf7(toWire);
-    if (from === undefined || to === undefined) return;
-    let a: string;
-    let b: string;
-    try {
-      a = parseMailboxName(from);
-      b = parseMailboxName(to);
-    } catch {
-      return;
-    }
+    const a = mailshareName(fromWire);
+    const b = mailshareName(toWire);
+    if (a === undefined || b === undefined) return;
     if (this.ctx.agent.access(this.ctx.tenant, owner, owner, a) === undefined) return;
     await call((cb) => this.ctx.mailboxes.renameMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${a}`, newName: b, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb))
       .then((res) => this.ctx.agent.waitForRevision((res as { revision?: number }).revision ?? 0).catch(() => undefined))
@@ -951,6 +931,23 @@ export class Session {
 /** A connection is gone: its outstanding commands complete as BYE (their waiters go on). */
 function failPending(c: Conn): void {
   for (const p of c.pending.splice(0)) p.done('BYE', Buffer.alloc(0), []);
+}
+
+/** A name as the client sent it (modified UTF-7) as mailshare names it, or undefined when it cannot be one. */
+function mailshareName(wire: string): string | undefined {
+  const decoded = decodeMutf7(wire);
+  if (decoded === undefined) return undefined;
+  try {
+    return parseMailboxName(decoded);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The right that changing a flag needs (RFC 4314 §4). */
+function flagRight(flag: string): Rights {
+  const f = flag.toLowerCase();
+  return f === '\\seen' ? S : f === '\\deleted' ? T : W;
 }
 
 function opts(): grpc.CallOptions {

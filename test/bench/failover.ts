@@ -1,9 +1,9 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
-import { type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
-import { bearer } from '../harness/grpc.js';
+import { openLocateStream } from '../harness/locate-stream.js';
 import { REPO_ROOT } from '../harness/server.js';
 import { startBenchCluster } from './cluster.js';
 import type { BenchResult } from './run.js';
@@ -36,22 +36,21 @@ export async function failover(): Promise<BenchResult> {
   const client = new PlacementServiceClient(c.addr, grpc.credentials.createInsecure());
   try {
     procs.push(await node(c.addr, c.nodeToken, 'victim'));
-    const stream = client.locateStream(bearer(c.nodeToken));
-    stream.on('error', () => undefined);
-    const waiting = new Map<number, (r: LocateStreamResponse) => void>();
-    stream.on('data', (r: LocateStreamResponse) => {
-      waiting.get(r.id)?.(r);
-      waiting.delete(r.id);
-    });
-    let id = 0;
-    const locate = (user: string): Promise<LocateStreamResponse> =>
-      new Promise((resolve) => {
-        const n = ++id;
-        waiting.set(n, resolve);
-        stream.write({ id: n, request: { tenant: 'bench', user, mailbox: '', assign: true } });
-      });
+    const lookups = openLocateStream(client, c.nodeToken);
+    const locate = (user: string) => lookups.locate('bench', user, true);
     const users = Array.from({ length: USERS }, (_, i) => `u${i}`);
-    for (let i = 0; i < USERS; i += 1000) await Promise.all(users.slice(i, i + 1000).map(locate));
+    // Everyone onto the victim (the only node yet); lookups that failed are tried again.
+    let missing = users;
+    for (let round = 0; missing.length > 0 && round < 10; round++) {
+      const failed: string[] = [];
+      for (let i = 0; i < missing.length; i += 1000) {
+        const batch = missing.slice(i, i + 1000);
+        const rs = await Promise.all(batch.map(locate));
+        rs.forEach((r, j) => r?.code !== 0 && failed.push(batch[j]!));
+      }
+      missing = failed;
+    }
+    if (missing.length > 0) throw new Error(`${missing.length} users could not be assigned`);
     procs.push(await node(c.addr, c.nodeToken, 'alive-1'), await node(c.addr, c.nodeToken, 'alive-2'));
 
     const prefix = (await etcd.getAll().prefix('/mailshare/v1/assign/bench/').limit(1).keys())[0]!.replace(/[^/]+$/, '');
@@ -64,16 +63,18 @@ export async function failover(): Promise<BenchResult> {
     });
     const t0 = performance.now();
     procs[0]!.kill('SIGKILL');
-    while (deleted < USERS) await new Promise((r) => setTimeout(r, 5));
+    const deadline = Date.now() + 30_000;
+    while (deleted < USERS && Date.now() < deadline) await new Promise((r) => setTimeout(r, 5));
+    if (deleted < USERS) throw new Error(`only ${deleted} of ${USERS} assignments were dropped within 30 s`);
     const assignable = lastDelete - t0;
     let moved = 0;
     for (let i = 0; i < USERS; i += 1000) {
       const rs = await Promise.all(users.slice(i, i + 1000).map(locate));
-      moved += rs.filter((r) => r.code === 0 && r.response?.node !== 'victim').length;
+      moved += rs.filter((r) => r?.code === 0 && r.response?.node !== 'victim').length;
     }
     const reassigned = performance.now() - t0;
     await w.cancel();
-    stream.end();
+    lookups.close();
     const goalMs = (TTL + 1) * 1000;
     return {
       name: 'failover',

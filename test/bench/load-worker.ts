@@ -6,7 +6,8 @@
  * etcd3 get of the same assignment keys. Prints {"ops":…,"p50":…,"p99":…}.
  */
 import * as grpc from '@grpc/grpc-js';
-import { type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { openLocateStream } from '../harness/locate-stream.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
 
 const [mode, target, token, conc, ms, prefix] = process.argv.slice(2);
@@ -28,23 +29,14 @@ async function main(): Promise<void> {
     close = () => client.close();
   } else if (mode === 'stream') {
     const client = new PlacementServiceClient(target!, grpc.credentials.createInsecure());
-    const md = new grpc.Metadata();
-    md.set('authorization', `Bearer ${token}`);
-    const stream = client.locateStream(md);
-    const waiting = new Map<number, (r: LocateStreamResponse) => void>();
-    stream.on('data', (r: LocateStreamResponse) => {
-      waiting.get(r.id)?.(r);
-      waiting.delete(r.id);
-    });
-    let id = 0;
-    call = (i) =>
-      new Promise((resolve, reject) => {
-        const n = ++id;
-        waiting.set(n, (r) => (r.code === 0 ? resolve(r) : reject(new Error(r.message))));
-        stream.write({ id: n, request: { tenant: 'bench', user: `u${i % USERS}`, mailbox: '', assign: false } });
-      });
+    const lookups = openLocateStream(client, token!);
+    call = async (i) => {
+      const r = await lookups.locate('bench', `u${i % USERS}`, false);
+      if (r?.code !== 0) throw new Error(r?.message ?? 'stream broke');
+      return r;
+    };
     close = () => {
-      stream.end();
+      lookups.close();
       client.close();
     };
   } else {

@@ -3,10 +3,10 @@ import net from 'node:net';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { connectApi } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
-import { bearer } from '../harness/grpc.js';
+import { openLocateStream } from '../harness/locate-stream.js';
 import { startInProcessServer, REPO_ROOT, type InProcessServer } from '../harness/server.js';
 
 /**
@@ -110,33 +110,8 @@ class Writer {
 describe('ownership safety under SIGKILL of nodes and of an etcd member', () => {
   it('never accepts an older epoch for a user after a newer one', async () => {
     const client = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
-    let stream = client.locateStream(bearer(nodeToken));
-    const waiting = new Map<number, (r: LocateStreamResponse | undefined) => void>();
-    const attach = (): void => {
-      stream.on('data', (r: LocateStreamResponse) => {
-        waiting.get(r.id)?.(r);
-        waiting.delete(r.id);
-      });
-      stream.on('error', () => {
-        for (const [id, w] of waiting) {
-          w(undefined);
-          waiting.delete(id);
-        }
-        stream = client.locateStream(bearer(nodeToken));
-        attach();
-      });
-    };
-    attach();
-    let id = 0;
-    const locate = (user: string): Promise<LocateStreamResponse | undefined> =>
-      new Promise((resolve) => {
-        const n = ++id;
-        waiting.set(n, resolve);
-        setTimeout(() => {
-          if (waiting.delete(n)) resolve(undefined);
-        }, 5000);
-        stream.write({ id: n, request: { tenant: 'acme', user, mailbox: '', assign: true } });
-      });
+    const lookups = openLocateStream(client, nodeToken, { timeoutMs: 5000 });
+    const locate = (user: string) => lookups.locate('acme', user, true);
     // Everyone gets a node first.
     for (let i = 0; i < USERS; i += 500) await Promise.all(Array.from({ length: 500 }, (_, j) => locate(`u${i + j}`)));
 
@@ -192,7 +167,7 @@ describe('ownership safety under SIGKILL of nodes and of an etcd member', () => 
     stop = true;
     await Promise.all(clients);
     writer.close();
-    stream.end();
+    lookups.close();
     client.close();
     await new Promise((r) => setTimeout(r, 500));
 
