@@ -59,6 +59,8 @@ export class PlacementStore {
   /** Every assignment, watch-fed: Locate answers from here, and node loads are counted from it. */
   private readonly assignments: PrefixCache<CachedAssignment>;
   private readonly counts = new Map<string, number>();
+  /** Assignments per lease, so a revoke can wait until this cache saw them go. */
+  private readonly perLease = new Map<string, number>();
   private total = 0;
   private ringMemo: { sig: string; ring: Ring } | undefined;
 
@@ -90,15 +92,20 @@ export class PlacementStore {
       },
       onReset: () => {
         this.counts.clear();
+        this.perLease.clear();
         this.total = 0;
       },
       onChange: (_key, before, after) => {
         if (before !== undefined) {
           this.counts.set(before.node, (this.counts.get(before.node) ?? 1) - 1);
+          const left = (this.perLease.get(before.leaseId) ?? 1) - 1;
+          if (left > 0) this.perLease.set(before.leaseId, left);
+          else this.perLease.delete(before.leaseId);
           this.total--;
         }
         if (after !== undefined) {
           this.counts.set(after.node, (this.counts.get(after.node) ?? 0) + 1);
+          this.perLease.set(after.leaseId, (this.perLease.get(after.leaseId) ?? 0) + 1);
           this.total++;
         }
       },
@@ -185,6 +192,11 @@ export class PlacementStore {
     return true;
   }
 
+  /**
+   * Revokes a lease (etcd deletes its keys in one revision), then waits until
+   * this coordinator's cache saw its assignments go, so a Locate answered here
+   * right after never names the node that let its users go.
+   */
   async revoke(leaseId: string): Promise<void> {
     try {
       await this.client.leaseClient.leaseRevoke({ ID: leaseId });
@@ -192,6 +204,7 @@ export class PlacementStore {
       // Already expired or revoked: nothing left to do.
       if (!/not found|requested lease not found/i.test((err as Error).message)) throw new DomainError('unavailable', 'etcd unavailable while revoking a lease', { cause: err });
     }
+    await this.assignments.waitUntil(() => !this.perLease.has(leaseId), SETTLE_MS);
   }
 
   listNodes(): NodeView[] {
