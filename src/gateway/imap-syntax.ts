@@ -73,3 +73,43 @@ export function listItems(raw: string): string[] {
   const inner = raw.startsWith('(') && raw.endsWith(')') ? raw.slice(1, -1) : raw;
   return inner.split(' ').filter((x) => x !== '');
 }
+
+/**
+ * An `edit` for one FETCH response that renames data items at the top level
+ * of its list (e.g. `BODY[]` back to the `RFC822` the client asked for),
+ * each at most once, leaving quoted strings and literals alone. Stateful:
+ * feed it the response's lines in order.
+ */
+export function fetchItemRenamer(names: ReadonlyMap<string, string>): (text: string) => string {
+  const left = new Map([...names].map(([from, to]) => [from.toUpperCase(), to]));
+  let depth = 0;
+  return (text) => {
+    let out = '';
+    let inQuote = false;
+    let escape = false;
+    for (let i = 0; i < text.length; i++) {
+      const ch = text[i]!;
+      if (inQuote) {
+        if (escape) escape = false;
+        else if (ch === '\\') escape = true;
+        else if (ch === '"') inQuote = false;
+        out += ch;
+        continue;
+      }
+      if (depth === 1 && left.size > 0 && (i === 0 || text[i - 1] === '(' || text[i - 1] === ' ')) {
+        const renamed = [...left].find(([from]) => text.slice(i, i + from.length + 1).toUpperCase() === `${from} `);
+        if (renamed) {
+          left.delete(renamed[0]);
+          out += renamed[1];
+          i += renamed[0].length - 1;
+          continue;
+        }
+      }
+      if (ch === '"') inQuote = true;
+      else if (ch === '(' || ch === '[') depth++;
+      else if ((ch === ')' || ch === ']') && depth > 0) depth--;
+      out += ch;
+    }
+    return out;
+  };
+}

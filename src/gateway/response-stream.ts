@@ -1,7 +1,11 @@
 import type { Piece } from './imap-syntax.js';
 
-/** What to do with one server response, decided from its first line. */
-export type ResponseAction = 'forward' | 'buffer' | 'drop';
+/**
+ * What to do with one server response, decided from its first line:
+ * pass its bytes on, assemble it for the sink, drop it, or pass it on with
+ * each line's text (not its literals) rewritten by `edit`.
+ */
+export type ResponseAction = 'forward' | 'buffer' | 'drop' | { edit: (text: string) => string };
 
 export interface ResponseSink {
   classify(firstLine: string): ResponseAction;
@@ -39,7 +43,7 @@ export class ResponseStream {
     while (i < chunk.length) {
       if (this.literalLeft > 0) {
         const n = Math.min(this.literalLeft, chunk.length - i);
-        if (this.action === 'forward') {
+        if (this.action === 'forward' || typeof this.action === 'object') {
           if (fwdStart < 0) fwdStart = i;
         } else if (this.action === 'buffer') {
           this.literalParts.push(chunk.subarray(i, i + n));
@@ -83,6 +87,10 @@ export class ResponseStream {
           this.sink.forward(held);
         }
         if (fwdStart < 0) fwdStart = i;
+      } else if (typeof this.action === 'object') {
+        flush(i);
+        const body = m ? text.slice(0, m.index) : text;
+        this.sink.forward(Buffer.from(`${this.action.edit(body)}${m ? m[0] : ''}\r\n`, 'latin1'));
       } else {
         flush(i);
         if (this.action === 'buffer') {

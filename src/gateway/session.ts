@@ -7,9 +7,9 @@ import type { AclServiceClient } from '../gen/mailshare/v1/acl.js';
 import type { MailboxServiceClient } from '../gen/mailshare/v1/mailbox.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
 import { ClientStream, type ClientEvent } from './client-stream.js';
-import { type Arg, type Piece, listItems, quote, splitArgs } from './imap-syntax.js';
+import { type Arg, type Piece, fetchItemRenamer, listItems, quote, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
-import { ResponseStream } from './response-stream.js';
+import { type ResponseAction, ResponseStream } from './response-stream.js';
 import type { SharedNamespace } from './shared-namespace.js';
 
 export interface SessionContext {
@@ -57,6 +57,8 @@ class Conn {
   readonly stream: ResponseStream;
   selected = false;
   closed = false;
+  /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
+  renames: ReadonlyMap<string, string> | undefined;
   constructor(
     readonly session: Session,
     readonly owner: string,
@@ -203,7 +205,7 @@ export class Session {
 
   // ---- responses from backends ----
 
-  classify(c: Conn, line: string): 'forward' | 'buffer' | 'drop' {
+  classify(c: Conn, line: string): ResponseAction {
     if (line.startsWith('+')) return c.clientPending > 0 ? 'forward' : 'drop';
     if (!line.startsWith('* ')) return 'buffer';
     // Only the gateway's own commands are outstanding: capture (response() passes mailbox updates on).
@@ -212,6 +214,7 @@ export class Session {
     const kind = /^\* (\S+)/.exec(line)?.[1]?.toUpperCase() ?? '';
     if (c.home) return ['LIST', 'LSUB', 'NAMESPACE', 'CAPABILITY'].includes(kind) ? 'buffer' : 'forward';
     if (kind === 'BYE') return 'drop';
+    if (c.renames && /^\* \d+ FETCH /i.test(line)) return { edit: fetchItemRenamer(c.renames) };
     return ['STATUS', 'LIST', 'LSUB'].includes(kind) ? 'buffer' : 'forward';
   }
 
@@ -490,7 +493,10 @@ export class Session {
       case 'APPEND': {
         this.require(tag, r, I, 'APPEND');
         const conn = await this.ownerConn(t.owner);
-        return this.send(conn, [tag, name, quote(t.wire), ...rest(1)].join(' '), undefined, streaming);
+        const more = rest(1);
+        // Flags the user may not set are left off the new message (RFC 4314 §4).
+        if (args[1]?.list) more[0] = `(${listItems(args[1].raw).filter((f) => hasAll(r, flagRight(f))).join(' ')})`;
+        return this.send(conn, [tag, name, quote(t.wire), ...more].join(' '), undefined, streaming);
       }
       case 'DELETE': {
         this.require(tag, r, X, 'DELETE');
@@ -540,10 +546,31 @@ export class Session {
     const prefix = name === 'UID' ? [tag, 'UID', args[0]!.raw] : [tag, name];
     let out = rest.map((a) => a.raw);
     switch (sub) {
-      case 'FETCH':
+      case 'FETCH': {
+        if (hasAll(r, S) || out.length < 2) break;
         // Without "s" a fetch must not set \Seen: peek instead (RFC 4314 §4).
-        if (!hasAll(r, S)) out = out.map((a, i) => (i === 0 ? a : a.replace(/\b(BODY|BINARY)\[/gi, '$1.PEEK[')));
-        break;
+        out = out.map((a, i) => (i === 0 ? a : a.replace(/\b(BODY|BINARY)\[/gi, '$1.PEEK[')));
+        // RFC822 and RFC822.TEXT have no peek form: fetch BODY.PEEK[…] and name the answers as asked.
+        const renames = new Map<string, string>();
+        out[1] = out[1]!.replace(/(^|[( ])(RFC822(?:\.TEXT)?)(?=[) ]|$)/gi, (_m, lead: string, item: string) => {
+          const text = item.toUpperCase() === 'RFC822.TEXT';
+          renames.set(text ? 'BODY[TEXT]' : 'BODY[]', text ? 'RFC822.TEXT' : 'RFC822');
+          return `${lead}${text ? 'BODY.PEEK[TEXT]' : 'BODY.PEEK[]'}`;
+        });
+        if (renames.size === 0) break;
+        // Alone on the connection, so only this command's FETCH responses are renamed.
+        return this.exclusive(
+          conn,
+          [...prefix, ...out].join(' '),
+          () => {
+            conn.renames = undefined;
+          },
+          undefined,
+          () => {
+            conn.renames = renames;
+          },
+        );
+      }
       case 'STORE': {
         const at = rest.findIndex((a) => /^[+-]?FLAGS(\.SILENT)?$/i.test(a.value));
         if (at < 0) break;
@@ -589,7 +616,8 @@ export class Session {
         if (to.kind === 'home') return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, undefined);
         const tr = this.visible(tag, to);
         this.require(tag, tr, I, sub);
-        if (to.owner !== t.owner) return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, tr);
+        // Another owner's node, or flags the user may not set on the target (left off by the copy): fetch + append.
+        if (to.owner !== t.owner || !hasAll(tr, rightsOf('stw'))) return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, tr);
         out = [out[0]!, quote(to.wire), ...out.slice(2)];
         break;
       }
@@ -892,9 +920,16 @@ export class Session {
    * next command waits for this one. `after` runs before the client sees
    * the tagged response (e.g. updating mailshare's registry).
    */
-  private async exclusive(conn: Conn, line: string, onStatus?: (status: string) => void, after?: (status: string) => Promise<void> | undefined): Promise<void> {
+  private async exclusive(
+    conn: Conn,
+    line: string,
+    onStatus?: (status: string) => void,
+    after?: (status: string) => Promise<void> | undefined,
+    start?: () => void,
+  ): Promise<void> {
     await this.barrier(conn, true);
     if (conn.closed) throw new BackendUnavailable('connection closed');
+    start?.();
     const tag = line.slice(0, line.indexOf(' '));
     const result = await new Promise<{ status: string; raw: Buffer }>((resolve) => {
       this.enqueue(conn, tag, (status, raw) => {

@@ -157,6 +157,47 @@ describe('shared folders through the gateways', () => {
     alice.close();
   });
 
+  it('with write rights but no "s": RFC822 fetches leave \\Seen alone and keep their names; flags the user may not set are left off APPEND and COPY', async () => {
+    const alice = await RawImap.login(gw.n1, 'alice', USERS.alice);
+    for (const box of ['Peek', 'Peek2']) expect(await alice.cmd(`CREATE ${box}`)).toMatch(/^t\d+ OK/m);
+    expect(await append(alice, 'Peek', message('peek me', 'secret body'))).toMatch(/^ap OK/m);
+    expect(await alice.cmd('SETACL Peek bob lriw')).toMatch(/^t\d+ OK/m);
+    expect(await alice.cmd('SETACL Peek2 bob lri')).toMatch(/^t\d+ OK/m);
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    await waitFor(async () => /Peek2/.test(await bob.cmd('LIST "" "Shared/alice/*"')), 5000, 'shares visible');
+    // A write right opens the mailbox read-write, where Dovecot would set \Seen on RFC822 fetches.
+    expect(await bob.cmd('SELECT Shared/alice/Peek')).toMatch(/READ-WRITE/);
+    // Pipelined with a BODY.PEEK[] fetch, whose answer must keep its own name.
+    bob.write('p1 FETCH 1 (BODY.PEEK[])\r\np2 FETCH 1 (UID RFC822)\r\np3 FETCH 1 (RFC822.SIZE RFC822.TEXT)\r\n');
+    const got = await bob.until(/^p3 (OK|NO|BAD)[^\r]*\r\n/m);
+    const [p1, p2, p3] = got.split(/^p\d [^\r]*\r\n/m);
+    expect(p1).toMatch(/BODY\[\] \{\d+\}\r\n/);
+    expect(p2).toMatch(/\(UID \d+ RFC822 \{\d+\}\r\nFrom: test@example.com/);
+    expect(p2).not.toMatch(/BODY\[/);
+    expect(p3).toMatch(/RFC822\.SIZE \d+ RFC822\.TEXT \{\d+\}\r\nsecret body/);
+    for (const tag of ['p1', 'p2', 'p3']) expect(got).toMatch(new RegExp(`^${tag} OK`, 'm'));
+    await alice.cmd('SELECT Peek');
+    expect(await alice.cmd('FETCH 1 (FLAGS)')).not.toMatch(/\\Seen/);
+
+    // APPEND: "w" lets \Flagged and keywords through; \Seen (s) and \Deleted (t) are left off.
+    expect(await append(bob, 'Shared/alice/Peek', message('flagged'), '\\Seen \\Deleted \\Flagged $Work')).toMatch(/^ap OK/m);
+    await alice.cmd('NOOP');
+    const flags = await alice.cmd('FETCH 2 (FLAGS)');
+    expect(flags).toMatch(/\\Flagged/);
+    expect(flags).toMatch(/\$Work/);
+    expect(flags).not.toMatch(/\\Seen|\\Deleted/);
+
+    // COPY within alice's mailboxes into one where bob has only "lri": no flags come along.
+    expect(await alice.cmd('STORE 1:2 +FLAGS (\\Seen \\Flagged)')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('COPY 1:2 Shared/alice/Peek2')).toMatch(/^t\d+ OK/m);
+    await alice.cmd('SELECT Peek2');
+    const copied = await alice.cmd('FETCH 1:* (FLAGS)');
+    expect(copied.match(/^\* \d+ FETCH/gm)).toHaveLength(2);
+    expect(copied).not.toMatch(/\\Seen|\\Flagged|\$Work/);
+    bob.close();
+    alice.close();
+  });
+
   it('names outside ASCII travel as modified UTF-7 both ways', async () => {
     const admin = connectApi(server.address, server.adminToken);
     await admin.directory.setGroupMembers({ tenant: 'acme', name: 'team', members: ['bob'], expectedRevision: 0 });

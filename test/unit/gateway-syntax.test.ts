@@ -1,7 +1,7 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ClientStream, type ClientEvent } from '../../src/gateway/client-stream.js';
-import { splitArgs } from '../../src/gateway/imap-syntax.js';
+import { fetchItemRenamer, splitArgs } from '../../src/gateway/imap-syntax.js';
 import { decodeMutf7, encodeMutf7 } from '../../src/gateway/mutf7.js';
 import type { Piece } from '../../src/gateway/imap-syntax.js';
 import { ResponseStream } from '../../src/gateway/response-stream.js';
@@ -181,6 +181,39 @@ describe('response stream', () => {
         expect(run(chunks)).toEqual(whole);
       }),
       { numRuns: 500 },
+    );
+  });
+});
+
+describe('FETCH item renaming (RFC822 fetched as BODY.PEEK[])', () => {
+  const names = new Map([
+    ['BODY[]', 'RFC822'],
+    ['BODY[TEXT]', 'RFC822.TEXT'],
+  ]);
+
+  it('renames top-level items once each, across literal continuations, never inside strings or sections', () => {
+    const edit = fetchItemRenamer(names);
+    expect(edit('* 3 FETCH (ENVELOPE ("d" "BODY[] x" NIL) BODY[HEADER.FIELDS (BODY[])] {5}')).toBe('* 3 FETCH (ENVELOPE ("d" "BODY[] x" NIL) BODY[HEADER.FIELDS (BODY[])] {5}');
+    expect(edit(' body[] {12}')).toBe(' RFC822 {12}');
+    expect(edit(' BODY[TEXT] NIL BODY[] NIL)')).toBe(' RFC822.TEXT NIL BODY[] NIL)');
+  });
+
+  it('passes literals through while editing the lines around them, however the bytes are split', () => {
+    const sample = Buffer.from('* 1 FETCH (UID 7 BODY[] {12}\r\nBODY[] hello BODY[TEXT] {3}\r\nabc)\r\n* 2 EXISTS BODY[] \r\n');
+    const expected = '* 1 FETCH (UID 7 RFC822 {12}\r\nBODY[] hello RFC822.TEXT {3}\r\nabc)\r\n* 2 EXISTS BODY[] \r\n';
+    fc.assert(
+      fc.property(fc.uniqueArray(fc.integer({ min: 1, max: sample.length - 1 }), { maxLength: 10 }), (cuts) => {
+        const out: Buffer[] = [];
+        const s = new ResponseStream({
+          classify: (line) => (/^\* \d+ FETCH /.test(line) ? { edit: fetchItemRenamer(names) } : 'forward'),
+          forward: (c) => out.push(Buffer.from(c)),
+          response: () => undefined,
+        });
+        const points = [0, ...cuts.sort((a, b) => a - b), sample.length];
+        for (let i = 1; i < points.length; i++) s.push(sample.subarray(points[i - 1]!, points[i]!));
+        expect(Buffer.concat(out).toString('latin1')).toBe(expected);
+      }),
+      { numRuns: 300 },
     );
   });
 });
