@@ -96,6 +96,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Open sessions per "tenant/user", and idle-expiry timers of users with none. */
   private readonly sessions = new Map<string, number>();
   private readonly idle = new Map<string, NodeJS.Timeout>();
+  /** Other nodes' users with sessions here (HoldUser): whether the hold is in etcd, and its end after the last session. */
+  private readonly holds = new Map<string, { written: boolean; linger?: NodeJS.Timeout }>();
   readonly ready: Promise<void>;
 
   constructor(opts: AgentOptions) {
@@ -177,15 +179,28 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.cache.assignmentsOf(this.opts.node.name).filter((a) => a.epoch > lease.revision);
   }
 
-  /** The host opened a session for the user: it is not idle. */
+  /**
+   * The host opened a session for the user (its own user, or one assigned
+   * to another node: clients may connect anywhere): the user is not idle.
+   * For another node's user this node holds the user (HoldUser), so that
+   * node does not release the user while the session lasts.
+   */
   sessionOpened(tenant: string, user: string): void {
     const k = `${tenant}/${user}`;
     this.sessions.set(k, (this.sessions.get(k) ?? 0) + 1);
     clearTimeout(this.idle.get(k));
     this.idle.delete(k);
+    const a = this.cache.locate(tenant, user);
+    if (this.expireMs() > 0 && a && a.node !== this.opts.node.name) this.hold(tenant, user);
+    else clearTimeout(this.holds.get(k)?.linger);
   }
 
-  /** The host closed a session; when the user has none left, the idle clock starts. */
+  /**
+   * The host closed a session; when the user has none left, the idle clock
+   * starts (the user's own node), or the hold ends after userExpireMs
+   * (another node's user), so the user expires userExpireMs after the last
+   * session anywhere (at most twice that).
+   */
   sessionClosed(tenant: string, user: string): void {
     const k = `${tenant}/${user}`;
     const n = (this.sessions.get(k) ?? 1) - 1;
@@ -194,11 +209,58 @@ export class Agent extends EventEmitter<AgentEvents> {
       return;
     }
     this.sessions.delete(k);
+    const h = this.holds.get(k);
+    if (h) {
+      clearTimeout(h.linger);
+      h.linger = setTimeout(() => {
+        if (!this.sessions.has(k)) this.unhold(tenant, user);
+      }, this.expireMs());
+      h.linger.unref();
+    }
     this.startIdle(tenant, user);
   }
 
+  private expireMs(): number {
+    return this.opts.userExpireMs ?? 15 * 60_000;
+  }
+
+  private hold(tenant: string, user: string): void {
+    const k = `${tenant}/${user}`;
+    const h = this.holds.get(k);
+    if (h) {
+      clearTimeout(h.linger);
+      if (h.written) return;
+    } else {
+      this.holds.set(k, { written: false });
+    }
+    void this.sendHold(tenant, user, true);
+  }
+
+  private unhold(tenant: string, user: string): void {
+    const k = `${tenant}/${user}`;
+    const h = this.holds.get(k);
+    if (!h) return;
+    clearTimeout(h.linger);
+    this.holds.delete(k);
+    if (h.written) void this.sendHold(tenant, user, false);
+  }
+
+  private async sendHold(tenant: string, user: string, hold: boolean): Promise<void> {
+    const k = `${tenant}/${user}`;
+    try {
+      await this.unary((cb) => this.placement.holdUser({ tenant, user, node: this.opts.node.name, hold }, this.md, { deadline: Date.now() + 5000 }, cb));
+      const h = this.holds.get(k);
+      if (hold && h) h.written = true;
+      // Let go while the hold was on its way: end it now.
+      else if (hold && !h) await this.sendHold(tenant, user, false);
+    } catch (err) {
+      // A hold that did not reach etcd is sent again on the next session or registration.
+      this.log.warn({ tenant, user, hold, err: String(err) }, 'hold failed');
+    }
+  }
+
   private startIdle(tenant: string, user: string): void {
-    const expire = this.opts.userExpireMs ?? 15 * 60_000;
+    const expire = this.expireMs();
     const k = `${tenant}/${user}`;
     if (expire <= 0 || this.sessions.has(k)) return;
     clearTimeout(this.idle.get(k));
@@ -207,10 +269,21 @@ export class Agent extends EventEmitter<AgentEvents> {
       const a = this.cache.locate(tenant, user);
       const lease = this.lease;
       if (this.sessions.has(k) || !a || !lease || a.node !== this.opts.node.name || a.epoch <= lease.revision) return;
-      this.log.debug({ tenant, user }, 'user idle; releasing');
-      void this.unary((cb) => this.placement.release({ tenant, user, epoch: a.epoch }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
-        this.log.warn({ tenant, user, err: String(err) }, 'idle release failed'),
-      );
+      void (async () => {
+        // A hold of this node's own (from before the user came here) must not keep the user.
+        if (this.holds.has(k)) {
+          const h = this.holds.get(k)!;
+          clearTimeout(h.linger);
+          this.holds.delete(k);
+          if (h.written) await this.sendHold(tenant, user, false);
+        }
+        const res = await this.unary<{ released: boolean; held: boolean }>((cb) =>
+          this.placement.release({ tenant, user, epoch: a.epoch, ifUnheld: true }, this.md, { deadline: Date.now() + 5000 }, cb),
+        );
+        if (res.released) this.log.debug({ tenant, user }, 'idle user released');
+        // Sessions through other nodes: look again after another period.
+        else if (res.held) this.startIdle(tenant, user);
+      })().catch((err: unknown) => this.log.warn({ tenant, user, err: String(err) }, 'idle release failed'));
     }, expire);
     t.unref();
     this.idle.set(k, t);
@@ -252,6 +325,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
     for (const t of this.idle.values()) clearTimeout(t);
     this.idle.clear();
+    for (const h of this.holds.values()) clearTimeout(h.linger);
+    this.holds.clear();
     this.stopKeepalive();
     const lease = this.lease;
     if (lease) {
@@ -296,6 +371,12 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.startKeepalive();
         this.log.info({ lease: res.leaseId }, 'registered');
         this.emit('registered', { leaseId: res.leaseId, revision: this.lease.revision });
+        // Holds lived on the previous lease: write them again.
+        for (const [k, h] of this.holds) {
+          h.written = false;
+          const slash = k.indexOf('/');
+          void this.sendHold(k.slice(0, slash), k.slice(slash + 1), true);
+        }
         // Users already assigned under this lease (none yet, normally).
         for (const a of this.users()) this.emit('userAssigned', a);
         return;
@@ -472,7 +553,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       } catch (err) {
         this.log.warn({ tenant, user, err: String(err) }, 'onUserLeaving failed; releasing anyway');
       }
-      await this.unary((cb) => this.placement.release({ tenant, user, epoch }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
+      await this.unary((cb) => this.placement.release({ tenant, user, epoch, ifUnheld: false }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
         this.log.warn({ tenant, user, err: String(err) }, 'release failed; the mover will end the assignment'),
       );
     })();

@@ -9,6 +9,12 @@ const positive = (v: string): number => {
   if (!/^\d{1,4}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
   return Number(v);
 };
+const duration = (v: string): number => {
+  if (v === '0') return 0;
+  const m = /^(\d{1,9})(ms|s|m|h)$/.exec(v);
+  if (!m) throw new InvalidArgumentError('must be a duration with its unit, e.g. 15m, 90s, or 0 (never)');
+  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3600_000 }[m[2]!]!;
+};
 
 /**
  * `mailshare gateway`: the IMAP side of one backend node. Owns the process
@@ -27,13 +33,14 @@ export function registerGateway(program: Command): void {
     .option('--weight <n>', 'relative capacity 1-1000 (default 100)', positive)
     .option('--zone <zone>', 'zone label')
     .option('--ttl <seconds>', 'lease TTL (default 5)', positive)
+    .option('--user-expire <duration>', 'release a user with no session through any gateway for this long, e.g. 15m (default 15m; 0 never)', duration)
     .option('--master-user <name>', "Dovecot master user for reaching other users' shared mailboxes (password in env MAILSHARE_MASTER_PASSWORD)")
     .option('--shared-prefix <prefix>', 'where other users\' mailboxes appear (default "Shared/")')
     .option('--tls-cert <file>', 'PEM certificate: offers STARTTLS and refuses logins before it')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -86,6 +93,7 @@ export function registerGateway(program: Command): void {
         node: { name: flags.node, backend: flags.backend, weight: flags.weight, zone: flags.zone },
         tenant,
         ttlSeconds: flags.ttl,
+        userExpireMs: flags.userExpire,
         master,
         sharedPrefix,
         tls: tlsFiles,

@@ -31,6 +31,11 @@ export interface GatewayOptions {
    * NO [UNAVAILABLE].
    */
   master?: { user: string; password: string };
+  /**
+   * A user with no session through any gateway for this long is released
+   * (next login may land on another node); default 15 minutes, 0 never.
+   */
+  userExpireMs?: number;
   /** Prefix of the shared namespace (RFC 2342); default "Shared/". */
   sharedPrefix?: string;
   /**
@@ -106,8 +111,8 @@ export class Gateway {
       node: { name: opts.node.name, imapAddress: opts.node.backend, weight: opts.node.weight, zone: opts.node.zone },
       ttlSeconds: opts.ttlSeconds,
       logger: opts.logger,
-      // Sessions of a user may run through any gateway, so no single agent sees them all: never release for idleness.
-      userExpireMs: 0,
+      // Sessions through other gateways hold the user (HoldUser), so idleness counts every session.
+      userExpireMs: opts.userExpireMs ?? 15 * 60_000,
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
     this.acl = new AclServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
@@ -360,8 +365,12 @@ export class Gateway {
     );
     const live: LiveSession = { ...who, session };
     this.sessions.add(live);
-    void session.done.finally(() => this.sessions.delete(live));
-    client.once('close', () => this.sessions.delete(live));
+    this.agent.sessionOpened(who.tenant, who.user);
+    const forget = (): void => {
+      if (this.sessions.delete(live)) this.agent.sessionClosed(who.tenant, who.user);
+    };
+    void session.done.finally(forget);
+    client.once('close', forget);
     // The assignment may have changed while we logged in.
     const now = this.agent.locate(who.tenant, who.user);
     if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.bye('user moved to another node; reconnect');

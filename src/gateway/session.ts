@@ -57,6 +57,8 @@ class Conn {
   readonly stream: ResponseStream;
   selected = false;
   closed = false;
+  /** Reported to the agent as a session of the owner (so the owner's node does not release the owner as idle). */
+  counted = false;
   /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
   renames: ReadonlyMap<string, string> | undefined;
   constructor(
@@ -160,6 +162,7 @@ export class Session {
       c.closed = true;
       c.socket.destroy();
       failPending(c);
+      this.uncount(c);
     }
     this.client.destroy();
     this.wake?.();
@@ -192,9 +195,16 @@ export class Session {
     return c;
   }
 
+  private uncount(c: Conn): void {
+    if (!c.counted) return;
+    c.counted = false;
+    this.ctx.agent.sessionClosed(this.ctx.tenant, c.owner);
+  }
+
   private dropOwner(c: Conn, reason: string): void {
     c.closed = true;
     c.socket.destroy();
+    this.uncount(c);
     if (this.owners.get(c.owner) === c) this.owners.delete(c.owner);
     for (const p of c.pending) if (p.client) this.write(`${p.tag} NO [UNAVAILABLE] ${reason}\r\n`);
     failPending(c);
@@ -868,6 +878,8 @@ export class Session {
     if (!login.ok) throw new BackendUnavailable(`the master login for ${owner} was refused`);
     const conn = this.attach(owner, false, login.socket, epoch);
     this.owners.set(owner, conn);
+    conn.counted = true;
+    agent.sessionOpened(tenant, owner);
     if (this.enabled.length > 0) await this.internal(conn, `ENABLE ${this.enabled.join(' ')}`);
     return conn;
   }

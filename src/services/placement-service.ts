@@ -239,7 +239,16 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const tenant = parseTenantId(req.tenant);
       const user = parseUserId(req.user, 'user');
       if (!Number.isSafeInteger(req.epoch) || req.epoch <= 0) throw new DomainError('invalid_argument', 'epoch: must be a positive revision', { field: 'epoch' });
-      return { released: await placement.release(tenant, user, req.epoch) };
+      return placement.release(tenant, user, req.epoch, req.ifUnheld);
+    }),
+
+    holdUser: unary(deps, 'HoldUser', ['node'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const user = parseUserId(req.user, 'user');
+      const node = parseNodeName(req.node, 'node');
+      await placement.hold(tenant, user, node, req.hold);
+      ctx.log.debug({ tenant, user, node, hold: req.hold }, 'hold');
+      return {};
     }),
   };
 }

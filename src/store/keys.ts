@@ -63,6 +63,10 @@ export interface Keys {
   /** [tenant, user] from an assignment key. */
   assignmentFromKey(key: string): [string, string];
 
+  /** Nodes serving sessions of a user assigned elsewhere (HoldUser). */
+  holdsPrefix(tenant: string, user: string): string;
+  hold(tenant: string, user: string, node: string): string;
+
   readonly movesPrefix: string;
   move(tenant: string, user: string): string;
   moveFromKey(key: string): [string, string];
@@ -121,6 +125,9 @@ export function createKeys(prefix: string): Keys {
       const slash = rest.indexOf('/');
       return [rest.slice(0, slash), rest.slice(slash + 1)];
     },
+
+    holdsPrefix: (tenant: string, user: string) => `${root}holds/${tenant}/${user}/`,
+    hold: (tenant: string, user: string, node: string) => `${root}holds/${tenant}/${user}/${node}`,
 
     movesPrefix: `${root}moves/`,
     move: (tenant: string, user: string) => `${root}moves/${tenant}/${user}`,

@@ -1,9 +1,9 @@
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, ICompare } from 'etcd3';
 import type { Logger } from 'pino';
 import { DomainError } from '../domain/errors.js';
 import { type Ring, buildRing, chooseNode } from '../domain/placement.js';
 import { etcdOp } from './errors.js';
-import type { Keys } from './keys.js';
+import { type Keys, prefixEnd } from './keys.js';
 import { type PrefixCache, createPrefixCache } from './prefix-cache.js';
 
 export type NodeState = 'active' | 'draining';
@@ -304,13 +304,50 @@ export class PlacementStore {
     throw new DomainError('unavailable', 'could not assign the user: nodes are changing too fast; try again', { retryable: true });
   }
 
-  async release(tenant: string, user: string, epoch: number): Promise<boolean> {
-    const key = this.keys.assignment(tenant, user);
+  /**
+   * Ends the assignment if it is still the one of `epoch`; with `ifUnheld`,
+   * only if no node holds the user (one transaction: the holds range must be
+   * empty, so a hold written concurrently either prevents the release or
+   * comes after it and is fenced like any session of the old epoch).
+   */
+  async release(tenant: string, user: string, epoch: number, ifUnheld = false): Promise<{ released: boolean; held: boolean }> {
+    const key = Buffer.from(this.keys.assignment(tenant, user));
+    const holdsPrefix = this.keys.holdsPrefix(tenant, user);
+    const holds = Buffer.from(holdsPrefix);
+    const holdsEnd = Buffer.from(prefixEnd(holdsPrefix));
+    const compare: ICompare[] = [{ key, target: 'Create', result: 'Equal', create_revision: String(epoch) }];
+    if (ifUnheld) compare.push({ key: holds, range_end: holdsEnd, target: 'Create', result: 'Equal', create_revision: '0' });
     const res = await etcdOp('releasing an assignment', () =>
-      this.client.if(key, 'Create', '==', epoch).then(this.client.delete().key(key)).commit(),
+      this.client.kv.txn({
+        compare,
+        success: [{ request_delete_range: { key } }],
+        failure: ifUnheld ? [{ request_range: { key: holds, range_end: holdsEnd, count_only: true } }] : [],
+      }),
     );
-    if (res.succeeded) await this.assignments.waitFor(Number(res.header.revision), SETTLE_MS);
-    return res.succeeded;
+    if (res.succeeded) {
+      await this.assignments.waitFor(Number(res.header.revision), SETTLE_MS);
+      return { released: true, held: false };
+    }
+    return { released: false, held: Number(res.responses[0]?.response_range?.count ?? 0) > 0 };
+  }
+
+  /**
+   * Records (or ends) that `node` serves sessions of a user: a key on the
+   * node's current lease, written only while the node is live on it.
+   */
+  async hold(tenant: string, user: string, node: string, hold: boolean): Promise<void> {
+    const key = this.keys.hold(tenant, user, node);
+    if (!hold) {
+      await etcdOp('ending a hold', () => this.client.delete().key(key).exec());
+      return;
+    }
+    const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec());
+    const leaseId = live.kvs[0]?.value.toString();
+    if (!leaseId) throw new DomainError('failed_precondition', `node: "${node}" is not live`, { field: 'node' });
+    const res = await etcdOp('holding a user', () =>
+      this.client.if(this.keys.liveNode(node), 'Value', '==', leaseId).then(this.client.put(key).value('').lease(leaseId)).commit(),
+    );
+    if (!res.succeeded) throw new DomainError('failed_precondition', `node: "${node}" registered again meanwhile; hold again`, { field: 'node', retryable: true });
   }
 
   /**

@@ -37,7 +37,7 @@ afterAll(async () => {
 
 describe('mailshare gateway (real binary)', () => {
   it('serves IMAP logins for its node and deregisters on SIGTERM', async () => {
-    const child = spawn(process.execPath, [BIN, 'gateway', '--node', 'imap1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '30', '--log-level', 'warn', '--master-user', 'gateway', '--shared-prefix', 'Other/'], {
+    const child = spawn(process.execPath, [BIN, 'gateway', '--node', 'imap1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '30', '--user-expire', '10m', '--log-level', 'warn', '--master-user', 'gateway', '--shared-prefix', 'Other/'], {
       env: cleanEnv({ MAILSHARE_TOKEN: nodeToken, MAILSHARE_MASTER_PASSWORD: 'm' }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -125,6 +125,11 @@ describe('mailshare gateway (real binary)', () => {
     const noPassword = await runCli([...base, '--master-user', 'gateway'], { env: { MAILSHARE_TOKEN: 'x' } });
     expect(noPassword.code).toBe(2);
     expect(noPassword.stderr).toBe('mailshare: master-user: set MAILSHARE_MASTER_PASSWORD to its password\n');
+    for (const bad of ['15', '-1m', '2 days']) {
+      const badExpire = await runCli([...base, '--user-expire', bad], { env: { MAILSHARE_TOKEN: 'x' } });
+      expect(badExpire.code).toBe(2);
+      expect(badExpire.stderr).toBe(`mailshare: option '--user-expire <duration>' argument '${bad}' is invalid. must be a duration with its unit, e.g. 15m, 90s, or 0 (never)\n`);
+    }
     const badPrefix = await runCli([...base, '--shared-prefix', 'Shared'], { env: { MAILSHARE_TOKEN: 'x' } });
     expect(badPrefix.code).toBe(2);
     const halfTls = await runCli([...base, '--tls-cert', '/nonexistent'], { env: { MAILSHARE_TOKEN: 'x' } });

@@ -117,11 +117,29 @@ describe('placement', () => {
 
   it('releases an assignment only at its own epoch', async () => {
     const r = await locate('acme', 'releaseme', true);
-    const release = (epoch: number) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch }, nodeToken);
+    const release = (epoch: number) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch, ifUnheld: false }, nodeToken);
     expect((await release(r.epoch - 1)).released).toBe(false);
     expect((await release(r.epoch)).released).toBe(true);
     expect((await locate('acme', 'releaseme', false)).node).toBe('');
     expect((await locate('acme', 'releaseme', true)).epoch).toBeGreaterThan(r.epoch);
+  });
+
+  it('an idle release (if_unheld) waits while another live node holds the user, until it lets go', async () => {
+    const r = await locate('acme', 'heldme', true);
+    const other = (await listNodes()).nodes.find((n) => n.name !== r.node && n.state === 'active')!;
+    const hold = (node: string, on: boolean) => unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'heldme', node, hold: on }, nodeToken);
+    const release = () => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'heldme', epoch: r.epoch, ifUnheld: true }, nodeToken);
+    await hold(other.name, true);
+    expect(await release()).toEqual({ released: false, held: true });
+    expect((await locate('acme', 'heldme', false)).epoch).toBe(r.epoch);
+    await hold(other.name, false);
+    expect(await release()).toEqual({ released: true, held: false });
+    expect((await locate('acme', 'heldme', false)).node).toBe('');
+    // Bad input changes nothing: invalid names, a node that is not live.
+    expect(await codeOf(hold('Not A Node', true))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'node' });
+    expect(await codeOf(unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'x y', node: other.name, hold: true }, nodeToken))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'user' });
+    expect(await codeOf(hold('never-registered', true))).toMatchObject({ code: grpc.status.FAILED_PRECONDITION, field: 'node' });
+    expect((await codeOf(unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'heldme', node: other.name, hold: true }, server.adminToken))).code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
   it('locates a mailbox by its owner', async () => {
@@ -172,7 +190,7 @@ describe('placement', () => {
     expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'sleeping' }, server.adminToken))).field).toBe('state');
     expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'nope', state: 'active' }, server.adminToken))).code).toBe(grpc.status.NOT_FOUND);
     expect((await codeOf(unaryCall(client.locate.bind(client), { tenant: 'acme', user: 'a', mailbox: 'a/b', assign: false }, nodeToken))).field).toBe('user');
-    expect((await codeOf(unaryCall(client.release.bind(client), { tenant: 'acme', user: 'a', epoch: 0 }, nodeToken))).field).toBe('epoch');
+    expect((await codeOf(unaryCall(client.release.bind(client), { tenant: 'acme', user: 'a', epoch: 0, ifUnheld: false }, nodeToken))).field).toBe('epoch');
     // Roles: only nodes register; only admins change nodes.
     const asAdmin = unaryCall(client.registerNode.bind(client), { name: 'x', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0 }, server.adminToken);
     expect((await codeOf(asAdmin)).code).toBe(grpc.status.PERMISSION_DENIED);

@@ -180,11 +180,30 @@ export interface ReleaseRequest {
   tenant: string;
   user: string;
   epoch: number;
+  /** Only if no node holds the user (HoldUser): an idle release. */
+  ifUnheld: boolean;
 }
 
 export interface ReleaseResponse {
-  /** False when the user was not (or no longer) held at that epoch. */
+  /**
+   * False when the user was not (or no longer) assigned at that epoch, or
+   * (with if_unheld) another node holds the user.
+   */
   released: boolean;
+  /** With if_unheld: the release did not happen because a node holds the user. */
+  held: boolean;
+}
+
+export interface HoldUserRequest {
+  tenant: string;
+  user: string;
+  /** The calling node (registered and live). */
+  node: string;
+  /** True to hold, false to let go. */
+  hold: boolean;
+}
+
+export interface HoldUserResponse {
 }
 
 function createBaseNode(): Node {
@@ -2171,7 +2190,7 @@ export const DrainProgress: MessageFns<DrainProgress> = {
 };
 
 function createBaseReleaseRequest(): ReleaseRequest {
-  return { tenant: "", user: "", epoch: 0 };
+  return { tenant: "", user: "", epoch: 0, ifUnheld: false };
 }
 
 export const ReleaseRequest: MessageFns<ReleaseRequest> = {
@@ -2184,6 +2203,9 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     }
     if (message.epoch !== 0) {
       writer.uint32(24).int64(message.epoch);
+    }
+    if (message.ifUnheld !== false) {
+      writer.uint32(32).bool(message.ifUnheld);
     }
     return writer;
   },
@@ -2219,6 +2241,14 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
           message.epoch = longToNumber(reader.int64());
           continue;
         }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.ifUnheld = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2233,6 +2263,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
       tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
       user: isSet(object.user) ? globalThis.String(object.user) : "",
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      ifUnheld: isSet(object.ifUnheld) ? globalThis.Boolean(object.ifUnheld) : false,
     };
   },
 
@@ -2247,6 +2278,9 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     if (message.epoch !== 0) {
       obj.epoch = Math.round(message.epoch);
     }
+    if (message.ifUnheld !== false) {
+      obj.ifUnheld = message.ifUnheld;
+    }
     return obj;
   },
 
@@ -2258,18 +2292,22 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     message.tenant = object.tenant ?? "";
     message.user = object.user ?? "";
     message.epoch = object.epoch ?? 0;
+    message.ifUnheld = object.ifUnheld ?? false;
     return message;
   },
 };
 
 function createBaseReleaseResponse(): ReleaseResponse {
-  return { released: false };
+  return { released: false, held: false };
 }
 
 export const ReleaseResponse: MessageFns<ReleaseResponse> = {
   encode(message: ReleaseResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.released !== false) {
       writer.uint32(8).bool(message.released);
+    }
+    if (message.held !== false) {
+      writer.uint32(16).bool(message.held);
     }
     return writer;
   },
@@ -2289,6 +2327,14 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
           message.released = reader.bool();
           continue;
         }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.held = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2299,13 +2345,19 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
   },
 
   fromJSON(object: any): ReleaseResponse {
-    return { released: isSet(object.released) ? globalThis.Boolean(object.released) : false };
+    return {
+      released: isSet(object.released) ? globalThis.Boolean(object.released) : false,
+      held: isSet(object.held) ? globalThis.Boolean(object.held) : false,
+    };
   },
 
   toJSON(message: ReleaseResponse): unknown {
     const obj: any = {};
     if (message.released !== false) {
       obj.released = message.released;
+    }
+    if (message.held !== false) {
+      obj.held = message.held;
     }
     return obj;
   },
@@ -2316,6 +2368,158 @@ export const ReleaseResponse: MessageFns<ReleaseResponse> = {
   fromPartial(object: DeepPartial<ReleaseResponse>): ReleaseResponse {
     const message = createBaseReleaseResponse();
     message.released = object.released ?? false;
+    message.held = object.held ?? false;
+    return message;
+  },
+};
+
+function createBaseHoldUserRequest(): HoldUserRequest {
+  return { tenant: "", user: "", node: "", hold: false };
+}
+
+export const HoldUserRequest: MessageFns<HoldUserRequest> = {
+  encode(message: HoldUserRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.node !== "") {
+      writer.uint32(26).string(message.node);
+    }
+    if (message.hold !== false) {
+      writer.uint32(32).bool(message.hold);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HoldUserRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseHoldUserRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.node = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.hold = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): HoldUserRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+      hold: isSet(object.hold) ? globalThis.Boolean(object.hold) : false,
+    };
+  },
+
+  toJSON(message: HoldUserRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    if (message.hold !== false) {
+      obj.hold = message.hold;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<HoldUserRequest>): HoldUserRequest {
+    return HoldUserRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<HoldUserRequest>): HoldUserRequest {
+    const message = createBaseHoldUserRequest();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
+    message.node = object.node ?? "";
+    message.hold = object.hold ?? false;
+    return message;
+  },
+};
+
+function createBaseHoldUserResponse(): HoldUserResponse {
+  return {};
+}
+
+export const HoldUserResponse: MessageFns<HoldUserResponse> = {
+  encode(_: HoldUserResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): HoldUserResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseHoldUserResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(_: any): HoldUserResponse {
+    return {};
+  },
+
+  toJSON(_: HoldUserResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<HoldUserResponse>): HoldUserResponse {
+    return HoldUserResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<HoldUserResponse>): HoldUserResponse {
+    const message = createBaseHoldUserResponse();
     return message;
   },
 };
@@ -2439,7 +2643,10 @@ export const PlacementServiceService = {
       Buffer.from(LocateStreamResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): LocateStreamResponse => LocateStreamResponse.decode(value),
   },
-  /** Release (role node): ends an assignment, only if its epoch still matches. */
+  /**
+   * Release (role node): ends an assignment, only if its epoch still matches
+   * (and, with if_unheld, only if no other node holds sessions of the user).
+   */
   release: {
     path: "/mailshare.v1.PlacementService/Release",
     requestStream: false,
@@ -2448,6 +2655,21 @@ export const PlacementServiceService = {
     requestDeserialize: (value: Buffer): ReleaseRequest => ReleaseRequest.decode(value),
     responseSerialize: (value: ReleaseResponse): Buffer => Buffer.from(ReleaseResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ReleaseResponse => ReleaseResponse.decode(value),
+  },
+  /**
+   * HoldUser (role node): a node serving sessions of a user who is assigned
+   * elsewhere (clients may connect through any gateway) says so, so the
+   * user's node does not release the user as idle. A hold lives on the
+   * calling node's lease: it ends with hold=false, or when the node dies.
+   */
+  holdUser: {
+    path: "/mailshare.v1.PlacementService/HoldUser",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: HoldUserRequest): Buffer => Buffer.from(HoldUserRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): HoldUserRequest => HoldUserRequest.decode(value),
+    responseSerialize: (value: HoldUserResponse): Buffer => Buffer.from(HoldUserResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): HoldUserResponse => HoldUserResponse.decode(value),
   },
   /**
    * Move (admin): graceful. The node holding the user is asked (a "move"
@@ -2531,8 +2753,18 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
    * and the stream goes on.
    */
   locateStream: handleBidiStreamingCall<LocateStreamRequest, LocateStreamResponse>;
-  /** Release (role node): ends an assignment, only if its epoch still matches. */
+  /**
+   * Release (role node): ends an assignment, only if its epoch still matches
+   * (and, with if_unheld, only if no other node holds sessions of the user).
+   */
   release: handleUnaryCall<ReleaseRequest, ReleaseResponse>;
+  /**
+   * HoldUser (role node): a node serving sessions of a user who is assigned
+   * elsewhere (clients may connect through any gateway) says so, so the
+   * user's node does not release the user as idle. A hold lives on the
+   * calling node's lease: it ends with hold=false, or when the node dies.
+   */
+  holdUser: handleUnaryCall<HoldUserRequest, HoldUserResponse>;
   /**
    * Move (admin): graceful. The node holding the user is asked (a "move"
    * event) to finish and close the user's sessions and release; only then
@@ -2685,7 +2917,10 @@ export interface PlacementServiceClient extends Client {
     metadata: Metadata,
     options?: Partial<CallOptions>,
   ): ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>;
-  /** Release (role node): ends an assignment, only if its epoch still matches. */
+  /**
+   * Release (role node): ends an assignment, only if its epoch still matches
+   * (and, with if_unheld, only if no other node holds sessions of the user).
+   */
   release(
     request: ReleaseRequest,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
@@ -2700,6 +2935,27 @@ export interface PlacementServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ReleaseResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * HoldUser (role node): a node serving sessions of a user who is assigned
+   * elsewhere (clients may connect through any gateway) says so, so the
+   * user's node does not release the user as idle. A hold lives on the
+   * calling node's lease: it ends with hold=false, or when the node dies.
+   */
+  holdUser(
+    request: HoldUserRequest,
+    callback: (error: ServiceError | null, response: HoldUserResponse) => void,
+  ): ClientUnaryCall;
+  holdUser(
+    request: HoldUserRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: HoldUserResponse) => void,
+  ): ClientUnaryCall;
+  holdUser(
+    request: HoldUserRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: HoldUserResponse) => void,
   ): ClientUnaryCall;
   /**
    * Move (admin): graceful. The node holding the user is asked (a "move"
