@@ -23,6 +23,8 @@ export interface AgentOptions {
   ttlSeconds?: number;
   /** Default insecure (loopback); pass grpc.credentials.createSsl(...) for TLS. */
   credentials?: grpc.ChannelCredentials;
+  /** gRPC channel options, e.g. grpc.ssl_target_name_override. */
+  channelOptions?: grpc.ClientOptions;
   logger?: AgentLogger;
   /**
    * Awaited when a user is being moved or kicked away from this node, after
@@ -98,6 +100,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly idle = new Map<string, NodeJS.Timeout>();
   /** Other nodes' users with sessions here (HoldUser): whether the hold is in etcd, and its end after the last session. */
   private readonly holds = new Map<string, { written: boolean; linger?: NodeJS.Timeout }>();
+  /** Aborted by close()/orphan(): ends retry pauses at once. */
+  private readonly life = new AbortController();
   readonly ready: Promise<void>;
 
   constructor(opts: AgentOptions) {
@@ -313,6 +317,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   async close(): Promise<void> {
     if (this.closed) return;
     this.closed = true;
+    this.life.abort();
     const leaving = this.users();
     for (let i = 0; i < leaving.length; i += 16) {
       await Promise.all(
@@ -343,6 +348,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Stops renewing without revoking (like a crash, for tests and fast restarts). */
   orphan(): void {
     this.closed = true;
+    this.life.abort();
     this.stopKeepalive();
     this.watch?.cancel();
     this.placement.close();
@@ -356,6 +362,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     for (;;) {
       if (this.closed) throw new DomainError('cancelled', 'agent closed');
       const sentAt = Date.now();
+      const at = this.coordinator;
       try {
         const res = await this.unary<{ leaseId: string; ttlSeconds: number; node?: { revision: number } }>((cb) =>
           this.placement.registerNode(
@@ -383,8 +390,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       } catch (err) {
         if (this.closed) throw err;
         this.log.warn({ err: String(err) }, 'register failed; retrying');
-        this.rotate();
-        await sleep(delay);
+        this.rotate(at);
+        await sleep(delay, this.life.signal);
         delay = Math.min(delay * 2, 2000);
       }
     }
@@ -398,6 +405,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const lease = this.lease!;
     const sent: number[] = [];
     const open = (): void => {
+      const at = this.coordinator;
       const stream = this.placement.keepAlive(this.md) as grpc.ClientDuplexStream<unknown, KeepAliveResponse>;
       this.keepalive = stream;
       stream.on('data', (r: KeepAliveResponse) => {
@@ -410,7 +418,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (this.keepalive !== stream || this.closed) return;
         this.log.warn({ err: err.details }, 'keepalive stream failed; switching coordinator');
         sent.length = 0;
-        this.rotate();
+        this.rotate(at);
         open();
       });
     };
@@ -458,6 +466,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async eventLoop(onFirstSync: () => void): Promise<void> {
     let delay = 100;
     while (!this.closed) {
+      const at = this.coordinator;
       try {
         if (!this.synced) await this.snapshot();
         await this.watchFrom(this.cache.revision + 1, onFirstSync);
@@ -471,8 +480,8 @@ export class Agent extends EventEmitter<AgentEvents> {
           continue;
         }
         this.log.warn({ err: e.details ?? String(err) }, 'event stream failed; resuming on another coordinator');
-        this.rotate();
-        await sleep(delay);
+        this.rotate(at);
+        await sleep(delay, this.life.signal);
         delay = Math.min(delay * 2, 2000);
       }
     }
@@ -571,13 +580,17 @@ export class Agent extends EventEmitter<AgentEvents> {
     const addr = this.opts.coordinators[this.coordinator % this.opts.coordinators.length]!;
     const creds = this.opts.credentials ?? grpc.credentials.createInsecure();
     // Pings find half-open connections that would otherwise hide a dead coordinator.
-    const options = { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.keepalive_permit_without_calls': 1 };
+    const options = { ...this.opts.channelOptions, 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.keepalive_permit_without_calls': 1 };
     return [new PlacementServiceClient(addr, creds, options), new EventServiceClient(addr, creds, options)];
   }
 
-  /** Moves to the next coordinator. */
-  private rotate(): void {
-    if (this.opts.coordinators.length < 2) return;
+  /**
+   * Moves on from coordinator `from` to the next one, unless another loop
+   * (register, keepalive, events) already did: two loops failing on the same
+   * coordinator must not rotate twice, back onto it.
+   */
+  private rotate(from: number): void {
+    if (this.opts.coordinators.length < 2 || from !== this.coordinator) return;
     this.coordinator++;
     const [p, e] = this.connect();
     const oldP = this.placement;
@@ -602,6 +615,19 @@ export function createAgent(opts: AgentOptions): Agent {
   return new Agent(opts);
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((r) => setTimeout(r, ms).unref());
+/**
+ * A retry pause. It keeps the process alive (a gateway still connecting to
+ * its coordinators has nothing else to), and ends early when the agent closes.
+ */
+function sleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const done = (): void => {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    };
+    const t = setTimeout(done, ms);
+    signal.addEventListener('abort', done);
+  });
 }

@@ -1,5 +1,6 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
+import type { ChannelCredentials } from '@grpc/grpc-js';
 
 const hostPort = (v: string): string => {
   if (!/^[^\s/]+:\d{1,5}$/.test(v)) throw new InvalidArgumentError('must be host:port');
@@ -39,8 +40,12 @@ export function registerGateway(program: Command): void {
     .option('--tls-cert <file>', 'PEM certificate: offers STARTTLS and refuses logins before it')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
+    .option('--coordinator-ca <file>', 'CA that signed the coordinators\' certificates: talk to them over TLS (env MAILSHARE_TLS_CA)')
+    .option('--coordinator-cert <file>', 'client certificate for coordinators that require one (env MAILSHARE_TLS_CLIENT_CERT)')
+    .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
+    .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -86,9 +91,32 @@ export function registerGateway(program: Command): void {
       }
       const logger = createLogger(level as 'info', 'auto');
       const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
+      // TLS to the coordinators: a CA (or a client certificate) turns it on.
+      const coordCa = flags.coordinatorCa ?? process.env.MAILSHARE_TLS_CA;
+      const coordCert = flags.coordinatorCert ?? process.env.MAILSHARE_TLS_CLIENT_CERT;
+      const coordKey = flags.coordinatorKey ?? process.env.MAILSHARE_TLS_CLIENT_KEY;
+      if ((coordCert === undefined) !== (coordKey === undefined)) {
+        throw new DomainError('invalid_argument', 'coordinator-cert: give both --coordinator-cert and --coordinator-key', { field: 'coordinator-cert' });
+      }
+      let credentials: ChannelCredentials | undefined;
+      if (coordCa !== undefined || coordCert !== undefined || flags.coordinatorServerName !== undefined) {
+        const grpc = await import('@grpc/grpc-js');
+        const { readFileSync } = await import('node:fs');
+        const read = (file: string | undefined, field: string): Buffer | null => {
+          if (file === undefined) return null;
+          try {
+            return readFileSync(file);
+          } catch (err) {
+            throw new DomainError('invalid_argument', `${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { field });
+          }
+        };
+        credentials = grpc.credentials.createSsl(read(coordCa, 'coordinator-ca'), read(coordKey, 'coordinator-key'), read(coordCert, 'coordinator-cert'));
+      }
       const gateway = createGateway({
         listen: flags.listen ?? '127.0.0.1:1143',
         coordinators,
+        credentials,
+        channelOptions: flags.coordinatorServerName ? { 'grpc.ssl_target_name_override': flags.coordinatorServerName } : undefined,
         token,
         node: { name: flags.node, backend: flags.backend, weight: flags.weight, zone: flags.zone },
         tenant,

@@ -3,17 +3,21 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
-import { AclServiceClient } from '../gen/mailshare/v1/acl.js';
-import { MailboxServiceClient } from '../gen/mailshare/v1/mailbox.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
 import { CommandReader } from './command-reader.js';
+import { CoordinatorClients } from './coordinators.js';
 import { Session } from './session.js';
 import { SharedNamespace } from './shared-namespace.js';
 
 export interface GatewayOptions {
   /** host:port for IMAP clients; port 0 picks one. */
   listen: string;
+  /** Coordinator addresses, used in order (the next one when one is unavailable). */
   coordinators: string[];
+  /** To the coordinators; default insecure (loopback). grpc.credentials.createSsl(ca, key, cert) for TLS. */
+  credentials?: grpc.ChannelCredentials;
+  /** gRPC channel options, e.g. grpc.ssl_target_name_override. */
+  channelOptions?: grpc.ClientOptions;
   /** Token with role node. */
   token: string;
   /** This node: its name, and the address of its own Dovecot (what other gateways reach). */
@@ -97,8 +101,7 @@ export class Gateway {
   private readonly secureContext: tls.SecureContext | undefined;
   private readonly md = new grpc.Metadata();
   private readonly sessions = new Set<LiveSession>();
-  private readonly acl: AclServiceClient;
-  private readonly mailboxes: MailboxServiceClient;
+  private readonly api: CoordinatorClients;
   private readonly namespace: SharedNamespace;
   private readonly failures = new Map<string, number[]>();
   private readonly clients = new Set<net.Socket>();
@@ -110,13 +113,14 @@ export class Gateway {
       token: opts.token,
       node: { name: opts.node.name, imapAddress: opts.node.backend, weight: opts.node.weight, zone: opts.node.zone },
       ttlSeconds: opts.ttlSeconds,
+      credentials: opts.credentials,
+      channelOptions: opts.channelOptions,
       logger: opts.logger,
       // Sessions through other gateways hold the user (HoldUser), so idleness counts every session.
       userExpireMs: opts.userExpireMs ?? 15 * 60_000,
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
-    this.acl = new AclServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
-    this.mailboxes = new MailboxServiceClient(opts.coordinators[0]!, grpc.credentials.createInsecure());
+    this.api = new CoordinatorClients(opts.coordinators, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions);
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
       for (const s of this.sessions) {
         if (s.tenant !== tenant) continue;
@@ -174,8 +178,7 @@ export class Gateway {
     for (const c of this.clients) c.destroy();
     await closed;
     await this.agent.close();
-    this.acl.close();
-    this.mailboxes.close();
+    this.api.close();
   }
 
   private handle(client: net.Socket, secure: boolean, greet = true): void {
@@ -353,8 +356,7 @@ export class Gateway {
         epoch: who.epoch,
         namespace: this.namespace,
         master: this.opts.master,
-        acl: this.acl,
-        mailboxes: this.mailboxes,
+        api: this.api,
         metadata: this.md,
         capabilities,
         log: this.opts.logger ?? { info: () => undefined, warn: () => undefined, debug: () => undefined },

@@ -3,10 +3,9 @@ import * as grpc from '@grpc/grpc-js';
 import type { Agent, AgentLogger } from '../agent/agent.js';
 import { type Rights, formatRights, formatRightsForResponse, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
 import { parseMailboxName } from '../domain/mailbox-name.js';
-import type { AclServiceClient } from '../gen/mailshare/v1/acl.js';
-import type { MailboxServiceClient } from '../gen/mailshare/v1/mailbox.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
 import { ClientStream, type ClientEvent } from './client-stream.js';
+import type { CoordinatorClients } from './coordinators.js';
 import { type Arg, type Piece, fetchItemRenamer, listItems, quote, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
 import { type ResponseAction, ResponseStream } from './response-stream.js';
@@ -21,8 +20,8 @@ export interface SessionContext {
   readonly namespace: SharedNamespace;
   /** Dovecot master user (auth_master_user_separator "*") for connections to owners' nodes. */
   readonly master: { user: string; password: string } | undefined;
-  readonly acl: AclServiceClient;
-  readonly mailboxes: MailboxServiceClient;
+  /** The coordinators, for ACL and mailbox calls. */
+  readonly api: CoordinatorClients;
   readonly metadata: grpc.Metadata;
   readonly capabilities: string;
   readonly log: AgentLogger;
@@ -754,37 +753,37 @@ export class Session {
       try {
         switch (name) {
           case 'GETACL': {
-            const res = await call<{ entries: Array<{ identifier: string; rights: string }> }>((cb) => this.ctx.acl.getAcl(base, this.ctx.metadata, opts(), cb));
+            const res = await this.ctx.api.call<{ entries: Array<{ identifier: string; rights: string }> }>((c, cb) => c.acl.getAcl(base, this.ctx.metadata, opts(), cb));
             out.push(`* ACL ${qName}${res.entries.map((e) => ` ${quote(e.identifier)} ${quote(e.rights)}`).join('')}`);
             break;
           }
           case 'SETACL': {
             if (!registered) {
               if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
-              await call((cb) => this.ctx.mailboxes.createMailbox({ tenant: this.ctx.tenant, owner, name: mbName, actor: this.ctx.user }, this.ctx.metadata, opts(), cb)).catch((err: unknown) => {
+              await this.ctx.api.call((c, cb) => c.mailboxes.createMailbox({ tenant: this.ctx.tenant, owner, name: mbName, actor: this.ctx.user }, this.ctx.metadata, opts(), cb)).catch((err: unknown) => {
                 if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
               });
             }
-            const res = await call<{ revision: number }>((cb) =>
-              this.ctx.acl.setAcl({ ...base, identifier: args[1]!.value, rights: args[2]!.value, expectedRevision: 0 }, this.ctx.metadata, opts(), cb),
+            const res = await this.ctx.api.call<{ revision: number }>((c, cb) =>
+              c.acl.setAcl({ ...base, identifier: args[1]!.value, rights: args[2]!.value, expectedRevision: 0 }, this.ctx.metadata, opts(), cb),
             );
             await this.ctx.agent.waitForRevision(res.revision);
             break;
           }
           case 'DELETEACL': {
-            const res = await call<{ revision: number }>((cb) => this.ctx.acl.deleteAcl({ ...base, identifier: args[1]!.value, expectedRevision: 0 }, this.ctx.metadata, opts(), cb));
+            const res = await this.ctx.api.call<{ revision: number }>((c, cb) => c.acl.deleteAcl({ ...base, identifier: args[1]!.value, expectedRevision: 0 }, this.ctx.metadata, opts(), cb));
             await this.ctx.agent.waitForRevision(res.revision);
             break;
           }
           case 'LISTRIGHTS': {
-            const res = await call<{ identifier: string; required: string; optional: string[] }>((cb) =>
-              this.ctx.acl.listRights({ ...base, identifier: args[1]!.value }, this.ctx.metadata, opts(), cb),
+            const res = await this.ctx.api.call<{ identifier: string; required: string; optional: string[] }>((c, cb) =>
+              c.acl.listRights({ ...base, identifier: args[1]!.value }, this.ctx.metadata, opts(), cb),
             );
             out.push(`* LISTRIGHTS ${qName} ${quote(res.identifier)} ${quote(res.required)}${res.optional.map((o) => ` ${o}`).join('')}`);
             break;
           }
           case 'MYRIGHTS': {
-            const res = await call<{ rights: string }>((cb) => this.ctx.acl.myRights({ tenant: this.ctx.tenant, mailbox, user: this.ctx.user }, this.ctx.metadata, opts(), cb));
+            const res = await this.ctx.api.call<{ rights: string }>((c, cb) => c.acl.myRights({ tenant: this.ctx.tenant, mailbox, user: this.ctx.user }, this.ctx.metadata, opts(), cb));
             out.push(`* MYRIGHTS ${qName} ${quote(res.rights)}`);
             break;
           }
@@ -813,7 +812,7 @@ export class Session {
     const normalized = mailshareName(wire);
     if (normalized === undefined) return;
     if (this.ctx.agent.access(this.ctx.tenant, owner, owner, normalized) === undefined) return;
-    await call((cb) => this.ctx.mailboxes.deleteMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${normalized}`, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb)).catch(
+    await this.ctx.api.call((c, cb) => c.mailboxes.deleteMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${normalized}`, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb)).catch(
       (err: unknown) => this.ctx.log.warn({ tenant: this.ctx.tenant, user: owner, mailbox: normalized, err: String(err) }, 'mailbox deleted in IMAP but its registration remains'),
     );
   }
@@ -823,7 +822,7 @@ export class Session {
     const b = mailshareName(toWire);
     if (a === undefined || b === undefined) return;
     if (this.ctx.agent.access(this.ctx.tenant, owner, owner, a) === undefined) return;
-    await call((cb) => this.ctx.mailboxes.renameMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${a}`, newName: b, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb))
+    await this.ctx.api.call((c, cb) => c.mailboxes.renameMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${a}`, newName: b, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb))
       .then((res) => this.ctx.agent.waitForRevision((res as { revision?: number }).revision ?? 0).catch(() => undefined))
       .catch((err: unknown) => this.ctx.log.warn({ tenant: this.ctx.tenant, user: owner, mailbox: a, err: String(err) }, 'mailbox renamed in IMAP but its registration was not'));
   }
@@ -833,13 +832,13 @@ export class Session {
     const md = this.ctx.metadata;
     const tenant = this.ctx.tenant;
     try {
-      await call((cb) => this.ctx.mailboxes.createMailbox({ tenant, owner: t.owner, name: t.name, actor: t.owner }, md, opts(), cb));
-      const acl = await call<{ entries: Array<{ identifier: string; rights: string }> }>((cb) => this.ctx.acl.getAcl({ tenant, mailbox: `${t.owner}/${parent.name}`, actor: t.owner }, md, opts(), cb));
+      await this.ctx.api.call((c, cb) => c.mailboxes.createMailbox({ tenant, owner: t.owner, name: t.name, actor: t.owner }, md, opts(), cb));
+      const acl = await this.ctx.api.call<{ entries: Array<{ identifier: string; rights: string }> }>((c, cb) => c.acl.getAcl({ tenant, mailbox: `${t.owner}/${parent.name}`, actor: t.owner }, md, opts(), cb));
       let revision = 0;
       for (const e of acl.entries) {
         if (e.identifier === t.owner) continue;
-        const res = await call<{ revision: number }>((cb) =>
-          this.ctx.acl.setAcl({ tenant, mailbox: `${t.owner}/${t.name}`, identifier: e.identifier, rights: e.rights.replace(/[cd]/g, ''), expectedRevision: 0, actor: t.owner }, md, opts(), cb),
+        const res = await this.ctx.api.call<{ revision: number }>((c, cb) =>
+          c.acl.setAcl({ tenant, mailbox: `${t.owner}/${t.name}`, identifier: e.identifier, rights: e.rights.replace(/[cd]/g, ''), expectedRevision: 0, actor: t.owner }, md, opts(), cb),
         );
         revision = res.revision;
       }
@@ -999,12 +998,6 @@ function flagRight(flag: string): Rights {
 
 function opts(): grpc.CallOptions {
   return { deadline: Date.now() + 10_000 };
-}
-
-function call<T>(fn: (cb: (err: grpc.ServiceError | null, res: T) => void) => unknown): Promise<T> {
-  return new Promise((resolve, reject) => {
-    fn((err, res) => (err ? reject(err) : resolve(res)));
-  });
 }
 
 /** A coordinator error as the tagged IMAP response (RFC 5530 response codes). */

@@ -35,8 +35,7 @@ export interface Api {
 }
 
 /** Typed promise clients of every mailshare service, calling with `token`. */
-export function connectApi(address: string, token: string | undefined): Api {
-  const creds = grpc.credentials.createInsecure();
+export function connectApi(address: string, token: string | undefined, creds = grpc.credentials.createInsecure()): Api {
   const clients = [
     new AuthServiceClient(address, creds),
     new DirectoryServiceClient(address, creds),

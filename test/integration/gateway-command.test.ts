@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { ImapFlow } from 'imapflow';
@@ -110,6 +111,47 @@ describe('mailshare gateway (real binary)', () => {
       }
     } finally {
       child.kill('SIGKILL');
+      dir.remove();
+    }
+  }, 60_000);
+
+  it('reaches coordinators over TLS (--coordinator-ca) and goes on to the next coordinator when one is down', async () => {
+    const dir = tempDir('mailshare-gw-ctls-');
+    const pki = makePki(dir.path);
+    const secure = await startInProcessServer({ endpoints: etcd.endpoints, flags: { tlsCert: pki.serverCert, tlsKey: pki.serverKey } });
+    // A port where nothing listens: the first coordinator in the list is down.
+    const probe = net.createServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
+    const down = `127.0.0.1:${(probe.address() as net.AddressInfo).port}`;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const admin = connectApi(secure.address, secure.adminToken, grpc.credentials.createSsl(readFileSync(pki.caCert)));
+    const token = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+    await admin.directory.createTenant({ id: 'acme' });
+    const child = spawn(
+      process.execPath,
+      [BIN, 'gateway', '--node', 'imap3', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', `${down},${secure.address}`, '--coordinator-ca', pki.caCert, '--log-level', 'error'],
+      { env: cleanEnv({ MAILSHARE_TOKEN: token }), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => /listening on (\S+)/.test(out), 20_000, 'gateway listening');
+      const [host, port] = /listening on (\S+)/.exec(out)![1]!.split(':');
+      const s = net.connect(Number(port), host);
+      let imap = '';
+      s.on('data', (c: Buffer) => (imap += c.toString()));
+      // SETACL and GETACL are answered by a coordinator: the first is down, the second speaks TLS.
+      s.write('a LOGIN alice alice-pw\r\nb SETACL INBOX bob lr\r\nc GETACL INBOX\r\nd LOGOUT\r\n');
+      await waitFor(() => /^d OK/m.test(imap), 20_000, `IMAP conversation (${imap})`);
+      s.destroy();
+      expect(imap).toMatch(/^b OK/m);
+      expect(imap).toMatch(/^\* ACL "?INBOX"? .*"bob" "lr"/m);
+      const got = await admin.mailbox.getMailbox({ tenant: 'acme', mailbox: 'alice/INBOX', actor: '' });
+      expect(got.acl.find((e) => e.identifier === 'bob')?.rights).toBe('lr');
+    } finally {
+      child.kill('SIGTERM');
+      admin.close();
+      await secure.stop();
       dir.remove();
     }
   }, 60_000);
