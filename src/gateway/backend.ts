@@ -86,3 +86,55 @@ export async function backendLogin(address: string, tag: string, user: string, p
     clearTimeout(timer);
   }
 }
+
+/**
+ * Logs in on a connection of its own, runs `commands` one after another
+ * (each must answer without literals), logs out, and returns each tagged
+ * response's status (OK, NO, BAD). For short jobs outside a session, such
+ * as undoing a failed copy.
+ */
+export async function backendScript(address: string, user: string, password: string, commands: readonly string[], timeoutMs = 10_000): Promise<string[]> {
+  const login = await backendLogin(address, 'mailshare.s0', user, password, { timeoutMs });
+  if (!login.ok) throw new BackendUnavailable(`login as ${user} was refused`);
+  const socket = login.socket;
+  let buf = '';
+  let wake: (() => void) | undefined;
+  let failed: Error | undefined;
+  socket.on('data', (chunk: Buffer) => {
+    buf += chunk.toString('latin1');
+    wake?.();
+  });
+  socket.on('close', () => {
+    failed = new BackendUnavailable('connection closed');
+    wake?.();
+  });
+  const timer = setTimeout(() => {
+    failed = new BackendUnavailable('backend timed out');
+    wake?.();
+  }, timeoutMs);
+  socket.resume();
+  try {
+    const statuses: string[] = [];
+    for (let i = 0; i < commands.length; i++) {
+      const tag = `mailshare.s${i + 1}`;
+      socket.write(`${tag} ${commands[i]}\r\n`, 'latin1');
+      const re = new RegExp(`(?:^|\\r\\n)${tag.replace('.', '\\.')} (\\S+)[^\\r]*\\r\\n`);
+      for (;;) {
+        const m = re.exec(buf);
+        if (m) {
+          statuses.push(m[1]!.toUpperCase());
+          buf = buf.slice(m.index + m[0].length);
+          break;
+        }
+        if (failed) throw failed;
+        await new Promise<void>((r) => (wake = r));
+        wake = undefined;
+      }
+    }
+    socket.end('mailshare.s9 LOGOUT\r\n');
+    return statuses;
+  } finally {
+    clearTimeout(timer);
+    socket.destroy();
+  }
+}

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Agent, AgentLogger } from '../agent/agent.js';
 import { type Rights, formatRights, formatRightsForResponse, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
 import { parseMailboxName } from '../domain/mailbox-name.js';
-import { BackendUnavailable, backendLogin } from './backend.js';
+import { BackendUnavailable, backendLogin, backendScript } from './backend.js';
 import { ClientStream, type ClientEvent } from './client-stream.js';
 import type { CoordinatorClients } from './coordinators.js';
 import { type Arg, type Piece, fetchItemRenamer, listItems, quote, splitArgs } from './imap-syntax.js';
@@ -661,7 +661,7 @@ export class Session {
     for (let i = 0; i < uids.length; i += BATCH) {
       const batch = uids.slice(i, i + BATCH);
       const fetched = await this.internal(from, `UID FETCH ${batch.join(',')} (UID FLAGS INTERNALDATE BODY.PEEK[])`);
-      if (fetched.status !== 'OK') throw new ImapNo(`${tag} NO [SERVERBUG] ${verb} could not read the messages (${copied.length} of ${uids.length} copied)\r\n`);
+      if (fetched.status !== 'OK') return this.copyFailed(tag, verb, to, copied, 'SERVERBUG', 'could not read the messages');
       for (const p of fetched.untagged) {
         const text = p.map((x) => ('text' in x ? x.text : '')).join('');
         const body = p.find((x): x is { literal: string } => 'literal' in x);
@@ -675,7 +675,9 @@ export class Session {
         }
         const res = await this.internal(dest, `APPEND ${quote(to.wire)} (${flags.join(' ')})${date ? ` "${date}"` : ''} {${body.literal.length}+}\r\n${body.literal}`);
         if (res.status !== 'OK') {
-          throw new ImapNo(`${tag} NO [CANNOT] ${verb} failed after ${copied.length} of ${uids.length} messages; the source is unchanged\r\n`);
+          // The target's own reason (e.g. OVERQUOTA) when it gave one.
+          const code = /^\S+ NO \[([A-Z-]+)/i.exec(res.line)?.[1]?.toUpperCase() ?? 'CANNOT';
+          return this.copyFailed(tag, verb, to, copied, code, 'the target refused a message');
         }
         const appendUid = /\[APPENDUID (\d+) (\d+)\]/i.exec(res.line);
         if (appendUid) {
@@ -697,6 +699,34 @@ export class Session {
       from.socket.write(`mailshare.${this.internalTag} UID EXPUNGE ${list}\r\n`, 'latin1');
     });
     this.write(`${tag} OK ${verb} completed\r\n`);
+  }
+
+  /**
+   * A cross-node COPY/MOVE failed part-way: the messages already appended are
+   * expunged again (by their APPENDUIDs, on a connection of its own, so the
+   * client's selected mailboxes are untouched), leaving the target as it was
+   * (RFC 3501 §6.4.7); the source was never changed.
+   */
+  private async copyFailed(tag: string, verb: string, to: Target, copied: ReadonlyArray<{ dst: number }>, code: string, why: string): Promise<void> {
+    const dst = copied.map((c) => c.dst).filter((n) => n > 0);
+    let undone = dst.length === copied.length;
+    if (copied.length > 0 && undone) {
+      const owner = to.kind === 'home' ? this.ctx.user : to.owner;
+      const node = this.ctx.agent.locate(this.ctx.tenant, owner)?.node;
+      const address = node ? this.ctx.agent.nodeAddress(node) : undefined;
+      const master = this.ctx.master;
+      try {
+        if (!address || !master) throw new BackendUnavailable('no way to reach the target');
+        const set = dst.join(',');
+        const statuses = await backendScript(address, `${owner}*${master.user}`, master.password, [`SELECT ${quote(to.wire)}`, `UID STORE ${set} +FLAGS.SILENT (\\Deleted)`, `UID EXPUNGE ${set}`]);
+        undone = statuses.every((st) => st === 'OK');
+      } catch (err) {
+        this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'could not undo a partial copy');
+        undone = false;
+      }
+    }
+    const state = copied.length === 0 || undone ? 'nothing was copied' : `${copied.length} message(s) were copied and may remain in the target`;
+    this.write(`${tag} NO [${code}] ${verb} failed: ${why}; ${state}, the source is unchanged\r\n`);
   }
 
   private async idle(conn: Conn, line: string): Promise<void> {

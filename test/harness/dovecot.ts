@@ -41,6 +41,8 @@ export async function startDovecot(opts: {
   master: { user: string; password: string };
   /** Dovecot's own IMAP proxy instead of a backend: every login is forwarded to this host:port (a benchmark baseline). */
   proxyTo?: string;
+  /** Dovecot quota rules (count backend), e.g. ["Limited:messages=2"]: saving beyond them fails with NO [OVERQUOTA]. */
+  quotaRules?: string[];
 }): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
@@ -94,6 +96,16 @@ ${
 userdb {
   driver = static
   args = uid=nobody gid=nogroup home=${opts.mailRoot}/%u
+}
+${
+  opts.quotaRules
+    ? `mail_plugins = $mail_plugins quota
+plugin {
+  quota = count:User quota
+  quota_vsizes = yes
+${opts.quotaRules.map((r, i) => `  quota_rule${i === 0 ? '' : i + 1} = ${r}`).join('\n')}
+}`
+    : ''
 }
 service imap-login {
   inet_listener imap {

@@ -22,6 +22,8 @@ export async function startGatewayCluster(opts: {
   users: Record<string, string>;
   /** Create tenant "acme" (needed for ACLs and mailboxes). */
   tenant?: boolean;
+  /** Quota rules of every Dovecot (see startDovecot). */
+  quotaRules?: string[];
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
   gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
 }): Promise<GatewayCluster> {
@@ -43,7 +45,7 @@ export async function startGatewayCluster(opts: {
     if (opts.tenant) await admin.directory.createTenant({ id: 'acme' });
     admin.close();
     for (const name of opts.nodes) {
-      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER });
+      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules });
       dovecots.push(d);
       const g = createGateway({
         listen: '127.0.0.1:0',
