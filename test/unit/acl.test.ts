@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type Acl, EMPTY_ACL, aclEntries, deleteAcl, effectiveRights, listRights, setAcl } from '../../src/domain/acl.js';
+import { type Acl, EMPTY_ACL, aclEntries, deleteAcl, effectivePackedRights, effectiveRights, listRights, packAcl, packedEntries, setAcl } from '../../src/domain/acl.js';
 import { formatIdentifier, parseIdentifier } from '../../src/domain/identifier.js';
 import { type Rights, formatRights, formatRightsForResponse, parseRights, parseRightsChange } from '../../src/domain/rights.js';
 
@@ -91,6 +91,24 @@ describe('effective rights (RFC 4314 §2: ∪ positive − ∪ negative)', () =>
         }
         expect(effectiveRights(acl, { user, groups: new Set(memberOf) }, 'someone-else')).toBe(pos & ~negs);
       }),
+    );
+  });
+
+  it('gives the same rights from a packed ACL (the agent cache), for users whose names look like other identifiers too', () => {
+    const names = ['u1', 'u2', 'any', 'anyone1', 'group', 'g1', 'authenticate'];
+    const groups = ['g1', 'g2', 'u1'];
+    const ident = fc.constantFrom(...names, ...groups.map((g) => `group:${g}`), 'anyone', 'authenticated');
+    const entry = fc.tuple(fc.boolean(), ident, fc.integer({ min: 0, max: 2047 }));
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 12 }), fc.constantFrom(...names), fc.subarray(groups), fc.constantFrom(...names), (entries, user, memberOf, owner) => {
+        let acl: Acl = EMPTY_ACL;
+        for (const [neg, who, r] of entries) acl = setAcl(acl, id((neg ? '-' : '') + who), { mode: 'replace', rights: r as Rights });
+        const packed = packAcl(acl);
+        expect([...packedEntries(packed)]).toEqual([...acl]);
+        const subject = { user, groups: new Set(memberOf) };
+        expect(effectivePackedRights(packed, subject, owner)).toBe(effectiveRights(acl, subject, owner));
+      }),
+      { numRuns: 2000 },
     );
   });
 });
