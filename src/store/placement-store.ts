@@ -4,6 +4,7 @@ import { DomainError } from '../domain/errors.js';
 import { type Ring, buildRing, chooseNode } from '../domain/placement.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
+import { LeaseRenewer } from './lease-renewer.js';
 import { type PrefixCache, createPrefixCache } from './prefix-cache.js';
 
 export type NodeState = 'active' | 'draining';
@@ -63,6 +64,8 @@ export class PlacementStore {
   private readonly perLease = new Map<string, number>();
   private total = 0;
   private ringMemo: { sig: string; ring: Ring } | undefined;
+  /** One etcd LeaseKeepAlive stream for every node this coordinator renews. */
+  private readonly renewer: LeaseRenewer;
 
   constructor(
     private readonly client: Etcd3,
@@ -70,6 +73,7 @@ export class PlacementStore {
     logger: Logger,
     private readonly epsilon: number,
   ) {
+    this.renewer = new LeaseRenewer(client);
     this.configs = createPrefixCache({
       client,
       prefix: keys.nodesPrefix,
@@ -117,6 +121,7 @@ export class PlacementStore {
   }
 
   async close(): Promise<void> {
+    this.renewer.close();
     await Promise.all([this.configs.close(), this.lives.close(), this.assignments.close()]);
   }
 
@@ -168,20 +173,8 @@ export class PlacementStore {
   }
 
   /** Renews a lease once; returns the remaining TTL in seconds, 0 when the lease is gone. */
-  async keepAlive(leaseId: string): Promise<number> {
-    const stream = await etcdOp('renewing a lease', () => this.client.leaseClient.leaseKeepAlive());
-    try {
-      const res = await new Promise<{ TTL: string }>((resolve, reject) => {
-        stream.on('data', resolve);
-        stream.on('error', reject);
-        stream.write({ ID: leaseId });
-      });
-      return Math.max(0, Number(res.TTL));
-    } catch (err) {
-      throw new DomainError('unavailable', 'etcd unavailable while renewing a lease', { cause: err, retryable: true });
-    } finally {
-      stream.end();
-    }
+  keepAlive(leaseId: string): Promise<number> {
+    return this.renewer.renew(leaseId);
   }
 
   /** Revokes the node's lease if it is still the one the node is live on. */
