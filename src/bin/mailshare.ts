@@ -45,7 +45,7 @@ async function main(argv: string[]): Promise<number> {
     .description('coordination service that lets a cluster of IMAP servers share mailboxes safely')
     .version(version, '-V, --version')
     .exitOverride()
-    .configureOutput({ outputError: (str, write) => write(`mailshare: ${str.replace(/^error: /, '').trim()}\n`) })
+    .configureOutput({ outputError: (str, write) => write(`mailshare: ${oneLine(str.replace(/^error: /, ''))}\n`) })
     .showSuggestionAfterError(true);
 
   registerServer(program, version);
@@ -70,9 +70,23 @@ async function main(argv: string[]): Promise<number> {
     }
     const code = err instanceof DomainError && err.code === 'invalid_argument' ? 2 : undefined;
     const e = describeError(err);
-    process.stderr.write(`mailshare: ${e.message}\n`);
+    process.stderr.write(`mailshare: ${oneLine(e.message)}\n`);
     return code ?? e.exitCode;
   }
+}
+
+/**
+ * An error for stderr as exactly one line: commander's own line breaks (a
+ * suggestion after the error) become spaces, and control characters from
+ * the arguments being reported are shown escaped.
+ */
+function oneLine(text: string): string {
+  return text
+    .trim()
+    .split(/\r?\n/)
+    .map((l) => l.trim())
+    .join(' ')
+    .replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 
 main(process.argv).then(

@@ -30,6 +30,9 @@ describe('command line parsing', () => {
     [['frobnicate'], /unknown command 'frobnicate'/],
     [['token', 'create'], /required option '--role <role>' not specified/],
     [['status', '-o', 'yaml'], /argument 'yaml' is invalid/],
+    // Control characters in a reported argument are escaped, and a suggestion stays on the same line.
+    [['token', 'revoke', '-o', '\u0014\n3cK', 'x'], /argument '\\x14 3cK' is invalid/],
+    [['tenant', 'lst'], /unknown command 'lst' \(Did you mean list\?\)/],
     [['status', '--addr', 'no port'], /addr: "no port" is not host:port/],
     [['status', '--timeout', 'later'], /timeout: "later" is not a duration/],
     [['status', '--tls-cert', 'x.pem'], /--tls-cert and --tls-key must be given together/],
