@@ -1,4 +1,4 @@
-import type { ServerDuplexStream, ServerWritableStream } from '@grpc/grpc-js';
+import { type ServerDuplexStream, type ServerWritableStream, status as grpcStatus } from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
 import { TENANT_ID_PATTERN, parseTenantId, parseUserId, printable } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
@@ -9,6 +9,8 @@ import type {
   DrainRequest,
   KeepAliveRequest,
   KeepAliveResponse,
+  LocateAnswers,
+  LocateBatch,
   LocateRequest,
   LocateResponse,
   LocateStreamRequest,
@@ -29,6 +31,8 @@ export interface PlacementServiceDeps extends RpcDeps {
 export const DEFAULT_TTL_SECONDS = 5;
 export const MIN_TTL_SECONDS = 2;
 export const MAX_TTL_SECONDS = 300;
+/** Lookups per LocateMany message. */
+const MAX_BATCH = 1000;
 
 function parseNodeName(value: string, field = 'name'): string {
   if (!TENANT_ID_PATTERN.test(value)) {
@@ -170,6 +174,52 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
         );
       });
       call.on('end', () => call.end());
+      call.on('error', () => undefined);
+    }),
+
+    locateMany: authenticated(deps, 'LocateMany', ['admin', 'tenant-admin', 'node'], (call: ServerDuplexStream<LocateBatch, LocateAnswers>, principal) => {
+      const log = deps.log.child({ method: 'LocateMany' });
+      endOnShutdown(deps, call, () => undefined);
+      // Answers that completed since the last write go out together, once the lookups started by the
+      // messages at hand had their chance to finish (most are answered from memory at once).
+      let ready: LocateStreamResponse[] = [];
+      let scheduled = false;
+      const flush = (): void => {
+        scheduled = false;
+        const answers = ready;
+        ready = [];
+        if (answers.length > 0 && !call.writableEnded) call.write({ answers });
+      };
+      const answer = (a: LocateStreamResponse): void => {
+        ready.push(a);
+        if (!scheduled) {
+          scheduled = true;
+          setImmediate(flush);
+        }
+      };
+      call.on('data', (batch: LocateBatch) => {
+        if (batch.lookups.length > MAX_BATCH) {
+          for (const l of batch.lookups) answer({ id: l.id, response: undefined, code: grpcStatus.INVALID_ARGUMENT, message: `lookups: at most ${MAX_BATCH} per message` });
+          return;
+        }
+        for (const l of batch.lookups) {
+          const id = l.id;
+          locate(l.request ?? { tenant: '', user: '', mailbox: '', assign: false }, principal, log).then(
+            (response) => answer({ id, response, code: 0, message: '' }),
+            (err: unknown) => {
+              const e = toGrpcError(err, log);
+              answer({ id, response: undefined, code: e.code, message: e.details });
+            },
+          );
+        }
+      });
+      call.on('end', () => {
+        // Lookups still running answer into a closed stream: dropped.
+        setImmediate(() => {
+          flush();
+          call.end();
+        });
+      });
       call.on('error', () => undefined);
     }),
 

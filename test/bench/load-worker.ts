@@ -2,12 +2,13 @@
  * A load generator in its own process (so it does not share a CPU budget
  * with what it measures): `tsx load-worker.ts MODE TARGET TOKEN CONCURRENCY MS`.
  * MODE rpc: PlacementService.Locate of existing users; MODE stream: the same
- * lookups over one LocateStream; MODE etcd: a direct
+ * lookups over one LocateStream; MODE many: over one LocateMany (batched
+ * messages); MODE etcd: a direct
  * etcd3 get of the same assignment keys. Prints {"ops":…,"p50":…,"p99":…}.
  */
 import * as grpc from '@grpc/grpc-js';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { openLocateStream } from '../harness/locate-stream.js';
+import { openLocateMany, openLocateStream } from '../harness/locate-stream.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
 
 const [mode, target, token, conc, ms, prefix] = process.argv.slice(2);
@@ -27,9 +28,9 @@ async function main(): Promise<void> {
         client.locate({ tenant: 'bench', user: `u${i % USERS}`, mailbox: '', assign: false }, md, {}, (e, r) => (e ? reject(e) : resolve(r))),
       );
     close = () => client.close();
-  } else if (mode === 'stream') {
+  } else if (mode === 'stream' || mode === 'many') {
     const client = new PlacementServiceClient(target!, grpc.credentials.createInsecure());
-    const lookups = openLocateStream(client, token!);
+    const lookups = mode === 'many' ? openLocateMany(client, token!) : openLocateStream(client, token!);
     call = async (i) => {
       const r = await lookups.locate('bench', `u${i % USERS}`, false);
       if (r?.code !== 0) throw new Error(r?.message ?? 'stream broke');

@@ -1,6 +1,6 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import { type LocateAnswers, type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { connectApi, type Api } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { bearer, codeOf, unaryCall } from '../harness/grpc.js';
@@ -173,6 +173,36 @@ describe('placement', () => {
     const noAuth = client.locateStream(bearer(undefined));
     const err = await new Promise<grpc.ServiceError>((resolve) => noAuth.on('error', resolve));
     expect(err.code).toBe(grpc.status.UNAUTHENTICATED);
+  });
+
+  it('answers batches of Locates over one LocateMany, in batched answers, with per-lookup errors and a size limit', async () => {
+    const owner = await locate('acme', 'alice', true);
+    const stream = client.locateMany(bearer(nodeToken));
+    const answers = new Map<number, LocateStreamResponse>();
+    let messages = 0;
+    stream.on('data', (r: LocateAnswers) => {
+      messages++;
+      for (const a of r.answers) answers.set(a.id, a);
+    });
+    const lookups = Array.from({ length: 300 }, (_, i) => ({ id: i + 1, request: { tenant: 'acme', user: 'alice', mailbox: '', assign: false } }));
+    lookups[10] = { id: 11, request: { tenant: 'Not A Tenant', user: 'alice', mailbox: '', assign: false } };
+    lookups[20] = { id: 21, request: { tenant: 'acme', user: 'many1', mailbox: '', assign: true } };
+    stream.write({ lookups });
+    await waitFor(() => answers.size === 300, 5000, '300 answers');
+    // Answered from memory together: far fewer messages than lookups.
+    expect(messages).toBeLessThan(10);
+    expect(answers.get(1)).toMatchObject({ code: 0, response: { user: 'alice', node: owner.node, epoch: owner.epoch } });
+    expect(answers.get(300)).toMatchObject({ code: 0, response: { user: 'alice', epoch: owner.epoch } });
+    expect(answers.get(11)).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, message: expect.stringMatching(/^tenant: /) });
+    expect(answers.get(21)).toMatchObject({ code: 0, response: { user: 'many1', assigned: true } });
+    // Too many in one message: each is refused, the stream goes on.
+    answers.clear();
+    stream.write({ lookups: Array.from({ length: 1001 }, (_, i) => ({ id: 1000 + i, request: { tenant: 'acme', user: 'alice', mailbox: '', assign: false } })) });
+    stream.write({ lookups: [{ id: 5000, request: { tenant: 'acme', user: 'alice', mailbox: '', assign: false } }] });
+    await waitFor(() => answers.size === 1002, 5000, '1,002 answers');
+    expect(answers.get(1000)).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, message: 'lookups: at most 1000 per message' });
+    expect(answers.get(5000)).toMatchObject({ code: 0, response: { user: 'alice' } });
+    stream.end();
   });
 
   it('rejects bad input and wrong roles', async () => {

@@ -122,6 +122,14 @@ export interface LocateStreamResponse {
   message: string;
 }
 
+export interface LocateBatch {
+  lookups: LocateStreamRequest[];
+}
+
+export interface LocateAnswers {
+  answers: LocateStreamResponse[];
+}
+
 export interface LocateResponse {
   tenant: string;
   user: string;
@@ -1483,6 +1491,130 @@ export const LocateStreamResponse: MessageFns<LocateStreamResponse> = {
   },
 };
 
+function createBaseLocateBatch(): LocateBatch {
+  return { lookups: [] };
+}
+
+export const LocateBatch: MessageFns<LocateBatch> = {
+  encode(message: LocateBatch, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.lookups) {
+      LocateStreamRequest.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateBatch {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseLocateBatch();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.lookups.push(LocateStreamRequest.decode(reader, reader.uint32()));
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): LocateBatch {
+    return {
+      lookups: globalThis.Array.isArray(object?.lookups)
+        ? object.lookups.map((e: any) => LocateStreamRequest.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: LocateBatch): unknown {
+    const obj: any = {};
+    if (message.lookups?.length) {
+      obj.lookups = message.lookups.map((e) => LocateStreamRequest.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LocateBatch>): LocateBatch {
+    return LocateBatch.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateBatch>): LocateBatch {
+    const message = createBaseLocateBatch();
+    message.lookups = object.lookups?.map((e) => LocateStreamRequest.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseLocateAnswers(): LocateAnswers {
+  return { answers: [] };
+}
+
+export const LocateAnswers: MessageFns<LocateAnswers> = {
+  encode(message: LocateAnswers, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.answers) {
+      LocateStreamResponse.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): LocateAnswers {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseLocateAnswers();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.answers.push(LocateStreamResponse.decode(reader, reader.uint32()));
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): LocateAnswers {
+    return {
+      answers: globalThis.Array.isArray(object?.answers)
+        ? object.answers.map((e: any) => LocateStreamResponse.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: LocateAnswers): unknown {
+    const obj: any = {};
+    if (message.answers?.length) {
+      obj.answers = message.answers.map((e) => LocateStreamResponse.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<LocateAnswers>): LocateAnswers {
+    return LocateAnswers.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<LocateAnswers>): LocateAnswers {
+    const message = createBaseLocateAnswers();
+    message.answers = object.answers?.map((e) => LocateStreamResponse.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 function createBaseLocateResponse(): LocateResponse {
   return { tenant: "", user: "", node: "", imapAddress: "", epoch: 0, assigned: false };
 }
@@ -2644,6 +2776,21 @@ export const PlacementServiceService = {
     responseDeserialize: (value: Buffer): LocateStreamResponse => LocateStreamResponse.decode(value),
   },
   /**
+   * LocateMany: LocateStream with batches, for clients with many lookups in
+   * flight: a request message carries up to 1,000 lookups, and an answer
+   * message every lookup that completed since the previous one (a message
+   * costs far more than a lookup in it). Roles and answers as LocateStream.
+   */
+  locateMany: {
+    path: "/mailshare.v1.PlacementService/LocateMany",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: LocateBatch): Buffer => Buffer.from(LocateBatch.encode(value).finish()),
+    requestDeserialize: (value: Buffer): LocateBatch => LocateBatch.decode(value),
+    responseSerialize: (value: LocateAnswers): Buffer => Buffer.from(LocateAnswers.encode(value).finish()),
+    responseDeserialize: (value: Buffer): LocateAnswers => LocateAnswers.decode(value),
+  },
+  /**
    * Release (role node): ends an assignment, only if its epoch still matches
    * (and, with if_unheld, only if no other node holds sessions of the user).
    */
@@ -2753,6 +2900,13 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
    * and the stream goes on.
    */
   locateStream: handleBidiStreamingCall<LocateStreamRequest, LocateStreamResponse>;
+  /**
+   * LocateMany: LocateStream with batches, for clients with many lookups in
+   * flight: a request message carries up to 1,000 lookups, and an answer
+   * message every lookup that completed since the previous one (a message
+   * costs far more than a lookup in it). Roles and answers as LocateStream.
+   */
+  locateMany: handleBidiStreamingCall<LocateBatch, LocateAnswers>;
   /**
    * Release (role node): ends an assignment, only if its epoch still matches
    * (and, with if_unheld, only if no other node holds sessions of the user).
@@ -2917,6 +3071,15 @@ export interface PlacementServiceClient extends Client {
     metadata: Metadata,
     options?: Partial<CallOptions>,
   ): ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>;
+  /**
+   * LocateMany: LocateStream with batches, for clients with many lookups in
+   * flight: a request message carries up to 1,000 lookups, and an answer
+   * message every lookup that completed since the previous one (a message
+   * costs far more than a lookup in it). Roles and answers as LocateStream.
+   */
+  locateMany(): ClientDuplexStream<LocateBatch, LocateAnswers>;
+  locateMany(options: Partial<CallOptions>): ClientDuplexStream<LocateBatch, LocateAnswers>;
+  locateMany(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<LocateBatch, LocateAnswers>;
   /**
    * Release (role node): ends an assignment, only if its epoch still matches
    * (and, with if_unheld, only if no other node holds sessions of the user).
