@@ -86,6 +86,7 @@ function oneLine(text: string): string {
     .split(/\r?\n/)
     .map((l) => l.trim())
     .join(' ')
+    // eslint-disable-next-line no-control-regex -- control characters are exactly what is escaped here
     .replace(/[\x00-\x1f\x7f]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, '0')}`);
 }
 

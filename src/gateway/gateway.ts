@@ -6,6 +6,7 @@ import { USER_ID_PATTERN } from '../domain/ids.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
 import { CommandReader } from './command-reader.js';
 import { CoordinatorClients } from './coordinators.js';
+import { FailureLimiter } from './failure-limiter.js';
 import { Session } from './session.js';
 import { SharedNamespace } from './shared-namespace.js';
 
@@ -103,7 +104,7 @@ export class Gateway {
   private readonly sessions = new Set<LiveSession>();
   private readonly api: CoordinatorClients;
   private readonly namespace: SharedNamespace;
-  private readonly failures = new Map<string, number[]>();
+  private readonly failures = new FailureLimiter();
   private readonly clients = new Set<net.Socket>();
 
   constructor(private readonly opts: GatewayOptions) {
@@ -304,13 +305,13 @@ export class Gateway {
     const origin = { ip: (client.remoteAddress ?? '').replace(/^::ffff:/, ''), port: client.remotePort ?? 0 };
     const tenant = this.opts.tenant;
     const fail = async (): Promise<boolean> => {
-      this.recordFailure(`ip:${ip}`);
-      this.recordFailure(`user:${user}`);
+      this.failures.record(`ip:${ip}`);
+      this.failures.record(`user:${user}`);
       await new Promise((r) => setTimeout(r, 200));
       if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
       return false;
     };
-    if (this.tooManyFailures(`ip:${ip}`, this.opts.maxFailuresPerAddress ?? 10) || this.tooManyFailures(`user:${user}`, this.opts.maxFailuresPerUser ?? 5)) {
+    if (this.failures.exceeded(`ip:${ip}`, this.opts.maxFailuresPerAddress ?? 10) || this.failures.exceeded(`user:${user}`, this.opts.maxFailuresPerUser ?? 5)) {
       await new Promise((r) => setTimeout(r, 1000));
       if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
       return false;
@@ -390,17 +391,6 @@ export class Gateway {
     return this.agent.assign(tenant, user);
   }
 
-  private recordFailure(key: string): void {
-    const now = Date.now();
-    const list = (this.failures.get(key) ?? []).filter((t) => now - t < 60_000);
-    list.push(now);
-    this.failures.set(key, list);
-  }
-
-  private tooManyFailures(key: string, max: number): boolean {
-    const now = Date.now();
-    return (this.failures.get(key) ?? []).filter((t) => now - t < 60_000).length >= max;
-  }
 }
 
 export function createGateway(opts: GatewayOptions): Gateway {
