@@ -2,67 +2,29 @@ import type * as grpc from '@grpc/grpc-js';
 import type { LocateAnswers, LocateBatch, LocateStreamRequest, LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { bearer } from './grpc.js';
 
-/**
- * Lookups over one PlacementService.LocateStream, matched to their answers
- * by id. A broken stream answers its outstanding lookups with undefined and
- * is opened again; with `timeoutMs`, so does a lookup that waits too long.
- */
-export function openLocateStream(client: PlacementServiceClient, token: string, opts: { timeoutMs?: number } = {}) {
-  const waiting = new Map<number, (r: LocateStreamResponse | undefined) => void>();
-  let id = 0;
-  let stream: grpc.ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>;
-  const open = (): void => {
-    stream = client.locateStream(bearer(token));
-    stream.on('data', (r: LocateStreamResponse) => {
-      waiting.get(r.id)?.(r);
-      waiting.delete(r.id);
-    });
-    stream.on('error', () => {
-      for (const w of waiting.values()) w(undefined);
-      waiting.clear();
-      open();
-    });
-  };
-  open();
-  return {
-    locate(tenant: string, user: string, assign: boolean): Promise<LocateStreamResponse | undefined> {
-      return new Promise((resolve) => {
-        const n = ++id;
-        waiting.set(n, resolve);
-        if (opts.timeoutMs !== undefined) {
-          setTimeout(() => {
-            if (waiting.delete(n)) resolve(undefined);
-          }, opts.timeoutMs);
-        }
-        stream.write({ id: n, request: { tenant, user, mailbox: '', assign } });
-      });
-    },
-    close(): void {
-      stream.removeAllListeners('error');
-      stream.on('error', () => undefined);
-      stream.end();
-    },
-  };
+export interface Lookups {
+  locate(tenant: string, user: string, assign: boolean): Promise<LocateStreamResponse | undefined>;
+  close(): void;
 }
 
 /**
- * The same over PlacementService.LocateMany: lookups made in one turn of the
- * event loop travel in one message (up to 1,000), answers come in batches.
+ * Lookups matched to their answers by id over a stream that `open` makes; a
+ * broken stream answers its outstanding lookups with undefined and is opened
+ * again; with `timeoutMs`, so does a lookup that waits too long.
  */
-export function openLocateMany(client: PlacementServiceClient, token: string) {
+function lookupsOver<S extends grpc.ClientDuplexStream<never, unknown>>(
+  open: () => S,
+  answersOf: (message: unknown) => LocateStreamResponse[],
+  send: (stream: S, lookup: LocateStreamRequest) => void,
+  timeoutMs: number | undefined,
+): Lookups & { stream(): S } {
   const waiting = new Map<number, (r: LocateStreamResponse | undefined) => void>();
   let id = 0;
-  let queue: LocateStreamRequest[] = [];
-  let scheduled = false;
-  let stream: grpc.ClientDuplexStream<LocateBatch, LocateAnswers>;
-  const flush = (): void => {
-    scheduled = false;
-    while (queue.length > 0) stream.write({ lookups: queue.splice(0, 1000) });
-  };
-  const open = (): void => {
-    stream = client.locateMany(bearer(token));
-    stream.on('data', (r: LocateAnswers) => {
-      for (const a of r.answers) {
+  let stream: S;
+  const start = (): void => {
+    stream = open();
+    stream.on('data', (m: unknown) => {
+      for (const a of answersOf(m)) {
         waiting.get(a.id)?.(a);
         waiting.delete(a.id);
       }
@@ -70,27 +32,69 @@ export function openLocateMany(client: PlacementServiceClient, token: string) {
     stream.on('error', () => {
       for (const w of waiting.values()) w(undefined);
       waiting.clear();
-      open();
+      start();
     });
   };
-  open();
+  start();
   return {
-    locate(tenant: string, user: string, assign: boolean): Promise<LocateStreamResponse | undefined> {
+    stream: () => stream,
+    locate(tenant, user, assign) {
       return new Promise((resolve) => {
         const n = ++id;
         waiting.set(n, resolve);
-        queue.push({ id: n, request: { tenant, user, mailbox: '', assign } });
-        if (!scheduled) {
-          scheduled = true;
-          setImmediate(flush);
+        if (timeoutMs !== undefined) {
+          setTimeout(() => {
+            if (waiting.delete(n)) resolve(undefined);
+          }, timeoutMs);
         }
+        send(stream, { id: n, request: { tenant, user, mailbox: '', assign } });
       });
     },
-    close(): void {
+    close() {
       stream.removeAllListeners('error');
       stream.on('error', () => undefined);
       stream.end();
+    },
+  };
+}
+
+/** Lookups over one PlacementService.LocateStream, a message each. */
+export function openLocateStream(client: PlacementServiceClient, token: string, opts: { timeoutMs?: number } = {}): Lookups {
+  return lookupsOver(
+    () => client.locateStream(bearer(token)) as grpc.ClientDuplexStream<never, unknown>,
+    (m) => [m as LocateStreamResponse],
+    (stream, lookup) => (stream as grpc.ClientDuplexStream<LocateStreamRequest, LocateStreamResponse>).write(lookup),
+    opts.timeoutMs,
+  );
+}
+
+/**
+ * Lookups over one PlacementService.LocateMany: those made in one turn of
+ * the event loop travel in one message (up to 1,000); answers come batched.
+ */
+export function openLocateMany(client: PlacementServiceClient, token: string, opts: { timeoutMs?: number } = {}): Lookups {
+  let queue: LocateStreamRequest[] = [];
+  let scheduled = false;
+  const lookups = lookupsOver(
+    () => client.locateMany(bearer(token)) as grpc.ClientDuplexStream<never, unknown>,
+    (m) => (m as LocateAnswers).answers,
+    (_stream, lookup) => {
+      queue.push(lookup);
+      if (scheduled) return;
+      scheduled = true;
+      setImmediate(() => {
+        scheduled = false;
+        const stream = lookups.stream() as grpc.ClientDuplexStream<LocateBatch, LocateAnswers>;
+        while (queue.length > 0) stream.write({ lookups: queue.splice(0, 1000) });
+      });
+    },
+    opts.timeoutMs,
+  );
+  return {
+    locate: (tenant, user, assign) => lookups.locate(tenant, user, assign),
+    close: () => {
       queue = [];
+      lookups.close();
     },
   };
 }
