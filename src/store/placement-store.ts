@@ -66,14 +66,22 @@ export class PlacementStore {
   private ringMemo: { sig: string; ring: Ring } | undefined;
   /** One etcd LeaseKeepAlive stream for every node this coordinator renews. */
   private readonly renewer: LeaseRenewer;
+  /**
+   * This coordinator's own lease, for its move requests: if it dies mid-move,
+   * etcd drops them within the TTL and Locate assigns the users again.
+   */
+  private moveLease: Promise<{ id: string; timer: NodeJS.Timeout }> | undefined;
+  private readonly moveLeaseTtl: number;
 
   constructor(
     private readonly client: Etcd3,
     private readonly keys: Keys,
     logger: Logger,
     private readonly epsilon: number,
+    opts: { moveLeaseTtlSeconds?: number } = {},
   ) {
     this.renewer = new LeaseRenewer(client);
+    this.moveLeaseTtl = opts.moveLeaseTtlSeconds ?? 10;
     this.configs = createPrefixCache({
       client,
       prefix: keys.nodesPrefix,
@@ -121,6 +129,13 @@ export class PlacementStore {
   }
 
   async close(): Promise<void> {
+    // A graceful stop lets go of its move requests at once.
+    const moves = await this.moveLease?.catch(() => undefined);
+    this.moveLease = undefined;
+    if (moves) {
+      clearInterval(moves.timer);
+      await this.revoke(moves.id).catch(() => undefined);
+    }
     this.renewer.close();
     await Promise.all([this.configs.close(), this.lives.close(), this.assignments.close()]);
   }
@@ -362,9 +377,15 @@ export class PlacementStore {
     let intentRev = 0;
     if (cur) {
       const intent = JSON.stringify({ epoch: cur.epoch, from: cur.node, to: opts.to ?? '', at: new Date().toISOString(), kick: opts.kick });
+      const lease = await this.moveLeaseId();
       const res = await etcdOp('requesting a move', () =>
-        this.client.if(moveKey, 'Create', '==', 0).and(key, 'Create', '==', cur.epoch).then(this.client.put(moveKey).value(intent)).commit(),
-      );
+        this.client.if(moveKey, 'Create', '==', 0).and(key, 'Create', '==', cur.epoch).then(this.client.put(moveKey).value(intent).lease(lease)).commit(),
+      ).catch((err: unknown) => {
+        // The lease ran out (this coordinator could not renew it for a while): the next move takes a new one.
+        const cause = (err as { cause?: unknown }).cause;
+        if (/lease not found/i.test(`${String(err)} ${String(cause)}`)) this.dropMoveLease(lease);
+        throw err;
+      });
       if (!res.succeeded) throw new DomainError('conflict', `user: ${user} is already being moved, or was just reassigned; try again`, { field: 'user', retryable: true });
       intentRev = Number(res.header.revision);
       releasedByNode = await this.waitGone(key, intentRev, opts.timeoutMs);
@@ -443,7 +464,45 @@ export class PlacementStore {
     }
   }
 
-  /** A move request left behind by a coordinator that died mid-move blocks Locate; clear it after a minute. */
+  private moveLeaseId(): Promise<string> {
+    this.moveLease ??= (async () => {
+      const grant = await etcdOp('granting a lease', () => this.client.leaseClient.leaseGrant({ TTL: this.moveLeaseTtl }));
+      const id = grant.ID;
+      const timer = setInterval(() => {
+        this.renewer.renew(id).then(
+          (ttl) => {
+            if (ttl === 0) this.dropMoveLease(id);
+          },
+          () => undefined,
+        );
+      }, (this.moveLeaseTtl * 1000) / 3);
+      timer.unref();
+      return { id, timer };
+    })();
+    const pending = this.moveLease;
+    return pending.then(
+      (l) => l.id,
+      (err: unknown) => {
+        if (this.moveLease === pending) this.moveLease = undefined;
+        throw err;
+      },
+    );
+  }
+
+  private dropMoveLease(id: string): void {
+    const pending = this.moveLease;
+    void pending?.then((l) => {
+      if (l.id !== id || this.moveLease !== pending) return;
+      clearInterval(l.timer);
+      this.moveLease = undefined;
+    }, () => undefined);
+  }
+
+  /**
+   * A move request without a lease (written before requests were bound to
+   * their coordinator's lease) that outlived its coordinator blocks Locate;
+   * clear it after a minute.
+   */
   private async clearStaleMove(tenant: string, user: string): Promise<void> {
     const res = await this.client.get(this.keys.move(tenant, user)).exec().catch(() => undefined);
     const kv = res?.kvs[0];
