@@ -580,7 +580,15 @@ export class Agent extends EventEmitter<AgentEvents> {
     const addr = this.opts.coordinators[this.coordinator % this.opts.coordinators.length]!;
     const creds = this.opts.credentials ?? grpc.credentials.createInsecure();
     // Pings find half-open connections that would otherwise hide a dead coordinator.
-    const options = { ...this.opts.channelOptions, 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.keepalive_permit_without_calls': 1 };
+    const options = {
+      ...this.opts.channelOptions,
+      'grpc.keepalive_time_ms': 10_000,
+      'grpc.keepalive_timeout_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+      // A snapshot streams megabytes: HTTP/2's default 64 KiB window would make the coordinator
+      // wait for a window update every message or so (a cold start of 1 M mailboxes is mostly that).
+      'grpc-node.flow_control_window': 8 * 1024 * 1024,
+    };
     return [new PlacementServiceClient(addr, creds, options), new EventServiceClient(addr, creds, options)];
   }
 

@@ -107,18 +107,23 @@ export class EventStore {
   async snapshot(filter: EventFilter, onChunk: (events: StoreEvent[]) => Promise<void>, chunkSize = 500, readSize = 20000): Promise<number> {
     const head = await etcdOp('reading the current revision', () => this.client.get(this.keys.healthProbe).exec());
     const revision = Number(head.header.revision);
+    // Large reads: etcd 3.4 counts every key left in the range on each paged read, so
+    // small pages make a snapshot quadratic in its size. Chunks to the caller stay small.
+    const read = (from: string, end: string) =>
+      etcdOp('reading a snapshot', () => this.client.getAll().inRange({ start: from, end }).revision(revision).limit(readSize).exec());
     for (const [start, end] of await this.ranges(filter, revision)) {
-      let from = start;
+      let next = read(start, end);
       for (;;) {
-        // Large reads: etcd 3.4 counts every key left in the range on each paged read, so
-        // small pages make a snapshot quadratic in its size. Chunks to the caller stay small.
-        const res = await etcdOp('reading a snapshot', () =>
-          this.client.getAll().inRange({ start: from, end }).revision(revision).limit(readSize).exec(),
-        );
+        const res = await next;
+        const more = res.kvs.length >= readSize;
+        // The next page is read while this one is decoded and sent (one page ahead at most).
+        if (more) {
+          next = read(`${res.kvs[res.kvs.length - 1]!.key.toString()}\0`, end);
+          next.catch(() => undefined);
+        }
         const events = res.kvs.map((kv) => this.toEvent(kv, undefined, false, Number(kv.mod_revision), filter)).filter((e): e is StoreEvent => e !== undefined);
         for (let i = 0; i < events.length; i += chunkSize) await onChunk(events.slice(i, i + chunkSize));
-        if (res.kvs.length < readSize) break;
-        from = `${res.kvs[res.kvs.length - 1]!.key.toString()}\0`;
+        if (!more) break;
       }
     }
     return revision;
