@@ -187,15 +187,17 @@ export class Agent extends EventEmitter<AgentEvents> {
    * The host opened a session for the user (its own user, or one assigned
    * to another node: clients may connect anywhere): the user is not idle.
    * For another node's user this node holds the user (HoldUser), so that
-   * node does not release the user while the session lasts.
+   * node does not release the user while the session lasts. `node`: the
+   * user's node as the host found it (the cache may not show a fresh
+   * assignment yet).
    */
-  sessionOpened(tenant: string, user: string): void {
+  sessionOpened(tenant: string, user: string, node?: string): void {
     const k = `${tenant}/${user}`;
     this.sessions.set(k, (this.sessions.get(k) ?? 0) + 1);
     clearTimeout(this.idle.get(k));
     this.idle.delete(k);
-    const a = this.cache.locate(tenant, user);
-    if (this.expireMs() > 0 && a && a.node !== this.opts.node.name) this.hold(tenant, user);
+    const home = node ?? this.cache.locate(tenant, user)?.node;
+    if (this.expireMs() > 0 && home !== undefined && home !== this.opts.node.name) this.hold(tenant, user);
     else clearTimeout(this.holds.get(k)?.linger);
   }
 

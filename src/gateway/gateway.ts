@@ -334,7 +334,7 @@ export class Gateway {
           if (!login.ok) return fail();
         }
       }
-      this.relay(client, reader, login.socket, login.tagged, { tenant, user, epoch: where.epoch });
+      this.relay(client, reader, login.socket, login.tagged, { tenant, user, epoch: where.epoch, node: where.node });
       return true;
     } catch (err) {
       const why = err instanceof BackendUnavailable ? 'the mail server cannot be reached' : 'mail service unavailable';
@@ -343,7 +343,7 @@ export class Gateway {
     }
   }
 
-  private relay(client: net.Socket, reader: CommandReader, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number }): void {
+  private relay(client: net.Socket, reader: CommandReader, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number; node: string }): void {
     client.removeAllListeners('data');
     const line = tagged.toString('latin1');
     const capabilities = sessionCapabilities(line);
@@ -366,9 +366,9 @@ export class Gateway {
       backend,
       reader.rest(),
     );
-    const live: LiveSession = { ...who, session };
+    const live: LiveSession = { tenant: who.tenant, user: who.user, epoch: who.epoch, session };
     this.sessions.add(live);
-    this.agent.sessionOpened(who.tenant, who.user);
+    this.agent.sessionOpened(who.tenant, who.user, who.node);
     const forget = (): void => {
       if (this.sessions.delete(live)) this.agent.sessionClosed(who.tenant, who.user);
     };

@@ -891,15 +891,18 @@ export class Session {
     if (!this.ctx.master) throw new BackendUnavailable('no master user configured for shared mailboxes');
     const located = agent.locate(tenant, owner);
     let epoch: number;
+    let node: string;
     let address: string | undefined;
     if (located) {
       epoch = located.epoch;
+      node = located.node;
       address = agent.nodeAddress(located.node);
     } else {
       const a = await agent.assign(tenant, owner).catch((err: unknown) => {
         throw new BackendUnavailable(String(err));
       });
       epoch = a.epoch;
+      node = a.node;
       address = a.imapAddress;
     }
     if (!address) throw new BackendUnavailable(`no address for ${owner}'s node`);
@@ -908,7 +911,7 @@ export class Session {
     const conn = this.attach(owner, false, login.socket, epoch);
     this.owners.set(owner, conn);
     conn.counted = true;
-    agent.sessionOpened(tenant, owner);
+    agent.sessionOpened(tenant, owner, node);
     if (this.enabled.length > 0) await this.internal(conn, `ENABLE ${this.enabled.join(' ')}`);
     return conn;
   }
