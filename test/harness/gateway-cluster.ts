@@ -1,8 +1,12 @@
 import net from 'node:net';
+import * as grpc from '@grpc/grpc-js';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
 import { connectApi } from './api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from './dovecot.js';
 import { startEtcd, type EtcdCluster } from './etcd.js';
+import { unaryCall } from './grpc.js';
+import { waitFor } from './process.js';
 import { startInProcessServer, type InProcessServer } from './server.js';
 
 export const MASTER = { user: 'gateway', password: 'master-pw' };
@@ -14,6 +18,10 @@ export interface GatewayCluster {
   readonly nodeToken: string;
   readonly dovecots: DovecotInstance[];
   readonly gateways: Gateway[];
+  /** The coordinator's placement API (admin token). */
+  readonly placement: PlacementServiceClient;
+  /** Puts a user of tenant acme on `node` (moving them there if needed); returns the assignment's epoch. */
+  pin(user: string, node: string): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -32,7 +40,9 @@ export async function startGatewayCluster(opts: {
   const root = mailRoot();
   const dovecots: DovecotInstance[] = [];
   const gateways: Gateway[] = [];
+  const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   const stop = async (): Promise<void> => {
+    placement.close();
     for (const g of gateways) await g.close().catch(() => undefined);
     for (const d of dovecots) await d.stop().catch(() => undefined);
     await server.stop();
@@ -60,7 +70,20 @@ export async function startGatewayCluster(opts: {
       await g.start();
       gateways.push(g);
     }
-    return { etcd, server, nodeToken, dovecots, gateways, stop };
+    const token = server.adminToken;
+    await waitFor(
+      async () => (await unaryCall(placement.listNodes.bind(placement), {}, token)).nodes.filter((n) => n.state === 'active').length === opts.nodes.length,
+      5000,
+      'every node active',
+    );
+    const pin = async (user: string, node: string): Promise<number> => {
+      const a = await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign: true }, token);
+      if (a.node === node) return a.epoch;
+      const moved = await unaryCall(placement.move.bind(placement), { tenant: 'acme', user, toNode: node, timeoutMs: 2000 }, token);
+      if (moved.node !== node) throw new Error(`${user} landed on ${moved.node}, not ${node}`);
+      return moved.epoch;
+    };
+    return { etcd, server, nodeToken, dovecots, gateways, placement, pin, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -1,22 +1,12 @@
-import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
-import { unaryCall } from '../harness/grpc.js';
 import { RawImap, message } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
 
 const USERS = { alice: 'alice-pw', dave: 'dave-pw' };
 
 let cluster: GatewayCluster;
-let placement: PlacementServiceClient;
 let gw: { n1: string; n2: string };
-
-async function pin(user: string, node: string): Promise<void> {
-  const token = cluster.server.adminToken;
-  const a = await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign: true }, token);
-  if (a.node !== node) await unaryCall(placement.move.bind(placement), { tenant: 'acme', user, toNode: node, timeoutMs: 2000 }, token);
-}
 
 async function append(c: RawImap, mailbox: string, msg: string): Promise<string> {
   c.write(`ap APPEND "${mailbox}" {${msg.length}+}\r\n${msg}\r\n`);
@@ -27,13 +17,10 @@ beforeAll(async () => {
   // Every user may keep three messages: saving a fourth fails with NO [OVERQUOTA], so a copy can fail part-way.
   cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, tenant: true, quotaRules: ['*:messages=3'] });
   gw = { n1: cluster.gateways[0]!.address(), n2: cluster.gateways[1]!.address() };
-  placement = new PlacementServiceClient(cluster.server.address, grpc.credentials.createInsecure());
-  await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, cluster.server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'two nodes');
-  await pin('alice', 'n1');
-  await pin('dave', 'n2');
+  await cluster.pin('alice', 'n1');
+  await cluster.pin('dave', 'n2');
 }, 60_000);
 afterAll(async () => {
-  placement?.close();
   await cluster?.stop();
 });
 

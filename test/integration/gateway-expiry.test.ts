@@ -1,6 +1,4 @@
-import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
 import { unaryCall } from '../harness/grpc.js';
 import { RawImap } from '../harness/imap.js';
@@ -11,28 +9,18 @@ const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
 const EXPIRE_MS = 700;
 
 let cluster: GatewayCluster;
-let placement: PlacementServiceClient;
 let gw: { n1: string; n2: string };
 
-const locate = (user: string, assign = false) => unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign }, cluster.server.adminToken);
+const locate = (user: string) => unaryCall(cluster.placement.locate.bind(cluster.placement), { tenant: 'acme', user, mailbox: '', assign: false }, cluster.server.adminToken);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
-/** Puts the user on `node` (a fresh assignment) and returns its epoch. */
-async function pin(user: string, node: string): Promise<number> {
-  const a = await locate(user, true);
-  if (a.node === node) return a.epoch;
-  const moved = await unaryCall(placement.move.bind(placement), { tenant: 'acme', user, toNode: node, timeoutMs: 2000 }, cluster.server.adminToken);
-  return moved.epoch;
-}
+const pin = (user: string, node: string) => cluster.pin(user, node);
 
 beforeAll(async () => {
   cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, tenant: true, gateway: () => ({ userExpireMs: EXPIRE_MS }) });
   gw = { n1: cluster.gateways[0]!.address(), n2: cluster.gateways[1]!.address() };
-  placement = new PlacementServiceClient(cluster.server.address, grpc.credentials.createInsecure());
-  await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, cluster.server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'two nodes');
 }, 60_000);
 afterAll(async () => {
-  placement?.close();
   await cluster?.stop();
 });
 

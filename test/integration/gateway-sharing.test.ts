@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
+import type { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { connectApi } from '../harness/api.js';
 import type { DovecotInstance } from '../harness/dovecot.js';
 import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
@@ -22,8 +22,7 @@ let gw: { n1: string; n2: string };
 const locate = (user: string, assign = false) => unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign }, server.adminToken);
 
 async function pin(user: string, node: string): Promise<void> {
-  const a = await locate(user, true);
-  if (a.node !== node) await unaryCall(placement.move.bind(placement), { tenant: 'acme', user, toNode: node, timeoutMs: 2000 }, server.adminToken);
+  await cluster.pin(user, node);
   expect((await locate(user)).node).toBe(node);
 }
 
@@ -31,14 +30,12 @@ beforeAll(async () => {
   cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, tenant: true });
   ({ server, dovecots } = cluster);
   gw = { n1: cluster.gateways[0]!.address(), n2: cluster.gateways[1]!.address() };
-  placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
-  await waitFor(async () => (await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.filter((n) => n.state === 'active').length === 2, 5000, 'two nodes');
+  placement = cluster.placement;
   await pin('alice', 'n1');
   await pin('bob', 'n2');
   await pin('carol', 'n2');
 }, 60_000);
 afterAll(async () => {
-  placement?.close();
   await cluster?.stop();
 });
 
