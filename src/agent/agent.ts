@@ -219,7 +219,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (h) {
       clearTimeout(h.linger);
       h.linger = setTimeout(() => {
-        if (!this.sessions.has(k)) this.unhold(tenant, user);
+        if (!this.sessions.has(k)) void this.unhold(tenant, user);
       }, this.expireMs());
       h.linger.unref();
     }
@@ -242,13 +242,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     void this.sendHold(tenant, user, true);
   }
 
-  private unhold(tenant: string, user: string): void {
+  private async unhold(tenant: string, user: string): Promise<void> {
     const k = `${tenant}/${user}`;
     const h = this.holds.get(k);
     if (!h) return;
     clearTimeout(h.linger);
     this.holds.delete(k);
-    if (h.written) void this.sendHold(tenant, user, false);
+    if (h.written) await this.sendHold(tenant, user, false);
   }
 
   private async sendHold(tenant: string, user: string, hold: boolean): Promise<void> {
@@ -277,12 +277,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.sessions.has(k) || !a || !lease || a.node !== this.opts.node.name || a.epoch <= lease.revision) return;
       void (async () => {
         // A hold of this node's own (from before the user came here) must not keep the user.
-        if (this.holds.has(k)) {
-          const h = this.holds.get(k)!;
-          clearTimeout(h.linger);
-          this.holds.delete(k);
-          if (h.written) await this.sendHold(tenant, user, false);
-        }
+        await this.unhold(tenant, user);
         const res = await this.unary<{ released: boolean; held: boolean }>((cb) =>
           this.placement.release({ tenant, user, epoch: a.epoch, ifUnheld: true }, this.md, { deadline: Date.now() + 5000 }, cb),
         );

@@ -71,16 +71,17 @@ export function registerGateway(program: Command): void {
       }
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new DomainError('invalid_argument', 'tls-cert: give both --tls-cert and --tls-key', { field: 'tls-cert' });
       if (flags.listenTls !== undefined && flags.tlsCert === undefined) throw new DomainError('invalid_argument', 'listen-tls: needs --tls-cert and --tls-key', { field: 'listen-tls' });
+      const { readFileSync } = await import('node:fs');
+      /** A certificate or key file named by a flag; an unreadable one is that flag's error. */
+      const read = (file: string, field: string): Buffer => {
+        try {
+          return readFileSync(file);
+        } catch (err) {
+          throw new DomainError('invalid_argument', `${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { field });
+        }
+      };
       let tlsFiles: { cert: Buffer; key: Buffer } | undefined;
       if (flags.tlsCert !== undefined && flags.tlsKey !== undefined) {
-        const { readFileSync } = await import('node:fs');
-        const read = (file: string, field: string): Buffer => {
-          try {
-            return readFileSync(file);
-          } catch (err) {
-            throw new DomainError('invalid_argument', `${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { field });
-          }
-        };
         tlsFiles = { cert: read(flags.tlsCert, 'tls-cert'), key: read(flags.tlsKey, 'tls-key') };
         const { createSecureContext } = await import('node:tls');
         try {
@@ -101,16 +102,8 @@ export function registerGateway(program: Command): void {
       let credentials: ChannelCredentials | undefined;
       if (coordCa !== undefined || coordCert !== undefined || flags.coordinatorServerName !== undefined) {
         const grpc = await import('@grpc/grpc-js');
-        const { readFileSync } = await import('node:fs');
-        const read = (file: string | undefined, field: string): Buffer | null => {
-          if (file === undefined) return null;
-          try {
-            return readFileSync(file);
-          } catch (err) {
-            throw new DomainError('invalid_argument', `${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { field });
-          }
-        };
-        credentials = grpc.credentials.createSsl(read(coordCa, 'coordinator-ca'), read(coordKey, 'coordinator-key'), read(coordCert, 'coordinator-cert'));
+        const optional = (file: string | undefined, field: string): Buffer | null => (file === undefined ? null : read(file, field));
+        credentials = grpc.credentials.createSsl(optional(coordCa, 'coordinator-ca'), optional(coordKey, 'coordinator-key'), optional(coordCert, 'coordinator-cert'));
       }
       const gateway = createGateway({
         listen: flags.listen ?? '127.0.0.1:1143',

@@ -3,7 +3,6 @@ import {
   type Principal,
   formatIdentifier,
   parseIdentifier,
-  principalMatches,
 } from './identifier.js';
 import {
   A,
@@ -84,13 +83,34 @@ export function effectiveRights(acl: Acl, subject: Subject, owner: string): Righ
   let pos: Rights = NO_RIGHTS;
   let neg: Rights = NO_RIGHTS;
   for (const [key, rights] of acl) {
-    const id = parseIdentifier(key);
-    if (!principalMatches(id.principal, subject.user, subject.groups)) continue;
-    if (id.negative) neg = union(neg, rights);
+    if (!covers(key, subject)) continue;
+    if (isNegative(key)) neg = union(neg, rights);
     else pos = union(pos, rights);
   }
-  const eff = difference(pos, neg);
-  return subject.user === owner ? union(eff, OWNER_IMPLICIT) : eff;
+  return withOwner(difference(pos, neg), subject, owner);
+}
+
+/**
+ * Whether an ACL key (a formatted identifier, "-" first for negative rights)
+ * covers the subject: "anyone", "authenticated", a group the subject is in,
+ * or the subject's own id. Read straight from the text, without parsing:
+ * this runs for every entry of every rights check.
+ */
+function covers(key: string, subject: Subject): boolean {
+  const at = isNegative(key) ? 1 : 0;
+  if (key.startsWith('anyone', at) && key.length === at + 6) return true;
+  if (key.startsWith('authenticated', at) && key.length === at + 13) return true;
+  if (key.startsWith('group:', at)) return subject.groups.has(key.slice(at + 6));
+  return key.length === at + subject.user.length && key.endsWith(subject.user);
+}
+
+function isNegative(key: string): boolean {
+  return key.charCodeAt(0) === 45; // "-"
+}
+
+/** The owner always keeps l and a. */
+function withOwner(rights: Rights, subject: Subject, owner: string): Rights {
+  return subject.user === owner ? union(rights, OWNER_IMPLICIT) : rights;
 }
 
 /**
@@ -115,25 +135,17 @@ export function* packedEntries(acl: PackedAcl): Generator<[string, Rights]> {
   for (let i = 0; i + 1 < acl.length; i += 2) yield [acl[i] as string, acl[i + 1] as Rights];
 }
 
-/** effectiveRights over a packed ACL, without parsing or allocating per entry (the agent's hot path). */
+/** effectiveRights over a packed ACL, allocating nothing per entry (the agent's hot path). */
 export function effectivePackedRights(acl: PackedAcl, subject: Subject, owner: string): Rights {
   let pos: Rights = NO_RIGHTS;
   let neg: Rights = NO_RIGHTS;
   for (let i = 0; i + 1 < acl.length; i += 2) {
     const key = acl[i] as string;
-    const negative = key.charCodeAt(0) === 45; // "-"
-    const at = negative ? 1 : 0;
-    let matches: boolean;
-    if (key.startsWith('anyone', at) && key.length === at + 6) matches = true;
-    else if (key.startsWith('authenticated', at) && key.length === at + 13) matches = true;
-    else if (key.startsWith('group:', at)) matches = subject.groups.has(key.slice(at + 6));
-    else matches = key.length === at + subject.user.length && key.endsWith(subject.user);
-    if (!matches) continue;
-    if (negative) neg = union(neg, acl[i + 1] as Rights);
+    if (!covers(key, subject)) continue;
+    if (isNegative(key)) neg = union(neg, acl[i + 1] as Rights);
     else pos = union(pos, acl[i + 1] as Rights);
   }
-  const eff = difference(pos, neg);
-  return subject.user === owner ? union(eff, OWNER_IMPLICIT) : eff;
+  return withOwner(difference(pos, neg), subject, owner);
 }
 
 /** Groups an ACL refers to (positive or negative entries). */

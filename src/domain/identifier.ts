@@ -64,15 +64,3 @@ export function formatIdentifier(id: Identifier): string {
   return (id.negative ? '-' : '') + formatPrincipal(id.principal);
 }
 
-/** Whether an identifier's principal covers a logged-in user with these groups. */
-export function principalMatches(p: Principal, user: string, groups: ReadonlySet<string>): boolean {
-  switch (p.kind) {
-    case 'anyone':
-    case 'authenticated':
-      return true;
-    case 'user':
-      return p.name === user;
-    case 'group':
-      return groups.has(p.name);
-  }
-}

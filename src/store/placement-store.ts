@@ -349,13 +349,21 @@ export class PlacementStore {
       await etcdOp('ending a hold', () => this.client.delete().key(key).exec());
       return;
     }
-    const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec());
-    const leaseId = live.kvs[0]?.value.toString();
-    if (!leaseId) throw new DomainError('failed_precondition', `node: "${node}" is not live`, { field: 'node' });
-    const res = await etcdOp('holding a user', () =>
-      this.client.if(this.keys.liveNode(node), 'Value', '==', leaseId).then(this.client.put(key).value('').lease(leaseId)).commit(),
-    );
-    if (!res.succeeded) throw new DomainError('failed_precondition', `node: "${node}" registered again meanwhile; hold again`, { field: 'node', retryable: true });
+    const liveKey = this.keys.liveNode(node);
+    // The node's lease as this coordinator's cache knows it; the write is guarded by it, and only a
+    // stale cache costs a read of etcd itself.
+    let leaseId = this.lives.get(liveKey)?.leaseId;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      if (leaseId) {
+        const lease = leaseId;
+        const res = await etcdOp('holding a user', () => this.client.if(liveKey, 'Value', '==', lease).then(this.client.put(key).value('').lease(lease)).commit());
+        if (res.succeeded) return;
+      }
+      const live = await etcdOp('reading a node', () => this.client.get(liveKey).exec());
+      leaseId = live.kvs[0]?.value.toString();
+      if (!leaseId) throw new DomainError('failed_precondition', `node: "${node}" is not live`, { field: 'node' });
+    }
+    throw new DomainError('failed_precondition', `node: "${node}" registered again meanwhile; hold again`, { field: 'node', retryable: true });
   }
 
   /**
