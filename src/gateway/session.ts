@@ -368,9 +368,9 @@ export class Session {
     if (SELECTED_STATE.has(name) && sel && sel.target.kind === 'shared') return this.sharedSelected(tag, name, args, sel.conn, sel.target);
     if (name === 'IDLE') return this.idle(this.home, raw(args));
     if (name === 'CLOSE' || name === 'UNSELECT') {
-      await this.exclusive(this.home, raw(args), (status) => {
+      await this.exclusive(this.home, raw(args), { onStatus: (status) => {
         if (status === 'OK') this.selected = undefined;
-      });
+      } });
       return;
     }
     if ((name === 'COPY' || name === 'MOVE' || (name === 'UID' && /^(COPY|MOVE)$/i.test(args[0]?.value ?? ''))) && sel) {
@@ -444,10 +444,10 @@ export class Session {
       if (!hasAny(r, WRITE_ANY)) verb = 'EXAMINE';
     }
     if (this.selected && this.selected.conn !== conn) await this.deselect();
-    await this.exclusive(conn, [tag, verb, quote(t.wire), ...args.slice(1).map((a) => a.raw)].join(' '), (status) => {
+    await this.exclusive(conn, [tag, verb, quote(t.wire), ...args.slice(1).map((a) => a.raw)].join(' '), { onStatus: (status) => {
       conn.selected = status === 'OK';
       this.selected = status === 'OK' ? { conn, target: t } : undefined;
-    });
+    } });
   }
 
   /** Leaves the selected mailbox on its connection (another connection is about to select). */
@@ -471,10 +471,10 @@ export class Session {
       if (name === 'RENAME') {
         const to = this.resolve(args[1]!.value);
         if (to.kind !== 'home') throw new ImapNo(`${tag} NO [CANNOT] A mailbox cannot be renamed into the shared namespace\r\n`);
-        return this.exclusive(this.home, [tag, name, ...rest(0)].join(' '), undefined, (status) => (status === 'OK' ? this.registryRename(this.ctx.user, args[0]!.value, to.wire) : undefined));
+        return this.exclusive(this.home, [tag, name, ...rest(0)].join(' '), { after: (status) => (status === 'OK' ? this.registryRename(this.ctx.user, args[0]!.value, to.wire) : undefined) });
       }
       if (name === 'DELETE') {
-        return this.exclusive(this.home, [tag, name, ...rest(0)].join(' '), undefined, (status) => (status === 'OK' ? this.registryDelete(this.ctx.user, args[0]!.value) : undefined));
+        return this.exclusive(this.home, [tag, name, ...rest(0)].join(' '), { after: (status) => (status === 'OK' ? this.registryDelete(this.ctx.user, args[0]!.value) : undefined) });
       }
       return this.send(this.home, [tag, name, ...rest(0)].join(' '), undefined, streaming);
     }
@@ -485,7 +485,7 @@ export class Session {
       if (!parent || pr === undefined || !hasAny(pr, L)) throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
       this.require(tag, pr, K, 'Creating a mailbox here');
       const conn = await this.ownerConn(t.owner);
-      return this.exclusive(conn, [tag, name, quote(t.wire), ...rest(1)].join(' '), undefined, (status) => (status === 'OK' ? this.registryCreate(t, parent) : undefined));
+      return this.exclusive(conn, [tag, name, quote(t.wire), ...rest(1)].join(' '), { after: (status) => (status === 'OK' ? this.registryCreate(t, parent) : undefined) });
     }
     const r = this.visible(tag, t);
     switch (name) {
@@ -511,7 +511,7 @@ export class Session {
         this.require(tag, r, X, 'DELETE');
         const conn = await this.ownerConn(t.owner);
         if (this.selected?.conn === conn && this.selected.target.kind === 'shared' && this.selected.target.name === t.name) await this.deselect();
-        return this.exclusive(conn, [tag, name, quote(t.wire)].join(' '), undefined, (status) => (status === 'OK' ? this.registryDelete(t.owner, t.wire) : undefined));
+        return this.exclusive(conn, [tag, name, quote(t.wire)].join(' '), { after: (status) => (status === 'OK' ? this.registryDelete(t.owner, t.wire) : undefined) });
       }
       case 'RENAME': {
         const to = this.resolve(args[1]!.value);
@@ -522,7 +522,7 @@ export class Session {
         if (pr === undefined) throw new ImapNo(`${tag} NO [NOPERM] RENAME needs the "k" right on the new parent\r\n`);
         this.require(tag, pr, K, 'RENAME into that mailbox');
         const conn = await this.ownerConn(t.owner);
-        return this.exclusive(conn, [tag, name, quote(t.wire), quote(to.wire)].join(' '), undefined, (status) => (status === 'OK' ? this.registryRename(t.owner, t.wire, to.wire) : undefined));
+        return this.exclusive(conn, [tag, name, quote(t.wire), quote(to.wire)].join(' '), { after: (status) => (status === 'OK' ? this.registryRename(t.owner, t.wire, to.wire) : undefined) });
       }
     }
   }
@@ -568,17 +568,14 @@ export class Session {
         });
         if (renames.size === 0) break;
         // Alone on the connection, so only this command's FETCH responses are renamed.
-        return this.exclusive(
-          conn,
-          [...prefix, ...out].join(' '),
-          () => {
-            conn.renames = undefined;
-          },
-          undefined,
-          () => {
+        return this.exclusive(conn, [...prefix, ...out].join(' '), {
+          start: () => {
             conn.renames = renames;
           },
-        );
+          onStatus: () => {
+            conn.renames = undefined;
+          },
+        });
       }
       case 'STORE': {
         const at = rest.findIndex((a) => /^[+-]?FLAGS(\.SILENT)?$/i.test(a.value));
@@ -604,19 +601,19 @@ export class Session {
         break;
       case 'CLOSE':
         // Without "e", CLOSE must not expunge: UNSELECT closes the same way, keeping \Deleted messages.
-        return this.exclusive(conn, [tag, hasAll(r, E) ? 'CLOSE' : 'UNSELECT'].join(' '), (status) => {
+        return this.exclusive(conn, [tag, hasAll(r, E) ? 'CLOSE' : 'UNSELECT'].join(' '), { onStatus: (status) => {
           if (status === 'OK') {
             conn.selected = false;
             this.selected = undefined;
           }
-        });
+        } });
       case 'UNSELECT':
-        return this.exclusive(conn, [...prefix, ...out].join(' '), (status) => {
+        return this.exclusive(conn, [...prefix, ...out].join(' '), { onStatus: (status) => {
           if (status === 'OK') {
             conn.selected = false;
             this.selected = undefined;
           }
-        });
+        } });
       case 'COPY':
       case 'MOVE': {
         if (sub === 'MOVE') this.require(tag, r, rightsOf('te'), 'MOVE out of this mailbox');
@@ -967,10 +964,14 @@ export class Session {
   private async exclusive(
     conn: Conn,
     line: string,
-    onStatus?: (status: string) => void,
-    after?: (status: string) => Promise<void> | undefined,
-    start?: () => void,
+    hooks: {
+      /** Runs once the connection is this command's alone, right before it is sent. */
+      start?: () => void;
+      onStatus?: (status: string) => void;
+      after?: (status: string) => Promise<void> | undefined;
+    } = {},
   ): Promise<void> {
+    const { start, onStatus, after } = hooks;
     await this.barrier(conn, true);
     if (conn.closed) throw new BackendUnavailable('connection closed');
     start?.();
