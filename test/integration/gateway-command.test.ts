@@ -115,21 +115,22 @@ describe('mailshare gateway (real binary)', () => {
     }
   }, 60_000);
 
-  it('reaches coordinators over TLS (--coordinator-ca) and goes on to the next coordinator when one is down', async () => {
+  it('reaches coordinators over mutual TLS (--coordinator-ca/-cert/-key/-server-name) and goes on to the next coordinator when one is down', async () => {
     const dir = tempDir('mailshare-gw-ctls-');
     const pki = makePki(dir.path);
-    const secure = await startInProcessServer({ endpoints: etcd.endpoints, flags: { tlsCert: pki.serverCert, tlsKey: pki.serverKey } });
+    // The coordinator requires a client certificate from the test CA.
+    const secure = await startInProcessServer({ endpoints: etcd.endpoints, flags: { tlsCert: pki.serverCert, tlsKey: pki.serverKey, tlsClientCa: pki.caCert } });
     // A port where nothing listens: the first coordinator in the list is down.
     const probe = net.createServer();
     await new Promise<void>((r) => probe.listen(0, '127.0.0.1', () => r()));
     const down = `127.0.0.1:${(probe.address() as net.AddressInfo).port}`;
     await new Promise<void>((r) => probe.close(() => r()));
-    const admin = connectApi(secure.address, secure.adminToken, grpc.credentials.createSsl(readFileSync(pki.caCert)));
+    const admin = connectApi(secure.address, secure.adminToken, grpc.credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey), readFileSync(pki.clientCert)));
     const token = (await admin.auth.createToken({ role: 'node', description: '' })).token;
     await admin.directory.createTenant({ id: 'acme' });
     const child = spawn(
       process.execPath,
-      [BIN, 'gateway', '--node', 'imap3', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', `${down},${secure.address}`, '--coordinator-ca', pki.caCert, '--log-level', 'error'],
+      [BIN, 'gateway', '--node', 'imap3', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', `${down},${secure.address}`, '--coordinator-ca', pki.caCert, '--coordinator-cert', pki.clientCert, '--coordinator-key', pki.clientKey, '--coordinator-server-name', 'localhost', '--log-level', 'error'],
       { env: cleanEnv({ MAILSHARE_TOKEN: token }), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
@@ -172,6 +173,12 @@ describe('mailshare gateway (real binary)', () => {
       expect(badExpire.code).toBe(2);
       expect(badExpire.stderr).toBe(`mailshare: option '--user-expire <duration>' argument '${bad}' is invalid. must be a duration with its unit, e.g. 15m, 90s, or 0 (never)\n`);
     }
+    const halfClient = await runCli([...base, '--coordinator-cert', '/nonexistent'], { env: { MAILSHARE_TOKEN: 'x' } });
+    expect(halfClient.code).toBe(2);
+    expect(halfClient.stderr).toBe('mailshare: coordinator-cert: give both --coordinator-cert and --coordinator-key\n');
+    const missingCa = await runCli([...base, '--coordinator-ca', '/nonexistent'], { env: { MAILSHARE_TOKEN: 'x' } });
+    expect(missingCa.code).toBe(2);
+    expect(missingCa.stderr).toBe('mailshare: coordinator-ca: cannot read /nonexistent (ENOENT)\n');
     const badPrefix = await runCli([...base, '--shared-prefix', 'Shared'], { env: { MAILSHARE_TOKEN: 'x' } });
     expect(badPrefix.code).toBe(2);
     const halfTls = await runCli([...base, '--tls-cert', '/nonexistent'], { env: { MAILSHARE_TOKEN: 'x' } });
