@@ -1,5 +1,5 @@
 import net from 'node:net';
-import { imapString } from './command-reader.js';
+import { quote } from './imap/wire.js';
 
 /** A connection to a Dovecot (or any IMAP server) on some node. */
 export interface BackendLogin {
@@ -61,10 +61,12 @@ export async function backendLogin(address: string, tag: string, user: string, p
     if (opts.client) {
       // Dovecot trusts this from login_trusted_networks: its logs, auth penalties and
       // per-IP limits then see the real client, not the gateway (Dovecot's own proxy does the same).
-      const id = `("x-originating-ip" ${imapString(opts.client.ip)} "x-originating-port" "${opts.client.port}")`;
+      const id = `("x-originating-ip" ${quote(opts.client.ip)} "x-originating-port" "${opts.client.port}")`;
       socket.write(`${tag}.id ID ${id}\r\n`);
     }
-    socket.write(`${tag} LOGIN ${imapString(user)} ${imapString(password)}\r\n`);
+    // Values are written byte for byte (latin1 strings: one char per byte) so literal counts are exact.
+    const bytes = (v: string): string => Buffer.from(v, 'utf8').toString('latin1');
+    socket.write(`${tag} LOGIN ${quote(bytes(user))} ${quote(bytes(password))}\r\n`, 'latin1');
     for (;;) {
       const line = await nextLine();
       if (line.toString('latin1').startsWith(`${tag} `)) {

@@ -27,10 +27,15 @@ export class FailureLimiter {
     }
   }
 
+  /** Failures of the key within the window. */
+  count(key: string): number {
+    const now = this.now();
+    return (this.failures.get(key) ?? []).filter((t) => now - t < this.windowMs).length;
+  }
+
   /** Whether the key failed `max` times or more within the window. */
   exceeded(key: string, max: number): boolean {
-    const now = this.now();
-    return (this.failures.get(key) ?? []).filter((t) => now - t < this.windowMs).length >= max;
+    return this.count(key) >= max;
   }
 
   get size(): number {

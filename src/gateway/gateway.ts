@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
 import { BackendUnavailable, backendLogin } from './backend.js';
-import { CommandReader } from './command-reader.js';
+import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
 import { FailureLimiter } from './failure-limiter.js';
 import { Session } from './session.js';
@@ -27,9 +27,22 @@ export interface GatewayOptions {
   tenant: string;
   ttlSeconds?: number;
   logger?: AgentLogger;
-  /** Failed logins allowed per client address and per user within a minute; default 10 and 5. */
-  maxFailuresPerAddress?: number;
-  maxFailuresPerUser?: number;
+  /**
+   * Failed logins slow the next attempts down, never refuse them: from a
+   * client address, each attempt after a failure waits 2^(n-1) × `baseMs`
+   * (n failures within a minute) up to `maxMs`; for a user name, attempts
+   * from anywhere wait up to `maxUserMs` (the owner's correct password still
+   * works, a little later). Defaults 500 ms, 15 s, 2 s.
+   */
+  loginPenalty?: { baseMs?: number; maxMs?: number; maxUserMs?: number };
+  /** Open client connections at most (others get BYE at once); default 10,000. */
+  maxConnections?: number;
+  /** Open client connections from one address at most; default 500. */
+  maxConnectionsPerIp?: number;
+  /** A client that has not logged in after this long is disconnected; default 3 minutes (Dovecot's). */
+  preLoginTimeoutMs?: number;
+  /** A logged-in client silent this long is logged out; default 30 minutes (RFC 3501 §5.4's least). */
+  idleTimeoutMs?: number;
   /**
    * Dovecot master user (auth_master_user_separator "*"), used to open
    * owners' mailboxes on their nodes. Without it shared mailboxes answer
@@ -106,6 +119,7 @@ export class Gateway {
   private readonly namespace: SharedNamespace;
   private readonly failures = new FailureLimiter();
   private readonly clients = new Set<net.Socket>();
+  private readonly perIp = new Map<string, number>();
 
   constructor(private readonly opts: GatewayOptions) {
     this.md.set('authorization', `Bearer ${opts.token}`);
@@ -132,11 +146,11 @@ export class Gateway {
     this.agent.on('leaseLost', () => {
       for (const s of this.sessions) s.session.bye('node lost its lease; reconnect');
     });
-    this.server = net.createServer((socket) => this.handle(socket, false));
+    this.server = net.createServer((socket) => this.accept(socket, false));
     if (opts.listenTls && !opts.tls) throw new Error('listenTls needs tls (certificate and key)');
     if (opts.tls) {
       this.secureContext = tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' });
-      if (opts.listenTls) this.tlsServer = tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' }, (socket) => this.handle(socket, true));
+      if (opts.listenTls) this.tlsServer = tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' }, (socket) => this.accept(socket, true));
     }
   }
 
@@ -182,12 +196,35 @@ export class Gateway {
     this.api.close();
   }
 
+  /** A new client connection: counted against the limits, then greeted (or told BYE). */
+  private accept(client: net.Socket, secure: boolean): void {
+    client.on('error', () => client.destroy());
+    const ip = clientIp(client);
+    const fromIp = this.perIp.get(ip) ?? 0;
+    if (this.clients.size >= (this.opts.maxConnections ?? 10_000) || fromIp >= (this.opts.maxConnectionsPerIp ?? 500)) {
+      client.end('* BYE [UNAVAILABLE] Too many connections, try again later\r\n');
+      return;
+    }
+    this.perIp.set(ip, fromIp + 1);
+    client.once('close', () => {
+      const n = (this.perIp.get(ip) ?? 1) - 1;
+      if (n <= 0) this.perIp.delete(ip);
+      else this.perIp.set(ip, n);
+    });
+    this.handle(client, secure);
+  }
+
   private handle(client: net.Socket, secure: boolean, greet = true): void {
     this.clients.add(client);
     client.on('close', () => this.clients.delete(client));
     client.setNoDelay(true);
     client.on('error', () => client.destroy());
-    const reader = new CommandReader();
+    // Dovecot's login processes give a client 3 minutes to log in (login_client_timeout… in 2.3: 3 min).
+    client.setTimeout(this.opts.preLoginTimeoutMs ?? 180_000, () => {
+      client.end('* BYE Disconnected for inactivity.\r\n');
+      client.destroySoon();
+    });
+    const reader = new CommandParser(PRE_LOGIN_LIMITS);
     const write = (s: string): void => {
       if (!client.destroyed) client.write(s);
     };
@@ -212,59 +249,82 @@ export class Gateway {
       while (!busy && !client.destroyed) {
         const out = reader.next();
         if (!out) return;
-        if (out.kind === 'continue') write('+ Ready for literal data\r\n');
-        else if (out.kind === 'bad') write(`${out.tag} BAD ${out.message}\r\n`);
-        else if (out.kind === 'line') {
-          const tag = saslTag!;
-          saslTag = undefined;
-          if (out.text === '*') write(`${tag} BAD Authentication cancelled\r\n`);
-          else authenticate(() => this.loginPlain(client, reader, tag, out.text));
-        } else {
-          const { tag, name, args } = out.command;
-          switch (name) {
-            case 'CAPABILITY':
-              write(`* CAPABILITY ${caps}\r\n${tag} OK Capability completed\r\n`);
-              break;
-            case 'STARTTLS':
-              if (!plaintextRefused) {
-                write(`${tag} BAD STARTTLS is not available here\r\n`);
-                break;
-              }
-              write(`${tag} OK Begin TLS negotiation now\r\n`);
-              this.startTls(client);
+        switch (out.kind) {
+          case 'continue':
+            write('+ Ready for literal data\r\n');
+            break;
+          case 'bad':
+            write(`${out.tag} BAD ${out.message}\r\n`);
+            if (out.close) {
+              client.end(`* BYE ${out.message}\r\n`);
               return;
-            case 'NOOP':
-              write(`${tag} OK NOOP completed\r\n`);
-              break;
-            case 'ID':
-              write(`* ID ("name" "mailshare")\r\n${tag} OK ID completed\r\n`);
-              break;
-            case 'LOGOUT':
-              write(`* BYE Logging out\r\n${tag} OK Logout completed\r\n`);
-              client.end();
-              return;
-            case 'LOGIN':
-            case 'AUTHENTICATE':
-              if (plaintextRefused) {
-                write(`${tag} NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port first\r\n`);
-                break;
-              }
-              if (name === 'AUTHENTICATE') {
-                if ((args[0] ?? '').toUpperCase() !== 'PLAIN') write(`${tag} NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n`);
-                else if (args[1] !== undefined) authenticate(() => this.loginPlain(client, reader, tag, args[1]!));
-                else {
-                  saslTag = tag;
-                  reader.rawLine = true;
-                  write('+ \r\n');
-                }
-                break;
-              }
-              if (args.length !== 2) write(`${tag} BAD LOGIN needs a user name and a password\r\n`);
-              else authenticate(() => this.login(client, reader, tag, args[0]!, args[1]!));
-              break;
-            default:
-              write(`${tag} BAD ${name} is not valid before login\r\n`);
+            }
+            break;
+          case 'line': {
+            const tag = saslTag!;
+            saslTag = undefined;
+            if (out.text === '*') write(`${tag} BAD Authentication cancelled\r\n`);
+            else if (out.overflow) write(`${tag} BAD Authentication response too long\r\n`);
+            else authenticate(() => this.loginPlain(client, reader, tag, out.text));
+            break;
           }
+          case 'command': {
+            const { tag, name, args } = out;
+            switch (name) {
+              case 'CAPABILITY':
+                write(`* CAPABILITY ${caps}\r\n${tag} OK Capability completed\r\n`);
+                break;
+              case 'STARTTLS':
+                if (!plaintextRefused) {
+                  write(`${tag} BAD STARTTLS is not available here\r\n`);
+                  break;
+                }
+                write(`${tag} OK Begin TLS negotiation now\r\n`);
+                this.startTls(client);
+                return;
+              case 'NOOP':
+                write(`${tag} OK NOOP completed\r\n`);
+                break;
+              case 'ID':
+                write(`* ID ("name" "mailshare")\r\n${tag} OK ID completed\r\n`);
+                break;
+              case 'LOGOUT':
+                write(`* BYE Logging out\r\n${tag} OK Logout completed\r\n`);
+                client.end();
+                return;
+              case 'LOGIN':
+              case 'AUTHENTICATE': {
+                if (plaintextRefused) {
+                  write(`${tag} NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port first\r\n`);
+                  break;
+                }
+                if (name === 'AUTHENTICATE') {
+                  const mechanism = args[0]?.type === 'atom' ? args[0].value.toUpperCase() : undefined;
+                  const initial = args[1]?.type === 'atom' || args[1]?.type === 'string' ? args[1].value : undefined;
+                  if (mechanism !== 'PLAIN') write(`${tag} NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n`);
+                  else if (args.length > 2 || (args.length === 2 && initial === undefined)) write(`${tag} BAD Invalid AUTHENTICATE arguments\r\n`);
+                  else if (initial !== undefined) authenticate(() => this.loginPlain(client, reader, tag, initial));
+                  else {
+                    saslTag = tag;
+                    reader.expectLine();
+                    write('+ \r\n');
+                  }
+                  break;
+                }
+                const user = astring(args[0]);
+                const password = astring(args[1]);
+                if (args.length !== 2 || user === undefined || password === undefined) write(`${tag} BAD LOGIN needs a user name and a password\r\n`);
+                else authenticate(() => this.login(client, reader, tag, utf8(user), utf8(password)));
+                break;
+              }
+              default:
+                write(`${tag} BAD ${name} is not valid before login\r\n`);
+            }
+            break;
+          }
+          default:
+            // APPEND's streaming events do not occur before login (messages are not streamed there).
+            break;
         }
       }
     };
@@ -290,7 +350,7 @@ export class Gateway {
   }
 
   /** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, base64. */
-  private async loginPlain(client: net.Socket, reader: CommandReader, tag: string, b64: string): Promise<boolean> {
+  private async loginPlain(client: net.Socket, reader: CommandParser, tag: string, b64: string): Promise<boolean> {
     const parts = Buffer.from(b64, 'base64').toString('utf8').split('\0');
     if (parts.length !== 3 || (parts[0] !== '' && parts[0] !== parts[1])) {
       client.write(`${tag} ${AUTH_FAILED}\r\n`);
@@ -300,22 +360,27 @@ export class Gateway {
   }
 
   /** Returns true when the session now relays (the pre-auth reader is done). */
-  private async login(client: net.Socket, reader: CommandReader, tag: string, user: string, password: string): Promise<boolean> {
-    const ip = client.remoteAddress ?? '?';
-    const origin = { ip: (client.remoteAddress ?? '').replace(/^::ffff:/, ''), port: client.remotePort ?? 0 };
+  private async login(client: net.Socket, reader: CommandParser, tag: string, user: string, password: string): Promise<boolean> {
+    const ip = clientIp(client);
+    const origin = { ip, port: client.remotePort ?? 0 };
     const tenant = this.opts.tenant;
-    const fail = async (): Promise<boolean> => {
+    const penalty = this.opts.loginPenalty ?? {};
+    // Penalties slow attempts down and never refuse one (a correct password always works):
+    // after failures from this address, and, less, after failures for this name from anywhere.
+    const byIp = this.failures.count(`ip:${ip}`);
+    const byUser = this.failures.count(`user:${user}`);
+    const waitMs = Math.max(
+      byIp === 0 ? 0 : Math.min(penalty.maxMs ?? 15_000, (penalty.baseMs ?? 500) * 2 ** (byIp - 1)),
+      byUser === 0 ? 0 : Math.min(penalty.maxUserMs ?? 2000, (penalty.baseMs ?? 500) * 2 ** (byUser - 1)),
+    );
+    if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
+    if (client.destroyed) return false;
+    const fail = (): boolean => {
       this.failures.record(`ip:${ip}`);
       this.failures.record(`user:${user}`);
-      await new Promise((r) => setTimeout(r, 200));
       if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
       return false;
     };
-    if (this.failures.exceeded(`ip:${ip}`, this.opts.maxFailuresPerAddress ?? 10) || this.failures.exceeded(`user:${user}`, this.opts.maxFailuresPerUser ?? 5)) {
-      await new Promise((r) => setTimeout(r, 1000));
-      if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
-      return false;
-    }
     if (!USER_ID_PATTERN.test(user)) return fail();
     try {
       let where = await this.home(tenant, user, false);
@@ -343,8 +408,11 @@ export class Gateway {
     }
   }
 
-  private relay(client: net.Socket, reader: CommandReader, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number; node: string }): void {
+  private relay(client: net.Socket, reader: CommandParser, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number; node: string }): void {
     client.removeAllListeners('data');
+    client.removeAllListeners('timeout');
+    client.setTimeout(this.opts.idleTimeoutMs ?? 30 * 60_000, () => session.bye('Disconnected for inactivity'));
+    reader.setLimits(POST_LOGIN_LIMITS);
     const line = tagged.toString('latin1');
     const capabilities = sessionCapabilities(line);
     const tag = line.slice(0, line.indexOf(' '));
@@ -364,7 +432,7 @@ export class Gateway {
       },
       client,
       backend,
-      reader.rest(),
+      reader,
     );
     const live: LiveSession = { tenant: who.tenant, user: who.user, epoch: who.epoch, session };
     this.sessions.add(live);
@@ -391,6 +459,15 @@ export class Gateway {
     return this.agent.assign(tenant, user);
   }
 
+}
+
+function clientIp(client: net.Socket): string {
+  return (client.remoteAddress ?? '?').replace(/^::ffff:/, '');
+}
+
+/** A LOGIN argument as the client's bytes (latin1 from the parser) read as UTF-8. */
+function utf8(latin1: string): string {
+  return Buffer.from(latin1, 'latin1').toString('utf8');
 }
 
 export function createGateway(opts: GatewayOptions): Gateway {

@@ -4,9 +4,12 @@ import type { Agent, AgentLogger } from '../agent/agent.js';
 import { type Rights, formatRights, formatRightsForResponse, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
 import { parseMailboxName } from '../domain/mailbox-name.js';
 import { BackendUnavailable, backendLogin, backendScript } from './backend.js';
-import { ClientStream, type ClientEvent } from './client-stream.js';
+import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseStore } from './imap/grammar.js';
+import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, astring, atomUpper } from './imap/parser.js';
+import { flagRight, peekFetchItems } from './imap/rights-table.js';
+import { WireError, atom, command, commandHead, list, quote, str, wireAll } from './imap/wire.js';
 import type { CoordinatorClients } from './coordinators.js';
-import { type Arg, type Piece, fetchItemRenamer, listItems, quote, splitArgs } from './imap-syntax.js';
+import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
 import { type ResponseAction, ResponseStream } from './response-stream.js';
 import type { SharedNamespace } from './shared-namespace.js';
@@ -28,24 +31,33 @@ export interface SessionContext {
 }
 
 const R = rightsOf('r');
-const S = rightsOf('s');
-const W = rightsOf('w');
 const I = rightsOf('i');
 const K = rightsOf('k');
 const X = rightsOf('x');
-const T = rightsOf('t');
 const E = rightsOf('e');
 const WRITE_ANY = rightsOf('swte');
+/** Output to a client that does not read is held up to this, then the servers wait. */
+const MAX_CLIENT_OUTPUT = 1 << 20;
 
 /** Commands that act on the selected mailbox (RFC 3501 §6.4 and extensions). */
 const SELECTED_STATE = new Set(['CHECK', 'CLOSE', 'UNSELECT', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY', 'MOVE', 'UID', 'SORT', 'THREAD', 'NOOP', 'IDLE']);
+/** UID takes these (RFC 3501 §6.4.8, RFC 4315, RFC 6851, RFC 5256). */
+const UID_COMMANDS = new Set(['FETCH', 'SEARCH', 'STORE', 'COPY', 'MOVE', 'EXPUNGE', 'SORT', 'THREAD']);
 /** Commands answered from mailshare (RFC 4314 §3). */
 const ACL_COMMANDS = new Set(['GETACL', 'SETACL', 'DELETEACL', 'LISTRIGHTS', 'MYRIGHTS']);
+/** Commands that would change what the connection to the home node speaks (the gateway relays and parses it). */
+const REFUSED = new Map([
+  ['LOGIN', 'BAD Already logged in.'],
+  ['AUTHENTICATE', 'BAD Already logged in.'],
+  ['STARTTLS', 'BAD TLS is already set up or not available here.'],
+  ['COMPRESS', 'NO [CANNOT] Compression is not available.'],
+]);
 
 interface Pending {
+  /** The gateway's tag on the upstream connection (clients' tags never go upstream). */
   readonly tag: string;
-  /** A client's command: its responses go to the client. Internal ones are captured. */
-  readonly client: boolean;
+  /** The client's tag, for a client's command: its responses go to the client. Internal ones are captured. */
+  readonly clientTag: string | undefined;
   readonly untagged: Piece[][];
   done(status: string, raw: Buffer, pieces: Piece[]): void;
 }
@@ -75,7 +87,7 @@ class Conn {
   }
 
   get clientPending(): number {
-    return this.pending.filter((p) => p.client).length;
+    return this.pending.filter((p) => p.clientTag !== undefined).length;
   }
 }
 
@@ -87,30 +99,41 @@ class ImapNo extends Error {
   }
 }
 
+const bad = (tag: string, why: string): ImapNo => new ImapNo(`${tag} BAD ${why}\r\n`);
+const nonexistent = (tag: string): ImapNo => new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+
+/** A tagged response line from a server, with the client's tag in place of the gateway's. */
+function retag(raw: Buffer, p: Pending): Buffer {
+  return Buffer.concat([Buffer.from(p.clientTag ?? p.tag, 'latin1'), raw.subarray(p.tag.length)]);
+}
+
 /**
- * One authenticated client. Commands are read (heads parsed, APPEND
+ * One authenticated client. Commands are parsed into values (APPEND
  * messages streamed) and routed: to the home node's Dovecot for the user's
  * own mailboxes, to a connection logged in as the owner (master user) on the
  * owner's node for shared ones, or answered here (ACL commands, shared LIST
- * entries). Rights are checked against the agent's watch-fed cache before
- * anything reaches an owner's node (RFC 4314 §4). Responses stream back as
+ * entries). Every command sent upstream is written anew from the parsed
+ * values under a tag of the gateway's own; those for an owner's connection
+ * are checked against their command's grammar and the user's rights (from
+ * the agent's watch-fed cache, RFC 4314 §4) first. Responses stream back as
  * they arrive; only the few that carry names of the shared namespace are
  * rewritten. Commands to one connection pipeline; a command for another
  * connection, or one that changes the selected mailbox, waits until the
  * earlier ones completed, so responses never interleave mid-response.
  */
 export class Session {
-  private readonly reader = new ClientStream();
   private readonly home: Conn;
   private readonly owners = new Map<string, Conn>();
   private selected: { conn: Conn; target: Target } | undefined;
-  private streamTo: Conn | undefined;
-  private idleConn: Conn | undefined;
+  /** The APPEND whose messages are streaming: where to, and the rights its messages' flags are filtered by. */
+  private streamTo: { conn: Conn; rights: Rights | undefined } | undefined;
+  private idling: { conn: Conn; sentDone: boolean; badDone: boolean } | undefined;
   private wake: (() => void) | undefined;
   private quietWaiters: Array<() => void> = [];
   private closed = false;
   private paused = false;
-  private internalTag = 0;
+  private outputPaused = false;
+  private tagSeq = 0;
   private enabled: string[] = [];
   readonly done: Promise<void>;
 
@@ -118,10 +141,9 @@ export class Session {
     private readonly ctx: SessionContext,
     private readonly client: net.Socket,
     homeSocket: net.Socket,
-    pending: Buffer,
+    private readonly reader: CommandParser,
   ) {
     this.home = this.attach(ctx.user, true, homeSocket, ctx.epoch);
-    this.reader.feed(pending);
     client.on('data', (chunk: Buffer) => {
       this.reader.feed(chunk);
       if (this.reader.buffered > 1 << 20 && !this.paused) {
@@ -130,6 +152,7 @@ export class Session {
       }
       this.wake?.();
     });
+    client.on('drain', () => this.resumeOutput());
     client.on('close', () => this.end());
     client.on('error', () => this.end());
     client.resume();
@@ -177,6 +200,11 @@ export class Session {
       this.client.cork();
       c.stream.push(chunk);
       this.client.uncork();
+      // A client that does not read its output makes the servers wait, not the gateway's memory grow.
+      if (this.client.writableLength > MAX_CLIENT_OUTPUT && !this.outputPaused) {
+        this.outputPaused = true;
+        for (const x of [this.home, ...this.owners.values()]) x.socket.pause();
+      }
     });
     socket.on('close', () => {
       if (c.closed) return;
@@ -190,8 +218,15 @@ export class Session {
       }
     });
     socket.on('error', () => socket.destroy());
-    socket.resume();
+    if (this.outputPaused) socket.pause();
+    else socket.resume();
     return c;
+  }
+
+  private resumeOutput(): void {
+    if (!this.outputPaused) return;
+    this.outputPaused = false;
+    for (const x of [this.home, ...this.owners.values()]) if (!x.closed) x.socket.resume();
   }
 
   private uncount(c: Conn): void {
@@ -205,7 +240,7 @@ export class Session {
     c.socket.destroy();
     this.uncount(c);
     if (this.owners.get(c.owner) === c) this.owners.delete(c.owner);
-    for (const p of c.pending) if (p.client) this.write(`${p.tag} NO [UNAVAILABLE] ${reason}\r\n`);
+    for (const p of c.pending) if (p.clientTag !== undefined) this.write(`${p.clientTag} NO [UNAVAILABLE] ${reason}\r\n`);
     failPending(c);
     this.notifyQuiet();
     // The client had the owner's mailbox open: it cannot go on without re-selecting somewhere valid.
@@ -238,11 +273,11 @@ export class Session {
       const i = c.pending.findIndex((p) => p.tag === tag);
       if (i < 0) return;
       const [p] = c.pending.splice(i, 1);
-      p!.done((status ?? '').toUpperCase(), raw, pieces);
+      p!.done((status ?? '').toUpperCase(), retag(raw, p!), pieces);
       this.notifyQuiet();
       return;
     }
-    const internal = c.pending.find((p) => !p.client);
+    const internal = c.pending.find((p) => p.clientTag === undefined);
     if (internal && c.clientPending === 0) {
       // Updates of the selected mailbox belong to the client, whoever's command they came with.
       if (c.selected && /^\* \d+ (EXISTS|EXPUNGE|RECENT)\b/i.test(first)) this.forward(raw);
@@ -289,64 +324,76 @@ export class Session {
       try {
         await this.handle(ev);
       } catch (err) {
-        if (err instanceof ImapNo) {
-          await this.quiet();
-          this.write(err.response);
-          if (ev.kind === 'command' && ev.streaming) this.reader.discard();
-        } else if (err instanceof BackendUnavailable) {
-          await this.quiet();
-          if (ev.kind === 'command') {
-            this.write(`${ev.tag} NO [UNAVAILABLE] The mail server of that mailbox cannot be reached. Try again later.\r\n`);
-            if (ev.streaming) this.reader.discard();
-          }
-        } else {
-          throw err;
+        if (!(err instanceof ImapNo || err instanceof BackendUnavailable || err instanceof WireError)) throw err;
+        if (ev.kind === 'command' && ev.streaming) {
+          this.reader.discard();
+          this.streamTo = undefined;
+        }
+        await this.quiet();
+        if (ev.kind !== 'command') continue;
+        if (err instanceof ImapNo) this.write(err.response);
+        else if (err instanceof BackendUnavailable) this.write(`${ev.tag} NO [UNAVAILABLE] The mail server of that mailbox cannot be reached. Try again later.\r\n`);
+        else {
+          this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'command not written');
+          this.write(`${ev.tag} BAD Invalid arguments.\r\n`);
         }
       }
     }
   }
 
-  private async handle(ev: ClientEvent): Promise<void> {
+  private async handle(ev: ParserEvent): Promise<void> {
     switch (ev.kind) {
       case 'continue':
         return this.write('+ Ready for literal data\r\n');
       case 'bad':
-        if (this.streamTo) return this.bye('malformed command');
         await this.quiet();
-        return this.write(`${ev.tag} BAD ${ev.message}\r\n`);
+        this.write(`${ev.tag} BAD ${ev.message}\r\n`);
+        if (ev.close) this.bye(ev.message);
+        return;
       case 'line':
-        if (this.idleConn && !this.idleConn.closed) this.idleConn.socket.write(`${ev.text}\r\n`, 'latin1');
+        return this.idleLine(ev.text, ev.overflow === true);
+      case 'data': {
+        const to = this.streamTo?.conn;
+        if (to && !to.closed && !to.socket.write(ev.chunk)) await new Promise<void>((r) => to.socket.once('drain', r));
         return;
-      case 'data':
-        if (this.streamTo && !this.streamTo.closed && !this.streamTo.socket.write(ev.chunk)) {
-          await new Promise<void>((r) => this.streamTo!.socket.once('drain', r));
-        }
-        return;
-      case 'end':
+      }
+      case 'append-next':
+        return this.appendNext(ev.args, ev.streaming);
+      case 'end': {
+        const to = this.streamTo?.conn;
         this.streamTo = undefined;
+        // After a message, anything but the next message or CRLF makes the server refuse the whole
+        // command (RFC 3502 §6.3.11: nothing is appended): an unbalanced ")" is such a token.
+        if (to && !to.closed) to.socket.write(ev.error ? ' )\r\n' : '\r\n', 'latin1');
         return;
+      }
       case 'command':
         return this.command(ev.tag, ev.name, ev.args, ev.streaming);
     }
   }
 
-  private async command(tag: string, name: string, args: Arg[], streaming?: { length: number; sync: boolean }): Promise<void> {
-    const raw = (rest: Arg[]): string => [tag, name, ...rest.map((a) => a.raw)].join(' ');
+  private async command(tag: string, name: string, args: ImapValue[], streaming?: Streaming): Promise<void> {
     if (ACL_COMMANDS.has(name)) return this.aclCommand(tag, name, args);
+    const refused = REFUSED.get(name);
+    if (refused) throw new ImapNo(`${tag} ${refused}\r\n`);
+    if (!/^[A-Z][A-Z0-9-]*$/.test(name)) throw bad(tag, 'Unknown command.');
     switch (name) {
       case 'CAPABILITY':
         await this.quiet();
         return this.write(`* CAPABILITY ${this.ctx.capabilities}\r\n${tag} OK Capability completed\r\n`);
       case 'LOGOUT':
-        await this.exclusive(this.home, raw(args));
-        for (const c of this.owners.values()) c.socket.end(`mailshare.bye LOGOUT\r\n`);
+        await this.exclusive(this.home, tag, name, []);
+        for (const c of this.owners.values()) c.socket.end(command(this.nextTag(), 'LOGOUT', []));
         this.client.end();
         this.end();
         return;
       case 'ENABLE': {
-        await this.exclusive(this.home, raw(args));
-        this.enabled.push(...args.map((a) => a.value));
-        for (const c of this.owners.values()) await this.internal(c, `ENABLE ${args.map((a) => a.raw).join(' ')}`);
+        const wrong = checkEnable(args);
+        if (wrong) throw bad(tag, wrong);
+        await this.exclusive(this.home, tag, name, args);
+        const names = args.map((a) => (a as { value: string }).value);
+        this.enabled.push(...names);
+        for (const c of this.owners.values()) await this.internal(c, 'ENABLE', names.map(atom));
         return;
       }
       case 'LIST':
@@ -364,28 +411,35 @@ export class Session {
       case 'APPEND':
         return this.mailboxCommand(tag, name, args, streaming);
     }
+    if (name === 'UID' && !UID_COMMANDS.has(atomUpper(args[0]) ?? '')) throw bad(tag, 'UID needs FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, SORT or THREAD.');
     const sel = this.selected;
     if (SELECTED_STATE.has(name) && sel && sel.target.kind === 'shared') return this.sharedSelected(tag, name, args, sel.conn, sel.target);
-    if (name === 'IDLE') return this.idle(this.home, raw(args));
+    if (name === 'IDLE') {
+      const wrong = checkNoArgs(name, args);
+      if (wrong) throw bad(tag, wrong);
+      return this.idle(this.home, tag);
+    }
     if (name === 'CLOSE' || name === 'UNSELECT') {
-      await this.exclusive(this.home, raw(args), { onStatus: (status) => {
+      await this.exclusive(this.home, tag, name, args, { onStatus: (status) => {
         if (status === 'OK') this.selected = undefined;
       } });
       return;
     }
-    if ((name === 'COPY' || name === 'MOVE' || (name === 'UID' && /^(COPY|MOVE)$/i.test(args[0]?.value ?? ''))) && sel) {
+    const copyVerb = name === 'UID' ? atomUpper(args[0]) : name;
+    if ((copyVerb === 'COPY' || copyVerb === 'MOVE') && sel) {
       const uid = name === 'UID';
-      const at = uid ? 2 : 1;
-      const to = this.resolve(args[at]?.value ?? '');
-      if (to.kind === 'parent' || to.kind === 'invalid') throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      const rest = uid ? args.slice(1) : args;
+      const to = this.resolve(astring(rest[1]) ?? '');
+      if (to.kind === 'parent' || to.kind === 'invalid') throw nonexistent(tag);
       if (to.kind === 'shared') {
+        const wrong = checkCopy(rest);
+        if (wrong) throw bad(tag, `${copyVerb} ${wrong}`);
         const tr = this.visible(tag, to);
         this.require(tag, tr, I, 'Copying into that mailbox');
-        const move = (uid ? args[0]!.value : name).toUpperCase() === 'MOVE';
-        return this.crossCopy(tag, move, uid, args[at - 1]?.raw ?? '', this.home, to, tr);
+        return this.crossCopy(tag, copyVerb === 'MOVE', uid, rest[0]!, this.home, to, tr);
       }
     }
-    return this.send(this.home, raw(args));
+    return this.send(this.home, tag, name, args);
   }
 
   // ---- mailbox-named commands ----
@@ -404,7 +458,7 @@ export class Session {
   /** A shared mailbox the user may see (RFC 4314 §6: without "l" it does not exist), with the rights held. */
   private visible(tag: string, t: Target & { kind: 'shared' }): Rights {
     const r = this.rights(t);
-    if (r === undefined || !hasAny(r, L)) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+    if (r === undefined || !hasAny(r, L)) throw nonexistent(tag);
     return r;
   }
 
@@ -412,10 +466,12 @@ export class Session {
     if (!hasAll(have, need)) throw new ImapNo(`${tag} NO [NOPERM] ${what} needs the "${formatRights(need)}" right\r\n`);
   }
 
-  private async list(tag: string, name: string, args: Arg[]): Promise<void> {
-    const plain = args.length === 2 && !args[0]!.list;
-    const extra = plain ? this.sharedEntries(name, args[0]!.value, args[1]!.value) : [];
-    await this.send(this.home, [tag, name, ...args.map((a) => a.raw)].join(' '), (status, line) => {
+  private async list(tag: string, name: string, args: ImapValue[]): Promise<void> {
+    const reference = astring(args[0]);
+    const pattern = astring(args[1]);
+    const plain = args.length === 2 && reference !== undefined && pattern !== undefined;
+    const extra = plain ? this.sharedEntries(name, reference, pattern) : [];
+    await this.send(this.home, tag, name, args, (status, line) => {
       if (status === 'OK') for (const l of extra) this.write(l);
       this.forward(line);
     });
@@ -427,24 +483,29 @@ export class Session {
     return this.ctx.namespace.list(mailboxes, reference, pattern).map((e) => `* ${name} (${e.attributes.join(' ')}) ${sep} ${quote(e.name)}\r\n`);
   }
 
-  private async select(tag: string, name: string, args: Arg[]): Promise<void> {
-    const t = this.resolve(args[0]?.value ?? '');
-    if (args.length === 0) throw new ImapNo(`${tag} BAD ${name} needs a mailbox name\r\n`);
+  private async select(tag: string, name: string, args: ImapValue[]): Promise<void> {
+    const mailbox = astring(args[0]);
+    if (mailbox === undefined) throw bad(tag, `${name} needs a mailbox name`);
+    const t = this.resolve(mailbox);
     if (t.kind === 'parent' || t.kind === 'invalid') {
       await this.deselect();
-      throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      throw nonexistent(tag);
     }
     let conn = this.home;
     let verb = name;
+    let values = args;
     if (t.kind === 'shared') {
+      const wrong = checkSelectParams(args.slice(1));
+      if (wrong) throw bad(tag, wrong);
       const r = this.visible(tag, t);
       this.require(tag, r, R, name);
       conn = await this.ownerConn(t.owner);
       // Nothing to write with: open read-only, so not even \Seen changes (RFC 4314 §4).
       if (!hasAny(r, WRITE_ANY)) verb = 'EXAMINE';
+      values = [str(t.wire), ...args.slice(1)];
     }
     if (this.selected && this.selected.conn !== conn) await this.deselect();
-    await this.exclusive(conn, [tag, verb, quote(t.wire), ...args.slice(1).map((a) => a.raw)].join(' '), { onStatus: (status) => {
+    await this.exclusive(conn, tag, verb, values, { onStatus: (status) => {
       conn.selected = status === 'OK';
       this.selected = status === 'OK' ? { conn, target: t } : undefined;
     } });
@@ -456,65 +517,75 @@ export class Session {
     if (!sel) return;
     this.selected = undefined;
     sel.conn.selected = false;
-    if (!sel.conn.closed) await this.internal(sel.conn, 'UNSELECT');
+    if (!sel.conn.closed) await this.internal(sel.conn, 'UNSELECT', []);
   }
 
-  private async mailboxCommand(tag: string, name: string, args: Arg[], streaming?: { length: number; sync: boolean }): Promise<void> {
-    if (args.length === 0 || (name === 'RENAME' && args.length < 2)) throw new ImapNo(`${tag} BAD ${name} needs a mailbox name\r\n`);
-    const t = this.resolve(args[0]!.value);
-    const rest = (from: number): string[] => args.slice(from).map((a) => a.raw);
+  private async mailboxCommand(tag: string, name: string, args: ImapValue[], streaming?: Streaming): Promise<void> {
+    const mailbox = astring(args[0]);
+    const newName = name === 'RENAME' ? astring(args[1]) : '';
+    if (mailbox === undefined || newName === undefined) throw bad(tag, `${name} needs a mailbox name`);
+    if (name === 'APPEND' && !streaming) throw bad(tag, 'APPEND needs a message literal');
+    const t = this.resolve(mailbox);
     if (t.kind === 'parent' || t.kind === 'invalid') {
       if (name === 'CREATE' || name === 'RENAME') throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
-      throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      throw nonexistent(tag);
     }
     if (t.kind === 'home') {
       if (name === 'RENAME') {
-        const to = this.resolve(args[1]!.value);
+        const to = this.resolve(newName);
         if (to.kind !== 'home') throw new ImapNo(`${tag} NO [CANNOT] A mailbox cannot be renamed into the shared namespace\r\n`);
-        return this.exclusive(this.home, [tag, name, ...rest(0)].join(' '), { after: (status) => (status === 'OK' ? this.registryRename(this.ctx.user, args[0]!.value, to.wire) : undefined) });
+        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? this.registryRename(this.ctx.user, mailbox, to.wire) : undefined) });
       }
       if (name === 'DELETE') {
-        return this.exclusive(this.home, [tag, name, ...rest(0)].join(' '), { after: (status) => (status === 'OK' ? this.registryDelete(this.ctx.user, args[0]!.value) : undefined) });
+        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? this.registryDelete(this.ctx.user, mailbox) : undefined) });
       }
-      return this.send(this.home, [tag, name, ...rest(0)].join(' '), undefined, streaming);
+      if (streaming) this.streamTo = { conn: this.home, rights: undefined };
+      return this.send(this.home, tag, name, args, undefined, streaming);
     }
-    // Another user's mailbox: rights first (RFC 4314 §4), then the owner's node.
+    // Another user's mailbox: grammar and rights first (RFC 4314 §4), then the owner's node.
+    const box = str(t.wire);
     if (name === 'CREATE') {
+      if (args.length !== 1) throw bad(tag, 'CREATE takes a mailbox name only here');
       const parent = this.parentOf(t);
       const pr = parent ? this.rights(parent) : undefined;
       if (!parent || pr === undefined || !hasAny(pr, L)) throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
       this.require(tag, pr, K, 'Creating a mailbox here');
       const conn = await this.ownerConn(t.owner);
-      return this.exclusive(conn, [tag, name, quote(t.wire), ...rest(1)].join(' '), { after: (status) => (status === 'OK' ? this.registryCreate(t, parent) : undefined) });
+      return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? this.registryCreate(t, parent) : undefined) });
     }
     const r = this.visible(tag, t);
     switch (name) {
       case 'SUBSCRIBE':
       case 'UNSUBSCRIBE':
+        if (args.length !== 1) throw bad(tag, `${name} takes a mailbox name`);
         // Shared mailboxes the user can see are always listed as subscribed.
         await this.quiet();
         return this.write(`${tag} OK ${name} completed\r\n`);
       case 'STATUS': {
+        const wrong = args.length === 2 ? checkStatusItems(args[1]) : 'STATUS takes a mailbox name and a list of items';
+        if (wrong) throw bad(tag, wrong);
         this.require(tag, r, R, 'STATUS');
         const conn = await this.ownerConn(t.owner);
-        return this.send(conn, [tag, name, quote(t.wire), ...rest(1)].join(' '));
+        return this.send(conn, tag, name, [box, args[1]!]);
       }
       case 'APPEND': {
+        const message = parseAppendMessage(args.slice(1));
+        if (typeof message === 'string') throw bad(tag, message);
         this.require(tag, r, I, 'APPEND');
         const conn = await this.ownerConn(t.owner);
-        const more = rest(1);
-        // Flags the user may not set are left off the new message (RFC 4314 §4).
-        if (args[1]?.list) more[0] = `(${listItems(args[1].raw).filter((f) => hasAll(r, flagRight(f))).join(' ')})`;
-        return this.send(conn, [tag, name, quote(t.wire), ...more].join(' '), undefined, streaming);
+        this.streamTo = { conn, rights: r };
+        return this.send(conn, tag, name, [box, ...appendArgs(message, r)], undefined, streaming);
       }
       case 'DELETE': {
+        if (args.length !== 1) throw bad(tag, 'DELETE takes a mailbox name');
         this.require(tag, r, X, 'DELETE');
         const conn = await this.ownerConn(t.owner);
         if (this.selected?.conn === conn && this.selected.target.kind === 'shared' && this.selected.target.name === t.name) await this.deselect();
-        return this.exclusive(conn, [tag, name, quote(t.wire)].join(' '), { after: (status) => (status === 'OK' ? this.registryDelete(t.owner, t.wire) : undefined) });
+        return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? this.registryDelete(t.owner, t.wire) : undefined) });
       }
       case 'RENAME': {
-        const to = this.resolve(args[1]!.value);
+        if (args.length !== 2) throw bad(tag, 'RENAME takes two mailbox names');
+        const to = this.resolve(newName);
         if (to.kind !== 'shared' || to.owner !== t.owner) throw new ImapNo(`${tag} NO [CANNOT] A shared mailbox can only be renamed within its owner's mailboxes\r\n`);
         this.require(tag, r, X, 'RENAME');
         const parent = this.parentOf(to);
@@ -522,9 +593,25 @@ export class Session {
         if (pr === undefined) throw new ImapNo(`${tag} NO [NOPERM] RENAME needs the "k" right on the new parent\r\n`);
         this.require(tag, pr, K, 'RENAME into that mailbox');
         const conn = await this.ownerConn(t.owner);
-        return this.exclusive(conn, [tag, name, quote(t.wire), quote(to.wire)].join(' '), { after: (status) => (status === 'OK' ? this.registryRename(t.owner, t.wire, to.wire) : undefined) });
+        return this.exclusive(conn, tag, name, [box, str(to.wire)], { after: (status) => (status === 'OK' ? this.registryRename(t.owner, t.wire, to.wire) : undefined) });
       }
     }
+  }
+
+  /** MULTIAPPEND (RFC 3502): the next message of the streaming APPEND, its flags filtered like the first one's. */
+  private async appendNext(args: ImapValue[], streaming: Streaming): Promise<void> {
+    const to = this.streamTo;
+    if (!to || to.conn.closed) return;
+    const message = parseAppendMessage(args);
+    if (typeof message === 'string') {
+      // The server refuses the command as a whole; its tagged BAD reaches the client.
+      this.streamTo = undefined;
+      this.reader.discard();
+      to.conn.socket.write(' )\r\n', 'latin1');
+      return;
+    }
+    const values = to.rights === undefined ? args : appendArgs(message, to.rights);
+    to.conn.socket.write(`${values.length > 0 ? ` ${wireAll(values)}` : ''} ${literalMarker(streaming)}\r\n`, 'latin1');
   }
 
   private parentOf(t: Target & { kind: 'shared' }): (Target & { kind: 'shared' }) | undefined {
@@ -536,7 +623,7 @@ export class Session {
 
   // ---- commands on a selected shared mailbox ----
 
-  private async sharedSelected(tag: string, name: string, args: Arg[], conn: Conn, t: Target & { kind: 'shared' }): Promise<void> {
+  private async sharedSelected(tag: string, name: string, args: ImapValue[], conn: Conn, t: Target & { kind: 'shared' }): Promise<void> {
     // Fencing: nothing is relayed under an epoch the owner no longer holds (the event may still be on its way).
     if (this.ctx.agent.locate(this.ctx.tenant, t.owner)?.epoch !== conn.epoch) {
       this.dropOwner(conn, `${t.owner}'s mailboxes moved to another node; reconnect`);
@@ -546,69 +633,70 @@ export class Session {
     // A revoke reaches an open mailbox at its next command.
     if (r === undefined || !hasAny(r, L)) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox no longer exists for you\r\n`);
     this.require(tag, r, R, name);
-    let sub = name;
-    let rest = args;
-    if (name === 'UID') {
-      sub = (args[0]?.value ?? '').toUpperCase();
-      rest = args.slice(1);
-    }
-    const prefix = name === 'UID' ? [tag, 'UID', args[0]!.raw] : [tag, name];
-    let out = rest.map((a) => a.raw);
+    const uid = name === 'UID';
+    const sub = uid ? atomUpper(args[0])! : name;
+    const rest = uid ? args.slice(1) : args;
+    const check = (wrong: string | undefined): void => {
+      if (wrong) throw bad(tag, wrong);
+    };
+    let out: ImapValue[] = rest;
     switch (sub) {
       case 'FETCH': {
-        if (hasAll(r, S) || out.length < 2) break;
-        // Without "s" a fetch must not set \Seen: peek instead (RFC 4314 §4).
-        out = out.map((a, i) => (i === 0 ? a : a.replace(/\b(BODY|BINARY)\[/gi, '$1.PEEK[')));
-        // RFC822 and RFC822.TEXT have no peek form: fetch BODY.PEEK[…] and name the answers as asked.
-        const renames = new Map<string, string>();
-        out[1] = out[1]!.replace(/(^|[( ])(RFC822(?:\.TEXT)?)(?=[) ]|$)/gi, (_m, lead: string, item: string) => {
-          const text = item.toUpperCase() === 'RFC822.TEXT';
-          renames.set(text ? 'BODY[TEXT]' : 'BODY[]', text ? 'RFC822.TEXT' : 'RFC822');
-          return `${lead}${text ? 'BODY.PEEK[TEXT]' : 'BODY.PEEK[]'}`;
-        });
-        if (renames.size === 0) break;
+        check(checkFetch(rest));
+        const peek = peekFetchItems(rest, r);
+        if (!peek) break;
+        out = peek.args;
+        if (peek.renames.size === 0) break;
         // Alone on the connection, so only this command's FETCH responses are renamed.
-        return this.exclusive(conn, [...prefix, ...out].join(' '), {
+        return this.exclusive(conn, tag, name, uid ? [atom(sub), ...out] : out, {
           start: () => {
-            conn.renames = renames;
+            conn.renames = peek.renames;
           },
           onStatus: () => {
             conn.renames = undefined;
           },
         });
       }
+      case 'SEARCH':
+        check(checkSearch(rest));
+        break;
+      case 'SORT':
+        check(checkSort(rest));
+        break;
+      case 'THREAD':
+        check(checkThread(rest));
+        break;
       case 'STORE': {
-        const at = rest.findIndex((a) => /^[+-]?FLAGS(\.SILENT)?$/i.test(a.value));
-        if (at < 0) break;
-        const op = rest[at]!.value.toUpperCase();
-        const flags = rest.slice(at + 1).flatMap((a) => (a.list ? listItems(a.raw) : [a.raw]));
+        const store = parseStore(rest);
+        if (typeof store === 'string') throw bad(tag, store);
+        const op = store.item.toUpperCase();
         if (op.startsWith('FLAGS')) {
           this.require(tag, r, rightsOf('stw'), 'Replacing flags');
           break;
         }
-        let kept = flags;
-        if (!hasAll(r, S)) kept = kept.filter((f) => f.toLowerCase() !== '\\seen');
-        for (const f of kept) this.require(tag, r, flagRight(f), `Changing ${f}`);
+        // RFC 4314 §4: "the server SHOULD NOT fail the STORE if the user has rights to modify at
+        // least one flag specified": the flags the user may not change are left out.
+        const kept = store.flags.filter((f) => hasAll(r, flagRight(f)));
         if (kept.length === 0) {
           await this.quiet();
-          return this.write(`${tag} OK STORE completed\r\n`);
+          return this.write(`${tag} OK Store completed.\r\n`);
         }
-        out = [...out.slice(0, at + 1), `(${kept.join(' ')})`];
+        out = [store.set, ...(store.modifiers ? [store.modifiers] : []), atom(store.item), list(kept.map(atom))];
         break;
       }
       case 'EXPUNGE':
+        check(uid ? (rest.length === 1 && isSequenceSet(rest[0]) ? undefined : 'UID EXPUNGE needs a sequence set') : checkNoArgs(sub, rest));
         this.require(tag, r, E, 'EXPUNGE');
         break;
+      case 'CHECK':
+      case 'NOOP':
+        check(checkNoArgs(sub, rest));
+        break;
       case 'CLOSE':
-        // Without "e", CLOSE must not expunge: UNSELECT closes the same way, keeping \Deleted messages.
-        return this.exclusive(conn, [tag, hasAll(r, E) ? 'CLOSE' : 'UNSELECT'].join(' '), { onStatus: (status) => {
-          if (status === 'OK') {
-            conn.selected = false;
-            this.selected = undefined;
-          }
-        } });
       case 'UNSELECT':
-        return this.exclusive(conn, [...prefix, ...out].join(' '), { onStatus: (status) => {
+        check(checkNoArgs(sub, rest));
+        // Without "e", CLOSE must not expunge: UNSELECT closes the same way, keeping \Deleted messages.
+        return this.exclusive(conn, tag, sub === 'CLOSE' && !hasAll(r, E) ? 'UNSELECT' : sub, [], { onStatus: (status) => {
           if (status === 'OK') {
             conn.selected = false;
             this.selected = undefined;
@@ -616,21 +704,26 @@ export class Session {
         } });
       case 'COPY':
       case 'MOVE': {
+        const wrong = checkCopy(rest);
+        if (wrong) throw bad(tag, `${sub} ${wrong}`);
         if (sub === 'MOVE') this.require(tag, r, rightsOf('te'), 'MOVE out of this mailbox');
-        const to = this.resolve(rest[1]?.value ?? '');
-        if (to.kind === 'parent' || to.kind === 'invalid') throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
-        if (to.kind === 'home') return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, undefined);
+        const to = this.resolve(astring(rest[1])!);
+        if (to.kind === 'parent' || to.kind === 'invalid') throw nonexistent(tag);
+        if (to.kind === 'home') return this.crossCopy(tag, sub === 'MOVE', uid, rest[0]!, conn, to, undefined);
         const tr = this.visible(tag, to);
         this.require(tag, tr, I, sub);
         // Another owner's node, or flags the user may not set on the target (left off by the copy): fetch + append.
-        if (to.owner !== t.owner || !hasAll(tr, rightsOf('stw'))) return this.crossCopy(tag, sub === 'MOVE', name === 'UID', rest[0]?.raw ?? '', conn, to, tr);
-        out = [out[0]!, quote(to.wire), ...out.slice(2)];
+        if (to.owner !== t.owner || !hasAll(tr, rightsOf('stw'))) return this.crossCopy(tag, sub === 'MOVE', uid, rest[0]!, conn, to, tr);
+        out = [rest[0]!, str(to.wire)];
         break;
       }
       case 'IDLE':
-        return this.idle(conn, `${tag} IDLE`);
+        check(checkNoArgs(sub, rest));
+        return this.idle(conn, tag);
+      default:
+        throw bad(tag, 'Unknown command.');
     }
-    return this.send(conn, [...prefix, ...out].join(' '));
+    return this.send(conn, tag, uid ? 'UID' : sub, uid ? [atom(sub), ...out] : out);
   }
 
   /**
@@ -641,13 +734,13 @@ export class Session {
    * after every append succeeded (RFC 6851 §3.3); the client sees the
    * EXPUNGE responses as from a real MOVE.
    */
-  private async crossCopy(tag: string, move: boolean, uid: boolean, set: string, from: Conn, to: Target, targetRights: Rights | undefined): Promise<void> {
+  private async crossCopy(tag: string, move: boolean, uid: boolean, set: ImapValue, from: Conn, to: Target, targetRights: Rights | undefined): Promise<void> {
     const verb = move ? 'MOVE' : 'COPY';
-    if (!/^[0-9:,*$]+$/.test(set)) throw new ImapNo(`${tag} BAD ${verb} needs a sequence set\r\n`);
+    if (!isSequenceSet(set)) throw bad(tag, `${verb} needs a sequence set`);
     const dest = to.kind === 'home' ? this.home : await this.ownerConn(to.owner);
     await this.quiet();
-    const search = await this.internal(from, `UID SEARCH ${uid ? 'UID ' : ''}${set}`);
-    if (search.status !== 'OK') throw new ImapNo(`${tag} BAD Invalid sequence set\r\n`);
+    const search = await this.internal(from, 'UID', [atom('SEARCH'), ...(uid ? [atom('UID')] : []), set]);
+    if (search.status !== 'OK') throw bad(tag, 'Invalid sequence set');
     const uids = search.untagged.flatMap((p) => {
       const text = p.map((x) => ('text' in x ? x.text : '')).join('');
       return /^\* SEARCH/i.test(text) ? text.split(' ').slice(2).map(Number).filter((n) => n > 0) : [];
@@ -657,7 +750,7 @@ export class Session {
     const BATCH = 16;
     for (let i = 0; i < uids.length; i += BATCH) {
       const batch = uids.slice(i, i + BATCH);
-      const fetched = await this.internal(from, `UID FETCH ${batch.join(',')} (UID FLAGS INTERNALDATE BODY.PEEK[])`);
+      const fetched = await this.internal(from, 'UID', [atom('FETCH'), atom(batch.join(',')), list([atom('UID'), atom('FLAGS'), atom('INTERNALDATE'), atom('BODY.PEEK[]')])]);
       if (fetched.status !== 'OK') return this.copyFailed(tag, verb, to, copied, 'SERVERBUG', 'could not read the messages');
       for (const p of fetched.untagged) {
         const text = p.map((x) => ('text' in x ? x.text : '')).join('');
@@ -667,10 +760,8 @@ export class Session {
         const date = /INTERNALDATE "([^"]+)"/i.exec(text)?.[1];
         let flags = (/FLAGS \(([^)]*)\)/i.exec(text)?.[1] ?? '').split(' ').filter((f) => f !== '' && f.toLowerCase() !== '\\recent');
         // Flags the user may not set on the target are left off (RFC 4314 §4).
-        if (targetRights !== undefined) {
-          flags = flags.filter((f) => hasAll(targetRights, flagRight(f)));
-        }
-        const res = await this.internal(dest, `APPEND ${quote(to.wire)} (${flags.join(' ')})${date ? ` "${date}"` : ''} {${body.literal.length}+}\r\n${body.literal}`);
+        if (targetRights !== undefined) flags = flags.filter((f) => hasAll(targetRights, flagRight(f)));
+        const res = await this.internal(dest, 'APPEND', [str(to.wire), list(flags.map(atom)), ...(date ? [str(date)] : []), { type: 'literal', value: body.literal, binary: false }]);
         if (res.status !== 'OK') {
           // The target's own reason (e.g. OVERQUOTA) when it gave one.
           const code = /^\S+ NO \[([A-Z-]+)/i.exec(res.line)?.[1]?.toUpperCase() ?? 'CANNOT';
@@ -688,12 +779,14 @@ export class Session {
     const code = validity && copied.every((c) => c.dst > 0) && copied.length > 0 ? `[COPYUID ${validity} ${copied.map((c) => c.src).join(',')} ${copied.map((c) => c.dst).join(',')}] ` : '';
     if (!move || copied.length === 0) return this.write(`${tag} OK ${code}${verb} completed\r\n`);
     this.write(`* OK ${code}Moved\r\n`);
-    const list = copied.map((c) => c.src).join(',');
-    await this.internal(from, `UID STORE ${list} +FLAGS.SILENT (\\Deleted)`);
-    // Sent as the client's own so its EXPUNGE responses reach the client (sequence numbers must stay in step).
+    const moved = atom(copied.map((c) => c.src).join(','));
+    await this.internal(from, 'UID', [atom('STORE'), moved, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]);
+    // Its EXPUNGE responses go to the client (sequence numbers must stay in step): a client command
+    // of the gateway's, whose tagged response is not forwarded.
     await new Promise<void>((resolve) => {
-      this.enqueue(from, `mailshare.${++this.internalTag}`, () => resolve());
-      from.socket.write(`mailshare.${this.internalTag} UID EXPUNGE ${list}\r\n`, 'latin1');
+      const t = this.nextTag();
+      this.enqueue(from, t, tag, () => resolve());
+      from.socket.write(command(t, 'UID', [atom('EXPUNGE'), moved]), 'latin1');
     });
     this.write(`${tag} OK ${verb} completed\r\n`);
   }
@@ -714,8 +807,12 @@ export class Session {
       const master = this.ctx.master;
       try {
         if (!address || !master) throw new BackendUnavailable('no way to reach the target');
-        const set = dst.join(',');
-        const statuses = await backendScript(address, `${owner}*${master.user}`, master.password, [`SELECT ${quote(to.wire)}`, `UID STORE ${set} +FLAGS.SILENT (\\Deleted)`, `UID EXPUNGE ${set}`]);
+        const set = atom(dst.join(','));
+        const statuses = await backendScript(address, `${owner}*${master.user}`, master.password, [
+          wireAll([atom('SELECT'), str(to.wire)]),
+          wireAll([atom('UID'), atom('STORE'), set, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]),
+          wireAll([atom('UID'), atom('EXPUNGE'), set]),
+        ]);
         undone = statuses.every((st) => st === 'OK');
       } catch (err) {
         this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'could not undo a partial copy');
@@ -726,29 +823,41 @@ export class Session {
     this.write(`${tag} NO [${code}] ${verb} failed: ${why}; ${state}, the source is unchanged\r\n`);
   }
 
-  private async idle(conn: Conn, line: string): Promise<void> {
+  private async idle(conn: Conn, clientTag: string): Promise<void> {
     await this.barrier(conn, true);
-    const finished = new Promise<void>((resolve) => {
-      this.enqueue(conn, line.split(' ')[0]!, (status, raw) => {
-        this.idleConn = undefined;
-        this.forward(raw);
-        resolve();
-      });
+    if (conn.closed) throw new BackendUnavailable('connection closed');
+    const state = { conn, sentDone: false, badDone: false };
+    const tag = this.nextTag();
+    this.enqueue(conn, tag, clientTag, (status, raw) => {
+      this.idling = undefined;
+      if (!state.sentDone) this.reader.cancelLine();
+      // RFC 2177: IDLE ends with "DONE" alone; anything else is refused as Dovecot does.
+      if (state.badDone && status === 'OK') this.write(`${clientTag} BAD Expected DONE.\r\n`);
+      else this.forward(raw);
     });
-    this.idleConn = conn;
-    this.reader.expectRawLine();
-    conn.socket.write(`${line}\r\n`, 'latin1');
-    void finished;
+    this.idling = state;
+    this.reader.expectLine();
+    conn.socket.write(command(tag, 'IDLE', []), 'latin1');
+  }
+
+  /** The line after IDLE: only "DONE" is sent on, whatever the client wrote. */
+  private idleLine(text: string, overflow: boolean): void {
+    const idle = this.idling;
+    if (!idle || idle.sentDone || idle.conn.closed) return;
+    idle.sentDone = true;
+    idle.badDone = overflow || text.toUpperCase() !== 'DONE';
+    idle.conn.socket.write('DONE\r\n', 'latin1');
   }
 
   // ---- ACL commands (RFC 4314 §3), answered from mailshare ----
 
-  private async aclCommand(tag: string, name: string, args: Arg[]): Promise<void> {
+  private async aclCommand(tag: string, name: string, args: ImapValue[]): Promise<void> {
     const counts: Record<string, number> = { GETACL: 1, SETACL: 3, DELETEACL: 2, LISTRIGHTS: 2, MYRIGHTS: 1 };
-    if (args.length !== counts[name]) throw new ImapNo(`${tag} BAD ${name} takes ${counts[name]} argument(s)\r\n`);
-    const wireName = args[0]!.value;
-    const t = this.resolve(wireName);
-    if (t.kind === 'parent' || t.kind === 'invalid') throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+    const values = args.map(astring);
+    if (args.length !== counts[name] || values.some((v) => v === undefined)) throw bad(tag, `${name} takes ${counts[name]} argument(s)`);
+    const [wireName, second, third] = values as string[];
+    const t = this.resolve(wireName!);
+    if (t.kind === 'parent' || t.kind === 'invalid') throw nonexistent(tag);
     let owner = this.ctx.user;
     let mbName: string;
     if (t.kind === 'shared') {
@@ -757,23 +866,23 @@ export class Session {
       this.visible(tag, t);
     } else {
       const own = mailshareName(t.wire);
-      if (own === undefined) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      if (own === undefined) throw nonexistent(tag);
       mbName = own;
     }
     const mailbox = `${owner}/${mbName}`;
     const registered = this.ctx.agent.access(this.ctx.tenant, this.ctx.user, owner, mbName) !== undefined;
     const base = { tenant: this.ctx.tenant, mailbox, actor: this.ctx.user };
     const out: string[] = [];
-    const qName = quote(wireName);
+    const qName = quote(wireName!);
     await this.quiet();
     if (!registered && owner === this.ctx.user && name !== 'SETACL') {
       // The user's own mailbox, never shared: the owner holds every right (RFC 4314 §2).
-      if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+      if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw nonexistent(tag);
       if (name === 'GETACL') out.push(`* ACL ${qName} ${quote(owner)} ${formatRights(rightsOf('lrswipkxtea'))}`);
       if (name === 'MYRIGHTS') out.push(`* MYRIGHTS ${qName} ${formatRightsForResponse(rightsOf('lrswipkxtea'))}`);
       if (name === 'DELETEACL') throw new ImapNo(`${tag} OK DELETEACL completed\r\n`);
       if (name === 'LISTRIGHTS') {
-        const id = args[1]!.value;
+        const id = second!;
         out.push(id === owner ? `* LISTRIGHTS ${qName} ${quote(id)} la r s w i p k x t e` : `* LISTRIGHTS ${qName} ${quote(id)} "" l r s w i p k x t e a`);
       }
     } else {
@@ -786,25 +895,25 @@ export class Session {
           }
           case 'SETACL': {
             if (!registered) {
-              if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
+              if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw nonexistent(tag);
               await this.ctx.api.call((c, cb) => c.mailboxes.createMailbox({ tenant: this.ctx.tenant, owner, name: mbName, actor: this.ctx.user }, this.ctx.metadata, opts(), cb)).catch((err: unknown) => {
                 if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
               });
             }
             const res = await this.ctx.api.call<{ revision: number }>((c, cb) =>
-              c.acl.setAcl({ ...base, identifier: args[1]!.value, rights: args[2]!.value, expectedRevision: 0 }, this.ctx.metadata, opts(), cb),
+              c.acl.setAcl({ ...base, identifier: second!, rights: third!, expectedRevision: 0 }, this.ctx.metadata, opts(), cb),
             );
             await this.ctx.agent.waitForRevision(res.revision);
             break;
           }
           case 'DELETEACL': {
-            const res = await this.ctx.api.call<{ revision: number }>((c, cb) => c.acl.deleteAcl({ ...base, identifier: args[1]!.value, expectedRevision: 0 }, this.ctx.metadata, opts(), cb));
+            const res = await this.ctx.api.call<{ revision: number }>((c, cb) => c.acl.deleteAcl({ ...base, identifier: second!, expectedRevision: 0 }, this.ctx.metadata, opts(), cb));
             await this.ctx.agent.waitForRevision(res.revision);
             break;
           }
           case 'LISTRIGHTS': {
             const res = await this.ctx.api.call<{ identifier: string; required: string; optional: string[] }>((c, cb) =>
-              c.acl.listRights({ ...base, identifier: args[1]!.value }, this.ctx.metadata, opts(), cb),
+              c.acl.listRights({ ...base, identifier: second! }, this.ctx.metadata, opts(), cb),
             );
             out.push(`* LISTRIGHTS ${qName} ${quote(res.identifier)} ${quote(res.required)}${res.optional.map((o) => ` ${o}`).join('')}`);
             break;
@@ -826,7 +935,7 @@ export class Session {
 
   private async homeExists(wire: string): Promise<boolean> {
     if (wire === '') return false;
-    const res = await this.internal(this.home, `LIST "" ${quote(wire)}`);
+    const res = await this.internal(this.home, 'LIST', [str(''), str(wire)]);
     return res.status === 'OK' && res.untagged.some((p) => {
       const a = splitArgs(p);
       return a.length >= 5 && a[4]!.value === wire && !/\\Noselect|\\NonExistent/i.test(a[2]!.raw);
@@ -909,14 +1018,18 @@ export class Session {
     this.owners.set(owner, conn);
     conn.counted = true;
     agent.sessionOpened(tenant, owner, node);
-    if (this.enabled.length > 0) await this.internal(conn, `ENABLE ${this.enabled.join(' ')}`);
+    if (this.enabled.length > 0) await this.internal(conn, 'ENABLE', this.enabled.map(atom));
     return conn;
   }
 
   // ---- sending ----
 
-  private enqueue(conn: Conn, tag: string, done: Pending['done'], client = true): Pending {
-    const p: Pending = { tag, client, untagged: [], done };
+  private nextTag(): string {
+    return `m${++this.tagSeq}`;
+  }
+
+  private enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done']): Pending {
+    const p: Pending = { tag, clientTag, untagged: [], done };
     conn.pending.push(p);
     return p;
   }
@@ -938,22 +1051,19 @@ export class Session {
     for (const w of this.quietWaiters.splice(0)) w();
   }
 
-  /** Sends a client command; its tagged response is forwarded (or given to `done`). */
-  private async send(conn: Conn, line: string, done?: Pending['done'], streaming?: { length: number; sync: boolean }): Promise<void> {
+  /** Sends a client command, written from its values; its tagged response is forwarded (or given to `done`). */
+  private async send(conn: Conn, clientTag: string, name: string, args: readonly ImapValue[], done?: Pending['done'], streaming?: Streaming): Promise<void> {
     await this.barrier(conn, false);
     if (conn.closed) throw new BackendUnavailable('connection closed');
-    const tag = line.slice(0, line.indexOf(' '));
-    this.enqueue(conn, tag, (status, raw, pieces) => {
-      if (streaming) this.reader.cancelSyncLiteral(tag);
+    const tag = this.nextTag();
+    const line = streaming ? `${commandHead(tag, name, args)} ${literalMarker(streaming)}\r\n` : command(tag, name, args);
+    this.enqueue(conn, tag, clientTag, (status, raw, pieces) => {
+      // Answered before the client sent its synchronizing literal: it will not send it.
+      if (streaming && this.reader.cancelSyncLiteral(clientTag) && this.streamTo?.conn === conn) this.streamTo = undefined;
       if (done) done(status, raw, pieces);
       else this.forward(raw);
     });
-    if (streaming) {
-      this.streamTo = conn;
-      conn.socket.write(`${line} {${streaming.length}${streaming.sync ? '' : '+'}}\r\n`, 'latin1');
-    } else {
-      conn.socket.write(`${line}\r\n`, 'latin1');
-    }
+    conn.socket.write(line, 'latin1');
   }
 
   /**
@@ -963,7 +1073,9 @@ export class Session {
    */
   private async exclusive(
     conn: Conn,
-    line: string,
+    clientTag: string,
+    name: string,
+    args: readonly ImapValue[],
     hooks: {
       /** Runs once the connection is this command's alone, right before it is sent. */
       start?: () => void;
@@ -974,18 +1086,16 @@ export class Session {
     const { start, onStatus, after } = hooks;
     await this.barrier(conn, true);
     if (conn.closed) throw new BackendUnavailable('connection closed');
+    const line = command(this.nextTag(), name, args);
     start?.();
     const tag = line.slice(0, line.indexOf(' '));
     const result = await new Promise<{ status: string; raw: Buffer }>((resolve) => {
-      this.enqueue(conn, tag, (status, raw) => {
+      this.enqueue(conn, tag, clientTag, (status, raw) => {
         onStatus?.(status);
-        if (after) resolve({ status, raw });
-        else {
-          this.forward(raw);
-          resolve({ status, raw });
-        }
+        if (!after) this.forward(raw);
+        resolve({ status, raw });
       });
-      conn.socket.write(`${line}\r\n`, 'latin1');
+      conn.socket.write(line, 'latin1');
     });
     if (after) {
       await after(result.status);
@@ -994,12 +1104,13 @@ export class Session {
   }
 
   /** A command of the gateway's own; its responses are captured, never shown to the client. */
-  private async internal(conn: Conn, command: string): Promise<{ status: string; untagged: Piece[][]; line: string }> {
+  private async internal(conn: Conn, name: string, args: readonly ImapValue[]): Promise<{ status: string; untagged: Piece[][]; line: string }> {
     await this.barrier(conn, true);
-    const tag = `mailshare.${++this.internalTag}`;
+    const tag = this.nextTag();
+    const line = command(tag, name, args);
     return new Promise((resolve) => {
-      const p = this.enqueue(conn, tag, (status, raw) => resolve({ status, untagged: p.untagged, line: raw.toString('latin1') }), false);
-      conn.socket.write(`${tag} ${command}\r\n`, 'latin1');
+      const p = this.enqueue(conn, tag, undefined, (status, raw) => resolve({ status, untagged: p.untagged, line: raw.toString('latin1') }));
+      conn.socket.write(line, 'latin1');
     });
   }
 
@@ -1013,6 +1124,18 @@ function failPending(c: Conn): void {
   for (const p of c.pending.splice(0)) p.done('BYE', Buffer.alloc(0), []);
 }
 
+/** An APPEND message's flags and date for an owner's mailbox: flags the user may not set are left off (RFC 4314 §4). */
+function appendArgs(message: { flags: readonly string[] | undefined; date: ImapValue | undefined }, rights: Rights): ImapValue[] {
+  const out: ImapValue[] = [];
+  if (message.flags) out.push(list(message.flags.filter((f) => hasAll(rights, flagRight(f))).map(atom)));
+  if (message.date) out.push(message.date);
+  return out;
+}
+
+function literalMarker(s: Streaming): string {
+  return `${s.binary ? '~' : ''}{${s.length}${s.sync ? '' : '+'}}`;
+}
+
 /** A name as the client sent it (modified UTF-7) as mailshare names it, or undefined when it cannot be one. */
 function mailshareName(wire: string): string | undefined {
   const decoded = decodeMutf7(wire);
@@ -1022,12 +1145,6 @@ function mailshareName(wire: string): string | undefined {
   } catch {
     return undefined;
   }
-}
-
-/** The right that changing a flag needs (RFC 4314 §4). */
-function flagRight(flag: string): Rights {
-  const f = flag.toLowerCase();
-  return f === '\\seen' ? S : f === '\\deleted' ? T : W;
 }
 
 function opts(): grpc.CallOptions {

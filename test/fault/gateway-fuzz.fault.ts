@@ -17,7 +17,7 @@ let cluster: GatewayCluster;
 let gateway: Gateway;
 
 beforeAll(async () => {
-  cluster = await startGatewayCluster({ nodes: ['fz'], users: USERS, tenant: true, gateway: () => ({ maxFailuresPerAddress: 1_000_000, maxFailuresPerUser: 1_000_000 }) });
+  cluster = await startGatewayCluster({ nodes: ['fz'], users: USERS, tenant: true, gateway: () => ({ loginPenalty: { maxMs: 0, maxUserMs: 0 } }) });
   gateway = cluster.gateways[0]!;
   const alice = await RawImap.login(gateway.address(), 'alice', USERS.alice);
   await alice.cmd('CREATE P');

@@ -5,6 +5,7 @@ import { createGateway, type Gateway, type GatewayOptions } from '../../src/gate
 import { connectApi } from './api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from './dovecot.js';
 import { startEtcd, type EtcdCluster } from './etcd.js';
+import { type ImapTap, startImapTap } from './imap-tap.js';
 import { unaryCall } from './grpc.js';
 import { waitFor } from './process.js';
 import { startInProcessServer, type InProcessServer } from './server.js';
@@ -18,6 +19,8 @@ export interface GatewayCluster {
   readonly nodeToken: string;
   readonly dovecots: DovecotInstance[];
   readonly gateways: Gateway[];
+  /** With `tap`: per node, the tap between the gateways and its Dovecot (registered as the node's backend). */
+  readonly taps: ImapTap[];
   /** The coordinator's placement API (admin token). */
   readonly placement: PlacementServiceClient;
   /** Puts a user of tenant acme on `node` (moving them there if needed); returns the assignment's epoch. */
@@ -32,6 +35,8 @@ export async function startGatewayCluster(opts: {
   tenant?: boolean;
   /** Quota rules of every Dovecot (see startDovecot). */
   quotaRules?: string[];
+  /** Put an ImapTap in front of every Dovecot, so tests can count the commands that reached it. */
+  tap?: boolean;
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
   gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
 }): Promise<GatewayCluster> {
@@ -40,10 +45,12 @@ export async function startGatewayCluster(opts: {
   const root = mailRoot();
   const dovecots: DovecotInstance[] = [];
   const gateways: Gateway[] = [];
+  const taps: ImapTap[] = [];
   const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   const stop = async (): Promise<void> => {
     placement.close();
     for (const g of gateways) await g.close().catch(() => undefined);
+    for (const t of taps) await t.close().catch(() => undefined);
     for (const d of dovecots) await d.stop().catch(() => undefined);
     await server.stop();
     await etcd.stop();
@@ -57,11 +64,17 @@ export async function startGatewayCluster(opts: {
     for (const name of opts.nodes) {
       const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules });
       dovecots.push(d);
+      let backend = d.address;
+      if (opts.tap) {
+        const t = await startImapTap(d.address);
+        taps.push(t);
+        backend = t.address;
+      }
       const g = createGateway({
         listen: '127.0.0.1:0',
         coordinators: [server.address],
         token: nodeToken,
-        node: { name, backend: d.address },
+        node: { name, backend },
         tenant: 'acme',
         ttlSeconds: 3,
         master: MASTER,
@@ -83,7 +96,7 @@ export async function startGatewayCluster(opts: {
       if (moved.node !== node) throw new Error(`${user} landed on ${moved.node}, not ${node}`);
       return moved.epoch;
     };
-    return { etcd, server, nodeToken, dovecots, gateways, placement, pin, stop };
+    return { etcd, server, nodeToken, dovecots, gateways, taps, placement, pin, stop };
   } catch (err) {
     await stop();
     throw err;

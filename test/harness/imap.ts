@@ -70,3 +70,31 @@ export class RawImap {
 export function message(subject: string, body = 'hello'): string {
   return `From: test@example.com\r\nTo: someone@example.com\r\nSubject: ${subject}\r\nDate: Sat, 28 Nov 2026 10:00:00 +0000\r\n\r\n${body}\r\n`;
 }
+
+/**
+ * Everything an account holds, read straight from its Dovecot: every
+ * folder with its UIDVALIDITY, UIDNEXT and each message's UID, flags and
+ * bytes (\Recent left out: opening a folder changes it). Two equal
+ * snapshots mean nothing was created, deleted, stored or expunged.
+ */
+export async function accountSnapshot(address: string, user: string, password: string): Promise<string> {
+  const c = await RawImap.login(address, user, password);
+  try {
+    const list = await c.cmd('LIST "" "*"');
+    const names = [...list.matchAll(/^\* LIST \(([^)]*)\) "[^"]*" (.*)\r$/gm)]
+      .filter((m) => !/\\Noselect|\\NonExistent/i.test(m[1]!))
+      .map((m) => m[2]!)
+      .sort();
+    const out: string[] = [];
+    for (const name of names) {
+      const ex = await c.cmd(`EXAMINE ${name}`);
+      const state = [...ex.matchAll(/\[(UIDVALIDITY|UIDNEXT) (\d+)\]|^\* (\d+) EXISTS/gm)].map((m) => m[0]).join(' ');
+      const fetched = /^\* (\d+) EXISTS/m.exec(ex)?.[1] === '0' ? '' : await c.cmd('FETCH 1:* (UID FLAGS BODY.PEEK[])');
+      // The tagged line reports timings: left out.
+      out.push(`${name} ${state}\n${fetched.replace(/\\Recent ?/g, '').replace(/^t\d+ [^\r]*\r\n/gm, '')}`);
+    }
+    return out.join('\n');
+  } finally {
+    c.close();
+  }
+}

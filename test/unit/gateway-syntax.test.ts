@@ -1,6 +1,5 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { ClientStream, type ClientEvent } from '../../src/gateway/client-stream.js';
 import { fetchItemRenamer, splitArgs } from '../../src/gateway/imap-syntax.js';
 import { decodeMutf7, encodeMutf7 } from '../../src/gateway/mutf7.js';
 import type { Piece } from '../../src/gateway/imap-syntax.js';
@@ -81,75 +80,6 @@ describe('command arguments', () => {
     expect(args.map((a) => a.raw)).toEqual(['a1', 'FETCH', '1:*', '(FLAGS BODY.PEEK[HEADER.FIELDS (From To)])', '"q \\" s"', '{3+}\r\nx y']);
     expect(args.map((a) => a.value).slice(4)).toEqual(['q " s', 'x y']);
     expect(args[3]!.list).toBe(true);
-  });
-});
-
-function drain(s: ClientStream): ClientEvent[] {
-  const out: ClientEvent[] = [];
-  for (let e = s.next(); e; e = s.next()) out.push(e);
-  return out;
-}
-
-describe('client stream', () => {
-  it('assembles heads with literals and streams APPEND messages', () => {
-    const s = new ClientStream();
-    s.feed(Buffer.from('a SELECT {5}\r\n'));
-    expect(drain(s)).toEqual([{ kind: 'continue' }]);
-    s.feed(Buffer.from('Hello\r\nb APPEND "Shared/alice/x" (\\Seen) {10+}\r\n0123'));
-    const evs = drain(s);
-    expect(evs[0]).toMatchObject({ kind: 'command', tag: 'a', name: 'SELECT', args: [{ value: 'Hello' }] });
-    expect(evs[1]).toMatchObject({ kind: 'command', tag: 'b', name: 'APPEND', streaming: { length: 10, sync: false } });
-    expect((evs[1] as { args: Array<{ raw: string }> }).args.map((a) => a.raw)).toEqual(['"Shared/alice/x"', '(\\Seen)']);
-    expect(evs[2]).toEqual({ kind: 'data', chunk: Buffer.from('0123') });
-    s.feed(Buffer.from('456789\r\nc NOOP\r\n'));
-    expect(drain(s)).toEqual([
-      { kind: 'data', chunk: Buffer.from('456789') },
-      { kind: 'data', chunk: Buffer.from('\r\n') },
-      { kind: 'end' },
-      { kind: 'command', tag: 'c', name: 'NOOP', args: [] },
-    ]);
-  });
-
-  it('ends a streaming command whose synchronizing literal the server refused', () => {
-    const s = new ClientStream();
-    s.feed(Buffer.from('b APPEND x {10}\r\n'));
-    expect(drain(s)[0]).toMatchObject({ kind: 'command', streaming: { sync: true } });
-    s.cancelSyncLiteral('b');
-    s.feed(Buffer.from('c NOOP\r\n'));
-    expect(drain(s)).toEqual([{ kind: 'command', tag: 'c', name: 'NOOP', args: [] }]);
-  });
-
-  it('discards a refused non-synchronizing message', () => {
-    const s = new ClientStream();
-    s.feed(Buffer.from('b APPEND x {3+}\r\n'));
-    drain(s);
-    s.discard();
-    s.feed(Buffer.from('abc\r\nc NOOP\r\n'));
-    expect(drain(s)).toEqual([{ kind: 'command', tag: 'c', name: 'NOOP', args: [] }]);
-  });
-
-  it('answers BAD to malformed commands and goes on', () => {
-    const s = new ClientStream({ maxLine: 100, maxHeadLiteral: 10 });
-    s.feed(Buffer.from(`x\r\n* NOOP\r\na ${'y'.repeat(200)}\r\nb LOGIN {50+}\r\n${'z'.repeat(50)}\r\nc NOOP\r\n`));
-    expect(drain(s)).toEqual([
-      { kind: 'bad', tag: 'x', message: 'missing command' },
-      { kind: 'bad', tag: '*', message: 'missing or invalid tag' },
-      { kind: 'bad', tag: 'a', message: 'line too long' },
-      { kind: 'bad', tag: 'b', message: 'literal too large' },
-      { kind: 'command', tag: 'c', name: 'NOOP', args: [] },
-    ]);
-  });
-
-  it('never throws on random bytes', () => {
-    fc.assert(
-      fc.property(fc.array(fc.uint8Array({ maxLength: 64 }), { maxLength: 20 }), (chunks) => {
-        const s = new ClientStream({ maxLine: 200, maxHeadLiteral: 50 });
-        for (const c of chunks) {
-          s.feed(Buffer.from(c));
-          drain(s);
-        }
-      }),
-    );
   });
 });
 
