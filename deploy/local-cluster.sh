@@ -115,10 +115,12 @@ pids+=($!)
 wait_for "$DIR/server.log" "listening on" "the coordinator"
 export MAILSHARE_CREDENTIALS="$DIR/server/credentials.json" MAILSHARE_ADDR="$COORDINATOR"
 mailshare tenant get acme >/dev/null 2>&1 || mailshare tenant create acme >/dev/null
-NODE_TOKEN=$(mailshare token create --role node --description "local-cluster gateways")
 
 start_gateway() { # name dovecot listen
-  MAILSHARE_TOKEN=$NODE_TOKEN MAILSHARE_MASTER_PASSWORD=$MASTER_PASSWORD \
+  # One token per node: a node token can act for its own node (and tenant) only.
+  local token
+  token=$(mailshare token create --role node --node "$1" --tenants acme --description "local-cluster gateway $1")
+  MAILSHARE_TOKEN=$token MAILSHARE_MASTER_PASSWORD=$MASTER_PASSWORD \
     mailshare gateway --node "$1" --backend "$2" --tenant acme --listen "$3" --coordinators "$COORDINATOR" \
       --master-user gateway --log-level warn > "$DIR/$1/gateway.log" 2>&1 &
   pids+=($!)

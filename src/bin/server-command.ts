@@ -23,6 +23,7 @@ export function registerServer(program: Command, version: string): void {
     .option('--etcd-binary <path>', 'etcd executable for the embedded mode (env MAILSHARE_ETCD_BINARY; default etcd)')
     .option('--audit-retention <duration>', 'how long audit records are kept, e.g. 90d (env MAILSHARE_AUDIT_RETENTION; default 90d)')
     .option('--placement-epsilon <number>', 'bounded-load slack: a node takes at most (1+ε)× its share of users (env MAILSHARE_PLACEMENT_EPSILON; default 0.25)')
+    .option('--placement-allowed-addresses <list>', 'comma-separated CIDRs and host names nodes may register as their address; gateways send passwords there (env MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES; default loopback and private ranges)')
     .option('--events-buffer-limit <n>', 'bytes an event watcher that stopped reading may have queued before it is cut off (env MAILSHARE_EVENTS_BUFFER_LIMIT; default 8388608)')
     .option('--shutdown-timeout <duration>', 'grace period for in-flight calls, e.g. 10s (env MAILSHARE_SHUTDOWN_TIMEOUT)')
     .action(async (flags: Record<string, unknown>) => {

@@ -1,4 +1,5 @@
 import type { Command } from 'commander';
+import { DomainError } from '../domain/errors.js';
 import { AuthServiceClient, type TokenInfo } from '../gen/mailshare/v1/auth.js';
 import type { ConnectionFlags } from './connection.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
@@ -15,11 +16,19 @@ export function registerToken(program: Command, io: CliIo): void {
       .command('create')
       .description('create a token; prints the secret once')
       .requiredOption('--role <role>', 'admin | node | tenant-admin:<tenant>')
+      .option('--node <name>', 'with --role node: the node the token is for (it can act for no other)')
+      .option('--tenants <list>', 'with --role node: comma-separated tenants the node serves (default every tenant)')
       .option('--description <text>', 'note for operators', '')
       .addOption(outputOption()),
-  ).action(async (flags: Flags & { role: string; description: string }) => {
+  ).action(async (flags: Flags & { role: string; description: string; node?: string; tenants?: string }) => {
     await withService(io, flags, AuthServiceClient, async (api) => {
-      const res = await api.createToken({ role: flags.role, description: flags.description });
+      let role = flags.role;
+      if (flags.node !== undefined || flags.tenants !== undefined) {
+        if (role !== 'node') throw new DomainError('invalid_argument', 'node: --node and --tenants go with --role node', { field: 'node' });
+        if (flags.node === undefined) throw new DomainError('invalid_argument', 'node: --role node needs --node <name>', { field: 'node' });
+        role = `node:${flags.node}${flags.tenants !== undefined ? `:${flags.tenants}` : ''}`;
+      }
+      const res = await api.createToken({ role, description: flags.description });
       if (flags.output === 'json') printJson(io, res);
       else io.out(`${res.token}\n`);
     });

@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import YAML from 'yaml';
+import { DEFAULT_ALLOWED_ADDRESSES, parseAllowList } from '../domain/address-allowlist.js';
 import { DomainError } from '../domain/errors.js';
 
 /** Options of `mailshare server`, after validation. Frozen. */
@@ -35,6 +36,8 @@ export interface ServerConfig {
   readonly auditRetentionMs: number;
   /** Bounded-load slack ε: no node takes more than (1+ε)× its weighted share of users. */
   readonly placementEpsilon: number;
+  /** Addresses nodes may register (CIDRs and host names): gateways send passwords there. */
+  readonly placementAllowedAddresses: readonly string[];
   /** Bytes an event watcher may have queued (client not reading) before it is cut off as too slow. */
   readonly eventsBufferLimit: number;
 }
@@ -73,6 +76,7 @@ export const SERVER_SETTINGS: readonly Setting[] = [
   { key: 'shutdownTimeout', flag: 'shutdownTimeout', env: 'MAILSHARE_SHUTDOWN_TIMEOUT' },
   { key: 'audit.retention', flag: 'auditRetention', env: 'MAILSHARE_AUDIT_RETENTION' },
   { key: 'placement.epsilon', flag: 'placementEpsilon', env: 'MAILSHARE_PLACEMENT_EPSILON' },
+  { key: 'placement.allowedAddresses', flag: 'placementAllowedAddresses', env: 'MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES', isList: true },
   { key: 'events.bufferLimit', flag: 'eventsBufferLimit', env: 'MAILSHARE_EVENTS_BUFFER_LIMIT' },
 ];
 
@@ -182,6 +186,20 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     throw new ConfigError(eps.source, `"${String(eps.value)}" is not a number > 0 and ≤ 10`);
   }
 
+  const allowed = raw.get('placement.allowedAddresses');
+  let placementAllowedAddresses = DEFAULT_ALLOWED_ADDRESSES;
+  if (allowed !== undefined) {
+    const list = typeof allowed.value === 'string' ? allowed.value.split(',') : allowed.value;
+    if (!Array.isArray(list) || !list.every((x) => typeof x === 'string')) throw new ConfigError(allowed.source, 'must be a list of CIDRs and host names or a comma-separated string');
+    placementAllowedAddresses = list.map((x: string) => x.trim()).filter((x) => x !== '');
+    try {
+      parseAllowList(placementAllowedAddresses);
+    } catch (err) {
+      throw new ConfigError(allowed.source, (err as Error).message.replace(/^[^:]*: /, ''));
+    }
+    if (placementAllowedAddresses.length === 0) throw new ConfigError(allowed.source, 'must name at least one CIDR or host name');
+  }
+
   return deepFreeze({
     listen,
     etcd: { endpoints, prefix },
@@ -193,6 +211,7 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     shutdownTimeoutMs,
     auditRetentionMs,
     placementEpsilon,
+    placementAllowedAddresses,
     eventsBufferLimit,
   });
 }

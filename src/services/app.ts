@@ -81,6 +81,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       embeddedEtcd: member !== undefined,
       auditRetentionMs: config.auditRetentionMs,
       placementEpsilon: config.placementEpsilon,
+      placementAllowedAddresses: config.placementAllowedAddresses,
       eventsBufferLimit: config.eventsBufferLimit,
     });
     cleanups.push(() => coordinator.shutdown(config.shutdownTimeoutMs));

@@ -10,6 +10,7 @@ import { AclServiceService } from '../gen/mailshare/v1/acl.js';
 import { AuditServiceService } from '../gen/mailshare/v1/audit.js';
 import { DirectoryServiceService } from '../gen/mailshare/v1/directory.js';
 import { MailboxServiceService } from '../gen/mailshare/v1/mailbox.js';
+import { DEFAULT_ALLOWED_ADDRESSES, parseAllowList } from '../domain/address-allowlist.js';
 import { PlacementServiceService } from '../gen/mailshare/v1/placement.js';
 import { EventServiceService } from '../gen/mailshare/v1/events.js';
 import { EventStore } from '../store/event-store.js';
@@ -52,6 +53,8 @@ export interface CoordinatorOptions {
   auditRetentionMs?: number;
   /** Bounded-load slack ε of node choice; default 0.25. */
   placementEpsilon?: number;
+  /** CIDRs and host names a node may register as its address; default loopback and private ranges. */
+  placementAllowedAddresses?: readonly string[];
   /** Bytes an event watcher may have queued before it is cut off; default 8 MiB. */
   eventsBufferLimit?: number;
 }
@@ -124,7 +127,7 @@ export class Coordinator {
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
-    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement }));
+    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024 }));
     this.health.addToServer(this.server);
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').

@@ -8,7 +8,7 @@ import { decodeMailbox } from '../store/mailbox-store.js';
 import { decodeAssignmentNode, decodeConfig } from '../store/placement-store.js';
 import type { Principal } from './auth.js';
 import { groupToPb, mailboxToPb, tenantToPb } from './convert.js';
-import { nodeToPb } from './placement-service.js';
+import { hideLease, nodeToPb } from './placement-service.js';
 import { type RpcDeps, authenticated, endOnShutdown } from './rpc.js';
 import { toGrpcError } from './status.js';
 import { requireTenantRole } from './access.js';
@@ -28,15 +28,16 @@ function parseFilter(kinds: string[], tenantText: string, principal: Principal):
     set.add(k as EventKind);
   }
   const tenant = tenantText === '' ? undefined : parseTenantId(tenantText);
-  if (principal.role.kind === 'tenant-admin') {
-    if (tenant === undefined) throw new DomainError('permission_denied', 'tenant: a tenant admin must watch its own tenant', { field: 'tenant' });
-    requireTenantRole(principal.role, tenant, ['tenant-admin']);
-  }
-  return { kinds: set.size > 0 ? set : new Set(EVENT_KINDS), tenant };
+  const role = principal.role;
+  if (role.kind === 'tenant-admin' && tenant === undefined) throw new DomainError('permission_denied', 'tenant: a tenant admin must watch its own tenant', { field: 'tenant' });
+  if (tenant !== undefined) requireTenantRole(role, tenant, ['admin', 'tenant-admin', 'node']);
+  // A node bound to tenants sees theirs only.
+  const tenants = tenant !== undefined ? [tenant] : role.kind === 'node' ? role.tenants : undefined;
+  return { kinds: set.size > 0 ? set : new Set(EVENT_KINDS), tenants };
 }
 
-/** StoreEvent → protobuf Event, decoding the stored value of the entity. */
-export function eventToPb(e: StoreEvent): Event {
+/** StoreEvent → protobuf Event, decoding the stored value of the entity; `hideLeases` for node callers. */
+export function eventToPb(e: StoreEvent, hideLeases = false): Event {
   const out: Event = { revision: e.revision, kind: e.kind, deleted: e.deleted, tenant: e.tenant };
   const slash = e.id.indexOf('/');
   switch (e.kind) {
@@ -76,6 +77,7 @@ export function eventToPb(e: StoreEvent): Event {
         out.node = c ? nodeToPb({ ...c, live: undefined, users: 0 }) : { name: e.id, imapAddress: '', weight: 0, zone: '', state: 'removed', leaseId: '', users: 0, revision: e.revision };
         if (c) out.node.state = c.state;
       }
+      if (hideLeases) out.node = hideLease(out.node);
       break;
     }
   }
@@ -104,6 +106,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
           throw new DomainError('invalid_argument', 'from_revision: must be 0 or a revision', { field: 'from_revision' });
         }
         const filter = parseFilter(req.kinds, req.tenant, principal);
+        const hide = principal.role.kind === 'node';
         let done = false;
         const held: { watcher?: Awaited<ReturnType<EventStore['watch']>> } = {};
         const fail = (err: unknown): void => {
@@ -125,7 +128,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
           filter,
           (events, revision) => {
             if (done) return;
-            const msg: WatchResponse = events.length > 0 ? { events: events.map(eventToPb), progressRevision: 0 } : { events: [], progressRevision: revision };
+            const msg: WatchResponse = events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0 } : { events: [], progressRevision: revision };
             call.write(msg);
             // A consumer that cannot keep up must not grow our memory: cut it
             // off; it resumes from the last revision it processed.
@@ -149,8 +152,9 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       const log = deps.log.child({ method: 'Snapshot' });
       void (async () => {
         const filter = parseFilter(call.request.kinds, call.request.tenant, principal);
+        const hide = principal.role.kind === 'node';
         const revision = await deps.events.snapshot(filter, async (events) => {
-          if (!call.write({ events: events.map(eventToPb), revision: 0 })) {
+          if (!call.write({ events: events.map((e) => eventToPb(e, hide)), revision: 0 })) {
             await new Promise<void>((resolve) => call.once('drain', resolve));
           }
         });

@@ -1,5 +1,7 @@
 import { type ServerDuplexStream, type ServerWritableStream, status as grpcStatus } from '@grpc/grpc-js';
+import { type AllowEntry, addressAllowed } from '../domain/address-allowlist.js';
 import { DomainError } from '../domain/errors.js';
+import { authorize } from '../domain/role.js';
 import { TENANT_ID_PATTERN, parseTenantId, parseUserId, printable } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
 import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
@@ -26,6 +28,8 @@ import { toGrpcError } from './status.js';
 
 export interface PlacementServiceDeps extends RpcDeps {
   readonly placement: PlacementStore;
+  /** Addresses a node may register (gateways send users' and the master password there). */
+  readonly allowedAddresses: readonly AllowEntry[];
 }
 
 export const DEFAULT_TTL_SECONDS = 5;
@@ -56,6 +60,11 @@ function parseTimeout(ms: number, field = 'timeout_ms'): number {
   if (ms === 0) return 10_000;
   if (!Number.isInteger(ms) || ms < 0 || ms > 600_000) throw new DomainError('invalid_argument', `${field}: must be between 0 and 600000`, { field });
   return ms;
+}
+
+/** Lease ids are for their node alone: other nodes (and events they watch) never see them. */
+export function hideLease(node: Node): Node {
+  return { ...node, leaseId: '' };
 }
 
 export function nodeToPb(n: NodeView): Node {
@@ -97,7 +106,11 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
   return {
     registerNode: unary(deps, 'RegisterNode', ['node'], async (req, ctx) => {
       const name = parseNodeName(req.name);
+      authorize(ctx.principal.role, { roles: ['node'], node: name });
       const imapAddress = parseHostPort(req.imapAddress, 'imap_address');
+      if (!addressAllowed(imapAddress, deps.allowedAddresses)) {
+        throw new DomainError('permission_denied', `imap_address: ${imapAddress} is not an address nodes may register (placement.allowedAddresses)`, { field: 'imap_address' });
+      }
       const weight = req.weight === 0 ? DEFAULT_WEIGHT : parseWeight(req.weight);
       if (req.zone !== '' && !TENANT_ID_PATTERN.test(req.zone)) {
         throw new DomainError('invalid_argument', 'zone: must be empty or 1-63 of a-z 0-9 . _ -', { field: 'zone' });
@@ -111,13 +124,18 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       return { leaseId: r.leaseId, ttlSeconds: r.ttl, node: nodeToPb({ ...r.node, live: { name, leaseId: r.leaseId }, users: 0 }) };
     }),
 
-    keepAlive: authenticated(deps, 'KeepAlive', ['node'], (call: ServerDuplexStream<KeepAliveRequest, KeepAliveResponse>) => {
+    keepAlive: authenticated(deps, 'KeepAlive', ['node'], (call: ServerDuplexStream<KeepAliveRequest, KeepAliveResponse>, principal) => {
       endOnShutdown(deps, call);
       let chain = Promise.resolve();
+      const node = principal.role.kind === 'node' ? principal.role.node : '';
       call.on('data', (req: KeepAliveRequest) => {
         chain = chain.then(async () => {
           try {
             const leaseId = parseLeaseId(req.leaseId);
+            // A node renews only its own lease.
+            if (!(await placement.isLeaseOf(node, leaseId))) {
+              throw new DomainError('permission_denied', `lease_id: not the lease of node ${node}`, { field: 'lease_id' });
+            }
             const ttl = await placement.keepAlive(leaseId);
             call.write({ leaseId, ttlSeconds: ttl });
           } catch (err) {
@@ -130,12 +148,16 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
 
     deregisterNode: unary(deps, 'DeregisterNode', ['node'], async (req, ctx) => {
       const name = parseNodeName(req.name);
+      authorize(ctx.principal.role, { roles: ['node'], node: name });
       const leaseId = parseLeaseId(req.leaseId);
       if (await placement.deregister(name, leaseId)) ctx.log.info({ node: name, lease: leaseId }, 'node deregistered');
       return {};
     }),
 
-    listNodes: unary(deps, 'ListNodes', ['admin', 'node'], async () => ({ nodes: placement.listNodes().map(nodeToPb) })),
+    listNodes: unary(deps, 'ListNodes', ['admin', 'node'], async (_req, ctx) => {
+      const nodes = placement.listNodes().map(nodeToPb);
+      return { nodes: ctx.principal.role.kind === 'node' ? nodes.map(hideLease) : nodes };
+    }),
 
     setNodeState: unary(deps, 'SetNodeState', ['admin'], async (req, ctx) => {
       const name = parseNodeName(req.name);
@@ -285,17 +307,21 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),
 
-    release: unary(deps, 'Release', ['admin', 'node'], async (req) => {
+    release: unary(deps, 'Release', ['admin', 'node'], async (req, ctx) => {
       const tenant = parseTenantId(req.tenant);
       const user = parseUserId(req.user, 'user');
       if (!Number.isSafeInteger(req.epoch) || req.epoch <= 0) throw new DomainError('invalid_argument', 'epoch: must be a positive revision', { field: 'epoch' });
-      return placement.release(tenant, user, req.epoch, req.ifUnheld);
+      const role = ctx.principal.role;
+      requireTenantRole(role, tenant, ['admin', 'node']);
+      // A node releases only its own users' assignments.
+      return placement.release(tenant, user, req.epoch, req.ifUnheld, role.kind === 'node' ? role.node : undefined);
     }),
 
     holdUser: unary(deps, 'HoldUser', ['node'], async (req, ctx) => {
       const tenant = parseTenantId(req.tenant);
       const user = parseUserId(req.user, 'user');
       const node = parseNodeName(req.node, 'node');
+      authorize(ctx.principal.role, { roles: ['node'], node, tenant });
       await placement.hold(tenant, user, node, req.hold);
       ctx.log.debug({ tenant, user, node, hold: req.hold }, 'hold');
       return {};

@@ -25,7 +25,7 @@ export interface StoreEvent {
 export interface EventFilter {
   readonly kinds: ReadonlySet<EventKind>;
   /** undefined = every tenant. */
-  readonly tenant: string | undefined;
+  readonly tenants: readonly string[] | undefined;
 }
 
 export class CompactedError extends DomainError {
@@ -72,7 +72,7 @@ export class EventStore {
   toEvent(kv: IKeyValue, prev: IKeyValue | undefined, deleted: boolean, revision: number, filter: EventFilter): StoreEvent | undefined {
     const c = this.classify(kv.key.toString());
     if (!c || !filter.kinds.has(c.kind)) return undefined;
-    if (filter.tenant !== undefined && c.kind !== 'node' && c.tenant !== filter.tenant) return undefined;
+    if (filter.tenants !== undefined && c.kind !== 'node' && !filter.tenants.includes(c.tenant)) return undefined;
     const epoch = c.kind === 'assignment' ? Number((deleted ? prev?.create_revision : kv.create_revision) ?? 0) : 0;
     return { revision, kind: c.kind, deleted, tenant: c.tenant, id: c.id, value: deleted ? prev?.value : kv.value, epoch, liveness: c.liveness };
   }
@@ -82,21 +82,22 @@ export class EventStore {
     const k = this.keys;
     const out: Array<[string, string]> = [];
     const p = (prefix: string): [string, string] => [prefix, prefixEnd(prefix)];
-    if (filter.kinds.has('tenant')) out.push(filter.tenant ? [k.tenant(filter.tenant), `${k.tenant(filter.tenant)}\0`] : p(k.tenantsPrefix));
+    const only = filter.tenants;
+    if (filter.kinds.has('tenant')) out.push(...(only ? only.map((t): [string, string] => [k.tenant(t), `${k.tenant(t)}\0`]) : [p(k.tenantsPrefix)]));
     if (filter.kinds.has('group') || filter.kinds.has('mailbox')) {
       // Per tenant, only the groups and mailboxes: the "shared with" index under the same
       // tenant prefix holds as many keys again and is no part of a snapshot.
-      const tenants = filter.tenant
-        ? [filter.tenant]
+      const tenants = only
+        ? only
         : (await etcdOp('listing tenants', () => this.client.getAll().prefix(k.tenantsPrefix).revision(revision).keys())).map((key) => k.tenantFromKey(key));
       for (const t of tenants) {
         if (filter.kinds.has('group')) out.push(p(k.groupsPrefix(t)));
         if (filter.kinds.has('mailbox')) out.push(p(k.mailboxesPrefix(t)));
       }
     }
-    if (filter.kinds.has('assignment')) out.push(p(filter.tenant ? `${k.assignmentsPrefix}${filter.tenant}/` : k.assignmentsPrefix));
+    if (filter.kinds.has('assignment')) out.push(...(only ? only.map((t) => p(`${k.assignmentsPrefix}${t}/`)) : [p(k.assignmentsPrefix)]));
     if (filter.kinds.has('node')) out.push(p(k.nodesPrefix), p(k.liveNodesPrefix));
-    if (filter.kinds.has('move')) out.push(p(filter.tenant ? `${k.movesPrefix}${filter.tenant}/` : k.movesPrefix));
+    if (filter.kinds.has('move')) out.push(...(only ? only.map((t) => p(`${k.movesPrefix}${t}/`)) : [p(k.movesPrefix)]));
     return out;
   }
 

@@ -192,6 +192,13 @@ export class PlacementStore {
     return this.renewer.renew(leaseId);
   }
 
+  /** Whether `leaseId` is the lease `node` is live on (the cache first, etcd when it disagrees). */
+  async isLeaseOf(node: string, leaseId: string): Promise<boolean> {
+    if (this.lives.get(this.keys.liveNode(node))?.leaseId === leaseId) return true;
+    const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec());
+    return live.kvs[0]?.value.toString() === leaseId;
+  }
+
   /** Revokes the node's lease if it is still the one the node is live on. */
   async deregister(name: string, leaseId: string): Promise<boolean> {
     const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(name)).exec());
@@ -318,12 +325,26 @@ export class PlacementStore {
    * empty, so a hold written concurrently either prevents the release or
    * comes after it and is fenced like any session of the old epoch).
    */
-  async release(tenant: string, user: string, epoch: number, ifUnheld = false): Promise<{ released: boolean; held: boolean }> {
+  async release(tenant: string, user: string, epoch: number, ifUnheld = false, node?: string): Promise<{ released: boolean; held: boolean }> {
     const key = Buffer.from(this.keys.assignment(tenant, user));
     const holdsPrefix = this.keys.holdsPrefix(tenant, user);
     const holds = Buffer.from(holdsPrefix);
     const holdsEnd = Buffer.from(prefixEnd(holdsPrefix));
     const compare: ICompare[] = [{ key, target: 'Create', result: 'Equal', create_revision: String(epoch) }];
+    if (node !== undefined) {
+      // A node releases only its own users: the assignment must be bound to that node's lease.
+      const cached = this.assignments.get(this.keys.assignment(tenant, user));
+      if (cached && cached.epoch === epoch && cached.node !== node) {
+        throw new DomainError('permission_denied', `user: ${user} is assigned to node ${cached.node}, not ${node}`, { field: 'user' });
+      }
+      let lease = this.lives.get(this.keys.liveNode(node))?.leaseId;
+      if (lease === undefined) {
+        const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec());
+        lease = live.kvs[0]?.value.toString();
+      }
+      if (lease === undefined) return { released: false, held: false };
+      compare.push({ key, target: 'Lease', result: 'Equal', lease });
+    }
     if (ifUnheld) compare.push({ key: holds, range_end: holdsEnd, target: 'Create', result: 'Equal', create_revision: '0' });
     const res = await etcdOp('releasing an assignment', () =>
       this.client.kv.txn({

@@ -17,7 +17,7 @@ export async function aclPropagation(): Promise<BenchResult> {
     await admin.mailbox.createMailbox({ tenant: 'bench', owner: 'alice', name: 'P', actor: '' });
     for (const n of [1, 10, 50]) {
       const agents: Agent[] = [];
-      for (let i = 0; i < n; i++) agents.push(createAgent({ coordinators: [c.addr], token: c.nodeToken, node: { name: `bench-${n}-${i}`, imapAddress: '127.0.0.1:143' }, ttlSeconds: 30 }));
+      for (let i = 0; i < n; i++) agents.push(createAgent({ coordinators: [c.addr], token: await c.tokenFor(`bench-${n}-${i}`), node: { name: `bench-${n}-${i}`, imapAddress: '127.0.0.1:143' }, ttlSeconds: 30 }));
       await Promise.all(agents.map((a) => a.ready));
       const lat: number[] = [];
       for (let round = 0; round < 40; round++) {

@@ -11,7 +11,7 @@ const gc = (globalThis as { gc?: () => void }).gc!;
 gc();
 const before = process.memoryUsage().heapUsed;
 const t0 = performance.now();
-const agent = createAgent({ coordinators: [coordinator!], token: token!, node: { name: `cold-${process.pid}`, imapAddress: '127.0.0.1:143' }, ttlSeconds: 30 });
+const agent = createAgent({ coordinators: [coordinator!], token: token!, node: { name: 'cold', imapAddress: '127.0.0.1:143' }, ttlSeconds: 30 });
 await agent.ready;
 const ms = performance.now() - t0;
 gc();

@@ -1,7 +1,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { connectApi } from '../harness/api.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
 import { type EtcdCluster, startEtcd } from '../harness/etcd.js';
 import { BIN, REPO_ROOT, cleanEnv } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
@@ -11,7 +11,10 @@ export interface BenchCluster {
   etcd: EtcdCluster;
   addr: string;
   adminToken: string;
+  /** Token of node "bench" (a node token acts for its own node only). */
   nodeToken: string;
+  /** The token of another node. */
+  tokenFor(node: string): Promise<string>;
   /** The coordinator's process id (for memory figures). */
   serverPid: number;
   stop(): Promise<void>;
@@ -36,15 +39,17 @@ export async function startBenchCluster(): Promise<BenchCluster> {
   });
   const adminToken = (JSON.parse(readFileSync(path.join(dir.path, 'credentials.json'), 'utf8')) as { token: string }).token;
   const admin = connectApi(addr, adminToken);
-  const nodeToken = (await admin.auth.createToken({ role: 'node', description: 'bench' })).token;
-  admin.close();
+  const tokenFor = nodeTokens(admin);
+  const nodeToken = await tokenFor('bench');
   return {
     etcd,
     addr,
     adminToken,
     nodeToken,
+    tokenFor,
     serverPid: server.pid!,
     stop: async () => {
+      admin.close();
       server.kill('SIGTERM');
       await new Promise((r) => server.once('exit', r));
       await etcd.stop();

@@ -35,7 +35,7 @@ export async function failover(): Promise<BenchResult> {
   const etcd = createEtcdClient({ endpoints: c.etcd.endpoints });
   const client = new PlacementServiceClient(c.addr, grpc.credentials.createInsecure());
   try {
-    procs.push(await node(c.addr, c.nodeToken, 'victim'));
+    procs.push(await node(c.addr, await c.tokenFor('victim'), 'victim'));
     const lookups = openLocateStream(client, c.nodeToken);
     const locate = (user: string) => lookups.locate('bench', user, true);
     const users = Array.from({ length: USERS }, (_, i) => `u${i}`);
@@ -51,7 +51,7 @@ export async function failover(): Promise<BenchResult> {
       missing = failed;
     }
     if (missing.length > 0) throw new Error(`${missing.length} users could not be assigned`);
-    procs.push(await node(c.addr, c.nodeToken, 'alive-1'), await node(c.addr, c.nodeToken, 'alive-2'));
+    procs.push(await node(c.addr, await c.tokenFor('alive-1'), 'alive-1'), await node(c.addr, await c.tokenFor('alive-2'), 'alive-2'));
 
     const prefix = (await etcd.getAll().prefix('/mailshare/v1/assign/bench/').limit(1).keys())[0]!.replace(/[^/]+$/, '');
     let deleted = 0;

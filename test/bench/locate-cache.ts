@@ -36,7 +36,7 @@ export async function locateCache(): Promise<BenchResult> {
     const { readFileSync } = await import('node:fs');
     const adminToken = (JSON.parse(readFileSync(path.join(dir.path, 'credentials.json'), 'utf8')) as { token: string }).token;
     const admin = connectApi(addr, adminToken);
-    const nodeToken = (await admin.auth.createToken({ role: 'node', description: 'bench' })).token;
+    const nodeToken = (await admin.auth.createToken({ role: 'node:bench', description: 'bench' })).token;
     admin.close();
     const agent = createAgent({ coordinators: [addr], token: nodeToken, node: { name: 'bench', imapAddress: '127.0.0.1:143' }, ttlSeconds: 10 });
     await agent.ready;

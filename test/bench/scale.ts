@@ -53,9 +53,10 @@ async function load(c: BenchCluster, n: number): Promise<void> {
   etcd.close();
 }
 
-function coldStart(c: BenchCluster): Promise<{ ms: number; heapBytes: number; shares: number }> {
+async function coldStart(c: BenchCluster): Promise<{ ms: number; heapBytes: number; shares: number }> {
+  const token = await c.tokenFor('cold');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), c.addr, c.nodeToken], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), c.addr, token], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`cold start exited ${code}`))));

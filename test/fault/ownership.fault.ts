@@ -4,7 +4,7 @@ import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { connectApi } from '../harness/api.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { openLocateStream } from '../harness/locate-stream.js';
 import { startInProcessServer, REPO_ROOT, type InProcessServer } from '../harness/server.js';
@@ -28,12 +28,13 @@ const NODES = ['n1', 'n2', 'n3'];
 let etcd: EtcdCluster;
 let server: InProcessServer;
 let nodeToken = '';
+const nodeTokenOf = new Map<string, string>();
 const procs = new Map<string, ChildProcess>();
 const all: ChildProcess[] = [];
 const accepts: Array<{ u: string; e: number; t: number; node: string }> = [];
 
 function startNode(name: string): Promise<void> {
-  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/harness/fenced-node.ts'), server.address, nodeToken, name, '2', 'acme'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/harness/fenced-node.ts'), server.address, nodeTokenOf.get(name)!, name, '2', 'acme'], {
     cwd: REPO_ROOT,
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -59,7 +60,9 @@ beforeAll(async () => {
   etcd = await startEtcd({ members: 3 });
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  const tokenFor = nodeTokens(admin);
+  for (const name of NODES) nodeTokenOf.set(name, await tokenFor(name));
+  nodeToken = nodeTokenOf.get(NODES[0]!)!;
   admin.close();
   await Promise.all(NODES.map((n) => startNode(n)));
 }, 120_000);

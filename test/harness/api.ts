@@ -52,3 +52,19 @@ export function connectApi(address: string, token: string | undefined, creds = g
     close: () => clients.forEach((c) => c.close()),
   };
 }
+
+/**
+ * Node tokens, one per node name (a node token acts for its own node
+ * only), minted on first use and kept.
+ */
+export function nodeTokens(admin: Api): (node: string) => Promise<string> {
+  const made = new Map<string, Promise<string>>();
+  return (node) => {
+    let t = made.get(node);
+    if (!t) {
+      t = admin.auth.createToken({ role: `node:${node}`, description: `test node ${node}` }).then((r) => r.token);
+      made.set(node, t);
+    }
+    return t;
+  };
+}

@@ -2,7 +2,7 @@ import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createGateway, type Gateway, type GatewayOptions } from '../../src/gateway/gateway.js';
-import { connectApi } from './api.js';
+import { connectApi, nodeTokens } from './api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from './dovecot.js';
 import { startEtcd, type EtcdCluster } from './etcd.js';
 import { type ImapTap, startImapTap } from './imap-tap.js';
@@ -16,7 +16,8 @@ export const MASTER = { user: 'gateway', password: 'master-pw' };
 export interface GatewayCluster {
   readonly etcd: EtcdCluster;
   readonly server: InProcessServer;
-  readonly nodeToken: string;
+  /** Per node name, its node token. */
+  readonly nodeTokens: ReadonlyMap<string, string>;
   readonly dovecots: DovecotInstance[];
   readonly gateways: Gateway[];
   /** With `tap`: per node, the tap between the gateways and its Dovecot (registered as the node's backend). */
@@ -58,7 +59,9 @@ export async function startGatewayCluster(opts: {
   };
   try {
     const admin = connectApi(server.address, server.adminToken);
-    const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+    const tokenFor = nodeTokens(admin);
+    const tokens = new Map<string, string>();
+    for (const name of opts.nodes) tokens.set(name, await tokenFor(name));
     if (opts.tenant) await admin.directory.createTenant({ id: 'acme' });
     admin.close();
     for (const name of opts.nodes) {
@@ -73,7 +76,7 @@ export async function startGatewayCluster(opts: {
       const g = createGateway({
         listen: '127.0.0.1:0',
         coordinators: [server.address],
-        token: nodeToken,
+        token: tokens.get(name)!,
         node: { name, backend },
         tenant: 'acme',
         ttlSeconds: 3,
@@ -96,7 +99,7 @@ export async function startGatewayCluster(opts: {
       if (moved.node !== node) throw new Error(`${user} landed on ${moved.node}, not ${node}`);
       return moved.epoch;
     };
-    return { etcd, server, nodeToken, dovecots, gateways, taps, placement, pin, stop };
+    return { etcd, server, nodeTokens: tokens, dovecots, gateways, taps, placement, pin, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Agent, createAgent } from '../../src/agent/agent.js';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
-import { type Api, connectApi } from '../harness/api.js';
+import { type Api, connectApi, nodeTokens } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
@@ -15,7 +15,8 @@ import { startTcpProxy } from '../harness/tcp-proxy.js';
 let etcd: EtcdCluster;
 let server: InProcessServer;
 let admin: Api;
-let nodeToken: string;
+const nodeTokenOf = new Map<string, string>();
+const AGENT_NAMES = ['imap-a', 'imap-b', 'imap-d', 'imap-e', 'imap-f', 'imap-k', 'imap-p'];
 let placement: PlacementServiceClient;
 const agents: Agent[] = [];
 
@@ -23,7 +24,8 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   admin = connectApi(server.address, server.adminToken);
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  const tokenFor = nodeTokens(admin);
+  for (const name of AGENT_NAMES) nodeTokenOf.set(name, await tokenFor(name));
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
 });
 afterAll(async () => {
@@ -35,7 +37,7 @@ afterAll(async () => {
 });
 
 function agent(name: string, ttlSeconds = 2, coordinators = [server.address]): Agent {
-  const a = createAgent({ coordinators, token: nodeToken, node: { name, imapAddress: `127.0.0.1:${2000 + agents.length}` }, ttlSeconds });
+  const a = createAgent({ coordinators, token: nodeTokenOf.get(name)!, node: { name, imapAddress: `127.0.0.1:${2000 + agents.length}` }, ttlSeconds });
   agents.push(a);
   return a;
 }
@@ -97,7 +99,7 @@ describe('agent SDK', () => {
   });
 
   it('survives kill -9 of a node process: its users come back elsewhere with higher epochs', async () => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/harness/agent-process.ts'), server.address, nodeToken, 'imap-k', '2'], {
+    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/harness/agent-process.ts'), server.address, nodeTokenOf.get('imap-k')!, 'imap-k', '2'], {
       cwd: REPO_ROOT,
       stdio: ['ignore', 'pipe', 'inherit'],
     });
@@ -167,7 +169,7 @@ describe('agent SDK', () => {
     const proxy = await startTcpProxy(server.address);
     const messages: string[] = [];
     const logger = { info: () => undefined, debug: () => undefined, warn: (_o: object, m?: string) => void messages.push(m ?? '') };
-    const e = createAgent({ coordinators: [proxy.address], token: nodeToken, node: { name: 'imap-e', imapAddress: '127.0.0.1:2999' }, ttlSeconds: 30, logger });
+    const e = createAgent({ coordinators: [proxy.address], token: nodeTokenOf.get('imap-e')!, node: { name: 'imap-e', imapAddress: '127.0.0.1:2999' }, ttlSeconds: 30, logger });
     try {
       await e.ready;
       await admin.directory.createTenant({ id: 'compact' }).catch(() => undefined);
@@ -199,7 +201,7 @@ describe('agent SDK', () => {
   }, 30_000);
 
   it('releases users idle for userExpireMs, but not while they have sessions', async () => {
-    const f = createAgent({ coordinators: [server.address], token: nodeToken, node: { name: 'imap-f', imapAddress: '127.0.0.1:2998' }, ttlSeconds: 5, userExpireMs: 400 });
+    const f = createAgent({ coordinators: [server.address], token: nodeTokenOf.get('imap-f')!, node: { name: 'imap-f', imapAddress: '127.0.0.1:2998' }, ttlSeconds: 5, userExpireMs: 400 });
     agents.push(f);
     await f.ready;
     const mine: Array<{ user: string; epoch: number }> = [];

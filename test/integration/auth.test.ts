@@ -49,17 +49,19 @@ describe('authentication', () => {
   });
 
   it('accepts the right role and refuses the wrong one', async () => {
-    const node = await create('node', server.adminToken, 'backend 1');
+    const node = await create('node:imap1', server.adminToken, 'backend 1');
     const tenantAdmin = await create('tenant-admin:acme');
     expect(node.token).toMatch(/^mst_[0-9a-f]{16}_/);
-    expect(node.info).toMatchObject({ role: 'node', description: 'backend 1' });
+    expect(node.info).toMatchObject({ role: 'node:imap1', description: 'backend 1' });
+    // A node token names its node: a bare "node" could act as any node.
+    expect(await codeOf(create('node'))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'role' });
 
     // Any role may read status and ask who it is.
     for (const t of [server.adminToken, node.token, tenantAdmin.token]) {
       const st = await unaryCall(system.getStatus.bind(system), {}, t);
       expect(st.version).toBe('0.0.0-test');
     }
-    expect(await unaryCall(auth.whoAmI.bind(auth), {}, node.token)).toEqual({ tokenId: node.info!.id, role: 'node' });
+    expect(await unaryCall(auth.whoAmI.bind(auth), {}, node.token)).toEqual({ tokenId: node.info!.id, role: 'node:imap1' });
     expect((await unaryCall(auth.whoAmI.bind(auth), {}, tenantAdmin.token)).role).toBe('tenant-admin:acme');
 
     // Only admins manage tokens.
@@ -73,8 +75,8 @@ describe('authentication', () => {
   });
 
   it('stops accepting a revoked token', async () => {
-    const t = await create('node');
-    expect((await unaryCall(auth.whoAmI.bind(auth), {}, t.token)).role).toBe('node');
+    const t = await create('node:imap2:acme,beta');
+    expect((await unaryCall(auth.whoAmI.bind(auth), {}, t.token)).role).toBe('node:imap2:acme,beta');
     await unaryCall(auth.revokeToken.bind(auth), { id: t.info!.id }, server.adminToken);
     await waitFor(async () => (await codeOf(unaryCall(auth.whoAmI.bind(auth), {}, t.token))).code === grpc.status.UNAUTHENTICATED, 5000, 'revocation');
     const again = await codeOf(unaryCall(auth.revokeToken.bind(auth), { id: t.info!.id }, server.adminToken));
@@ -89,8 +91,8 @@ describe('authentication', () => {
         [{ role: 'root', description: '' }, 'role'],
         [{ role: 'tenant-admin:Bad/Tenant', description: '' }, 'role'],
         [{ role: '', description: '' }, 'role'],
-        [{ role: 'node', description: 'x'.repeat(201) }, 'description'],
-        [{ role: 'node', description: 'line\nbreak' }, 'description'],
+        [{ role: 'node:n1', description: 'x'.repeat(201) }, 'description'],
+        [{ role: 'node:n1', description: 'line\nbreak' }, 'description'],
       ];
       for (const [req, field] of cases) {
         const e = await codeOf(create(req.role as string, server.adminToken, req.description as string));
@@ -112,7 +114,7 @@ describe('authentication', () => {
 
   it('pages through tokens without gaps or repeats', async () => {
     const made = new Set<string>();
-    for (let i = 0; i < 7; i++) made.add((await create('node', server.adminToken, `page ${i}`)).info!.id);
+    for (let i = 0; i < 7; i++) made.add((await create(`node:page${i}`, server.adminToken, `page ${i}`)).info!.id);
     const seen: string[] = [];
     let pageToken = '';
     let pages = 0;
@@ -130,7 +132,7 @@ describe('authentication', () => {
   });
 
   it('stores only a hash of the secret', async () => {
-    const t = await create('node');
+    const t = await create('node:imap3');
     const client = createEtcdClient({ endpoints: etcd.endpoints });
     try {
       const all = await client.getAll().prefix(server.prefix).strings();

@@ -17,7 +17,7 @@ beforeAll(async () => {
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   env = { MAILSHARE_ADDR: server.address, MAILSHARE_TOKEN: server.adminToken, XDG_CONFIG_HOME: dir.path };
   const api = connectApi(server.address, server.adminToken);
-  const nodeToken = (await api.auth.createToken({ role: 'node', description: '' })).token;
+  const nodeToken = (await api.auth.createToken({ role: 'node:imap1', description: '' })).token;
   api.close();
   imap1 = await startTestNode(server.address, nodeToken, { name: 'imap1', ttlSeconds: 5 });
 });

@@ -47,7 +47,7 @@ describe('embedded etcd lifecycle (real binary)', () => {
     expect(st.etcd.leaderId).toBe(st.etcd.endpoints[0].memberId);
 
     adminTokenId = JSON.parse((await cli('token', 'whoami', '-o', 'json')).stdout).tokenId;
-    const created = await cli('token', 'create', '--role', 'node', '--description', 'imap1', '-o', 'json');
+    const created = await cli('token', 'create', '--role', 'node', '--node', 'imap1', '--tenants', 'acme,beta', '--description', 'imap1', '-o', 'json');
     expect(created.code).toBe(0);
     nodeTokenId = JSON.parse(created.stdout).info.id;
   });

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Event, EventServiceClient, type WatchResponse } from '../../src/gen/mailshare/v1/events.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
-import { type Api, connectApi } from '../harness/api.js';
+import { type Api, connectApi, nodeTokens } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { bearer } from '../harness/grpc.js';
 import { startTestNode, type TestNode } from '../harness/node-client.js';
@@ -23,7 +23,7 @@ beforeAll(async () => {
   server = await startInProcessServer({ endpoints: etcd.endpoints, flags: { eventsBufferLimit: '65536' } });
   admin = connectApi(server.address, server.adminToken);
   events = new EventServiceClient(server.address, grpc.credentials.createInsecure());
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  nodeToken = await nodeTokens(admin)('imap1');
   node = await startTestNode(server.address, nodeToken, { name: 'imap1', ttlSeconds: 5 });
 });
 afterAll(async () => {

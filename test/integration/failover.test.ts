@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Agent, createAgent } from '../../src/agent/agent.js';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
-import { type Api, connectApi } from '../harness/api.js';
+import { type Api, connectApi, nodeTokens } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
@@ -22,6 +22,7 @@ let c2: InProcessServer;
 let admin: Api;
 let adminToken: string;
 let nodeToken: string;
+let tokenFor: (node: string) => Promise<string>;
 const agents: Agent[] = [];
 
 beforeAll(async () => {
@@ -30,7 +31,8 @@ beforeAll(async () => {
   c2 = await startInProcessServer({ endpoints: etcd.endpoints, prefix: c1.prefix });
   adminToken = c1.adminToken;
   admin = connectApi(c1.address, adminToken);
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  tokenFor = nodeTokens(admin);
+  nodeToken = await tokenFor('victim');
 });
 afterAll(async () => {
   for (const a of agents) await a.close().catch(() => undefined);
@@ -90,7 +92,7 @@ describe('failover', () => {
       expect((await locate('user999', false)).node).toBe('victim');
       // Two healthy nodes join, then the victim dies hard.
       for (const name of ['alive-1', 'alive-2']) {
-        const a = createAgent({ coordinators: [c1.address, c2.address], token: nodeToken, node: { name, imapAddress: '127.0.0.1:143' }, ttlSeconds: 2 });
+        const a = createAgent({ coordinators: [c1.address, c2.address], token: await tokenFor(name), node: { name, imapAddress: '127.0.0.1:143' }, ttlSeconds: 2 });
         agents.push(a);
         await a.ready;
       }

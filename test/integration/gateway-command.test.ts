@@ -5,7 +5,7 @@ import * as grpc from '@grpc/grpc-js';
 import { ImapFlow } from 'imapflow';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { connectApi } from '../harness/api.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
@@ -18,13 +18,15 @@ let etcd: EtcdCluster;
 let server: InProcessServer;
 let dovecot: DovecotInstance;
 let root: ReturnType<typeof mailRoot>;
-let nodeToken: string;
+let tokenFor: (node: string) => Promise<string>;
 
 beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  const tokens = nodeTokens(admin);
+  for (const name of ['imap1', 'imap2', 'imap4']) await tokens(name);
+  tokenFor = tokens;
   admin.close();
   root = mailRoot();
   dovecot = await startDovecot({ name: 'gw', mailRoot: root.path, users: { alice: 'alice-pw' }, master: { user: 'gateway', password: 'm' } });
@@ -39,7 +41,7 @@ afterAll(async () => {
 describe('mailshare gateway (real binary)', () => {
   it('serves IMAP logins for its node and deregisters on SIGTERM', async () => {
     const child = spawn(process.execPath, [BIN, 'gateway', '--node', 'imap1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '30', '--user-expire', '10m', '--log-level', 'warn', '--master-user', 'gateway', '--shared-prefix', 'Other/'], {
-      env: cleanEnv({ MAILSHARE_TOKEN: nodeToken, MAILSHARE_MASTER_PASSWORD: 'm' }),
+      env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('imap1'), MAILSHARE_MASTER_PASSWORD: 'm' }),
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let out = '';
@@ -81,7 +83,7 @@ describe('mailshare gateway (real binary)', () => {
     const child = spawn(
       process.execPath,
       [BIN, 'gateway', '--node', 'imap2', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--listen-tls', '127.0.0.1:0', '--tls-cert', pki.serverCert, '--tls-key', pki.serverKey, '--coordinators', server.address, '--log-level', 'warn'],
-      { env: cleanEnv({ MAILSHARE_TOKEN: nodeToken }), stdio: ['ignore', 'pipe', 'inherit'] },
+      { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('imap2') }), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
@@ -126,7 +128,7 @@ describe('mailshare gateway (real binary)', () => {
     const down = `127.0.0.1:${(probe.address() as net.AddressInfo).port}`;
     await new Promise<void>((r) => probe.close(() => r()));
     const admin = connectApi(secure.address, secure.adminToken, grpc.credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey), readFileSync(pki.clientCert)));
-    const token = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+    const token = (await admin.auth.createToken({ role: 'node:imap3', description: '' })).token;
     await admin.directory.createTenant({ id: 'acme' });
     const child = spawn(
       process.execPath,

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createGateway, type Gateway } from '../../src/gateway/gateway.js';
-import { connectApi } from '../harness/api.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
@@ -28,16 +28,17 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
-  const nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  const tokenFor = nodeTokens(admin);
+  const [n1Token, n2Token] = [await tokenFor('n1'), await tokenFor('n2')];
   admin.close();
   root = mailRoot();
   for (const name of ['n1', 'n2']) dovecots.push(await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER }));
-  survivor = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: nodeToken, node: { name: 'n2', backend: dovecots[1]!.address }, tenant: 'acme', ttlSeconds: 2, master: MASTER });
+  survivor = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: n2Token, node: { name: 'n2', backend: dovecots[1]!.address }, tenant: 'acme', ttlSeconds: 2, master: MASTER });
   await survivor.start();
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   // n1 is a real gateway process, so it can be killed with SIGKILL.
   child = spawn(process.execPath, [BIN, 'gateway', '--node', 'n1', '--backend', dovecots[0]!.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--ttl', '2', '--log-level', 'warn', '--master-user', MASTER.user], {
-    env: cleanEnv({ MAILSHARE_TOKEN: nodeToken, MAILSHARE_MASTER_PASSWORD: MASTER.password }),
+    env: cleanEnv({ MAILSHARE_TOKEN: n1Token, MAILSHARE_MASTER_PASSWORD: MASTER.password }),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   let out = '';

@@ -2,7 +2,7 @@ import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type Agent, createAgent } from '../../src/agent/agent.js';
 import { type DrainProgress, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { connectApi } from '../harness/api.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { bearer, unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
@@ -10,7 +10,7 @@ import { startInProcessServer, type InProcessServer } from '../harness/server.js
 
 let etcd: EtcdCluster;
 let server: InProcessServer;
-let nodeToken: string;
+const nodeTokenOf = new Map<string, string>();
 let placement: PlacementServiceClient;
 const agents = new Map<string, Agent>();
 const log: string[] = [];
@@ -19,13 +19,14 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: '' })).token;
+  const tokenFor = nodeTokens(admin);
+  for (const name of ['m-a', 'm-b', 'm-c']) nodeTokenOf.set(name, await tokenFor(name));
   admin.close();
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   for (const name of ['m-a', 'm-b', 'm-c']) {
     const a = createAgent({
       coordinators: [server.address],
-      token: nodeToken,
+      token: nodeTokenOf.get(name)!,
       node: { name, imapAddress: '127.0.0.1:143' },
       ttlSeconds: 3,
       onUserLeaving: async (u) => {

@@ -1,7 +1,7 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type LocateAnswers, type LocateStreamResponse, PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { connectApi, type Api } from '../harness/api.js';
+import { connectApi, nodeTokens, type Api } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { bearer, codeOf, unaryCall } from '../harness/grpc.js';
 import { startTestNode, type TestNode } from '../harness/node-client.js';
@@ -12,6 +12,7 @@ let etcd: EtcdCluster;
 let server: InProcessServer;
 let admin: Api;
 let nodeToken: string;
+let tokenFor: (node: string) => Promise<string>;
 let client: PlacementServiceClient;
 const nodes: TestNode[] = [];
 
@@ -19,7 +20,8 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   admin = connectApi(server.address, server.adminToken);
-  nodeToken = (await admin.auth.createToken({ role: 'node', description: 'test nodes' })).token;
+  tokenFor = nodeTokens(admin);
+  nodeToken = await tokenFor('imap-a');
   client = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
 });
 afterAll(async () => {
@@ -34,7 +36,7 @@ const locate = (tenant: string, user: string, assign: boolean, token = nodeToken
   unaryCall(client.locate.bind(client), { tenant, user, mailbox: '', assign }, token);
 const listNodes = () => unaryCall(client.listNodes.bind(client), {}, server.adminToken);
 const node = async (name: string, weight = 0) => {
-  const n = await startTestNode(server.address, nodeToken, { name, weight, ttlSeconds: 2, intervalMs: 400 });
+  const n = await startTestNode(server.address, await tokenFor(name), { name, weight, ttlSeconds: 2, intervalMs: 400 });
   nodes.push(n);
   return n;
 };
@@ -115,9 +117,13 @@ describe('placement', () => {
     await waitFor(() => c.responses.length > 0, 2000, 'keepalive answers');
   });
 
-  it('releases an assignment only at its own epoch', async () => {
+  it('releases an assignment only at its own epoch, and only by its own node', async () => {
     const r = await locate('acme', 'releaseme', true);
-    const release = (epoch: number) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch, ifUnheld: false }, nodeToken);
+    const own = await tokenFor(r.node);
+    const release = (epoch: number, token = own) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch, ifUnheld: false }, token);
+    const other = (await listNodes()).nodes.find((n) => n.name !== r.node && n.state === 'active')!;
+    expect(await codeOf(release(r.epoch, await tokenFor(other.name)))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'user' });
+    expect((await locate('acme', 'releaseme', false)).epoch).toBe(r.epoch);
     expect((await release(r.epoch - 1)).released).toBe(false);
     expect((await release(r.epoch)).released).toBe(true);
     expect((await locate('acme', 'releaseme', false)).node).toBe('');
@@ -127,8 +133,10 @@ describe('placement', () => {
   it('an idle release (if_unheld) waits while another live node holds the user, until it lets go', async () => {
     const r = await locate('acme', 'heldme', true);
     const other = (await listNodes()).nodes.find((n) => n.name !== r.node && n.state === 'active')!;
-    const hold = (node: string, on: boolean) => unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'heldme', node, hold: on }, nodeToken);
-    const release = () => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'heldme', epoch: r.epoch, ifUnheld: true }, nodeToken);
+    const hold = async (node: string, on: boolean, as = node) => unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'heldme', node, hold: on }, await tokenFor(as));
+    const release = async () => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'heldme', epoch: r.epoch, ifUnheld: true }, await tokenFor(r.node));
+    // A node holds users for itself only.
+    expect(await codeOf(hold(other.name, true, r.node))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
     await hold(other.name, true);
     expect(await release()).toEqual({ released: false, held: true });
     expect((await locate('acme', 'heldme', false)).epoch).toBe(r.epoch);
@@ -136,8 +144,8 @@ describe('placement', () => {
     expect(await release()).toEqual({ released: true, held: false });
     expect((await locate('acme', 'heldme', false)).node).toBe('');
     // Bad input changes nothing: invalid names, a node that is not live.
-    expect(await codeOf(hold('Not A Node', true))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'node' });
-    expect(await codeOf(unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'x y', node: other.name, hold: true }, nodeToken))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'user' });
+    expect(await codeOf(hold('Not A Node', true, other.name))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'node' });
+    expect(await codeOf(unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'x y', node: other.name, hold: true }, await tokenFor(other.name)))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field: 'user' });
     expect(await codeOf(hold('never-registered', true))).toMatchObject({ code: grpc.status.FAILED_PRECONDITION, field: 'node' });
     expect((await codeOf(unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'heldme', node: other.name, hold: true }, server.adminToken))).code).toBe(grpc.status.PERMISSION_DENIED);
   });
@@ -206,8 +214,9 @@ describe('placement', () => {
   });
 
   it('rejects bad input and wrong roles', async () => {
+    const n1 = await tokenFor('n1');
     const reg = (req: Record<string, unknown>) =>
-      unaryCall(client.registerNode.bind(client), { name: 'n1', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, ...req }, nodeToken);
+      unaryCall(client.registerNode.bind(client), { name: 'n1', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, ...req }, n1);
     for (const [req, field] of [
       [{ name: 'Bad Name' }, 'name'],
       [{ imapAddress: 'nohost' }, 'imap_address'],
@@ -226,6 +235,29 @@ describe('placement', () => {
     expect((await codeOf(asAdmin)).code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'active' }, nodeToken))).code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await codeOf(unaryCall(client.removeNode.bind(client), { name: 'imap-b', force: false }, server.adminToken))).code).toBe(grpc.status.FAILED_PRECONDITION);
+  });
+
+  it('binds a node token to its node: no other name, no unvouched address, no other lease', async () => {
+    const n1 = await tokenFor('n1');
+    const reg = (name: string, imapAddress: string) => unaryCall(client.registerNode.bind(client), { name, imapAddress, weight: 0, zone: '', ttlSeconds: 0 }, n1);
+    expect(await codeOf(reg('imap-b', '127.0.0.1:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    // Gateways would send passwords there: only addresses of placement.allowedAddresses (default: loopback and private).
+    expect(await codeOf(reg('n1', '203.0.113.9:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'imap_address' });
+    expect(await codeOf(reg('n1', 'mail.example.com:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'imap_address' });
+    expect((await listNodes()).nodes.some((n) => n.name === 'n1')).toBe(false);
+    // Lease ids are shown to admins only; a node cannot renew or end another node's lease.
+    const b = (await listNodes()).nodes.find((n) => n.name === 'imap-b')!;
+    expect(b.leaseId).not.toBe('');
+    const asNode = await unaryCall(client.listNodes.bind(client), {}, n1);
+    expect(asNode.nodes.length).toBeGreaterThan(0);
+    expect(asNode.nodes.every((n) => n.leaseId === '')).toBe(true);
+    expect(await codeOf(unaryCall(client.deregisterNode.bind(client), { name: 'imap-b', leaseId: b.leaseId }, n1))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    const ka = client.keepAlive(bearer(n1));
+    const refused = new Promise<grpc.ServiceError>((resolve) => ka.on('error', resolve));
+    ka.on('data', () => undefined);
+    ka.write({ node: 'n1', leaseId: b.leaseId });
+    expect(await refused).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    expect((await listNodes()).nodes.find((n) => n.name === 'imap-b')!.state).toBe('active');
   });
 
   it('removes a live node only with force, which ends its assignments', async () => {

@@ -289,7 +289,7 @@ describe('LISTRIGHTS and actor rules (RFC 4314 §3.7, §4, §6)', () => {
     expect(lr).toEqual({ identifier: 'anyone', required: '', optional: ['l', 'r', 's', 'w', 'i', 'p', 'k', 'x', 't', 'e', 'a', 'c', 'd'] });
     expect((await admin.acl.listRights({ tenant, mailbox: 'alice/Projects', identifier: 'alice', actor: '' })).required).toBe('la');
 
-    const node = await tokenFor('node');
+    const node = await tokenFor('node:imap1');
     try {
       const as = (actor: string) => ({ tenant, mailbox: 'alice/Projects', actor });
       // frank holds "a": may read and change the ACL.
@@ -334,7 +334,8 @@ describe('authorization matrix', () => {
       await admin.directory.setGroupMembers({ tenant: id, name: 'g', members: ['bob'], expectedRevision: 0 });
     }
     const ta = await tokenFor(`tenant-admin:${acme}`);
-    const node = await tokenFor('node');
+    const node = await tokenFor('node:imap1');
+    const acmeNode = await tokenFor(`node:imap2:${acme}`);
     const calls = (api: Api, tenant: string): Array<[string, () => Promise<unknown>]> => [
       ['GetTenant', () => api.directory.getTenant({ id: tenant })],
       ['SetGroupMembers', () => api.directory.setGroupMembers({ tenant, name: 'g', members: ['bob'], expectedRevision: 0 })],
@@ -364,6 +365,13 @@ describe('authorization matrix', () => {
         if (nodeAllowed.has(name)) await expect(call(), `node: ${name}`).resolves.toBeDefined();
         else expect((await codeOf(call())).code, `node: ${name}`).toBe(grpc.status.PERMISSION_DENIED);
       }
+      // A node bound to its tenants acts in them only.
+      for (const [name, call] of calls(acmeNode, acme)) {
+        if (nodeAllowed.has(name)) await expect(call(), `acme node on acme: ${name}`).resolves.toBeDefined();
+      }
+      for (const [name, call] of calls(acmeNode, globex)) {
+        expect((await codeOf(call())).code, `acme node on globex: ${name}`).toBe(grpc.status.PERMISSION_DENIED);
+      }
       for (const call of [
         () => ta.directory.createTenant({ id: tenantName() }),
         () => ta.directory.listTenants({ pageSize: 0, pageToken: '' }),
@@ -375,6 +383,7 @@ describe('authorization matrix', () => {
     } finally {
       ta.close();
       node.close();
+      acmeNode.close();
     }
   });
 });
