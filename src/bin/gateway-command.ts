@@ -10,6 +10,10 @@ const positive = (v: string): number => {
   if (!/^\d{1,4}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
   return Number(v);
 };
+const count = (v: string): number => {
+  if (!/^\d{1,7}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
+  return Number(v);
+};
 const duration = (v: string): number => {
   if (v === '0') return 0;
   const m = /^(\d{1,9})(ms|s|m|h)$/.exec(v);
@@ -40,12 +44,18 @@ export function registerGateway(program: Command): void {
     .option('--tls-cert <file>', 'PEM certificate: offers STARTTLS and refuses logins before it')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
+    .option('--backend-ca <file>', "CA of the Dovecots' certificates: reach every node's Dovecot over implicit TLS, verified (--backend and other nodes' addresses are TLS ports)")
+    .option('--backend-server-name <name>', "name expected in the Dovecots' certificates (default each address's host)")
+    .option('--max-connections <n>', 'client connections at most; more are told BYE (default 10000)', count)
+    .option('--max-connections-per-ip <n>', 'client connections from one address at most (default 500)', count)
+    .option('--prelogin-timeout <duration>', 'disconnect clients that have not logged in after this long (default 3m)', duration)
+    .option('--idle-timeout <duration>', 'log out clients silent for this long (default 30m, at least 30m by RFC 3501)', duration)
     .option('--coordinator-ca <file>', 'CA that signed the coordinators\' certificates: talk to them over TLS (env MAILSHARE_TLS_CA)')
     .option('--coordinator-cert <file>', 'client certificate for coordinators that require one (env MAILSHARE_TLS_CLIENT_CERT)')
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -90,6 +100,10 @@ export function registerGateway(program: Command): void {
           throw new DomainError('invalid_argument', `tls-cert: ${(err as Error).message}`, { field: 'tls-cert' });
         }
       }
+      if (flags.backendServerName !== undefined && flags.backendCa === undefined) throw new DomainError('invalid_argument', 'backend-server-name: needs --backend-ca', { field: 'backend-server-name' });
+      if (flags.preloginTimeout === 0) throw new DomainError('invalid_argument', 'prelogin-timeout: must be more than 0', { field: 'prelogin-timeout' });
+      if (flags.idleTimeout !== undefined && flags.idleTimeout < 30 * 60_000) throw new DomainError('invalid_argument', 'idle-timeout: must be at least 30m (RFC 3501 section 5.4)', { field: 'idle-timeout' });
+      const backendTls = flags.backendCa === undefined ? undefined : { ca: read(flags.backendCa, 'backend-ca'), servername: flags.backendServerName };
       const logger = createLogger(level as 'info', 'auto');
       const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
       // TLS to the coordinators: a CA (or a client certificate) turns it on.
@@ -119,6 +133,11 @@ export function registerGateway(program: Command): void {
         sharedPrefix,
         tls: tlsFiles,
         listenTls: flags.listenTls,
+        backendTls,
+        maxConnections: flags.maxConnections,
+        maxConnectionsPerIp: flags.maxConnectionsPerIp,
+        preLoginTimeoutMs: flags.preloginTimeout,
+        idleTimeoutMs: flags.idleTimeout,
         logger: logger.child({ component: 'agent', node: flags.node }),
       });
       const address = await gateway.start();

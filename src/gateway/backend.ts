@@ -1,5 +1,17 @@
 import net from 'node:net';
+import tls from 'node:tls';
 import { quote } from './imap/wire.js';
+
+/**
+ * TLS to the Dovecots (implicit TLS on the node's registered address),
+ * verified against `ca`: users' passwords and the master password are
+ * only sent to a server that proves it is one of the cluster's.
+ */
+export interface BackendTls {
+  readonly ca: string | Buffer;
+  /** Name expected in the servers' certificates; default the host of each address. */
+  readonly servername?: string;
+}
 
 /** A connection to a Dovecot (or any IMAP server) on some node. */
 export interface BackendLogin {
@@ -18,10 +30,14 @@ export class BackendUnavailable extends Error {
  * positioned right after the tagged response. Bytes that arrive after it
  * (none are expected before the client speaks) stay unread in the socket.
  */
-export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number } = {}): Promise<BackendLogin> {
+export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number; tls?: BackendTls } = {}): Promise<BackendLogin> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const colon = address.lastIndexOf(':');
-  const socket = net.connect(Number(address.slice(colon + 1)), address.slice(0, colon).replace(/^\[|\]$/g, ''));
+  const host = address.slice(0, colon).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(colon + 1));
+  const socket: net.Socket = opts.tls
+    ? tls.connect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (net.isIP(host) ? undefined : host), minVersion: 'TLSv1.2', rejectUnauthorized: true })
+    : net.connect(port, host);
   socket.setNoDelay(true);
   let buf = Buffer.alloc(0);
   const lines: Buffer[] = [];
@@ -53,7 +69,8 @@ export async function backendLogin(address: string, tag: string, user: string, p
   };
   try {
     await new Promise<void>((resolve, reject) => {
-      socket.once('connect', resolve);
+      // With TLS nothing is written before the server's certificate was verified.
+      socket.once(opts.tls ? 'secureConnect' : 'connect', resolve);
       socket.once('error', (e) => reject(new BackendUnavailable(e.message)));
     });
     const greeting = (await nextLine()).toString();
@@ -95,8 +112,9 @@ export async function backendLogin(address: string, tag: string, user: string, p
  * response's status (OK, NO, BAD). For short jobs outside a session, such
  * as undoing a failed copy.
  */
-export async function backendScript(address: string, user: string, password: string, commands: readonly string[], timeoutMs = 10_000): Promise<string[]> {
-  const login = await backendLogin(address, 'mailshare.s0', user, password, { timeoutMs });
+export async function backendScript(address: string, user: string, password: string, commands: readonly string[], opts: { timeoutMs?: number; tls?: BackendTls } = {}): Promise<string[]> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const login = await backendLogin(address, 'mailshare.s0', user, password, { timeoutMs, tls: opts.tls });
   if (!login.ok) throw new BackendUnavailable(`login as ${user} was refused`);
   const socket = login.socket;
   let buf = '';

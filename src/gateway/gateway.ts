@@ -3,7 +3,7 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
-import { BackendUnavailable, backendLogin } from './backend.js';
+import { type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
 import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
 import { FailureLimiter } from './failure-limiter.js';
@@ -19,7 +19,7 @@ export interface GatewayOptions {
   credentials?: grpc.ChannelCredentials;
   /** gRPC channel options, e.g. grpc.ssl_target_name_override. */
   channelOptions?: grpc.ClientOptions;
-  /** Token with role node. */
+  /** This node's token (role node:<its name>). */
   token: string;
   /** This node: its name, and the address of its own Dovecot (what other gateways reach). */
   node: { name: string; backend: string; weight?: number; zone?: string };
@@ -39,7 +39,7 @@ export interface GatewayOptions {
   maxConnections?: number;
   /** Open client connections from one address at most; default 500. */
   maxConnectionsPerIp?: number;
-  /** A client that has not logged in after this long is disconnected; default 3 minutes (Dovecot's). */
+  /** A client that has not logged in this long after connecting is disconnected; default 3 minutes (Dovecot's). */
   preLoginTimeoutMs?: number;
   /** A logged-in client silent this long is logged out; default 30 minutes (RFC 3501 §5.4's least). */
   idleTimeoutMs?: number;
@@ -61,6 +61,12 @@ export interface GatewayOptions {
    * refuses authentication before it (LOGINDISABLED, RFC 3501 §6.2.3).
    */
   tls?: { cert: string | Buffer; key: string | Buffer };
+  /**
+   * TLS to the Dovecots (this node's and the others'): their registered
+   * addresses are implicit-TLS ports, verified against this CA.
+   * Recommended wherever the backend network is not private to the cluster.
+   */
+  backendTls?: BackendTls;
   /** host:port for implicit TLS (RFC 8314, usually port 993); needs `tls`. */
   listenTls?: string;
 }
@@ -120,6 +126,8 @@ export class Gateway {
   private readonly failures = new FailureLimiter();
   private readonly clients = new Set<net.Socket>();
   private readonly perIp = new Map<string, number>();
+  /** Pre-login timers of connections not yet logged in. */
+  private readonly loginDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
 
   constructor(private readonly opts: GatewayOptions) {
     this.md.set('authorization', `Bearer ${opts.token}`);
@@ -219,11 +227,13 @@ export class Gateway {
     client.on('close', () => this.clients.delete(client));
     client.setNoDelay(true);
     client.on('error', () => client.destroy());
-    // Dovecot's login processes give a client 3 minutes to log in (login_client_timeout… in 2.3: 3 min).
-    client.setTimeout(this.opts.preLoginTimeoutMs ?? 180_000, () => {
+    // As Dovecot's login processes: a client has 3 minutes from connecting to log in, however busy.
+    const loginDeadline = setTimeout(() => {
       client.end('* BYE Disconnected for inactivity.\r\n');
       client.destroySoon();
-    });
+    }, this.opts.preLoginTimeoutMs ?? 180_000);
+    client.once('close', () => clearTimeout(loginDeadline));
+    this.loginDeadlines.set(client, loginDeadline);
     const reader = new CommandParser(PRE_LOGIN_LIMITS);
     const write = (s: string): void => {
       if (!client.destroyed) client.write(s);
@@ -375,7 +385,14 @@ export class Gateway {
     );
     if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
     if (client.destroyed) return false;
-    const fail = (): boolean => {
+    const fail = (refused?: Buffer): boolean => {
+      // Dovecot refused for another reason than the credentials (e.g. [LIMIT] too many connections):
+      // the client hears that reason, and it is no failed login.
+      const code = refused ? /^\S+ NO (\[[A-Z-]+\]) ?([^\r\n]*)/.exec(refused.toString('latin1')) : null;
+      if (code && code[1] !== '[AUTHENTICATIONFAILED]') {
+        if (!client.destroyed) client.write(`${tag} NO ${code[1]} ${code[2]!.replace(/[^\x20-\x7e]/g, '')}\r\n`);
+        return false;
+      }
       this.failures.record(`ip:${ip}`);
       this.failures.record(`user:${user}`);
       if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
@@ -386,17 +403,17 @@ export class Gateway {
       let where = await this.home(tenant, user, false);
       let login;
       if (where) {
-        login = await backendLogin(where.imapAddress, tag, user, password, { client: origin });
-        if (!login.ok) return fail();
+        login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, tls: this.opts.backendTls });
+        if (!login.ok) return fail(login.tagged);
       } else {
         // Not assigned: this node's Dovecot checks the password; only then assign.
-        login = await backendLogin(this.opts.node.backend, tag, user, password, { client: origin });
-        if (!login.ok) return fail();
+        login = await backendLogin(this.opts.node.backend, tag, user, password, { client: origin, tls: this.opts.backendTls });
+        if (!login.ok) return fail(login.tagged);
         where = (await this.home(tenant, user, true))!;
         if (where.imapAddress !== this.opts.node.backend) {
           login.socket.end(`${tag}x LOGOUT\r\n`);
-          login = await backendLogin(where.imapAddress, tag, user, password, { client: origin });
-          if (!login.ok) return fail();
+          login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, tls: this.opts.backendTls });
+          if (!login.ok) return fail(login.tagged);
         }
       }
       this.relay(client, reader, login.socket, login.tagged, { tenant, user, epoch: where.epoch, node: where.node });
@@ -410,7 +427,7 @@ export class Gateway {
 
   private relay(client: net.Socket, reader: CommandParser, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number; node: string }): void {
     client.removeAllListeners('data');
-    client.removeAllListeners('timeout');
+    clearTimeout(this.loginDeadlines.get(client));
     client.setTimeout(this.opts.idleTimeoutMs ?? 30 * 60_000, () => session.bye('Disconnected for inactivity'));
     reader.setLimits(POST_LOGIN_LIMITS);
     const line = tagged.toString('latin1');
@@ -425,6 +442,7 @@ export class Gateway {
         epoch: who.epoch,
         namespace: this.namespace,
         master: this.opts.master,
+        backendTls: this.opts.backendTls,
         api: this.api,
         metadata: this.md,
         capabilities,

@@ -3,7 +3,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { Agent, AgentLogger } from '../agent/agent.js';
 import { type Rights, formatRights, formatRightsForResponse, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
 import { parseMailboxName } from '../domain/mailbox-name.js';
-import { BackendUnavailable, backendLogin, backendScript } from './backend.js';
+import { type BackendTls, BackendUnavailable, backendLogin, backendScript } from './backend.js';
 import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseStore } from './imap/grammar.js';
 import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, astring, atomUpper } from './imap/parser.js';
 import { flagRight, peekFetchItems } from './imap/rights-table.js';
@@ -23,6 +23,8 @@ export interface SessionContext {
   readonly namespace: SharedNamespace;
   /** Dovecot master user (auth_master_user_separator "*") for connections to owners' nodes. */
   readonly master: { user: string; password: string } | undefined;
+  /** TLS to the Dovecots, when configured. */
+  readonly backendTls: BackendTls | undefined;
   /** The coordinators, for ACL and mailbox calls. */
   readonly api: CoordinatorClients;
   readonly metadata: grpc.Metadata;
@@ -38,6 +40,10 @@ const E = rightsOf('e');
 const WRITE_ANY = rightsOf('swte');
 /** Output to a client that does not read is held up to this, then the servers wait. */
 const MAX_CLIENT_OUTPUT = 1 << 20;
+/** Commands in flight on one upstream connection; a client pipelining more waits (its input with it). */
+const MAX_PIPELINE = 64;
+/** Mail a cross-node copy holds at a time (at least one message). */
+const COPY_BATCH_BYTES = 4 << 20;
 
 /** Commands that act on the selected mailbox (RFC 3501 §6.4 and extensions). */
 const SELECTED_STATE = new Set(['CHECK', 'CLOSE', 'UNSELECT', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY', 'MOVE', 'UID', 'SORT', 'THREAD', 'NOOP', 'IDLE']);
@@ -256,10 +262,20 @@ export class Session {
     if (c.pending.length > 0 && c.clientPending === 0) return 'buffer';
     if (c.clientPending === 0 && !c.selected) return 'drop';
     const kind = /^\* (\S+)/.exec(line)?.[1]?.toUpperCase() ?? '';
+    // RFC 4731 §3.1: ESEARCH names the command's tag, which upstream is the gateway's own.
+    if (kind === 'ESEARCH' && /^\* ESEARCH \(TAG "/i.test(line)) return { edit: (text) => this.clientTagIn(c, text) };
     if (c.home) return ['LIST', 'LSUB', 'NAMESPACE', 'CAPABILITY'].includes(kind) ? 'buffer' : 'forward';
     if (kind === 'BYE') return 'drop';
     if (c.renames && /^\* \d+ FETCH /i.test(line)) return { edit: fetchItemRenamer(c.renames) };
     return ['STATUS', 'LIST', 'LSUB'].includes(kind) ? 'buffer' : 'forward';
+  }
+
+  /** An ESEARCH line with the client's tag in place of the gateway's. */
+  private clientTagIn(c: Conn, text: string): string {
+    return text.replace(/^(\* ESEARCH \(TAG )"([^"]*)"/i, (whole, head: string, tag: string) => {
+      const p = c.pending.find((x) => x.tag === tag);
+      return p?.clientTag !== undefined ? `${head}${quote(p.clientTag)}` : whole;
+    });
   }
 
   forward(chunk: Buffer): void {
@@ -747,9 +763,7 @@ export class Session {
     });
     const copied: Array<{ src: number; dst: number }> = [];
     let validity = '';
-    const BATCH = 16;
-    for (let i = 0; i < uids.length; i += BATCH) {
-      const batch = uids.slice(i, i + BATCH);
+    for (const batch of await this.copyBatches(from, uids)) {
       const fetched = await this.internal(from, 'UID', [atom('FETCH'), atom(batch.join(',')), list([atom('UID'), atom('FLAGS'), atom('INTERNALDATE'), atom('BODY.PEEK[]')])]);
       if (fetched.status !== 'OK') return this.copyFailed(tag, verb, to, copied, 'SERVERBUG', 'could not read the messages');
       for (const p of fetched.untagged) {
@@ -792,6 +806,39 @@ export class Session {
   }
 
   /**
+   * The UIDs in batches whose messages together are at most
+   * COPY_BATCH_BYTES (one message at least), so a copy holds a bounded
+   * amount of mail in memory whatever the folder holds.
+   */
+  private async copyBatches(from: Conn, uids: number[]): Promise<number[][]> {
+    const sizes = new Map<number, number>();
+    for (let i = 0; i < uids.length; i += 500) {
+      const res = await this.internal(from, 'UID', [atom('FETCH'), atom(uids.slice(i, i + 500).join(',')), list([atom('UID'), atom('RFC822.SIZE')])]);
+      for (const p of res.untagged) {
+        const text = p.map((x) => ('text' in x ? x.text : '')).join('');
+        const uid = /\bUID (\d+)/i.exec(text)?.[1];
+        const size = /\bRFC822\.SIZE (\d+)/i.exec(text)?.[1];
+        if (uid && size) sizes.set(Number(uid), Number(size));
+      }
+    }
+    const batches: number[][] = [];
+    let current: number[] = [];
+    let bytes = 0;
+    for (const uid of uids) {
+      const size = sizes.get(uid) ?? 0;
+      if (current.length > 0 && (bytes + size > COPY_BATCH_BYTES || current.length >= 64)) {
+        batches.push(current);
+        current = [];
+        bytes = 0;
+      }
+      current.push(uid);
+      bytes += size;
+    }
+    if (current.length > 0) batches.push(current);
+    return batches;
+  }
+
+  /**
    * A cross-node COPY/MOVE failed part-way: the messages already appended are
    * expunged again (by their APPENDUIDs, on a connection of its own, so the
    * client's selected mailboxes are untouched), leaving the target as it was
@@ -812,7 +859,7 @@ export class Session {
           wireAll([atom('SELECT'), str(to.wire)]),
           wireAll([atom('UID'), atom('STORE'), set, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]),
           wireAll([atom('UID'), atom('EXPUNGE'), set]),
-        ]);
+        ], { tls: this.ctx.backendTls });
         undone = statuses.every((st) => st === 'OK');
       } catch (err) {
         this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'could not undo a partial copy');
@@ -1012,7 +1059,7 @@ export class Session {
       address = a.imapAddress;
     }
     if (!address) throw new BackendUnavailable(`no address for ${owner}'s node`);
-    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password);
+    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { tls: this.ctx.backendTls });
     if (!login.ok) throw new BackendUnavailable(`the master login for ${owner} was refused`);
     const conn = this.attach(owner, false, login.socket, epoch);
     this.owners.set(owner, conn);
@@ -1054,6 +1101,7 @@ export class Session {
   /** Sends a client command, written from its values; its tagged response is forwarded (or given to `done`). */
   private async send(conn: Conn, clientTag: string, name: string, args: readonly ImapValue[], done?: Pending['done'], streaming?: Streaming): Promise<void> {
     await this.barrier(conn, false);
+    while (conn.pending.length >= MAX_PIPELINE && !conn.closed && !this.closed) await new Promise<void>((r) => this.quietWaiters.push(r));
     if (conn.closed) throw new BackendUnavailable('connection closed');
     const tag = this.nextTag();
     const line = streaming ? `${commandHead(tag, name, args)} ${literalMarker(streaming)}\r\n` : command(tag, name, args);

@@ -43,6 +43,8 @@ export async function startDovecot(opts: {
   proxyTo?: string;
   /** Dovecot quota rules (count backend), e.g. ["Limited:messages=2"]: saving beyond them fails with NO [OVERQUOTA]. */
   quotaRules?: string[];
+  /** Implicit TLS on the IMAP port with this certificate and key (PEM files). */
+  tls?: { cert: string; key: string };
 }): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
@@ -62,7 +64,9 @@ instance_name = mailshare-test-${opts.name}-${port}
 log_path = ${dir}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+${opts.tls ? `ssl = required
+ssl_cert = <${opts.tls.cert}
+ssl_key = <${opts.tls.key}` : 'ssl = no'}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Tests log in wrongly on purpose: no failure delay, no anvil penalty for loopback.
@@ -109,7 +113,7 @@ ${opts.quotaRules.map((r, i) => `  quota_rule${i === 0 ? '' : i + 1} = ${r}`).jo
 }
 service imap-login {
   inet_listener imap {
-    port = ${port}
+    port = ${port}${opts.tls ? '\n    ssl = yes' : ''}
   }
 }
 `,

@@ -19,6 +19,8 @@ export interface GatewayCluster {
   /** Per node name, its node token. */
   readonly nodeTokens: ReadonlyMap<string, string>;
   readonly dovecots: DovecotInstance[];
+  /** The mail root every Dovecot shares. */
+  readonly mailRoot: string;
   readonly gateways: Gateway[];
   /** With `tap`: per node, the tap between the gateways and its Dovecot (registered as the node's backend). */
   readonly taps: ImapTap[];
@@ -99,7 +101,7 @@ export async function startGatewayCluster(opts: {
       if (moved.node !== node) throw new Error(`${user} landed on ${moved.node}, not ${node}`);
       return moved.epoch;
     };
-    return { etcd, server, nodeTokens: tokens, dovecots, gateways, taps, placement, pin, stop };
+    return { etcd, server, nodeTokens: tokens, dovecots, mailRoot: root.path, gateways, taps, placement, pin, stop };
   } catch (err) {
     await stop();
     throw err;

@@ -197,6 +197,15 @@ describe('shared folders through the gateways', () => {
     alice.close();
   });
 
+  it('ESEARCH answers carry the client\'s tag, in own and shared mailboxes (RFC 4731 §3.1)', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    await bob.cmd('SELECT INBOX');
+    expect(await bob.cmd('SEARCH RETURN (COUNT) ALL')).toMatch(/^\* ESEARCH \(TAG "t3"\) COUNT \d+\r$/m);
+    await bob.cmd('SELECT Shared/alice/Projects');
+    expect(await bob.cmd('UID SEARCH RETURN (MIN COUNT) ALL')).toMatch(/^\* ESEARCH \(TAG "t5"\) UID MIN 1 COUNT \d+\r$/m);
+    bob.close();
+  });
+
   it('names outside ASCII travel as modified UTF-7 both ways', async () => {
     const admin = connectApi(server.address, server.adminToken);
     await admin.directory.setGroupMembers({ tenant: 'acme', name: 'team', members: ['bob'], expectedRevision: 0 });

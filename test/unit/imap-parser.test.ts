@@ -111,6 +111,16 @@ describe('IMAP command parser (as Dovecot reads the grammar)', () => {
     expect(parse(many, { ...limits, maxLiterals: 100 })[0]).toMatchObject({ kind: 'bad', tag: 'a' });
   });
 
+  it('reads and drops the arguments of commands it is told to (pre-login ID), keeping none of their bytes', () => {
+    const limits = { ...POST_LOGIN_LIMITS, maxCommand: 100, maxLiterals: 1, discardArgs: new Set(['ID']), maxDiscarded: 100_000 };
+    const big = `a ID (${Array.from({ length: 30 }, (_, i) => `"k${i}" "${'v'.repeat(1024)}"`).join(' ')} "lit" {5+}\r\nhello "x" {2+}\r\nab)\r\nb NOOP\r\n`;
+    expect(parse(big, limits)).toEqual([cmd('a', 'ID'), cmd('b', 'NOOP')]);
+    expect(parse('a ID ("open\r\nb NOOP\r\n', limits)).toEqual([{ kind: 'bad', tag: 'a', message: 'Missing \'"\'' }, cmd('b', 'NOOP')]);
+    expect(parse(`a ID (${'"x" '.repeat(40_000)})\r\n`, limits)[0]).toEqual({ kind: 'bad', tag: 'a', message: 'Command too long' });
+    // Other commands keep their limits.
+    expect(parse(`c LOGIN ${'u'.repeat(200)} p\r\n`, limits)[0]).toEqual({ kind: 'bad', tag: 'c', message: 'Command too long' });
+  });
+
   it('reads a raw line when asked (IDLE, SASL) and can give it back', () => {
     const p = new CommandParser();
     p.feed(Buffer.from('a IDLE\r\n'));

@@ -61,10 +61,21 @@ export interface ParserLimits {
   maxDepth: number;
   /** Whether APPEND messages stream (after login) or count as literals (before). */
   streamAppend: boolean;
+  /**
+   * Commands whose arguments are read (their syntax checked, literals
+   * taken) but not kept: the command comes out with no arguments. Their
+   * bytes count toward `maxDiscarded` instead of `maxCommand`.
+   */
+  discardArgs?: ReadonlySet<string>;
+  maxDiscarded?: number;
 }
 
 export const POST_LOGIN_LIMITS: ParserLimits = { maxCommand: 65_536, maxLiterals: 64, maxLine: 8192, maxDepth: 32, streamAppend: true };
-export const PRE_LOGIN_LIMITS: ParserLimits = { maxCommand: 8192, maxLiterals: 4, maxLine: 8192, maxDepth: 8, streamAppend: false };
+/**
+ * Before login: small commands, except ID (RFC 2971 allows 30 pairs of 1024-byte values, and the
+ * gateway answers ID itself, so its arguments are read and dropped).
+ */
+export const PRE_LOGIN_LIMITS: ParserLimits = { maxCommand: 8192, maxLiterals: 4, maxLine: 8192, maxDepth: 8, streamAppend: false, discardArgs: new Set(['ID']), maxDiscarded: 256 * 1024 };
 
 const SP = 0x20;
 const CR = 0x0d;
@@ -150,6 +161,8 @@ export class CommandParser {
   private rawLine = false;
   /** The byte being parsed (a refusal at LF needs no line skipping). */
   private current = 0;
+  /** The command's arguments are checked and dropped (limits.discardArgs). */
+  private discardValues = false;
 
   constructor(limits: ParserLimits = POST_LOGIN_LIMITS) {
     this.limits = limits;
@@ -247,7 +260,7 @@ export class CommandParser {
       this.off += n;
       this.literalLeft -= n;
       if (this.mode === 'literal-data') {
-        this.literalParts.push(part);
+        if (!this.discardValues) this.literalParts.push(part);
         if (this.literalLeft === 0) this.literalDone();
         return undefined;
       }
@@ -268,7 +281,7 @@ export class CommandParser {
       this.current = c;
       if (this.mode !== 'skip-line' && this.mode !== 'raw-line') {
         this.used++;
-        if (this.used > this.limits.maxCommand) return this.fail('Command too long');
+        if (this.used > (this.discardValues ? (this.limits.maxDiscarded ?? this.limits.maxCommand) : this.limits.maxCommand)) return this.fail('Command too long');
       }
       const ev = this.byte(c);
       if (ev) return ev;
@@ -326,6 +339,7 @@ export class CommandParser {
           this.name = this.token.toUpperCase();
           this.token = '';
           this.mode = 'args';
+          this.discardValues = this.limits.discardArgs?.has(this.name) ?? false;
           if (this.name === 'APPEND' && this.limits.streamAppend) this.append = 'head';
           return c === LF ? this.endOfLine() : undefined;
         }
@@ -343,7 +357,7 @@ export class CommandParser {
           return undefined;
         }
         if (atomChar(c)) {
-          this.token += String.fromCharCode(c);
+          if (!this.discardValues) this.token += String.fromCharCode(c);
           return undefined;
         }
         if (c === SP || c === LF || (c === RPAREN && this.stack.length > 1)) {
@@ -358,7 +372,7 @@ export class CommandParser {
         if (c === LF || c === CR) return this.fail('Missing \'"\'');
         if (c === 0) return this.fail('NULs not allowed in strings');
         if (this.escape) {
-          this.token += String.fromCharCode(c);
+          if (!this.discardValues) this.token += String.fromCharCode(c);
           this.escape = false;
         } else if (c === DQUOTE) {
           this.push({ type: 'string', value: this.token });
@@ -366,7 +380,7 @@ export class CommandParser {
           this.mode = 'args';
         } else if (c === BACKSLASH) {
           this.escape = true;
-        } else {
+        } else if (!this.discardValues) {
           this.token += String.fromCharCode(c);
         }
         return undefined;
@@ -474,8 +488,9 @@ export class CommandParser {
     this.literals++;
     // Past a limit, a synchronizing literal is simply not asked for; a non-synchronizing one
     // is already on its way and its bytes cannot be told from commands: the connection ends.
-    if (this.literals > this.limits.maxLiterals) return this.fail('Too many literals', !l.sync);
-    if (l.size > this.limits.maxCommand - this.used) return this.fail('Literal too large', !l.sync);
+    if (this.literals > this.limits.maxLiterals && !this.discardValues) return this.fail('Too many literals', !l.sync);
+    const budget = this.discardValues ? (this.limits.maxDiscarded ?? this.limits.maxCommand) : this.limits.maxCommand;
+    if (l.size > budget - this.used) return this.fail('Literal too large', !l.sync);
     this.used += l.size;
     this.literalLeft = l.size;
     this.literalParts = [];
@@ -499,6 +514,8 @@ export class CommandParser {
   }
 
   private push(v: ImapValue): void {
+    // Values of a command whose arguments are dropped are never kept (the list depth still is).
+    if (this.discardValues) return;
     this.stack[this.stack.length - 1]!.push(v);
   }
 
@@ -549,6 +566,7 @@ export class CommandParser {
     this.discarding = false;
     this.streamingTag = undefined;
     this.streamStarted = false;
+    this.discardValues = false;
   }
 }
 
