@@ -141,6 +141,12 @@ export class Session {
   private outputPaused = false;
   private tagSeq = 0;
   private enabled: string[] = [];
+  /**
+   * Searches with RETURN (UPDATE) (RFC 5267 CONTEXT=SEARCH) outlive their
+   * command: their updates and CANCELUPDATE name the command's tag. Upstream
+   * tag → the client's, per connection.
+   */
+  private readonly updateTags = new WeakMap<Conn, Map<string, string>>();
   readonly done: Promise<void>;
 
   constructor(
@@ -273,8 +279,21 @@ export class Session {
   /** An ESEARCH line with the client's tag in place of the gateway's. */
   private clientTagIn(c: Conn, text: string): string {
     return text.replace(/^(\* ESEARCH \(TAG )"([^"]*)"/i, (whole, head: string, tag: string) => {
-      const p = c.pending.find((x) => x.tag === tag);
-      return p?.clientTag !== undefined ? `${head}${quote(p.clientTag)}` : whole;
+      const client = c.pending.find((x) => x.tag === tag)?.clientTag ?? this.updateTags.get(c)?.get(tag);
+      return client !== undefined ? `${head}${quote(client)}` : whole;
+    });
+  }
+
+  /** CANCELUPDATE (RFC 5267 §4.2) names client tags: the connection's searches by their upstream tags. */
+  private async cancelUpdate(tag: string, args: ImapValue[], conn: Conn): Promise<void> {
+    const tags = args.map(astring);
+    if (tags.length === 0 || tags.some((t) => t === undefined)) throw bad(tag, 'CANCELUPDATE needs the tags of searches');
+    const known = this.updateTags.get(conn) ?? new Map<string, string>();
+    const upstream = (tags as string[]).map((t) => [...known].find(([, c]) => c === t)?.[0]);
+    if (upstream.some((t) => t === undefined)) throw new ImapNo(`${tag} NO Unknown tag.\r\n`);
+    await this.send(conn, tag, 'CANCELUPDATE', (upstream as string[]).map(str), (status, raw) => {
+      if (status === 'OK') for (const u of upstream) known.delete(u!);
+      this.forward(raw);
     });
   }
 
@@ -429,6 +448,7 @@ export class Session {
     }
     if (name === 'UID' && !UID_COMMANDS.has(atomUpper(args[0]) ?? '')) throw bad(tag, 'UID needs FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, SORT or THREAD.');
     const sel = this.selected;
+    if (name === 'CANCELUPDATE') return this.cancelUpdate(tag, args, sel?.conn ?? this.home);
     if (SELECTED_STATE.has(name) && sel && sel.target.kind === 'shared') return this.sharedSelected(tag, name, args, sel.conn, sel.target);
     if (name === 'IDLE') {
       const wrong = checkNoArgs(name, args);
@@ -1105,6 +1125,13 @@ export class Session {
     if (conn.closed) throw new BackendUnavailable('connection closed');
     const tag = this.nextTag();
     const line = streaming ? `${commandHead(tag, name, args)} ${literalMarker(streaming)}\r\n` : command(tag, name, args);
+    if (isUpdateSearch(name, args)) {
+      const known = this.updateTags.get(conn) ?? new Map<string, string>();
+      this.updateTags.set(conn, known);
+      // A server keeps few such searches (Dovecot: a handful); so does the gateway's table.
+      if (known.size >= 64) known.delete(known.keys().next().value!);
+      known.set(tag, clientTag);
+    }
     this.enqueue(conn, tag, clientTag, (status, raw, pieces) => {
       // Answered before the client sent its synchronizing literal: it will not send it.
       if (streaming && this.reader.cancelSyncLiteral(clientTag) && this.streamTo?.conn === conn) this.streamTo = undefined;
@@ -1178,6 +1205,15 @@ function appendArgs(message: { flags: readonly string[] | undefined; date: ImapV
   if (message.flags) out.push(list(message.flags.filter((f) => hasAll(rights, flagRight(f))).map(atom)));
   if (message.date) out.push(message.date);
   return out;
+}
+
+/** SEARCH or SORT (UID too) with RETURN (… UPDATE …) (RFC 5267 §4). */
+function isUpdateSearch(name: string, args: readonly ImapValue[]): boolean {
+  const rest = name === 'UID' ? args.slice(1) : args;
+  const verb = name === 'UID' ? atomUpper(args[0]) : name;
+  if (verb !== 'SEARCH' && verb !== 'SORT') return false;
+  const opts = rest[1];
+  return atomUpper(rest[0]) === 'RETURN' && opts?.type === 'list' && opts.items.some((o) => atomUpper(o) === 'UPDATE');
 }
 
 function literalMarker(s: Streaming): string {

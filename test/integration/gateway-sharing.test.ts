@@ -203,6 +203,15 @@ describe('shared folders through the gateways', () => {
     expect(await bob.cmd('SEARCH RETURN (COUNT) ALL')).toMatch(/^\* ESEARCH \(TAG "t3"\) COUNT \d+\r$/m);
     await bob.cmd('SELECT Shared/alice/Projects');
     expect(await bob.cmd('UID SEARCH RETURN (MIN COUNT) ALL')).toMatch(/^\* ESEARCH \(TAG "t5"\) UID MIN 1 COUNT \d+\r$/m);
+    // A search that stays (RFC 5267 CONTEXT=SEARCH): its updates and CANCELUPDATE name the client's tag.
+    await bob.cmd('SELECT INBOX');
+    expect(await bob.cmd('SEARCH RETURN (UPDATE) ALL')).toMatch(/^t7 OK/m);
+    const other = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await append(other, 'INBOX', message('update me'))).toMatch(/^ap OK/m);
+    other.close();
+    expect(await bob.cmd('NOOP')).toMatch(/^\* ESEARCH \(TAG "t7"\) ADDTO/m);
+    expect(await bob.cmd('CANCELUPDATE "t7"')).toMatch(/^t9 OK/m);
+    expect(await bob.cmd('CANCELUPDATE "nosuch"')).toMatch(/^t10 NO/m);
     bob.close();
   });
 
