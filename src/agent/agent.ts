@@ -5,6 +5,7 @@ import { type Rights, formatRightsForResponse } from '../domain/rights.js';
 import { type Event, EventServiceClient, type SnapshotResponse, type WatchResponse } from '../gen/mailshare/v1/events.js';
 import { type KeepAliveResponse, type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { AgentCache, type CachedAssignment, type SharedView } from './cache.js';
+import { Backoff, RetryLog } from './retry.js';
 
 /** Anything pino-like; the agent logs little, and nothing by default. */
 export interface AgentLogger {
@@ -60,6 +61,8 @@ export interface AgentEvents {
   mailboxChanged: [{ tenant: string; mailbox: string; deleted: boolean; revision: number }];
   /** Any user's assignment changed (any node): gateways close sessions that no longer match. */
   assignmentChanged: [{ tenant: string; user: string; before: CachedAssignment | undefined; after: CachedAssignment | undefined }];
+  /** `serving` changed: when false, serve nothing (refuse logins, end sessions); `reason` says why. */
+  servingChanged: [{ serving: boolean; reason: string }];
 }
 
 const noop: AgentLogger = { info: () => undefined, warn: () => undefined, debug: () => undefined };
@@ -102,6 +105,16 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly holds = new Map<string, { written: boolean; linger?: NodeJS.Timeout }>();
   /** Aborted by close()/orphan(): ends retry pauses at once. */
   private readonly life = new AbortController();
+  /** When the event stream last spoke (events, progress or the coordinator's heartbeat). */
+  private lastHeard = 0;
+  /** When the last lease was lost: the view must be heard fresh after it before serving again. */
+  private lostAt = 0;
+  private servingNow = false;
+  private readonly servingTimer: NodeJS.Timeout;
+  private readonly retries = { register: new Backoff(), keepalive: new Backoff(), events: new Backoff() };
+  /** Aborted when a loop reaches a coordinator again: the others end their pauses and retry at once. */
+  private retryWake = new AbortController();
+  private readonly retryLogs: { register: RetryLog; keepalive: RetryLog; events: RetryLog };
   readonly ready: Promise<void>;
 
   constructor(opts: AgentOptions) {
@@ -110,8 +123,11 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.opts = { ...opts, ttlSeconds: opts.ttlSeconds ?? 5 };
     this.log = opts.logger ?? noop;
     this.md.set('authorization', `Bearer ${opts.token}`);
+    this.retryLogs = { register: new RetryLog('registering the node', this.log), keepalive: new RetryLog('renewing the lease', this.log), events: new RetryLog('the event stream', this.log) };
     [this.placement, this.events] = this.connect();
-    this.ready = Promise.all([this.registerLoop(), this.eventsReady()]).then(() => undefined);
+    this.servingTimer = setInterval(() => this.checkServing(), 50);
+    this.servingTimer.unref();
+    this.ready = Promise.all([this.registerLoop(), this.eventsReady()]).then(() => this.checkServing());
     this.ready.catch(() => undefined);
   }
 
@@ -122,6 +138,46 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   get leaseId(): string | undefined {
     return this.lease?.id;
+  }
+
+  /**
+   * Whether this node may serve its users now: it holds a lease it can
+   * prove (the last acknowledged renewal is within the TTL), and its view of
+   * the cluster is fresh (the event stream spoke within the TTL, and after
+   * the last lease loss). When false, a gateway refuses logins and ends its
+   * sessions: another node may be given its users.
+   */
+  get serving(): boolean {
+    return this.servingState().ok;
+  }
+
+  private servingState(): { ok: boolean; reason: string } {
+    const now = Date.now();
+    if (this.closed) return { ok: false, reason: 'the node is shutting down' };
+    if (!this.lease) return { ok: false, reason: 'the node holds no lease' };
+    if (now >= this.deadline) return { ok: false, reason: 'the lease could not be renewed in time' };
+    if (now - this.lastHeard >= this.opts.ttlSeconds * 1000) return { ok: false, reason: 'no word from the coordinators for longer than the lease TTL' };
+    if (this.lastHeard <= this.lostAt) return { ok: false, reason: 'the view of the cluster is not fresh yet' };
+    return { ok: true, reason: 'serving' };
+  }
+
+  private retrySignal(): AbortSignal {
+    return AbortSignal.any([this.life.signal, this.retryWake.signal]);
+  }
+
+  /** One loop got through: a coordinator answers, the other loops need not wait out their pauses. */
+  private coordinatorBack(): void {
+    this.retryWake.abort();
+    this.retryWake = new AbortController();
+  }
+
+  private checkServing(): void {
+    const s = this.servingState();
+    if (s.ok === this.servingNow) return;
+    this.servingNow = s.ok;
+    if (s.ok) this.log.info({}, 'serving');
+    else this.log.warn({ reason: s.reason }, 'not serving');
+    this.emit('servingChanged', { serving: s.ok, reason: s.reason });
   }
 
   /** The etcd revision the caches are valid at. */
@@ -315,6 +371,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.closed) return;
     this.closed = true;
     this.life.abort();
+    clearInterval(this.servingTimer);
     const leaving = this.users();
     for (let i = 0; i < leaving.length; i += 16) {
       await Promise.all(
@@ -346,6 +403,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   orphan(): void {
     this.closed = true;
     this.life.abort();
+    clearInterval(this.servingTimer);
     this.stopKeepalive();
     this.watch?.cancel();
     this.placement.close();
@@ -355,7 +413,6 @@ export class Agent extends EventEmitter<AgentEvents> {
   // --- lease -----------------------------------------------------------------
 
   private async registerLoop(): Promise<void> {
-    let delay = 100;
     for (;;) {
       if (this.closed) throw new DomainError('cancelled', 'agent closed');
       const sentAt = Date.now();
@@ -373,6 +430,8 @@ export class Agent extends EventEmitter<AgentEvents> {
         this.controller = new AbortController();
         this.deadline = sentAt + res.ttlSeconds * 1000 - this.margin();
         this.startKeepalive();
+        this.retries.register.reset();
+        if (this.retryLogs.register.ok()) this.coordinatorBack();
         this.log.info({ lease: res.leaseId }, 'registered');
         this.emit('registered', { leaseId: res.leaseId, revision: this.lease.revision });
         // Holds lived on the previous lease: write them again.
@@ -386,10 +445,9 @@ export class Agent extends EventEmitter<AgentEvents> {
         return;
       } catch (err) {
         if (this.closed) throw err;
-        this.log.warn({ err: String(err) }, 'register failed; retrying');
+        this.retryLogs.register.failed((err as grpc.ServiceError).details ?? String(err));
         this.rotate(at);
-        await sleep(delay, this.life.signal);
-        delay = Math.min(delay * 2, 2000);
+        await sleep(this.retries.register.next(), this.retrySignal());
       }
     }
   }
@@ -410,13 +468,19 @@ export class Agent extends EventEmitter<AgentEvents> {
         if (r.leaseId !== lease.id || this.lease !== lease) return;
         if (r.ttlSeconds <= 0) return this.loseLease('etcd says the lease is gone');
         this.deadline = Math.max(this.deadline, at + r.ttlSeconds * 1000 - this.margin());
+        this.retries.keepalive.reset();
+        if (this.retryLogs.keepalive.ok()) this.coordinatorBack();
       });
       stream.on('error', (err: grpc.ServiceError) => {
         if (this.keepalive !== stream || this.closed) return;
-        this.log.warn({ err: err.details }, 'keepalive stream failed; switching coordinator');
+        this.retryLogs.keepalive.failed(err.details ?? String(err));
         sent.length = 0;
+        this.keepalive = undefined;
         this.rotate(at);
-        open();
+        // Paced: a coordinator that is down is not asked again at once, in a loop.
+        void sleep(this.retries.keepalive.next(), this.retrySignal()).then(() => {
+          if (this.lease === lease && !this.closed) open();
+        });
       });
     };
     open();
@@ -445,6 +509,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const users = this.users();
     this.lease = undefined;
     this.stopKeepalive();
+    this.lostAt = Date.now();
     this.controller.abort(new DomainError('unavailable', `lease lost: ${reason}`));
     this.log.warn({ lease: lease.id, reason, users: users.length }, 'lease lost');
     this.emit('leaseLost', { reason });
@@ -461,13 +526,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   }
 
   private async eventLoop(onFirstSync: () => void): Promise<void> {
-    let delay = 100;
     while (!this.closed) {
       const at = this.coordinator;
       try {
         if (!this.synced) await this.snapshot();
         await this.watchFrom(this.cache.revision + 1, onFirstSync);
-        delay = 100;
       } catch (err) {
         if (this.closed) return;
         const e = err as grpc.ServiceError;
@@ -476,10 +539,9 @@ export class Agent extends EventEmitter<AgentEvents> {
           this.synced = false;
           continue;
         }
-        this.log.warn({ err: e.details ?? String(err) }, 'event stream failed; resuming on another coordinator');
+        this.retryLogs.events.failed(e.details ?? String(err));
         this.rotate(at);
-        await sleep(delay, this.life.signal);
-        delay = Math.min(delay * 2, 2000);
+        await sleep(this.retries.events.next(), this.retrySignal());
       }
     }
   }
@@ -512,8 +574,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     return new Promise((resolve, reject) => {
       const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
       this.watch = stream;
-      stream.on('metadata', () => onStarted());
+      stream.on('metadata', () => {
+        this.lastHeard = Date.now();
+        this.retries.events.reset();
+        if (this.retryLogs.events.ok()) this.coordinatorBack();
+        onStarted();
+      });
       stream.on('data', (r: WatchResponse) => {
+        this.lastHeard = Date.now();
         for (const e of r.events) this.applyEvent(e);
         if (r.progressRevision > this.cache.revision) this.cache.revision = r.progressRevision;
         this.releaseWaiters();
@@ -582,6 +650,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
+      // The agent paces its own retries; grpc-js's reconnect backoff (up to 2 min by default) must not
+      // keep a channel from trying a coordinator that is back.
+      'grpc.initial_reconnect_backoff_ms': 100,
+      'grpc.max_reconnect_backoff_ms': 2000,
       // A snapshot streams megabytes: HTTP/2's default 64 KiB window would make the coordinator
       // wait for a window update every message or so (a cold start of 1 M mailboxes is mostly that).
       'grpc-node.flow_control_window': 8 * 1024 * 1024,

@@ -154,6 +154,12 @@ export class Gateway {
     this.agent.on('leaseLost', () => {
       for (const s of this.sessions) s.session.bye('node lost its lease; reconnect');
     });
+    // A node that cannot prove its lease, or whose view of the cluster is stale, serves nothing:
+    // another node may hold its users by now.
+    this.agent.on('servingChanged', ({ serving, reason }) => {
+      if (serving) return;
+      for (const s of this.sessions) s.session.bye(`this server cannot reach the cluster (${reason}); reconnect`);
+    });
     this.server = net.createServer((socket) => this.accept(socket, false));
     if (opts.listenTls && !opts.tls) throw new Error('listenTls needs tls (certificate and key)');
     if (opts.tls) {
@@ -385,6 +391,7 @@ export class Gateway {
     );
     if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
     if (client.destroyed) return false;
+    if (!this.agent.serving) return this.unavailable(client, tag);
     const fail = (refused?: Buffer): boolean => {
       // Dovecot refused for another reason than the credentials (e.g. [LIMIT] too many connections):
       // the client hears that reason, and it is no failed login.
@@ -416,6 +423,11 @@ export class Gateway {
           if (!login.ok) return fail(login.tagged);
         }
       }
+      // The login took a while: serve only if the node still may.
+      if (!this.agent.serving) {
+        login.socket.destroy();
+        return this.unavailable(client, tag);
+      }
       this.relay(client, reader, login.socket, login.tagged, { tenant, user, epoch: where.epoch, node: where.node });
       return true;
     } catch (err) {
@@ -423,6 +435,11 @@ export class Gateway {
       if (!client.destroyed) client.write(`${tag} NO [UNAVAILABLE] Login failed: ${why}. Try again later.\r\n`);
       return false;
     }
+  }
+
+  private unavailable(client: net.Socket, tag: string): false {
+    if (!client.destroyed) client.write(`${tag} NO [UNAVAILABLE] This server cannot reach the rest of the cluster right now. Try again later.\r\n`);
+    return false;
   }
 
   private relay(client: net.Socket, reader: CommandParser, backend: net.Socket, tagged: Buffer, who: { tenant: string; user: string; epoch: number; node: string }): void {

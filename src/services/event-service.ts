@@ -17,6 +17,10 @@ export interface EventServiceDeps extends RpcDeps {
   readonly events: EventStore;
   /** Bytes a watcher may have queued (unsent to a client that does not read) before it is cut off. */
   readonly maxBufferedBytes?: number;
+  /** Whether this coordinator reaches etcd: heartbeats are sent only then. */
+  readonly healthy?: () => boolean;
+  /** A quiet watch stream gets a heartbeat this often (ms); default 1000. */
+  readonly heartbeatMs?: number;
 }
 
 function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
@@ -108,21 +112,20 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         const filter = parseFilter(req.kinds, req.tenant, principal);
         const hide = principal.role.kind === 'node';
         let done = false;
-        const held: { watcher?: Awaited<ReturnType<EventStore['watch']>> } = {};
+        let wrote = false;
+        const held: { watcher?: Awaited<ReturnType<EventStore['watch']>>; heartbeat?: NodeJS.Timeout } = {};
+        const stop = (): void => {
+          done = true;
+          clearInterval(held.heartbeat);
+          void held.watcher?.cancel().catch(() => undefined);
+        };
         const fail = (err: unknown): void => {
           if (done) return;
-          done = true;
-          void held.watcher?.cancel().catch(() => undefined);
+          stop();
           call.emit('error', toGrpcError(err, log));
         };
-        call.on('cancelled', () => {
-          done = true;
-          void held.watcher?.cancel().catch(() => undefined);
-        });
-        endOnShutdown(deps, call, () => {
-          done = true;
-          void held.watcher?.cancel().catch(() => undefined);
-        });
+        call.on('cancelled', stop);
+        endOnShutdown(deps, call, stop);
         held.watcher = await deps.events.watch(
           req.fromRevision,
           filter,
@@ -130,6 +133,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
             if (done) return;
             const msg: WatchResponse = events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0 } : { events: [], progressRevision: revision };
             call.write(msg);
+            wrote = true;
             // A consumer that cannot keep up must not grow our memory: cut it
             // off; it resumes from the last revision it processed.
             if (queuedBytes(call) > maxBufferedBytes) {
@@ -145,6 +149,14 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         // Headers only once the etcd watch exists: a client that waits for
         // them knows no later change can be missed.
         call.sendMetadata(new Metadata());
+        // A quiet stream still speaks while this coordinator reaches etcd: a node that hears
+        // nothing for a lease TTL knows its view may be stale and stops serving. A heartbeat
+        // claims no revision (progress_revision 0).
+        held.heartbeat = setInterval(() => {
+          if (done) return;
+          if (!wrote && deps.healthy?.() !== false) call.write({ events: [], progressRevision: 0 });
+          wrote = false;
+        }, deps.heartbeatMs ?? 1000);
       })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),
 

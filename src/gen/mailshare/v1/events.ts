@@ -81,6 +81,9 @@ export interface WatchResponse {
   /**
    * Everything up to this revision has been delivered (sent when a batch of
    * changes had nothing for this watcher, so it can advance its resume point).
+   * A message with no events and progress_revision 0 is a heartbeat: sent
+   * about every second on a quiet stream while the coordinator reaches etcd,
+   * so a node that hears nothing for a lease TTL knows its view is stale.
    */
   progressRevision: number;
 }
