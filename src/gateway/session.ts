@@ -1231,14 +1231,26 @@ function mailshareName(wire: string): string | undefined {
   }
 }
 
+function imapWords(details: string): string {
+  const need = /needs the "([a-z]+)" right/.exec(details);
+  if (need) return `You need the "${need[1]}" right on this mailbox for that`;
+  // "field: message" → message, with its first letter up.
+  const text = details.replace(/[\r\n]/g, ' ').replace(/^[a-z_]+(\[\d+\])?: /, '');
+  return text.charAt(0).toUpperCase() + text.slice(1);
+}
+
 function opts(): grpc.CallOptions {
   return { deadline: Date.now() + 10_000 };
 }
 
-/** A coordinator error as the tagged IMAP response (RFC 5530 response codes). */
+/**
+ * A coordinator error as the tagged IMAP response (RFC 5530 response
+ * codes), in IMAP words: the API's field names and mailshare's internal
+ * mailbox names ("actor: bob needs … on alice/Projects") are not shown.
+ */
 function imapError(tag: string, err: unknown): string {
   const e = err as grpc.ServiceError;
-  const msg = (e.details ?? String(err)).replace(/[\r\n]/g, ' ');
+  const msg = imapWords(e.details ?? String(err));
   switch (e.code) {
     case grpc.status.NOT_FOUND:
       return `${tag} NO [NONEXISTENT] ${msg}\r\n`;

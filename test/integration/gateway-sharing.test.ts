@@ -317,4 +317,26 @@ describe('shared folders through the gateways', () => {
     expect(after.epoch).toBeGreaterThan(before.epoch);
     expect(readFileSync(`${dovecots[after.node === 'n1' ? 0 : 1]!.dir}/dovecot.log`, 'utf8')).toMatch(/Login: user=<alice>/);
   });
+
+  it('an owner\'s move leaves the rest of a reader\'s session alone: own mailboxes go on, the shared one reopens on the new node', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await bob.cmd('STATUS Shared/alice/Projects (MESSAGES)')).toMatch(/^\* STATUS "Shared\/alice\/Projects" \(MESSAGES \d+\)/m);
+    expect(await bob.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+    const before = await locate('alice');
+    await unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'alice', toNode: before.node === 'n1' ? 'n2' : 'n1', timeoutMs: 2000 }, server.adminToken);
+    await waitFor(async () => (await locate('alice')).epoch !== before.epoch, 5000, 'alice moved');
+    expect(await bob.cmd('NOOP')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('FETCH 1:* (FLAGS)')).toMatch(/^t\d+ OK/m);
+    expect(await bob.cmd('STATUS Shared/alice/Projects (MESSAGES)')).toMatch(/^\* STATUS "Shared\/alice\/Projects" \(MESSAGES \d+\)/m);
+    expect(bob.closed).toBe(false);
+    bob.close();
+  });
+
+  it('tells IMAP users what they lack in IMAP words, never the API\'s field names', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    const out = await bob.cmd('SETACL Shared/alice/Projects carol lr');
+    expect(out).toMatch(/^t\d+ NO \[NOPERM\] You need the "a" right on this mailbox for that\r$/m);
+    expect(out).not.toMatch(/actor|alice\/Projects/);
+    bob.close();
+  });
 });
