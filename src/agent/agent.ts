@@ -112,6 +112,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   private servingNow = false;
   private readonly servingTimer: NodeJS.Timeout;
   private readonly retries = { register: new Backoff(), keepalive: new Backoff(), events: new Backoff() };
+  /** Set by suspend(): the node claims no users (no lease) until resume(). */
+  private suspendedReason: string | undefined;
+  /** A registration loop is running (one at a time). */
+  private registering = false;
   /** Aborted when a loop reaches a coordinator again: the others end their pauses and retry at once. */
   private retryWake = new AbortController();
   private readonly retryLogs: { register: RetryLog; keepalive: RetryLog; events: RetryLog };
@@ -151,9 +155,52 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.servingState().ok;
   }
 
+  /**
+   * Whether this node's view of the cluster is fresh (the event stream spoke
+   * within the TTL, and after the last lease loss), lease or not: enough to
+   * route users to other nodes.
+   */
+  get viewFresh(): boolean {
+    const now = Date.now();
+    return now - this.lastHeard < this.opts.ttlSeconds * 1000 && this.lastHeard > this.lostAt;
+  }
+
+  /** Why the node is suspended (see suspend()), or undefined. */
+  get suspended(): string | undefined {
+    return this.suspendedReason;
+  }
+
+  /**
+   * Stops claiming users, saying why (e.g. the node's IMAP server is dead):
+   * the lease is revoked with the reason (shown by ListNodes), so the
+   * node's users can be assigned elsewhere at once, and no new lease is
+   * taken until resume(). The caches stay fed.
+   */
+  async suspend(reason: string): Promise<void> {
+    if (this.suspendedReason !== undefined || this.closed) return;
+    this.suspendedReason = reason;
+    this.checkServing();
+    const lease = this.lease;
+    if (!lease) return;
+    this.stopKeepalive();
+    await this.unary((cb) => this.placement.deregisterNode({ name: this.opts.node.name, leaseId: lease.id, reason: reason.slice(0, 200) }, this.md, { deadline: Date.now() + 5000 }, cb)).catch(
+      (err: unknown) => this.log.warn({ err: String(err) }, 'deregister failed; the lease will expire by itself'),
+    );
+    this.loseLease(`suspended: ${reason}`);
+  }
+
+  /** Takes users again after suspend(): registers under a new lease. */
+  resume(): void {
+    if (this.suspendedReason === undefined || this.closed) return;
+    this.suspendedReason = undefined;
+    this.log.info({}, 'resuming');
+    if (!this.lease) void this.registerLoop().catch(() => undefined);
+  }
+
   private servingState(): { ok: boolean; reason: string } {
     const now = Date.now();
     if (this.closed) return { ok: false, reason: 'the node is shutting down' };
+    if (this.suspendedReason !== undefined) return { ok: false, reason: `suspended: ${this.suspendedReason}` };
     if (!this.lease) return { ok: false, reason: 'the node holds no lease' };
     if (now >= this.deadline) return { ok: false, reason: 'the lease could not be renewed in time' };
     if (now - this.lastHeard >= this.opts.ttlSeconds * 1000) return { ok: false, reason: 'no word from the coordinators for longer than the lease TTL' };
@@ -194,6 +241,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** The IMAP backend address of a registered node, from memory. */
   nodeAddress(node: string): string | undefined {
     return this.cache.nodeAddress(node);
+  }
+
+  /** Nodes live now, with their IMAP addresses (from the event stream). */
+  liveNodes(): Array<{ node: string; address: string }> {
+    return this.cache.liveNodes();
   }
 
   /** Assigns a node if the user has none (one RPC); answers from memory when it can. */
@@ -389,7 +441,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.stopKeepalive();
     const lease = this.lease;
     if (lease) {
-      await this.unary((cb) => this.placement.deregisterNode({ name: this.opts.node.name, leaseId: lease.id }, this.md, { deadline: Date.now() + 5000 }, cb)).catch(
+      await this.unary((cb) => this.placement.deregisterNode({ name: this.opts.node.name, leaseId: lease.id, reason: '' }, this.md, { deadline: Date.now() + 5000 }, cb)).catch(
         (err: unknown) => this.log.warn({ err: String(err) }, 'deregister failed; the lease will expire by itself'),
       );
       this.loseLease('closed');
@@ -413,8 +465,19 @@ export class Agent extends EventEmitter<AgentEvents> {
   // --- lease -----------------------------------------------------------------
 
   private async registerLoop(): Promise<void> {
+    if (this.registering) return;
+    this.registering = true;
+    try {
+      await this.registerUntilDone();
+    } finally {
+      this.registering = false;
+    }
+  }
+
+  private async registerUntilDone(): Promise<void> {
     for (;;) {
       if (this.closed) throw new DomainError('cancelled', 'agent closed');
+      if (this.suspendedReason !== undefined) return;
       const sentAt = Date.now();
       const at = this.coordinator;
       try {
@@ -514,7 +577,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.log.warn({ lease: lease.id, reason, users: users.length }, 'lease lost');
     this.emit('leaseLost', { reason });
     for (const u of users) if (!this.left.delete(`${u.tenant}/${u.user}@${u.epoch}`)) this.emit('userLost', u);
-    if (!this.closed) void this.registerLoop().catch(() => undefined);
+    if (!this.closed && this.suspendedReason === undefined) void this.registerLoop().catch(() => undefined);
   }
 
   // --- events ----------------------------------------------------------------

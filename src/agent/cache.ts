@@ -40,6 +40,8 @@ export class AgentCache {
   private readonly shared = new Map<string, Set<string>>();
   /** Node name → address of its IMAP backend. */
   private readonly nodes = new Map<string, string>();
+  /** Nodes live on a lease now. */
+  private readonly live = new Set<string>();
   /**
    * One copy of each owner and identifier string, shared by every mailbox
    * naming it (a user typically owns or is granted many): most of what a
@@ -61,6 +63,7 @@ export class AgentCache {
     this.memberOf.clear();
     this.shared.clear();
     this.nodes.clear();
+    this.live.clear();
     this.strings.clear();
     this.revision = 0;
   }
@@ -118,9 +121,14 @@ export class AgentCache {
       }
       case 'node': {
         const n = e.node!;
-        // Liveness events carry no address; a configuration event does, until the node is removed.
-        if (n.state === 'removed') this.nodes.delete(n.name);
-        else if (n.imapAddress !== '') this.nodes.set(n.name, n.imapAddress);
+        // Liveness events carry no address (state "" while live, "down" when the lease is gone);
+        // a configuration event does, until the node is removed.
+        if (n.imapAddress === '' && n.state === '') this.live.add(n.name);
+        else if (n.imapAddress === '' && n.state === 'down') this.live.delete(n.name);
+        if (n.state === 'removed') {
+          this.nodes.delete(n.name);
+          this.live.delete(n.name);
+        } else if (n.imapAddress !== '') this.nodes.set(n.name, n.imapAddress);
         return undefined;
       }
       default:
@@ -130,6 +138,16 @@ export class AgentCache {
 
   nodeAddress(node: string): string | undefined {
     return this.nodes.get(node);
+  }
+
+  /** Live nodes with their addresses. */
+  liveNodes(): Array<{ node: string; address: string }> {
+    const out: Array<{ node: string; address: string }> = [];
+    for (const n of this.live) {
+      const address = this.nodes.get(n);
+      if (address) out.push({ node: n, address });
+    }
+    return out;
   }
 
   locate(tenant: string, user: string): CachedAssignment | undefined {

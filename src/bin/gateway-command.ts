@@ -50,12 +50,16 @@ export function registerGateway(program: Command): void {
     .option('--max-connections-per-ip <n>', 'client connections from one address at most (default 500)', count)
     .option('--prelogin-timeout <duration>', 'disconnect clients that have not logged in after this long (default 3m)', duration)
     .option('--idle-timeout <duration>', 'log out clients silent for this long (default 30m, at least 30m by RFC 3501)', duration)
+    .option('--health-interval <duration>', "probe this node's Dovecot this often (default 1s)", duration)
+    .option('--health-failures <n>', 'failed probes in a row before the node lets its users go (and passes before it takes them again; default 3)', positive)
+    .option('--health-user <name>', 'now and then log in as this user through --master-user, as a deeper probe')
+    .option('--no-health-check', "do not probe this node's Dovecot")
     .option('--coordinator-ca <file>', 'CA that signed the coordinators\' certificates: talk to them over TLS (env MAILSHARE_TLS_CA)')
     .option('--coordinator-cert <file>', 'client certificate for coordinators that require one (env MAILSHARE_TLS_CLIENT_CERT)')
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -103,6 +107,8 @@ export function registerGateway(program: Command): void {
       if (flags.backendServerName !== undefined && flags.backendCa === undefined) throw new DomainError('invalid_argument', 'backend-server-name: needs --backend-ca', { field: 'backend-server-name' });
       if (flags.preloginTimeout === 0) throw new DomainError('invalid_argument', 'prelogin-timeout: must be more than 0', { field: 'prelogin-timeout' });
       if (flags.idleTimeout !== undefined && flags.idleTimeout < 30 * 60_000) throw new DomainError('invalid_argument', 'idle-timeout: must be at least 30m (RFC 3501 section 5.4)', { field: 'idle-timeout' });
+      if (flags.healthUser !== undefined && master === undefined) throw new DomainError('invalid_argument', 'health-user: needs --master-user', { field: 'health-user' });
+      if (flags.healthInterval === 0) throw new DomainError('invalid_argument', 'health-interval: must be more than 0', { field: 'health-interval' });
       const backendTls = flags.backendCa === undefined ? undefined : { ca: read(flags.backendCa, 'backend-ca'), servername: flags.backendServerName };
       const logger = createLogger(level as 'info', 'auto');
       const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
@@ -138,6 +144,7 @@ export function registerGateway(program: Command): void {
         maxConnectionsPerIp: flags.maxConnectionsPerIp,
         preLoginTimeoutMs: flags.preloginTimeout,
         idleTimeoutMs: flags.idleTimeout,
+        health: flags.healthCheck === false ? false : { intervalMs: flags.healthInterval, failures: flags.healthFailures, loginUser: flags.healthUser },
         logger: logger.child({ component: 'agent', node: flags.node }),
       });
       const address = await gateway.start();

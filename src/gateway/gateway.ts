@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
 import { type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
+import { BackendHealth, type BackendHealthOptions } from './backend-health.js';
 import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
 import { FailureLimiter } from './failure-limiter.js';
@@ -67,6 +68,13 @@ export interface GatewayOptions {
    * Recommended wherever the backend network is not private to the cluster.
    */
   backendTls?: BackendTls;
+  /**
+   * Health checks of this node's Dovecot (default: on, every second, down
+   * after 3 failures): while it is down the node claims no users (its lease
+   * is revoked, with the reason), and logins through this gateway go to
+   * other nodes. false turns them off.
+   */
+  health?: BackendHealthOptions | false;
   /** host:port for implicit TLS (RFC 8314, usually port 993); needs `tls`. */
   listenTls?: string;
 }
@@ -126,6 +134,7 @@ export class Gateway {
   private readonly failures = new FailureLimiter();
   private readonly clients = new Set<net.Socket>();
   private readonly perIp = new Map<string, number>();
+  private readonly health: BackendHealth | undefined;
   /** Pre-login timers of connections not yet logged in. */
   private readonly loginDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
 
@@ -157,9 +166,18 @@ export class Gateway {
     // A node that cannot prove its lease, or whose view of the cluster is stale, serves nothing:
     // another node may hold its users by now.
     this.agent.on('servingChanged', ({ serving, reason }) => {
-      if (serving) return;
+      // Suspended for a dead Dovecot, the node's own users are let go (userLost); sessions relayed
+      // to other nodes go on. Otherwise nothing here can be trusted any more.
+      if (serving || this.agent.suspended !== undefined) return;
       for (const s of this.sessions) s.session.bye(`this server cannot reach the cluster (${reason}); reconnect`);
     });
+    if (opts.health !== false) {
+      this.health = new BackendHealth(opts.node.backend, { ...opts.health, tls: opts.backendTls, master: opts.master }, (healthy, reason) => {
+        opts.logger?.warn({ node: opts.node.name, healthy, reason }, healthy ? 'IMAP server is back; taking users again' : 'IMAP server is down; letting users go');
+        if (healthy) this.agent.resume();
+        else void this.agent.suspend(reason);
+      });
+    }
     this.server = net.createServer((socket) => this.accept(socket, false));
     if (opts.listenTls && !opts.tls) throw new Error('listenTls needs tls (certificate and key)');
     if (opts.tls) {
@@ -170,6 +188,7 @@ export class Gateway {
 
   async start(): Promise<string> {
     await this.agent.ready;
+    this.health?.start();
     const colon = this.opts.listen.lastIndexOf(':');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -202,6 +221,7 @@ export class Gateway {
   }
 
   async close(): Promise<void> {
+    this.health?.stop();
     const closed = Promise.all([new Promise<void>((r) => this.server.close(() => r())), new Promise<void>((r) => (this.tlsServer ? this.tlsServer.close(() => r()) : r()))]);
     for (const s of this.sessions) s.session.bye('gateway shutting down');
     for (const c of this.clients) c.destroy();
@@ -391,7 +411,7 @@ export class Gateway {
     );
     if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
     if (client.destroyed) return false;
-    if (!this.agent.serving) return this.unavailable(client, tag);
+    if (!this.mayServe()) return this.unavailable(client, tag);
     const fail = (refused?: Buffer): boolean => {
       // Dovecot refused for another reason than the credentials (e.g. [LIMIT] too many connections):
       // the client hears that reason, and it is no failed login.
@@ -413,18 +433,21 @@ export class Gateway {
         login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, tls: this.opts.backendTls });
         if (!login.ok) return fail(login.tagged);
       } else {
-        // Not assigned: this node's Dovecot checks the password; only then assign.
-        login = await backendLogin(this.opts.node.backend, tag, user, password, { client: origin, tls: this.opts.backendTls });
+        // Not assigned: this node's Dovecot checks the password (another live node's while ours is
+        // down: all of them share the user database); only then assign.
+        const checker = this.agent.suspended === undefined ? this.opts.node.backend : this.otherBackend();
+        if (!checker) return this.unavailable(client, tag);
+        login = await backendLogin(checker, tag, user, password, { client: origin, tls: this.opts.backendTls });
         if (!login.ok) return fail(login.tagged);
         where = (await this.home(tenant, user, true))!;
-        if (where.imapAddress !== this.opts.node.backend) {
+        if (where.imapAddress !== checker) {
           login.socket.end(`${tag}x LOGOUT\r\n`);
           login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, tls: this.opts.backendTls });
           if (!login.ok) return fail(login.tagged);
         }
       }
       // The login took a while: serve only if the node still may.
-      if (!this.agent.serving) {
+      if (!this.mayServe()) {
         login.socket.destroy();
         return this.unavailable(client, tag);
       }
@@ -435,6 +458,21 @@ export class Gateway {
       if (!client.destroyed) client.write(`${tag} NO [UNAVAILABLE] Login failed: ${why}. Try again later.\r\n`);
       return false;
     }
+  }
+
+  /**
+   * Whether logins may be served: the node holds a provable lease and a fresh
+   * view; or, while its own Dovecot is down (suspended), a fresh view is
+   * enough to route users to other nodes.
+   */
+  private mayServe(): boolean {
+    return this.agent.serving || (this.agent.suspended !== undefined && this.agent.viewFresh);
+  }
+
+  /** Another live node's Dovecot (to check a password while ours is down). */
+  private otherBackend(): string | undefined {
+    const others = this.agent.liveNodes().filter((n) => n.node !== this.opts.node.name);
+    return others[Math.floor(Math.random() * others.length)]?.address;
   }
 
   private unavailable(client: net.Socket, tag: string): false {

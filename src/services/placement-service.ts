@@ -78,6 +78,7 @@ export function nodeToPb(n: NodeView): Node {
     users: n.users,
     registeredAt: n.registeredAt,
     revision: n.revision,
+    downReason: n.live ? '' : n.downReason,
   };
 }
 
@@ -150,7 +151,8 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const name = parseNodeName(req.name);
       authorize(ctx.principal.role, { roles: ['node'], node: name });
       const leaseId = parseLeaseId(req.leaseId);
-      if (await placement.deregister(name, leaseId)) ctx.log.info({ node: name, lease: leaseId }, 'node deregistered');
+      if (req.reason.length > 200 || /[^\x20-\x7e]/.test(req.reason)) throw new DomainError('invalid_argument', 'reason: at most 200 printable ASCII characters', { field: 'reason' });
+      if (await placement.deregister(name, leaseId, req.reason)) ctx.log.info({ node: name, lease: leaseId, reason: req.reason || undefined }, 'node deregistered');
       return {};
     }),
 

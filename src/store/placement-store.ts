@@ -17,6 +17,8 @@ export interface NodeConfig {
   readonly state: NodeState;
   readonly registeredAt: Date;
   readonly revision: number;
+  /** Why the node last went down, when it said; '' otherwise. */
+  readonly downReason: string;
 }
 
 export interface NodeLive {
@@ -176,7 +178,7 @@ export class PlacementStore {
           return {
             leaseId,
             ttl: Number(grant.TTL),
-            node: { name: req.name, ...config, registeredAt: new Date(config.registeredAt), revision: Number(res.header.revision) },
+            node: { name: req.name, ...config, registeredAt: new Date(config.registeredAt), revision: Number(res.header.revision), downReason: '' },
           };
         }
         if (attempt > 20) throw new DomainError('conflict', 'node: too many concurrent registrations', { field: 'name' });
@@ -199,8 +201,29 @@ export class PlacementStore {
     return live.kvs[0]?.value.toString() === leaseId;
   }
 
-  /** Revokes the node's lease if it is still the one the node is live on. */
-  async deregister(name: string, leaseId: string): Promise<boolean> {
+  /**
+   * Revokes the node's lease if it is still the one the node is live on.
+   * With a reason, it is first written to the node's record, in one
+   * transaction guarded by the live key's lease and the record's revision.
+   */
+  async deregister(name: string, leaseId: string, reason = ''): Promise<boolean> {
+    for (let attempt = 0; reason !== ''; attempt++) {
+      const cur = await etcdOp('reading a node', () => this.client.get(this.keys.node(name)).exec());
+      const kv = cur.kvs[0];
+      if (!kv) break;
+      const stored = JSON.parse(kv.value.toString()) as Record<string, unknown>;
+      const res = await etcdOp('recording why a node stops', () =>
+        this.client
+          .if(this.keys.liveNode(name), 'Value', '==', leaseId)
+          .and(this.keys.node(name), 'Mod', '==', Number(kv.mod_revision))
+          .then(this.client.put(this.keys.node(name)).value(JSON.stringify({ ...stored, downReason: reason })))
+          .commit(),
+      );
+      if (res.succeeded) break;
+      const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(name)).exec());
+      if (live.kvs[0]?.value.toString() !== leaseId) return false;
+      if (attempt > 20) throw new DomainError('conflict', 'name: too many concurrent changes of the node', { field: 'name' });
+    }
     const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(name)).exec());
     if (live.kvs[0]?.value.toString() !== leaseId) return false;
     await this.revoke(leaseId);
@@ -565,8 +588,8 @@ export class PlacementStore {
 
 export function decodeConfig(name: string, value: Buffer, revision: number): NodeConfig | undefined {
   try {
-    const s = JSON.parse(value.toString()) as { imapAddress: string; weight: number; zone: string; state: NodeState; registeredAt: string };
-    return { name, imapAddress: s.imapAddress, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision };
+    const s = JSON.parse(value.toString()) as { imapAddress: string; weight: number; zone: string; state: NodeState; registeredAt: string; downReason?: string };
+    return { name, imapAddress: s.imapAddress, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision, downReason: typeof s.downReason === 'string' ? s.downReason : '' };
   } catch {
     return undefined;
   }

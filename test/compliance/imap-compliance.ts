@@ -4,7 +4,11 @@
  * through the gateway. Prints both verdict lists and the differences;
  * exits 1 when a test passes directly but not through the gateway.
  *
- *   npx tsx test/compliance/imap-compliance.ts [--tests "fetch list"]
+ *   npm run test:imap-compliance [-- --tests "fetch list"]
+ *
+ * KNOWN_GAPS lists the tests that pass directly but are skipped through the
+ * gateway because it does not offer their extension yet (README: which
+ * capabilities the gateway offers); any other difference fails the run.
  *
  * imaptest is built once by ../shared/tools/imaptest/build.sh (IMAPTEST_DIR
  * overrides where its run-suite.sh is).
@@ -20,6 +24,8 @@ const args = process.argv.slice(2);
 const testsAt = args.indexOf('--tests');
 const TESTS = testsAt >= 0 ? args[testsAt + 1] : process.env.TESTS;
 const USERS = { testuser: 'pass', testuser2: 'pass' };
+/** Skipped through the gateway: CATENATE, LIST-EXTENDED and NOTIFY are not offered yet. */
+const KNOWN_GAPS = new Set(['catenate', 'catenate-multiappend', 'listext', 'notify']);
 
 function suite(host: string, port: string, clean: string): Promise<Map<string, string>> {
   return new Promise((resolve, reject) => {
@@ -57,9 +63,11 @@ async function main(): Promise<number> {
     const [gh, gp] = cluster.gateways[0]!.address().split(':');
     process.stdout.write(`== through the gateway (${cluster.gateways[0]!.address()})\n`);
     const gateway = await suite(gh!, gp!, clean);
-    const worse = [...direct].filter(([t, v]) => v === 'PASS' && gateway.get(t) !== 'PASS').map(([t]) => `${t}: ${gateway.get(t) ?? 'missing'} through the gateway`);
+    const differ = [...direct].filter(([t, v]) => v === 'PASS' && gateway.get(t) !== 'PASS');
+    const known = differ.filter(([t]) => KNOWN_GAPS.has(t) && gateway.get(t) === 'SKIP');
+    const worse = differ.filter((d) => !known.includes(d)).map(([t]) => `${t}: ${gateway.get(t) ?? 'missing'} through the gateway`);
     const pass = (m: Map<string, string>): number => [...m.values()].filter((v) => v === 'PASS').length;
-    process.stdout.write(`\nimap-compliance: direct ${pass(direct)}/${direct.size} pass, gateway ${pass(gateway)}/${gateway.size} pass, ${worse.length} gateway-only failure(s)\n`);
+    process.stdout.write(`\nimap-compliance: direct ${pass(direct)}/${direct.size} pass, gateway ${pass(gateway)}/${gateway.size} pass, ${known.length} known gap(s) (${known.map(([t]) => t).join(', ') || 'none'}), ${worse.length} gateway-only failure(s)\n`);
     for (const w of worse) process.stdout.write(`  ${w}\n`);
     return worse.length === 0 ? 0 : 1;
   } finally {

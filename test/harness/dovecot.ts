@@ -1,5 +1,5 @@
 import { execFileSync, spawnSync } from 'node:child_process';
-import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { getFreePort } from '../../src/store/etcd-process.js';
 import { isAlive, waitFor } from './process.js';
@@ -11,6 +11,10 @@ export interface DovecotInstance {
   readonly dir: string;
   stop(): Promise<void>;
   kill(): void;
+  /** Starts it again after kill(), on the same configuration and port. */
+  restart(): Promise<void>;
+  /** The master process's pid now (it changes with restart()). */
+  currentPid(): number;
 }
 
 /** uid/gid of nobody/nogroup: Dovecot refuses to store mail as root. */
@@ -121,32 +125,55 @@ service imap-login {
   // The daemon keeps inherited descriptors open: give it a file, not pipes
   // (spawnSync would wait for the pipes to close, forever).
   const startLog = path.join(dir, 'start.log');
-  const fd = openSync(startLog, 'w');
-  const r = spawnSync('dovecot', ['-c', conf], { stdio: ['ignore', fd, fd] });
-  closeSync(fd);
-  if (r.status !== 0) throw new Error(`dovecot failed to start: ${readFileSync(startLog, 'utf8').trim()}`);
   const pidFile = path.join(dir, 'run', 'master.pid');
-  await waitFor(() => existsSync(pidFile), 10_000, 'dovecot pid file');
-  const pid = Number(readFileSync(pidFile, 'utf8').trim());
-  await waitFor(async () => canConnect(port), 10_000, 'dovecot listening');
+  const launch = async (): Promise<number> => {
+    const fd = openSync(startLog, 'w');
+    const r = spawnSync('dovecot', ['-c', conf], { stdio: ['ignore', fd, fd] });
+    closeSync(fd);
+    if (r.status !== 0) throw new Error(`dovecot failed to start: ${readFileSync(startLog, 'utf8').trim()}`);
+    await waitFor(() => existsSync(pidFile), 10_000, 'dovecot pid file');
+    const started = Number(readFileSync(pidFile, 'utf8').trim());
+    await waitFor(async () => canConnect(port), 10_000, 'dovecot listening');
+    return started;
+  };
+  let current = await launch();
+  const kill = (): void => {
+    try {
+      process.kill(current, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  };
   return {
     address: `127.0.0.1:${port}`,
-    pid,
+    pid: current,
     dir,
-    kill: () => {
-      try {
-        process.kill(pid, 'SIGKILL');
-      } catch {
-        // already gone
+    kill,
+    currentPid: () => current,
+    restart: async () => {
+      kill();
+      await waitFor(() => !isAlive(current), 10_000, 'dovecot gone');
+      rmSync(pidFile, { force: true });
+      // Its children let go of the port a moment after the master died.
+      let lastErr: unknown;
+      for (let i = 0; i < 50; i++) {
+        try {
+          current = await launch();
+          return;
+        } catch (err) {
+          lastErr = err;
+          await new Promise((r) => setTimeout(r, 200));
+        }
       }
+      throw lastErr;
     },
     stop: async () => {
       try {
-        process.kill(pid, 'SIGTERM');
+        process.kill(current, 'SIGTERM');
       } catch {
         // already gone
       }
-      await waitFor(() => !isAlive(pid), 10_000, 'dovecot to stop').catch(() => process.kill(pid, 'SIGKILL'));
+      await waitFor(() => !isAlive(current), 10_000, 'dovecot to stop').catch(() => process.kill(current, 'SIGKILL'));
       t.remove();
     },
   };

@@ -47,7 +47,7 @@ describe('node and user commands', () => {
     expect(drain.stdout).toBe('drained imap1: 0 of 1 users moved, 1 failed\n');
     expect(drain.stderr).toBe('mailshare: 1 users could not be moved; run the drain again\n');
     expect(drain.code).toBe(1);
-    await waitFor(async () => /^imap1\s+draining\s.*\s1\s+\d+$/m.test(await ok('node', 'list')), 5000, 'draining with 1 user');
+    await waitFor(async () => /^imap1\s+draining\s.*\s1\s+\d+\s+-$/m.test(await ok('node', 'list')), 5000, 'draining with 1 user');
     const bob = await runCli(['user', 'locate', 'acme', 'bob', '--assign'], { env, cwd: dir.path });
     expect(bob.code).toBe(1);
     expect(bob.stderr).toBe('mailshare: UNAVAILABLE: no active node is registered\n');

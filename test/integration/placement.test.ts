@@ -251,7 +251,7 @@ describe('placement', () => {
     const asNode = await unaryCall(client.listNodes.bind(client), {}, n1);
     expect(asNode.nodes.length).toBeGreaterThan(0);
     expect(asNode.nodes.every((n) => n.leaseId === '')).toBe(true);
-    expect(await codeOf(unaryCall(client.deregisterNode.bind(client), { name: 'imap-b', leaseId: b.leaseId }, n1))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+    expect(await codeOf(unaryCall(client.deregisterNode.bind(client), { name: 'imap-b', leaseId: b.leaseId, reason: '' }, n1))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
     const ka = client.keepAlive(bearer(n1));
     const refused = new Promise<grpc.ServiceError>((resolve) => ka.on('error', resolve));
     ka.on('data', () => undefined);

@@ -40,6 +40,11 @@ export interface Node {
   users: number;
   registeredAt?: Date | undefined;
   revision: number;
+  /**
+   * Why the node went down, when it said (e.g. its gateway found its IMAP
+   * server dead); empty otherwise. Cleared when the node registers again.
+   */
+  downReason: string;
 }
 
 export interface RegisterNodeRequest {
@@ -73,6 +78,11 @@ export interface KeepAliveResponse {
 export interface DeregisterNodeRequest {
   name: string;
   leaseId: string;
+  /**
+   * Why the node stops (shown as down_reason); empty for a plain shutdown.
+   * At most 200 printable characters.
+   */
+  reason: string;
 }
 
 export interface DeregisterNodeResponse {
@@ -225,6 +235,7 @@ function createBaseNode(): Node {
     users: 0,
     registeredAt: undefined,
     revision: 0,
+    downReason: "",
   };
 }
 
@@ -256,6 +267,9 @@ export const Node: MessageFns<Node> = {
     }
     if (message.revision !== 0) {
       writer.uint32(72).int64(message.revision);
+    }
+    if (message.downReason !== "") {
+      writer.uint32(82).string(message.downReason);
     }
     return writer;
   },
@@ -339,6 +353,14 @@ export const Node: MessageFns<Node> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 10: {
+          if (tag !== 82) {
+            break;
+          }
+
+          message.downReason = reader.string();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -359,6 +381,7 @@ export const Node: MessageFns<Node> = {
       users: isSet(object.users) ? globalThis.Number(object.users) : 0,
       registeredAt: isSet(object.registeredAt) ? fromJsonTimestamp(object.registeredAt) : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      downReason: isSet(object.downReason) ? globalThis.String(object.downReason) : "",
     };
   },
 
@@ -391,6 +414,9 @@ export const Node: MessageFns<Node> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.downReason !== "") {
+      obj.downReason = message.downReason;
+    }
     return obj;
   },
 
@@ -408,6 +434,7 @@ export const Node: MessageFns<Node> = {
     message.users = object.users ?? 0;
     message.registeredAt = object.registeredAt ?? undefined;
     message.revision = object.revision ?? 0;
+    message.downReason = object.downReason ?? "";
     return message;
   },
 };
@@ -781,7 +808,7 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
 };
 
 function createBaseDeregisterNodeRequest(): DeregisterNodeRequest {
-  return { name: "", leaseId: "" };
+  return { name: "", leaseId: "", reason: "" };
 }
 
 export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
@@ -791,6 +818,9 @@ export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
     }
     if (message.leaseId !== "") {
       writer.uint32(18).string(message.leaseId);
+    }
+    if (message.reason !== "") {
+      writer.uint32(26).string(message.reason);
     }
     return writer;
   },
@@ -818,6 +848,14 @@ export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
           message.leaseId = reader.string();
           continue;
         }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.reason = reader.string();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -831,6 +869,7 @@ export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : "",
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
     };
   },
 
@@ -842,6 +881,9 @@ export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
     if (message.leaseId !== "") {
       obj.leaseId = message.leaseId;
     }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
     return obj;
   },
 
@@ -852,6 +894,7 @@ export const DeregisterNodeRequest: MessageFns<DeregisterNodeRequest> = {
     const message = createBaseDeregisterNodeRequest();
     message.name = object.name ?? "";
     message.leaseId = object.leaseId ?? "";
+    message.reason = object.reason ?? "";
     return message;
   },
 };
