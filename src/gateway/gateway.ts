@@ -91,6 +91,9 @@ const PASSED_CAPS = new Set([
   'IMAP4REV1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'SORT', 'SORT=DISPLAY', 'THREAD=REFERENCES', 'THREAD=REFS',
   'THREAD=ORDEREDSUBJECT', 'MULTIAPPEND', 'UNSELECT', 'CHILDREN', 'NAMESPACE', 'UIDPLUS', 'I18NLEVEL=1', 'CONDSTORE', 'ESEARCH',
   'ESORT', 'SEARCHRES', 'WITHIN', 'CONTEXT=SEARCH', 'BINARY', 'MOVE', 'SNIPPET=FUZZY', 'PREVIEW=FUZZY', 'PREVIEW', 'SPECIAL-USE', 'SAVEDATE',
+  // QRESYNC (RFC 7162): SELECT parameters and FETCH modifiers are checked, VANISHED carries no names, ENABLE is
+  // replayed on owners' connections and [CLOSED] is said when a SELECT moves between connections.
+  'QRESYNC', 'STATUS=SIZE',
 ]);
 const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
 
@@ -495,6 +498,7 @@ export class Gateway {
         tenant: who.tenant,
         user: who.user,
         epoch: who.epoch,
+        client: { ip: clientIp(client), port: client.remotePort ?? 0 },
         namespace: this.namespace,
         master: this.opts.master,
         backendTls: this.opts.backendTls,

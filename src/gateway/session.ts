@@ -20,6 +20,8 @@ export interface SessionContext {
   readonly user: string;
   /** Epoch of the user's assignment when the session began. */
   readonly epoch: number;
+  /** The client's address, passed on to owners' Dovecots (their logs and per-address limits see the reader). */
+  readonly client: { ip: string; port: number };
   readonly namespace: SharedNamespace;
   /** Dovecot master user (auth_master_user_separator "*") for connections to owners' nodes. */
   readonly master: { user: string; password: string } | undefined;
@@ -524,7 +526,7 @@ export class Session {
     if (mailbox === undefined) throw bad(tag, `${name} needs a mailbox name`);
     const t = this.resolve(mailbox);
     if (t.kind === 'parent' || t.kind === 'invalid') {
-      await this.deselect();
+      await this.switchAway();
       throw nonexistent(tag);
     }
     let conn = this.home;
@@ -540,11 +542,23 @@ export class Session {
       if (!hasAny(r, WRITE_ANY)) verb = 'EXAMINE';
       values = [str(t.wire), ...args.slice(1)];
     }
-    if (this.selected && this.selected.conn !== conn) await this.deselect();
+    if (this.selected && this.selected.conn !== conn) await this.switchAway();
     await this.exclusive(conn, tag, verb, values, { onStatus: (status) => {
       conn.selected = status === 'OK';
       this.selected = status === 'OK' ? { conn, target: t } : undefined;
     } });
+  }
+
+  /**
+   * SELECT/EXAMINE leave the mailbox selected on another connection: as a
+   * server does when a SELECT replaces the selected mailbox, the client is
+   * told * OK [CLOSED] (RFC 7162 §3.2.11; Dovecot sends it whether or not
+   * QRESYNC is enabled), which the connection's own UNSELECT does not say.
+   */
+  private async switchAway(): Promise<void> {
+    if (!this.selected) return;
+    await this.deselect();
+    this.write('* OK [CLOSED] Previous mailbox closed.\r\n');
   }
 
   /** Leaves the selected mailbox on its connection (another connection is about to select). */
@@ -1079,7 +1093,7 @@ export class Session {
       address = a.imapAddress;
     }
     if (!address) throw new BackendUnavailable(`no address for ${owner}'s node`);
-    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { tls: this.ctx.backendTls });
+    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { tls: this.ctx.backendTls, client: this.ctx.client });
     if (!login.ok) throw new BackendUnavailable(`the master login for ${owner} was refused`);
     const conn = this.attach(owner, false, login.socket, epoch);
     this.owners.set(owner, conn);

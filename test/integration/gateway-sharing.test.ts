@@ -332,6 +332,24 @@ describe('shared folders through the gateways', () => {
     bob.close();
   });
 
+  it('offers QRESYNC and STATUS=SIZE, in shared mailboxes too, and says [CLOSED] when a SELECT moves between nodes', async () => {
+    const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
+    expect(await bob.cmd('CAPABILITY')).toMatch(/^\* CAPABILITY .*\bQRESYNC\b.*\bSTATUS=SIZE\b/m);
+    expect(await bob.cmd('ENABLE QRESYNC')).toMatch(/^\* ENABLED QRESYNC/m);
+    expect(await bob.cmd('STATUS Shared/alice/Projects (MESSAGES SIZE HIGHESTMODSEQ)')).toMatch(/^\* STATUS "Shared\/alice\/Projects" \(MESSAGES \d+ HIGHESTMODSEQ \d+ SIZE \d+\)/m);
+    const first = await bob.cmd('SELECT Shared/alice/Projects');
+    const validity = /\[UIDVALIDITY (\d+)\]/.exec(first)![1];
+    const modseq = /\[HIGHESTMODSEQ (\d+)\]/.exec(first)![1];
+    const last = Number(/\[UIDNEXT (\d+)\]/.exec(first)![1]) - 1;
+    expect(await bob.cmd('SELECT INBOX')).toMatch(/^\* OK \[CLOSED\]/m);
+    // Resynchronise the shared mailbox as a QRESYNC client does (RFC 7162 §3.2.5).
+    const again = await bob.cmd(`SELECT Shared/alice/Projects (QRESYNC (${validity} ${modseq} 1:${last}))`);
+    expect(again).toMatch(/^\* OK \[CLOSED\]/m);
+    expect(again).toMatch(/^t\d+ OK \[READ-(ONLY|WRITE)\]/m);
+    expect(await bob.cmd('UID FETCH 1:* (FLAGS) (CHANGEDSINCE 1 VANISHED)')).toMatch(/^t\d+ OK/m);
+    bob.close();
+  });
+
   it('tells IMAP users what they lack in IMAP words, never the API\'s field names', async () => {
     const bob = await RawImap.login(gw.n2, 'bob', USERS.bob);
     const out = await bob.cmd('SETACL Shared/alice/Projects carol lr');
