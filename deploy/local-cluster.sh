@@ -43,8 +43,12 @@ trap cleanup EXIT
 trap 'exit 0' INT TERM
 
 # One Dovecot per node. The settings mailshare needs: a master user for the
-# gateways (auth_master_user_separator), "/" as separator, and trust in the
-# gateways' addresses so they can pass the client's address on.
+# gateways (auth_master_user_separator), "/" as separator, trust in the
+# gateways' addresses so they can pass the client's address on, and room for
+# the readers of a shared folder: each opens a connection as the folder's
+# owner, from the reader's address (a team behind one NAT address counts
+# against one owner+address pair), so the per user+address limit is raised.
+# Every session is one Dovecot process: process_limit bounds them all.
 start_dovecot() { # name host:port
   local name=$1 host=${2%:*} port=${2##*:} dir="$DIR/$1"
   mkdir -p "$dir/run" "$dir/state"
@@ -70,6 +74,12 @@ auth_master_user_separator = *
 namespace inbox {
   inbox = yes
   separator = /
+}
+protocol imap {
+  mail_max_userip_connections = 1000
+}
+service imap {
+  process_limit = 4096
 }
 passdb {
   driver = passwd-file

@@ -49,6 +49,8 @@ export async function startDovecot(opts: {
   quotaRules?: string[];
   /** Implicit TLS on the IMAP port with this certificate and key (PEM files). */
   tls?: { cert: string; key: string };
+  /** Dovecot's mail_max_userip_connections (default here 1000; Dovecot's own default is 10). */
+  maxUserIpConnections?: number;
 }): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
@@ -84,6 +86,13 @@ auth_master_user_separator = *
 namespace inbox {
   inbox = yes
   separator = /
+}
+# The readers of a shared folder each open a connection as its owner (see deploy/local-cluster.sh).
+protocol imap {
+  mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
+}
+service imap {
+  process_limit = 4096
 }
 passdb {
   driver = passwd-file

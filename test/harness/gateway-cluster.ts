@@ -38,6 +38,8 @@ export async function startGatewayCluster(opts: {
   tenant?: boolean;
   /** Quota rules of every Dovecot (see startDovecot). */
   quotaRules?: string[];
+  /** Every Dovecot's mail_max_userip_connections (see startDovecot). */
+  maxUserIpConnections?: number;
   /** Put an ImapTap in front of every Dovecot, so tests can count the commands that reached it. */
   tap?: boolean;
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
@@ -67,7 +69,7 @@ export async function startGatewayCluster(opts: {
     if (opts.tenant) await admin.directory.createTenant({ id: 'acme' });
     admin.close();
     for (const name of opts.nodes) {
-      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules });
+      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules, maxUserIpConnections: opts.maxUserIpConnections });
       dovecots.push(d);
       let backend = d.address;
       if (opts.tap) {

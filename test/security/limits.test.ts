@@ -25,6 +25,8 @@ beforeAll(async () => {
     nodes: ['n1', 'n2'],
     users: USERS,
     tenant: true,
+    // Dovecot's default: the [LIMIT] test below counts on it.
+    maxUserIpConnections: 10,
     // n2 keeps the default pre-login timeout: Dovecot's own penalties make the login test slow.
     gateway: (node) => ({ ttlSeconds: 3, ...(node === 'n1' ? { preLoginTimeoutMs: 1500 } : {}), maxConnections: 150, maxConnectionsPerIp: 120, loginPenalty: { baseMs: 300, maxMs: 2000, maxUserMs: 600 } }),
   });
