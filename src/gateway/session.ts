@@ -1,17 +1,21 @@
 import type net from 'node:net';
-import * as grpc from '@grpc/grpc-js';
+import type * as grpc from '@grpc/grpc-js';
 import type { Agent, AgentLogger } from '../agent/agent.js';
-import { type Rights, formatRights, formatRightsForResponse, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
-import { parseMailboxName } from '../domain/mailbox-name.js';
-import { type BackendTls, BackendUnavailable, backendLogin, backendScript } from './backend.js';
+import { type Rights, formatRights, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
+import { type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
+import { aclCommand } from './imap/acl-commands.js';
+import { crossCopy } from './imap/cross-copy.js';
 import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseStore } from './imap/grammar.js';
 import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, astring, atomUpper } from './imap/parser.js';
+import { registryCreate, registryDelete, registryRename } from './imap/registry.js';
 import { flagRight, peekFetchItems } from './imap/rights-table.js';
+import { ImapNo, type SessionCore, type Target, bad, nonexistent } from './imap/session-core.js';
+import { Conn, type ConnSink, type Pending, failPending, retag } from './imap/upstream.js';
 import { WireError, atom, command, commandHead, list, quote, str, wireAll } from './imap/wire.js';
 import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
-import { type ResponseAction, ResponseStream } from './response-stream.js';
+import type { ResponseAction } from './response-stream.js';
 import type { SharedNamespace } from './shared-namespace.js';
 
 export interface SessionContext {
@@ -44,8 +48,6 @@ const WRITE_ANY = rightsOf('swte');
 const MAX_CLIENT_OUTPUT = 1 << 20;
 /** Commands in flight on one upstream connection; a client pipelining more waits (its input with it). */
 const MAX_PIPELINE = 64;
-/** Mail a cross-node copy holds at a time (at least one message). */
-const COPY_BATCH_BYTES = 4 << 20;
 
 /** Commands that act on the selected mailbox (RFC 3501 §6.4 and extensions). */
 const SELECTED_STATE = new Set(['CHECK', 'CLOSE', 'UNSELECT', 'EXPUNGE', 'SEARCH', 'FETCH', 'STORE', 'COPY', 'MOVE', 'UID', 'SORT', 'THREAD', 'NOOP', 'IDLE']);
@@ -61,60 +63,6 @@ const REFUSED = new Map([
   ['COMPRESS', 'NO [CANNOT] Compression is not available.'],
 ]);
 
-interface Pending {
-  /** The gateway's tag on the upstream connection (clients' tags never go upstream). */
-  readonly tag: string;
-  /** The client's tag, for a client's command: its responses go to the client. Internal ones are captured. */
-  readonly clientTag: string | undefined;
-  readonly untagged: Piece[][];
-  done(status: string, raw: Buffer, pieces: Piece[]): void;
-}
-
-/** One IMAP connection behind the session: the user's home node, or an owner's node as that owner. */
-class Conn {
-  readonly pending: Pending[] = [];
-  readonly stream: ResponseStream;
-  selected = false;
-  closed = false;
-  /** Reported to the agent as a session of the owner (so the owner's node does not release the owner as idle). */
-  counted = false;
-  /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
-  renames: ReadonlyMap<string, string> | undefined;
-  constructor(
-    readonly session: Session,
-    readonly owner: string,
-    readonly home: boolean,
-    readonly socket: net.Socket,
-    readonly epoch: number,
-  ) {
-    this.stream = new ResponseStream({
-      classify: (line) => session.classify(this, line),
-      forward: (chunk) => session.forward(chunk),
-      response: (pieces, raw) => session.response(this, pieces, raw),
-    });
-  }
-
-  get clientPending(): number {
-    return this.pending.filter((p) => p.clientTag !== undefined).length;
-  }
-}
-
-type Target = { kind: 'home'; wire: string } | { kind: 'shared'; owner: string; name: string; wire: string };
-
-class ImapNo extends Error {
-  constructor(readonly response: string) {
-    super(response);
-  }
-}
-
-const bad = (tag: string, why: string): ImapNo => new ImapNo(`${tag} BAD ${why}\r\n`);
-const nonexistent = (tag: string): ImapNo => new ImapNo(`${tag} NO [NONEXISTENT] Mailbox does not exist\r\n`);
-
-/** A tagged response line from a server, with the client's tag in place of the gateway's. */
-function retag(raw: Buffer, p: Pending): Buffer {
-  return Buffer.concat([Buffer.from(p.clientTag ?? p.tag, 'latin1'), raw.subarray(p.tag.length)]);
-}
-
 /**
  * One authenticated client. Commands are parsed into values (APPEND
  * messages streamed) and routed: to the home node's Dovecot for the user's
@@ -129,8 +77,8 @@ function retag(raw: Buffer, p: Pending): Buffer {
  * connection, or one that changes the selected mailbox, waits until the
  * earlier ones completed, so responses never interleave mid-response.
  */
-export class Session {
-  private readonly home: Conn;
+export class Session implements SessionCore, ConnSink {
+  readonly home: Conn;
   private readonly owners = new Map<string, Conn>();
   private selected: { conn: Conn; target: Target } | undefined;
   /** The APPEND whose messages are streaming: where to, and the rights its messages' flags are filtered by. */
@@ -152,7 +100,7 @@ export class Session {
   readonly done: Promise<void>;
 
   constructor(
-    private readonly ctx: SessionContext,
+    readonly ctx: SessionContext,
     private readonly client: net.Socket,
     homeSocket: net.Socket,
     private readonly reader: CommandParser,
@@ -410,7 +358,7 @@ export class Session {
   }
 
   private async command(tag: string, name: string, args: ImapValue[], streaming?: Streaming): Promise<void> {
-    if (ACL_COMMANDS.has(name)) return this.aclCommand(tag, name, args);
+    if (ACL_COMMANDS.has(name)) return aclCommand(this, tag, name, args);
     const refused = REFUSED.get(name);
     if (refused) throw new ImapNo(`${tag} ${refused}\r\n`);
     if (!/^[A-Z][A-Z0-9-]*$/.test(name)) throw bad(tag, 'Unknown command.');
@@ -474,7 +422,7 @@ export class Session {
         if (wrong) throw bad(tag, `${copyVerb} ${wrong}`);
         const tr = this.visible(tag, to);
         this.require(tag, tr, I, 'Copying into that mailbox');
-        return this.crossCopy(tag, copyVerb === 'MOVE', uid, rest[0]!, this.home, to, tr);
+        return crossCopy(this, tag, copyVerb === 'MOVE', uid, rest[0]!, this.home, to, tr);
       }
     }
     return this.send(this.home, tag, name, args);
@@ -482,7 +430,7 @@ export class Session {
 
   // ---- mailbox-named commands ----
 
-  private resolve(wire: string): Target | { kind: 'parent' } | { kind: 'invalid' } {
+  resolve(wire: string): Target | { kind: 'parent' } | { kind: 'invalid' } {
     const r = this.ctx.namespace.resolve(wire);
     if (r.kind === 'shared' && r.owner === this.ctx.user) return { kind: 'invalid' };
     return r;
@@ -494,7 +442,7 @@ export class Session {
   }
 
   /** A shared mailbox the user may see (RFC 4314 §6: without "l" it does not exist), with the rights held. */
-  private visible(tag: string, t: Target & { kind: 'shared' }): Rights {
+  visible(tag: string, t: Target & { kind: 'shared' }): Rights {
     const r = this.rights(t);
     if (r === undefined || !hasAny(r, L)) throw nonexistent(tag);
     return r;
@@ -584,10 +532,10 @@ export class Session {
       if (name === 'RENAME') {
         const to = this.resolve(newName);
         if (to.kind !== 'home') throw new ImapNo(`${tag} NO [CANNOT] A mailbox cannot be renamed into the shared namespace\r\n`);
-        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? this.registryRename(this.ctx.user, mailbox, to.wire) : undefined) });
+        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? registryRename(this, this.ctx.user, mailbox, to.wire) : undefined) });
       }
       if (name === 'DELETE') {
-        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? this.registryDelete(this.ctx.user, mailbox) : undefined) });
+        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? registryDelete(this, this.ctx.user, mailbox) : undefined) });
       }
       if (streaming) this.streamTo = { conn: this.home, rights: undefined };
       return this.send(this.home, tag, name, args, undefined, streaming);
@@ -601,7 +549,7 @@ export class Session {
       if (!parent || pr === undefined || !hasAny(pr, L)) throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
       this.require(tag, pr, K, 'Creating a mailbox here');
       const conn = await this.ownerConn(t.owner);
-      return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? this.registryCreate(t, parent) : undefined) });
+      return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? registryCreate(this, t, parent) : undefined) });
     }
     const r = this.visible(tag, t);
     switch (name) {
@@ -631,7 +579,7 @@ export class Session {
         this.require(tag, r, X, 'DELETE');
         const conn = await this.ownerConn(t.owner);
         if (this.selected?.conn === conn && this.selected.target.kind === 'shared' && this.selected.target.name === t.name) await this.deselect();
-        return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? this.registryDelete(t.owner, t.wire) : undefined) });
+        return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? registryDelete(this, t.owner, t.wire) : undefined) });
       }
       case 'RENAME': {
         if (args.length !== 2) throw bad(tag, 'RENAME takes two mailbox names');
@@ -643,7 +591,7 @@ export class Session {
         if (pr === undefined) throw new ImapNo(`${tag} NO [NOPERM] RENAME needs the "k" right on the new parent\r\n`);
         this.require(tag, pr, K, 'RENAME into that mailbox');
         const conn = await this.ownerConn(t.owner);
-        return this.exclusive(conn, tag, name, [box, str(to.wire)], { after: (status) => (status === 'OK' ? this.registryRename(t.owner, t.wire, to.wire) : undefined) });
+        return this.exclusive(conn, tag, name, [box, str(to.wire)], { after: (status) => (status === 'OK' ? registryRename(this, t.owner, t.wire, to.wire) : undefined) });
       }
     }
   }
@@ -759,11 +707,11 @@ export class Session {
         if (sub === 'MOVE') this.require(tag, r, rightsOf('te'), 'MOVE out of this mailbox');
         const to = this.resolve(astring(rest[1])!);
         if (to.kind === 'parent' || to.kind === 'invalid') throw nonexistent(tag);
-        if (to.kind === 'home') return this.crossCopy(tag, sub === 'MOVE', uid, rest[0]!, conn, to, undefined);
+        if (to.kind === 'home') return crossCopy(this, tag, sub === 'MOVE', uid, rest[0]!, conn, to, undefined);
         const tr = this.visible(tag, to);
         this.require(tag, tr, I, sub);
         // Another owner's node, or flags the user may not set on the target (left off by the copy): fetch + append.
-        if (to.owner !== t.owner || !hasAll(tr, rightsOf('stw'))) return this.crossCopy(tag, sub === 'MOVE', uid, rest[0]!, conn, to, tr);
+        if (to.owner !== t.owner || !hasAll(tr, rightsOf('stw'))) return crossCopy(this, tag, sub === 'MOVE', uid, rest[0]!, conn, to, tr);
         out = [rest[0]!, str(to.wire)];
         break;
       }
@@ -774,134 +722,6 @@ export class Session {
         throw bad(tag, 'Unknown command.');
     }
     return this.send(conn, tag, uid ? 'UID' : sub, uid ? [atom(sub), ...out] : out);
-  }
-
-  /**
-   * COPY/MOVE between mailboxes on different connections (the user's own
-   * and a shared one, or two owners'): each message is fetched from the
-   * source and appended to the target with its flags and internal date, a
-   * few at a time so memory stays bounded. MOVE expunges the sources only
-   * after every append succeeded (RFC 6851 §3.3); the client sees the
-   * EXPUNGE responses as from a real MOVE.
-   */
-  private async crossCopy(tag: string, move: boolean, uid: boolean, set: ImapValue, from: Conn, to: Target, targetRights: Rights | undefined): Promise<void> {
-    const verb = move ? 'MOVE' : 'COPY';
-    if (!isSequenceSet(set)) throw bad(tag, `${verb} needs a sequence set`);
-    const dest = to.kind === 'home' ? this.home : await this.ownerConn(to.owner);
-    await this.quiet();
-    const search = await this.internal(from, 'UID', [atom('SEARCH'), ...(uid ? [atom('UID')] : []), set]);
-    if (search.status !== 'OK') throw bad(tag, 'Invalid sequence set');
-    const uids = search.untagged.flatMap((p) => {
-      const text = p.map((x) => ('text' in x ? x.text : '')).join('');
-      return /^\* SEARCH/i.test(text) ? text.split(' ').slice(2).map(Number).filter((n) => n > 0) : [];
-    });
-    const copied: Array<{ src: number; dst: number }> = [];
-    let validity = '';
-    for (const batch of await this.copyBatches(from, uids)) {
-      const fetched = await this.internal(from, 'UID', [atom('FETCH'), atom(batch.join(',')), list([atom('UID'), atom('FLAGS'), atom('INTERNALDATE'), atom('BODY.PEEK[]')])]);
-      if (fetched.status !== 'OK') return this.copyFailed(tag, verb, to, copied, 'SERVERBUG', 'could not read the messages');
-      for (const p of fetched.untagged) {
-        const text = p.map((x) => ('text' in x ? x.text : '')).join('');
-        const body = p.find((x): x is { literal: string } => 'literal' in x);
-        const src = /\bUID (\d+)/i.exec(text);
-        if (!/^\* \d+ FETCH/i.test(text) || !body || !src) continue;
-        const date = /INTERNALDATE "([^"]+)"/i.exec(text)?.[1];
-        let flags = (/FLAGS \(([^)]*)\)/i.exec(text)?.[1] ?? '').split(' ').filter((f) => f !== '' && f.toLowerCase() !== '\\recent');
-        // Flags the user may not set on the target are left off (RFC 4314 §4).
-        if (targetRights !== undefined) flags = flags.filter((f) => hasAll(targetRights, flagRight(f)));
-        const res = await this.internal(dest, 'APPEND', [str(to.wire), list(flags.map(atom)), ...(date ? [str(date)] : []), { type: 'literal', value: body.literal, binary: false }]);
-        if (res.status !== 'OK') {
-          // The target's own reason (e.g. OVERQUOTA) when it gave one.
-          const code = /^\S+ NO \[([A-Z-]+)/i.exec(res.line)?.[1]?.toUpperCase() ?? 'CANNOT';
-          return this.copyFailed(tag, verb, to, copied, code, 'the target refused a message');
-        }
-        const appendUid = /\[APPENDUID (\d+) (\d+)\]/i.exec(res.line);
-        if (appendUid) {
-          validity = appendUid[1]!;
-          copied.push({ src: Number(src[1]), dst: Number(appendUid[2]) });
-        } else {
-          copied.push({ src: Number(src[1]), dst: 0 });
-        }
-      }
-    }
-    const code = validity && copied.every((c) => c.dst > 0) && copied.length > 0 ? `[COPYUID ${validity} ${copied.map((c) => c.src).join(',')} ${copied.map((c) => c.dst).join(',')}] ` : '';
-    if (!move || copied.length === 0) return this.write(`${tag} OK ${code}${verb} completed\r\n`);
-    this.write(`* OK ${code}Moved\r\n`);
-    const moved = atom(copied.map((c) => c.src).join(','));
-    await this.internal(from, 'UID', [atom('STORE'), moved, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]);
-    // Its EXPUNGE responses go to the client (sequence numbers must stay in step): a client command
-    // of the gateway's, whose tagged response is not forwarded.
-    await new Promise<void>((resolve) => {
-      const t = this.nextTag();
-      this.enqueue(from, t, tag, () => resolve());
-      from.socket.write(command(t, 'UID', [atom('EXPUNGE'), moved]), 'latin1');
-    });
-    this.write(`${tag} OK ${verb} completed\r\n`);
-  }
-
-  /**
-   * The UIDs in batches whose messages together are at most
-   * COPY_BATCH_BYTES (one message at least), so a copy holds a bounded
-   * amount of mail in memory whatever the folder holds.
-   */
-  private async copyBatches(from: Conn, uids: number[]): Promise<number[][]> {
-    const sizes = new Map<number, number>();
-    for (let i = 0; i < uids.length; i += 500) {
-      const res = await this.internal(from, 'UID', [atom('FETCH'), atom(uids.slice(i, i + 500).join(',')), list([atom('UID'), atom('RFC822.SIZE')])]);
-      for (const p of res.untagged) {
-        const text = p.map((x) => ('text' in x ? x.text : '')).join('');
-        const uid = /\bUID (\d+)/i.exec(text)?.[1];
-        const size = /\bRFC822\.SIZE (\d+)/i.exec(text)?.[1];
-        if (uid && size) sizes.set(Number(uid), Number(size));
-      }
-    }
-    const batches: number[][] = [];
-    let current: number[] = [];
-    let bytes = 0;
-    for (const uid of uids) {
-      const size = sizes.get(uid) ?? 0;
-      if (current.length > 0 && (bytes + size > COPY_BATCH_BYTES || current.length >= 64)) {
-        batches.push(current);
-        current = [];
-        bytes = 0;
-      }
-      current.push(uid);
-      bytes += size;
-    }
-    if (current.length > 0) batches.push(current);
-    return batches;
-  }
-
-  /**
-   * A cross-node COPY/MOVE failed part-way: the messages already appended are
-   * expunged again (by their APPENDUIDs, on a connection of its own, so the
-   * client's selected mailboxes are untouched), leaving the target as it was
-   * (RFC 3501 §6.4.7); the source was never changed.
-   */
-  private async copyFailed(tag: string, verb: string, to: Target, copied: ReadonlyArray<{ dst: number }>, code: string, why: string): Promise<void> {
-    const dst = copied.map((c) => c.dst).filter((n) => n > 0);
-    let undone = dst.length === copied.length;
-    if (copied.length > 0 && undone) {
-      const owner = to.kind === 'home' ? this.ctx.user : to.owner;
-      const node = this.ctx.agent.locate(this.ctx.tenant, owner)?.node;
-      const address = node ? this.ctx.agent.nodeAddress(node) : undefined;
-      const master = this.ctx.master;
-      try {
-        if (!address || !master) throw new BackendUnavailable('no way to reach the target');
-        const set = atom(dst.join(','));
-        const statuses = await backendScript(address, `${owner}*${master.user}`, master.password, [
-          wireAll([atom('SELECT'), str(to.wire)]),
-          wireAll([atom('UID'), atom('STORE'), set, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]),
-          wireAll([atom('UID'), atom('EXPUNGE'), set]),
-        ], { tls: this.ctx.backendTls });
-        undone = statuses.every((st) => st === 'OK');
-      } catch (err) {
-        this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'could not undo a partial copy');
-        undone = false;
-      }
-    }
-    const state = copied.length === 0 || undone ? 'nothing was copied' : `${copied.length} message(s) were copied and may remain in the target`;
-    this.write(`${tag} NO [${code}] ${verb} failed: ${why}; ${state}, the source is unchanged\r\n`);
   }
 
   private async idle(conn: Conn, clientTag: string): Promise<void> {
@@ -930,144 +750,9 @@ export class Session {
     idle.conn.socket.write('DONE\r\n', 'latin1');
   }
 
-  // ---- ACL commands (RFC 4314 §3), answered from mailshare ----
-
-  private async aclCommand(tag: string, name: string, args: ImapValue[]): Promise<void> {
-    const counts: Record<string, number> = { GETACL: 1, SETACL: 3, DELETEACL: 2, LISTRIGHTS: 2, MYRIGHTS: 1 };
-    const values = args.map(astring);
-    if (args.length !== counts[name] || values.some((v) => v === undefined)) throw bad(tag, `${name} takes ${counts[name]} argument(s)`);
-    const [wireName, second, third] = values as string[];
-    const t = this.resolve(wireName!);
-    if (t.kind === 'parent' || t.kind === 'invalid') throw nonexistent(tag);
-    let owner = this.ctx.user;
-    let mbName: string;
-    if (t.kind === 'shared') {
-      owner = t.owner;
-      mbName = t.name;
-      this.visible(tag, t);
-    } else {
-      const own = mailshareName(t.wire);
-      if (own === undefined) throw nonexistent(tag);
-      mbName = own;
-    }
-    const mailbox = `${owner}/${mbName}`;
-    const registered = this.ctx.agent.access(this.ctx.tenant, this.ctx.user, owner, mbName) !== undefined;
-    const base = { tenant: this.ctx.tenant, mailbox, actor: this.ctx.user };
-    const out: string[] = [];
-    const qName = quote(wireName!);
-    await this.quiet();
-    if (!registered && owner === this.ctx.user && name !== 'SETACL') {
-      // The user's own mailbox, never shared: the owner holds every right (RFC 4314 §2).
-      if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw nonexistent(tag);
-      if (name === 'GETACL') out.push(`* ACL ${qName} ${quote(owner)} ${formatRights(rightsOf('lrswipkxtea'))}`);
-      if (name === 'MYRIGHTS') out.push(`* MYRIGHTS ${qName} ${formatRightsForResponse(rightsOf('lrswipkxtea'))}`);
-      if (name === 'DELETEACL') throw new ImapNo(`${tag} OK DELETEACL completed\r\n`);
-      if (name === 'LISTRIGHTS') {
-        const id = second!;
-        out.push(id === owner ? `* LISTRIGHTS ${qName} ${quote(id)} la r s w i p k x t e` : `* LISTRIGHTS ${qName} ${quote(id)} "" l r s w i p k x t e a`);
-      }
-    } else {
-      try {
-        switch (name) {
-          case 'GETACL': {
-            const res = await this.ctx.api.call<{ entries: Array<{ identifier: string; rights: string }> }>((c, cb) => c.acl.getAcl(base, this.ctx.metadata, opts(), cb));
-            out.push(`* ACL ${qName}${res.entries.map((e) => ` ${quote(e.identifier)} ${quote(e.rights)}`).join('')}`);
-            break;
-          }
-          case 'SETACL': {
-            if (!registered) {
-              if (!(await this.homeExists(t.kind === 'home' ? t.wire : ''))) throw nonexistent(tag);
-              await this.ctx.api.call((c, cb) => c.mailboxes.createMailbox({ tenant: this.ctx.tenant, owner, name: mbName, actor: this.ctx.user }, this.ctx.metadata, opts(), cb)).catch((err: unknown) => {
-                if ((err as grpc.ServiceError).code !== grpc.status.ALREADY_EXISTS) throw err;
-              });
-            }
-            const res = await this.ctx.api.call<{ revision: number }>((c, cb) =>
-              c.acl.setAcl({ ...base, identifier: second!, rights: third!, expectedRevision: 0 }, this.ctx.metadata, opts(), cb),
-            );
-            await this.ctx.agent.waitForRevision(res.revision);
-            break;
-          }
-          case 'DELETEACL': {
-            const res = await this.ctx.api.call<{ revision: number }>((c, cb) => c.acl.deleteAcl({ ...base, identifier: second!, expectedRevision: 0 }, this.ctx.metadata, opts(), cb));
-            await this.ctx.agent.waitForRevision(res.revision);
-            break;
-          }
-          case 'LISTRIGHTS': {
-            const res = await this.ctx.api.call<{ identifier: string; required: string; optional: string[] }>((c, cb) =>
-              c.acl.listRights({ ...base, identifier: second! }, this.ctx.metadata, opts(), cb),
-            );
-            out.push(`* LISTRIGHTS ${qName} ${quote(res.identifier)} ${quote(res.required)}${res.optional.map((o) => ` ${o}`).join('')}`);
-            break;
-          }
-          case 'MYRIGHTS': {
-            const res = await this.ctx.api.call<{ rights: string }>((c, cb) => c.acl.myRights({ tenant: this.ctx.tenant, mailbox, user: this.ctx.user }, this.ctx.metadata, opts(), cb));
-            out.push(`* MYRIGHTS ${qName} ${quote(res.rights)}`);
-            break;
-          }
-        }
-      } catch (err) {
-        if (err instanceof ImapNo) throw err;
-        throw new ImapNo(imapError(tag, err));
-      }
-    }
-    for (const l of out) this.write(`${l}\r\n`);
-    this.write(`${tag} OK ${name} completed\r\n`);
-  }
-
-  private async homeExists(wire: string): Promise<boolean> {
-    if (wire === '') return false;
-    const res = await this.internal(this.home, 'LIST', [str(''), str(wire)]);
-    return res.status === 'OK' && res.untagged.some((p) => {
-      const a = splitArgs(p);
-      return a.length >= 5 && a[4]!.value === wire && !/\\Noselect|\\NonExistent/i.test(a[2]!.raw);
-    });
-  }
-
-  // ---- keeping mailshare's registry in step with what Dovecot did ----
-
-  private async registryDelete(owner: string, wire: string): Promise<void> {
-    const normalized = mailshareName(wire);
-    if (normalized === undefined) return;
-    if (this.ctx.agent.access(this.ctx.tenant, owner, owner, normalized) === undefined) return;
-    await this.ctx.api.call((c, cb) => c.mailboxes.deleteMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${normalized}`, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb)).catch(
-      (err: unknown) => this.ctx.log.warn({ tenant: this.ctx.tenant, user: owner, mailbox: normalized, err: String(err) }, 'mailbox deleted in IMAP but its registration remains'),
-    );
-  }
-
-  private async registryRename(owner: string, fromWire: string, toWire: string): Promise<void> {
-    const a = mailshareName(fromWire);
-    const b = mailshareName(toWire);
-    if (a === undefined || b === undefined) return;
-    if (this.ctx.agent.access(this.ctx.tenant, owner, owner, a) === undefined) return;
-    await this.ctx.api.call((c, cb) => c.mailboxes.renameMailbox({ tenant: this.ctx.tenant, mailbox: `${owner}/${a}`, newName: b, expectedRevision: 0, actor: owner }, this.ctx.metadata, opts(), cb))
-      .then((res) => this.ctx.agent.waitForRevision((res as { revision?: number }).revision ?? 0).catch(() => undefined))
-      .catch((err: unknown) => this.ctx.log.warn({ tenant: this.ctx.tenant, user: owner, mailbox: a, err: String(err) }, 'mailbox renamed in IMAP but its registration was not'));
-  }
-
-  /** A mailbox created inside a shared one is registered with its parent's ACL (RFC 4314 §4 leaves inheritance to the server). */
-  private async registryCreate(t: Target & { kind: 'shared' }, parent: Target & { kind: 'shared' }): Promise<void> {
-    const md = this.ctx.metadata;
-    const tenant = this.ctx.tenant;
-    try {
-      await this.ctx.api.call((c, cb) => c.mailboxes.createMailbox({ tenant, owner: t.owner, name: t.name, actor: t.owner }, md, opts(), cb));
-      const acl = await this.ctx.api.call<{ entries: Array<{ identifier: string; rights: string }> }>((c, cb) => c.acl.getAcl({ tenant, mailbox: `${t.owner}/${parent.name}`, actor: t.owner }, md, opts(), cb));
-      let revision = 0;
-      for (const e of acl.entries) {
-        if (e.identifier === t.owner) continue;
-        const res = await this.ctx.api.call<{ revision: number }>((c, cb) =>
-          c.acl.setAcl({ tenant, mailbox: `${t.owner}/${t.name}`, identifier: e.identifier, rights: e.rights.replace(/[cd]/g, ''), expectedRevision: 0, actor: t.owner }, md, opts(), cb),
-        );
-        revision = res.revision;
-      }
-      await this.ctx.agent.waitForRevision(revision).catch(() => undefined);
-    } catch (err) {
-      this.ctx.log.warn({ tenant, user: t.owner, mailbox: t.name, err: String(err) }, 'mailbox created in IMAP but not registered');
-    }
-  }
-
   // ---- connections ----
 
-  private async ownerConn(owner: string): Promise<Conn> {
+  async ownerConn(owner: string): Promise<Conn> {
     const { agent, tenant } = this.ctx;
     const existing = this.owners.get(owner);
     if (existing && !existing.closed) {
@@ -1105,11 +790,11 @@ export class Session {
 
   // ---- sending ----
 
-  private nextTag(): string {
+  nextTag(): string {
     return `m${++this.tagSeq}`;
   }
 
-  private enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done']): Pending {
+  enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done']): Pending {
     const p: Pending = { tag, clientTag, untagged: [], done };
     conn.pending.push(p);
     return p;
@@ -1124,7 +809,7 @@ export class Session {
     while (busy() && !this.closed) await new Promise<void>((r) => this.quietWaiters.push(r));
   }
 
-  private quiet(): Promise<void> {
+  quiet(): Promise<void> {
     return this.barrier(this.home, true);
   }
 
@@ -1193,7 +878,7 @@ export class Session {
   }
 
   /** A command of the gateway's own; its responses are captured, never shown to the client. */
-  private async internal(conn: Conn, name: string, args: readonly ImapValue[]): Promise<{ status: string; untagged: Piece[][]; line: string }> {
+  async internal(conn: Conn, name: string, args: readonly ImapValue[]): Promise<{ status: string; untagged: Piece[][]; line: string }> {
     await this.barrier(conn, true);
     const tag = this.nextTag();
     const line = command(tag, name, args);
@@ -1203,14 +888,9 @@ export class Session {
     });
   }
 
-  private write(s: string): void {
+  write(s: string): void {
     if (!this.client.destroyed) this.client.write(s, 'latin1');
   }
-}
-
-/** A connection is gone: its outstanding commands complete as BYE (their waiters go on). */
-function failPending(c: Conn): void {
-  for (const p of c.pending.splice(0)) p.done('BYE', Buffer.alloc(0), []);
 }
 
 /** An APPEND message's flags and date for an owner's mailbox: flags the user may not set are left off (RFC 4314 §4). */
@@ -1232,55 +912,4 @@ function isUpdateSearch(name: string, args: readonly ImapValue[]): boolean {
 
 function literalMarker(s: Streaming): string {
   return `${s.binary ? '~' : ''}{${s.length}${s.sync ? '' : '+'}}`;
-}
-
-/** A name as the client sent it (modified UTF-7) as mailshare names it, or undefined when it cannot be one. */
-function mailshareName(wire: string): string | undefined {
-  const decoded = decodeMutf7(wire);
-  if (decoded === undefined) return undefined;
-  try {
-    return parseMailboxName(decoded);
-  } catch {
-    return undefined;
-  }
-}
-
-function imapWords(details: string): string {
-  const need = /needs the "([a-z]+)" right/.exec(details);
-  if (need) return `You need the "${need[1]}" right on this mailbox for that`;
-  // "field: message" → message, with its first letter up.
-  const text = details.replace(/[\r\n]/g, ' ').replace(/^[a-z_]+(\[\d+\])?: /, '');
-  return text.charAt(0).toUpperCase() + text.slice(1);
-}
-
-function opts(): grpc.CallOptions {
-  return { deadline: Date.now() + 10_000 };
-}
-
-/**
- * A coordinator error as the tagged IMAP response (RFC 5530 response
- * codes), in IMAP words: the API's field names and mailshare's internal
- * mailbox names ("actor: bob needs … on alice/Projects") are not shown.
- */
-function imapError(tag: string, err: unknown): string {
-  const e = err as grpc.ServiceError;
-  const msg = imapWords(e.details ?? String(err));
-  switch (e.code) {
-    case grpc.status.NOT_FOUND:
-      return `${tag} NO [NONEXISTENT] ${msg}\r\n`;
-    case grpc.status.PERMISSION_DENIED:
-      return `${tag} NO [NOPERM] ${msg}\r\n`;
-    case grpc.status.INVALID_ARGUMENT:
-      return `${tag} BAD ${msg}\r\n`;
-    case grpc.status.FAILED_PRECONDITION:
-    case grpc.status.ABORTED:
-    case grpc.status.ALREADY_EXISTS:
-    case grpc.status.RESOURCE_EXHAUSTED:
-      return `${tag} NO [CANNOT] ${msg}\r\n`;
-    case grpc.status.UNAVAILABLE:
-    case grpc.status.DEADLINE_EXCEEDED:
-      return `${tag} NO [UNAVAILABLE] ${msg}\r\n`;
-    default:
-      return `${tag} NO [SERVERBUG] ${msg}\r\n`;
-  }
 }

@@ -1,0 +1,59 @@
+import type net from 'node:net';
+import type { Piece } from '../imap-syntax.js';
+import { type ResponseAction, ResponseStream } from '../response-stream.js';
+
+/** A command in flight on an upstream connection. */
+export interface Pending {
+  /** The gateway's tag on the upstream connection (clients' tags never go upstream). */
+  readonly tag: string;
+  /** The client's tag, for a client's command: its responses go to the client. Internal ones are captured. */
+  readonly clientTag: string | undefined;
+  readonly untagged: Piece[][];
+  done(status: string, raw: Buffer, pieces: Piece[]): void;
+}
+
+/** Where a connection's server responses go (the session). */
+export interface ConnSink {
+  classify(c: Conn, line: string): ResponseAction;
+  forward(chunk: Buffer): void;
+  response(c: Conn, pieces: Piece[], raw: Buffer): void;
+}
+
+/** One IMAP connection behind the session: the user's home node, or an owner's node as that owner. */
+export class Conn {
+  readonly pending: Pending[] = [];
+  readonly stream: ResponseStream;
+  selected = false;
+  closed = false;
+  /** Reported to the agent as a session of the owner (so the owner's node does not release the owner as idle). */
+  counted = false;
+  /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
+  renames: ReadonlyMap<string, string> | undefined;
+  constructor(
+    sink: ConnSink,
+    readonly owner: string,
+    readonly home: boolean,
+    readonly socket: net.Socket,
+    readonly epoch: number,
+  ) {
+    this.stream = new ResponseStream({
+      classify: (line) => sink.classify(this, line),
+      forward: (chunk) => sink.forward(chunk),
+      response: (pieces, raw) => sink.response(this, pieces, raw),
+    });
+  }
+
+  get clientPending(): number {
+    return this.pending.filter((p) => p.clientTag !== undefined).length;
+  }
+}
+
+/** A tagged response line from a server, with the client's tag in place of the gateway's. */
+export function retag(raw: Buffer, p: Pending): Buffer {
+  return Buffer.concat([Buffer.from(p.clientTag ?? p.tag, 'latin1'), raw.subarray(p.tag.length)]);
+}
+
+/** A connection is gone: its outstanding commands complete as BYE (their waiters go on). */
+export function failPending(c: Conn): void {
+  for (const p of c.pending.splice(0)) p.done('BYE', Buffer.alloc(0), []);
+}
