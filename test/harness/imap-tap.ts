@@ -1,5 +1,5 @@
-import net from 'node:net';
 import { ResponseStream } from '../../src/gateway/response-stream.js';
+import { startTcpProxy } from './tcp-proxy.js';
 
 /**
  * A TCP proxy in front of an IMAP server that counts the tagged responses
@@ -16,12 +16,8 @@ export interface ImapTap {
 }
 
 export async function startImapTap(target: string): Promise<ImapTap> {
-  const at = target.lastIndexOf(':');
   const tags: string[] = [];
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(Number(target.slice(at + 1)), target.slice(0, at));
-    sockets.add(client).add(upstream);
+  const proxy = await startTcpProxy(target, () => {
     const parser = new ResponseStream({
       classify: (line) => (line.startsWith('* ') || line.startsWith('+') ? 'drop' : 'buffer'),
       forward: () => undefined,
@@ -30,27 +26,7 @@ export async function startImapTap(target: string): Promise<ImapTap> {
         tags.push(first.slice(0, first.indexOf(' ')));
       },
     });
-    client.on('data', (c: Buffer) => upstream.write(c));
-    upstream.on('data', (c: Buffer) => {
-      parser.push(c);
-      client.write(c);
-    });
-    const end = (): void => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', end).on('close', end);
-    upstream.on('error', end).on('close', end);
+    return (chunk) => parser.push(chunk);
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', () => r()));
-  return {
-    address: `127.0.0.1:${(server.address() as net.AddressInfo).port}`,
-    tags,
-    close: async () => {
-      for (const s of sockets) s.destroy();
-      await new Promise<void>((r) => server.close(() => r()));
-    },
-  };
+  return { address: proxy.address, tags, close: () => proxy.close() };
 }

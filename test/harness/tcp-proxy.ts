@@ -15,7 +15,8 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-export async function startTcpProxy(target: string): Promise<TcpProxy> {
+/** `watch`, when given, is called for each connection and sees what the target sends on it. */
+export async function startTcpProxy(target: string, watch?: () => (fromTarget: Buffer) => void): Promise<TcpProxy> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   let dropping = false;
   const sockets = new Set<net.Socket>();
@@ -23,12 +24,15 @@ export async function startTcpProxy(target: string): Promise<TcpProxy> {
     const upstream = net.connect(port, host);
     sockets.add(client);
     sockets.add(upstream);
-    const forward = (from: net.Socket, to: net.Socket) =>
-      from.on('data', (chunk) => {
-        if (!dropping) to.write(chunk);
+    const seen = watch?.();
+    const forward = (from: net.Socket, to: net.Socket, see?: (chunk: Buffer) => void) =>
+      from.on('data', (chunk: Buffer) => {
+        if (dropping) return;
+        see?.(chunk);
+        to.write(chunk);
       });
     forward(client, upstream);
-    forward(upstream, client);
+    forward(upstream, client, seen);
     const end = () => {
       client.destroy();
       upstream.destroy();
