@@ -380,9 +380,17 @@ export class Gateway {
    */
   private startTls(client: net.Socket): void {
     client.removeAllListeners('data');
+    // The TLS socket over it gets a login deadline of its own once the handshake is done (a BYE
+    // written here would not be TLS); a handshake gets 30 s.
+    clearTimeout(this.loginDeadlines.get(client));
+    const handshake = setTimeout(() => client.destroy(), 30_000);
     client.pause();
     const secure = new tls.TLSSocket(client, { isServer: true, secureContext: this.secureContext });
-    secure.once('secure', () => this.handle(secure, true, false));
+    secure.once('secure', () => {
+      clearTimeout(handshake);
+      this.handle(secure, true, false);
+    });
+    secure.once('close', () => clearTimeout(handshake));
     secure.on('error', () => client.destroy());
     this.clients.delete(client);
     this.clients.add(secure);

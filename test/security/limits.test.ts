@@ -28,7 +28,7 @@ beforeAll(async () => {
     // Dovecot's default: the [LIMIT] test below counts on it.
     maxUserIpConnections: 10,
     // n2 keeps the default pre-login timeout: Dovecot's own penalties make the login test slow.
-    gateway: (node) => ({ ttlSeconds: 3, ...(node === 'n1' ? { preLoginTimeoutMs: 1500 } : {}), maxConnections: 150, maxConnectionsPerIp: 120, loginPenalty: { baseMs: 300, maxMs: 2000, maxUserMs: 600 } }),
+    gateway: (node) => ({ ttlSeconds: 3, ...(node === 'n1' ? { preLoginTimeoutMs: 1500 } : { idleTimeoutMs: 2500 }), maxConnections: 150, maxConnectionsPerIp: 120, loginPenalty: { baseMs: 300, maxMs: 2000, maxUserMs: 600 } }),
   });
   gw = cluster.gateways[0]!.address();
   gw2 = cluster.gateways[1]!.address();
@@ -107,6 +107,14 @@ describe('bounded memory and CPU under floods (M1, M2)', () => {
     await c.closed;
     expect(Date.now() - started).toBeGreaterThanOrEqual(1400);
     expect(c.received()).toMatch(/\* BYE Disconnected for inactivity/);
+  });
+
+  it('logs out a logged-in client that stays silent past the idle timeout', async () => {
+    const c = await RawImap.login(gw2, 'alice', USERS.alice);
+    const started = Date.now();
+    await waitFor(() => c.closed, 10_000, 'idle session ended');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
+    expect(c.pending()).toMatch(/^\* BYE \[UNAVAILABLE\] Disconnected for inactivity/m);
   });
 
   it('refuses connections over the per-address limit with BYE, and takes others', async () => {
