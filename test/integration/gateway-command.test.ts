@@ -9,6 +9,7 @@ import { connectApi, nodeTokens } from '../harness/api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
+import { RawImap } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
 import { BIN, cleanEnv, runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
 import { makePki } from '../harness/tls.js';
@@ -190,5 +191,44 @@ describe('mailshare gateway (real binary)', () => {
     expect(missing.code).toBe(2);
     expect(missing.stderr).toBe('mailshare: tls-cert: cannot read /nonexistent (ENOENT)\n');
     expect(badPrefix.stderr).toBe('mailshare: shared-prefix: "Shared" must be printable ASCII without * % " \\ and end with "/"\n');
+    for (const [flags, line] of [
+      [['--max-connections', '0'], "mailshare: option '--max-connections <n>' argument '0' is invalid. must be a positive whole number\n"],
+      [['--max-connections-per-ip', 'many'], "mailshare: option '--max-connections-per-ip <n>' argument 'many' is invalid. must be a positive whole number\n"],
+      [['--prelogin-timeout', '3'], "mailshare: option '--prelogin-timeout <duration>' argument '3' is invalid. must be a duration with its unit, e.g. 15m, 90s, or 0 (never)\n"],
+      [['--idle-timeout', '5m'], 'mailshare: idle-timeout: must be at least 30m (RFC 3501 section 5.4)\n'],
+      [['--health-interval', '0'], 'mailshare: health-interval: must be more than 0\n'],
+      [['--health-user', 'probe'], 'mailshare: health-user: needs --master-user\n'],
+      [['--backend-server-name', 'imap1'], 'mailshare: backend-server-name: needs --backend-ca\n'],
+      [['--backend-ca', '/nonexistent'], 'mailshare: backend-ca: cannot read /nonexistent (ENOENT)\n'],
+    ] as const) {
+      const r = await runCli([...base, ...flags], { env: { MAILSHARE_TOKEN: 'x' } });
+      expect(r.code, flags.join(' ')).toBe(2);
+      expect(r.stderr).toBe(line);
+    }
   });
+
+  it('takes its limits, timeouts and health checks from flags', async () => {
+    const child = spawn(
+      process.execPath,
+      [BIN, 'gateway', '--node', 'imap4', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--log-level', 'warn',
+        '--max-connections', '50', '--max-connections-per-ip', '2', '--prelogin-timeout', '1s', '--idle-timeout', '30m', '--health-interval', '500ms', '--health-failures', '2'],
+      { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('imap4') }), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => /listening on (\S+)/.test(out), 20_000, 'gateway listening');
+      const address = /listening on (\S+)/.exec(out)![1]!;
+      const [a, b] = [await RawImap.connect(address), await RawImap.connect(address)];
+      const third = net.connect(Number(address.split(':')[1]), '127.0.0.1');
+      let got = '';
+      third.on('data', (c: Buffer) => (got += c.toString()));
+      await new Promise<void>((r) => third.once('close', () => r()));
+      expect(got).toMatch(/^\* BYE \[UNAVAILABLE\] Too many connections/);
+      // --prelogin-timeout 1s: the two that never logged in are let go.
+      await waitFor(() => a.closed && b.closed, 5000, 'pre-login timeout');
+    } finally {
+      child.kill('SIGTERM');
+    }
+  }, 60_000);
 });

@@ -40,6 +40,9 @@ describe('server configuration', () => {
     expect(c.placementEpsilon).toBe(0.25);
     expect(c.auditRetentionMs).toBe(90 * 86_400_000);
     expect(load({ placementEpsilon: '0.5', auditRetention: '7d' })).toMatchObject({ placementEpsilon: 0.5, auditRetentionMs: 7 * 86_400_000 });
+    expect(c.placementAllowedAddresses).toContain('10.0.0.0/8');
+    expect(load({ placementAllowedAddresses: '10.1.0.0/16, imap1.example.net' }).placementAllowedAddresses).toEqual(['10.1.0.0/16', 'imap1.example.net']);
+    expect(load({}, { MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES: '192.0.2.0/24' }).placementAllowedAddresses).toEqual(['192.0.2.0/24']);
     expect(Object.isFrozen(c) && Object.isFrozen(c.etcd) && Object.isFrozen(c.tls)).toBe(true);
   });
 
@@ -87,6 +90,8 @@ describe('server configuration', () => {
     [{ placementEpsilon: 'lots' }, {}, '--placement-epsilon'],
     [{}, { MAILSHARE_PLACEMENT_EPSILON: '0' }, 'MAILSHARE_PLACEMENT_EPSILON'],
     [{ auditRetention: '10s' }, {}, '--audit-retention'],
+    [{ placementAllowedAddresses: '10.0.0.0/33' }, {}, '--placement-allowed-addresses'],
+    [{ placementAllowedAddresses: ',' }, {}, '--placement-allowed-addresses'],
     [{ tlsCert: 'cert.pem' }, {}, 'tls.key'],
     [{ tlsClientCa: 'ca.pem' }, {}, 'tls.clientCa'],
     [{ tlsCert: 'missing.pem', tlsKey: 'missing.key' }, {}, '--tls-cert'],
