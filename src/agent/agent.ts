@@ -161,8 +161,14 @@ export class Agent extends EventEmitter<AgentEvents> {
    * route users to other nodes.
    */
   get viewFresh(): boolean {
-    const now = Date.now();
-    return now - this.lastHeard < this.opts.ttlSeconds * 1000 && this.lastHeard > this.lostAt;
+    return this.staleness() === undefined;
+  }
+
+  /** Why the view of the cluster is not fresh, or undefined when it is. */
+  private staleness(): string | undefined {
+    if (Date.now() - this.lastHeard >= this.opts.ttlSeconds * 1000) return 'no word from the coordinators for longer than the lease TTL';
+    if (this.lastHeard <= this.lostAt) return 'the view of the cluster is not fresh yet';
+    return undefined;
   }
 
   /** Why the node is suspended (see suspend()), or undefined. */
@@ -203,9 +209,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (this.suspendedReason !== undefined) return { ok: false, reason: `suspended: ${this.suspendedReason}` };
     if (!this.lease) return { ok: false, reason: 'the node holds no lease' };
     if (now >= this.deadline) return { ok: false, reason: 'the lease could not be renewed in time' };
-    if (now - this.lastHeard >= this.opts.ttlSeconds * 1000) return { ok: false, reason: 'no word from the coordinators for longer than the lease TTL' };
-    if (this.lastHeard <= this.lostAt) return { ok: false, reason: 'the view of the cluster is not fresh yet' };
-    return { ok: true, reason: 'serving' };
+    const stale = this.staleness();
+    return stale ? { ok: false, reason: stale } : { ok: true, reason: 'serving' };
   }
 
   private retrySignal(): AbortSignal {

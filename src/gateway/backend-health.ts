@@ -1,6 +1,4 @@
-import net from 'node:net';
-import tls from 'node:tls';
-import { type BackendTls, backendLogin } from './backend.js';
+import { type BackendTls, backendLogin, connectBackend } from './backend.js';
 
 export interface BackendHealthOptions {
   /** Time between probes; default 1 s. */
@@ -94,12 +92,8 @@ export class BackendHealth {
   }
 
   private greeting(): Promise<string | undefined> {
-    const at = this.address.lastIndexOf(':');
-    const host = this.address.slice(0, at).replace(/^\[|\]$/g, '');
-    const port = Number(this.address.slice(at + 1));
     return new Promise((resolve) => {
-      const t = this.opts.tls;
-      const socket: net.Socket = t ? tls.connect({ host, port, ca: t.ca, servername: t.servername ?? (net.isIP(host) ? undefined : host) }) : net.connect(port, host);
+      const { socket } = connectBackend(this.address, this.opts.tls);
       let got = '';
       const done = (why: string | undefined): void => {
         clearTimeout(timer);

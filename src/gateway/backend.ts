@@ -13,6 +13,20 @@ export interface BackendTls {
   readonly servername?: string;
 }
 
+/**
+ * A connection to an IMAP server at host:port, plain or verified TLS, and
+ * the event after which it may be written to ('secureConnect' with TLS:
+ * nothing is sent before the server's certificate was verified).
+ */
+export function connectBackend(address: string, t?: BackendTls): { socket: net.Socket; ready: 'connect' | 'secureConnect' } {
+  const colon = address.lastIndexOf(':');
+  const host = address.slice(0, colon).replace(/^\[|\]$/g, '');
+  const port = Number(address.slice(colon + 1));
+  if (!t) return { socket: net.connect(port, host), ready: 'connect' };
+  const socket = tls.connect({ host, port, ca: t.ca, servername: t.servername ?? (net.isIP(host) ? undefined : host), minVersion: 'TLSv1.2', rejectUnauthorized: true });
+  return { socket, ready: 'secureConnect' };
+}
+
 /** A connection to a Dovecot (or any IMAP server) on some node. */
 export interface BackendLogin {
   readonly ok: boolean;
@@ -32,12 +46,7 @@ export class BackendUnavailable extends Error {
  */
 export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number; tls?: BackendTls } = {}): Promise<BackendLogin> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const colon = address.lastIndexOf(':');
-  const host = address.slice(0, colon).replace(/^\[|\]$/g, '');
-  const port = Number(address.slice(colon + 1));
-  const socket: net.Socket = opts.tls
-    ? tls.connect({ host, port, ca: opts.tls.ca, servername: opts.tls.servername ?? (net.isIP(host) ? undefined : host), minVersion: 'TLSv1.2', rejectUnauthorized: true })
-    : net.connect(port, host);
+  const { socket, ready } = connectBackend(address, opts.tls);
   socket.setNoDelay(true);
   let buf = Buffer.alloc(0);
   const lines: Buffer[] = [];
@@ -69,8 +78,7 @@ export async function backendLogin(address: string, tag: string, user: string, p
   };
   try {
     await new Promise<void>((resolve, reject) => {
-      // With TLS nothing is written before the server's certificate was verified.
-      socket.once(opts.tls ? 'secureConnect' : 'connect', resolve);
+      socket.once(ready, resolve);
       socket.once('error', (e) => reject(new BackendUnavailable(e.message)));
     });
     const greeting = (await nextLine()).toString();

@@ -1,7 +1,8 @@
 /**
- * IMAP syntax helpers for the gateway's session: splitting a command (or a
- * buffered response) into top-level arguments while keeping each one's
- * wire form, so a command can be re-sent with only a mailbox name changed.
+ * IMAP syntax helpers for server responses the gateway rewrites: splitting
+ * a buffered response into top-level arguments while keeping each one's
+ * wire form, so it can be passed on with only a mailbox name changed
+ * (client commands are parsed by imap/parser.ts instead).
  * Strings are latin1 ("binary"): one char per byte, so 8-bit data passes
  * through unchanged.
  */
@@ -60,18 +61,6 @@ export function splitArgs(pieces: readonly Piece[]): Arg[] {
 function valueOf(raw: string): string {
   if (raw.length >= 2 && raw.startsWith('"') && raw.endsWith('"')) return raw.slice(1, -1).replace(/\\(.)/g, '$1');
   return raw;
-}
-
-/** An astring for the wire: quoted when it can be, else a non-synchronizing literal. */
-export function quote(s: string): string {
-  if (/^[\x20-\x7e]*$/.test(s) && s.length <= 1000) return `"${s.replace(/[\\"]/g, (c) => `\\${c}`)}"`;
-  return `{${s.length}+}\r\n${s}`;
-}
-
-/** Items of a parenthesized list "(a b c)" as plain strings (flags, attributes). */
-export function listItems(raw: string): string[] {
-  const inner = raw.startsWith('(') && raw.endsWith(')') ? raw.slice(1, -1) : raw;
-  return inner.split(' ').filter((x) => x !== '');
 }
 
 /**
