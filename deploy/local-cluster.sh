@@ -94,7 +94,13 @@ userdb {
   driver = static
   args = uid=nobody gid=nogroup home=$DIR/mail/%u
 }
+# Dovecot's high-performance login mode: a login process that already runs greets in well under a
+# millisecond, where a new one per connection (the default) takes ~9 ms, ~85 ms on a busy node, and
+# the gateway's logins wait for that greeting. Its clients are the gateways, which parse and rebuild
+# every command (README: Deployment).
 service imap-login {
+  service_count = 0
+  process_min_avail = 2
   inet_listener imap {
     port = $port
   }

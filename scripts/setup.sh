@@ -10,6 +10,8 @@ command -v etcd >/dev/null 2>&1 || need+=(etcd-server)
 command -v etcdctl >/dev/null 2>&1 || need+=(etcd-client)
 command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
+# A C compiler for the gateway's one native helper (TCP_QUICKACK; see src/native/).
+command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 # Dovecot: the IMAP backend the gateway fronts (the tests run real instances).
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 if ((${#need[@]})); then

@@ -14,6 +14,10 @@ const count = (v: string): number => {
   if (!/^\d{1,7}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
   return Number(v);
 };
+const poolSize = (v: string): number => {
+  if (!/^\d{1,2}$/.test(v) || Number(v) > 64) throw new InvalidArgumentError('must be a whole number from 0 to 64');
+  return Number(v);
+};
 const duration = (v: string): number => {
   if (v === '0') return 0;
   const m = /^(\d{1,9})(ms|s|m|h)$/.exec(v);
@@ -46,6 +50,7 @@ export function registerGateway(program: Command): void {
     .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
     .option('--backend-ca <file>', "CA of the Dovecots' certificates: reach every node's Dovecot over implicit TLS, verified (--backend and other nodes' addresses are TLS ports)")
     .option('--backend-server-name <name>', "name expected in the Dovecots' certificates (default each address's host)")
+    .option('--backend-pool <n>', 'connections kept open and greeted per Dovecot in recent use, ready for logins (default 2; 0 none)', poolSize)
     .option('--max-connections <n>', 'client connections at most; more are told BYE (default 10000)', count)
     .option('--max-connections-per-ip <n>', 'client connections from one address at most (default 500)', count)
     .option('--prelogin-timeout <duration>', 'disconnect clients that have not logged in after this long (default 3m)', duration)
@@ -59,7 +64,7 @@ export function registerGateway(program: Command): void {
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; backendPool?: number; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -140,6 +145,7 @@ export function registerGateway(program: Command): void {
         tls: tlsFiles,
         listenTls: flags.listenTls,
         backendTls,
+        backendPool: flags.backendPool,
         maxConnections: flags.maxConnections,
         maxConnectionsPerIp: flags.maxConnectionsPerIp,
         preLoginTimeoutMs: flags.preloginTimeout,

@@ -1,4 +1,4 @@
-import { type BackendTls, backendLogin, connectBackend } from './backend.js';
+import { BackendConnector, type BackendTls, backendLogin, connectBackend } from './backend.js';
 
 export interface BackendHealthOptions {
   /** Time between probes; default 1 s. */
@@ -81,7 +81,7 @@ export class BackendHealth {
     const { loginUser, master } = this.opts;
     if (loginUser && master && this.probes % (this.opts.loginEvery ?? 10) === 0) {
       try {
-        const login = await backendLogin(this.address, 'mailshare.health', `${loginUser}*${master.user}`, master.password, { timeoutMs: this.timeoutMs, tls: this.opts.tls });
+        const login = await backendLogin(this.address, 'mailshare.health', `${loginUser}*${master.user}`, master.password, { timeoutMs: this.timeoutMs, via: new BackendConnector(this.opts.tls, { pool: 0 }) });
         login.socket.end('mailshare.bye LOGOUT\r\n');
         return login.ok ? undefined : 'refuses the master login';
       } catch (err) {

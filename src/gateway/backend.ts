@@ -36,72 +36,257 @@ export interface BackendLogin {
 }
 
 export class BackendUnavailable extends Error {
-  override readonly name = 'BackendUnavailable';
+  override readonly name: string = 'BackendUnavailable';
 }
 
-/**
- * Connects, reads the greeting, logs in with `tag`, and returns the socket
- * positioned right after the tagged response. Bytes that arrive after it
- * (none are expected before the client speaks) stay unread in the socket.
- */
-export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number; tls?: BackendTls } = {}): Promise<BackendLogin> {
-  const timeoutMs = opts.timeoutMs ?? 10_000;
-  const { socket, ready } = connectBackend(address, opts.tls);
+/** The server did not answer in time (as opposed to refusing or closing the connection). */
+class BackendTimeout extends BackendUnavailable {
+  override readonly name = 'BackendTimeout';
+}
+
+/** A socket read line by line until it is handed on (the login's tagged reply is the last line read). */
+class LineReader {
+  private buf: Buffer = Buffer.alloc(0);
+  private readonly lines: Buffer[] = [];
+  private wake: (() => void) | undefined;
+  failed: BackendUnavailable | undefined;
+  /** While kept in a pool: its removal from there, and the timer that retires it. */
+  onFail: (() => void) | undefined;
+  aged: NodeJS.Timeout | undefined;
+  /** Taken from a pool (greeted a while ago) rather than connected for this login. */
+  kept = false;
+
+  constructor(readonly socket: net.Socket) {
+    socket.on('data', this.onData);
+    socket.on('error', (err: Error) => this.fail(err.message));
+    socket.on('close', () => this.fail('connection closed'));
+  }
+
+  private readonly onData = (chunk: Buffer): void => {
+    this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
+    for (let eol = this.buf.indexOf('\r\n'); eol >= 0; eol = this.buf.indexOf('\r\n')) {
+      this.lines.push(this.buf.subarray(0, eol + 2));
+      this.buf = this.buf.subarray(eol + 2);
+    }
+    this.wake?.();
+  };
+
+  fail(why: string, timeout = false): void {
+    this.failed ??= timeout ? new BackendTimeout(why) : new BackendUnavailable(why);
+    this.wake?.();
+    this.onFail?.();
+  }
+
+  /** Lines received but not read yet (a greeted connection has none). */
+  get unread(): number {
+    return this.lines.length + (this.buf.length > 0 ? 1 : 0);
+  }
+
+  async nextLine(): Promise<Buffer> {
+    while (this.lines.length === 0) {
+      if (this.failed) throw this.failed;
+      await new Promise<void>((r) => (this.wake = r));
+      this.wake = undefined;
+    }
+    return this.lines.shift()!;
+  }
+
+  /** Stops reading: what arrived after the last line read goes back into the socket, paused. */
+  detach(): net.Socket {
+    const socket = this.socket;
+    socket.pause();
+    socket.off('data', this.onData);
+    socket.removeAllListeners('error');
+    socket.removeAllListeners('close');
+    socket.on('error', () => undefined);
+    const rest = Buffer.concat([...this.lines, this.buf]);
+    if (rest.length > 0) socket.unshift(rest);
+    return socket;
+  }
+}
+
+/** Connects and reads the server's greeting. */
+async function greet(address: string, t: BackendTls | undefined, timeoutMs: number): Promise<LineReader> {
+  const { socket, ready } = connectBackend(address, t);
   socket.setNoDelay(true);
-  let buf = Buffer.alloc(0);
-  const lines: Buffer[] = [];
-  let wake: (() => void) | undefined;
-  let failed: Error | undefined;
-  const onData = (chunk: Buffer): void => {
-    buf = Buffer.concat([buf, chunk]);
-    for (let eol = buf.indexOf('\r\n'); eol >= 0; eol = buf.indexOf('\r\n')) {
-      lines.push(buf.subarray(0, eol + 2));
-      buf = buf.subarray(eol + 2);
-    }
-    wake?.();
-  };
-  const onError = (err: Error): void => {
-    failed = new BackendUnavailable(err.message);
-    wake?.();
-  };
-  socket.on('data', onData);
-  socket.on('error', onError);
-  socket.on('close', () => onError(new Error('connection closed')));
-  const timer = setTimeout(() => onError(new Error('backend timed out')), timeoutMs);
-  const nextLine = async (): Promise<Buffer> => {
-    while (lines.length === 0) {
-      if (failed) throw failed;
-      await new Promise<void>((r) => (wake = r));
-      wake = undefined;
-    }
-    return lines.shift()!;
-  };
+  const reader = new LineReader(socket);
+  const timer = setTimeout(() => reader.fail('backend timed out', true), timeoutMs);
   try {
     await new Promise<void>((resolve, reject) => {
       socket.once(ready, resolve);
       socket.once('error', (e) => reject(new BackendUnavailable(e.message)));
     });
-    const greeting = (await nextLine()).toString();
+    const greeting = (await reader.nextLine()).toString();
     if (!greeting.startsWith('* OK')) throw new BackendUnavailable(`unexpected greeting: ${greeting.trim().slice(0, 80)}`);
-    if (opts.client) {
+    return reader;
+  } catch (err) {
+    socket.destroy();
+    throw err instanceof BackendUnavailable ? err : new BackendUnavailable(String(err));
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * How the gateway reaches the Dovecots: plain or verified TLS, and a few
+ * connections per recently used server kept connected and greeted ahead of
+ * the logins that will need them. A Dovecot's greeting costs a login
+ * process's start (~9 ms in Dovecot's default high-security mode, more
+ * under load) plus the TLS handshake; without the pool every login through
+ * the gateway paid it on top of the login itself.
+ *
+ * A kept connection is used once and replaced; it is closed after `maxAgeMs`
+ * (well inside Dovecot's 3 minutes for a client to log in), and a server not
+ * used for `idleMs` has none kept.
+ */
+export class BackendConnector {
+  private readonly pools = new Map<string, { ready: LineReader[]; connecting: number; lastUse: number }>();
+  private readonly size: number;
+  private readonly maxAgeMs: number;
+  private readonly idleMs: number;
+  private closed = false;
+
+  constructor(readonly tls?: BackendTls, opts: { pool?: number; maxAgeMs?: number; idleMs?: number } = {}) {
+    this.size = opts.pool ?? 2;
+    this.maxAgeMs = opts.maxAgeMs ?? 60_000;
+    this.idleMs = opts.idleMs ?? 300_000;
+  }
+
+  /** A greeted connection to `address`: a kept one when there is one, else a new one. */
+  async greeted(address: string, timeoutMs: number): Promise<LineReader> {
+    if (this.size <= 0 || this.closed) return greet(address, this.tls, timeoutMs);
+    let pool = this.pools.get(address);
+    if (!pool) this.pools.set(address, (pool = { ready: [], connecting: 0, lastUse: 0 }));
+    pool.lastUse = Date.now();
+    let kept: LineReader | undefined;
+    while (!kept && pool.ready.length > 0) {
+      const r = pool.ready.shift()!;
+      if (!r.failed && r.unread === 0 && !r.socket.destroyed) kept = r;
+      else r.socket.destroy();
+    }
+    if (!kept) return greet(address, this.tls, timeoutMs);
+    kept.onFail = undefined;
+    clearTimeout(kept.aged);
+    kept.kept = true;
+    return kept;
+  }
+
+  /** Drops the connections kept for `address` (they proved stale). */
+  forget(address: string): void {
+    const pool = this.pools.get(address);
+    if (!pool) return;
+    for (const r of pool.ready.splice(0)) {
+      clearTimeout(r.aged);
+      r.socket.destroy();
+    }
+  }
+
+  /**
+   * Tops up the connections kept for `address`. Called once a login is done, not when it starts: a
+   * Dovecot starting a login process for the pool while it logs a user in makes that login slower.
+   */
+  refill(address: string): void {
+    const pool = this.pools.get(address);
+    if (!pool || this.closed) return;
+    while (pool.ready.length + pool.connecting < this.size) {
+      pool.connecting++;
+      greet(address, this.tls, 10_000).then(
+        (r) => {
+          pool.connecting--;
+          if (this.closed || Date.now() - pool.lastUse > this.idleMs) {
+            r.socket.destroy();
+            if (pool.ready.length === 0 && pool.connecting === 0) this.pools.delete(address);
+            return;
+          }
+          pool.ready.push(r);
+          const drop = (): void => {
+            const i = pool.ready.indexOf(r);
+            if (i >= 0) pool.ready.splice(i, 1);
+            clearTimeout(r.aged);
+            r.socket.destroy();
+          };
+          // Replaced when it gets old: an unused connection is closed and a new one made if still wanted.
+          r.aged = setTimeout(() => {
+            drop();
+            if (Date.now() - pool.lastUse <= this.idleMs) this.refill(address);
+          }, this.maxAgeMs);
+          r.aged.unref();
+          r.onFail = drop;
+        },
+        () => {
+          // The server is down: the next login finds out for itself; no retry loop here.
+          pool.connecting--;
+        },
+      );
+    }
+  }
+
+  /** Connections kept ready for `address` (for tests and metrics). */
+  kept(address: string): number {
+    return this.pools.get(address)?.ready.length ?? 0;
+  }
+
+  close(): void {
+    this.closed = true;
+    for (const pool of this.pools.values()) {
+      for (const r of pool.ready.splice(0)) {
+        clearTimeout(r.aged);
+        r.socket.destroy();
+      }
+    }
+    this.pools.clear();
+  }
+}
+
+/**
+ * Logs in with `tag` on a greeted connection (from `via`, or a new one)
+ * and returns the socket positioned right after the tagged response. Bytes
+ * that arrive after it (none are expected before the client speaks) stay
+ * unread in the socket.
+ */
+export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number; via?: BackendConnector } = {}): Promise<BackendLogin> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const via = opts.via;
+  try {
+    const first = via ? await via.greeted(address, timeoutMs) : await greet(address, undefined, timeoutMs);
+    // A kept connection can be dead without showing it: the login processes of a Dovecot whose
+    // master was killed hold their clients until these speak, then answer NO [UNAVAILABLE] or
+    // close. Then the others kept for that server go too, and the login runs once more on a new
+    // connection.
+    let login: BackendLogin;
+    try {
+      login = await loginOn(first, tag, user, password, opts.client, timeoutMs);
+    } catch (err) {
+      if (!via || !first.kept || err instanceof BackendTimeout) throw err;
+      login = { ok: false, tagged: Buffer.from(`${tag} NO [UNAVAILABLE] connection lost\r\n`), socket: first.socket };
+    }
+    if (login.ok || !via || !first.kept || !/^\S+ NO \[UNAVAILABLE\]/.test(login.tagged.toString('latin1'))) return login;
+    login.socket.destroy();
+    via.forget(address);
+    return await loginOn(await greet(address, via.tls, timeoutMs), tag, user, password, opts.client, timeoutMs);
+  } finally {
+    via?.refill(address);
+  }
+}
+
+async function loginOn(reader: LineReader, tag: string, user: string, password: string, client: { ip: string; port: number } | undefined, timeoutMs: number): Promise<BackendLogin> {
+  const socket = reader.socket;
+  const timer = setTimeout(() => reader.fail('backend timed out', true), timeoutMs);
+  try {
+    if (client) {
       // Dovecot trusts this from login_trusted_networks: its logs, auth penalties and
       // per-IP limits then see the real client, not the gateway (Dovecot's own proxy does the same).
-      const id = `("x-originating-ip" ${quote(opts.client.ip)} "x-originating-port" "${opts.client.port}")`;
+      const id = `("x-originating-ip" ${quote(client.ip)} "x-originating-port" "${client.port}")`;
       socket.write(`${tag}.id ID ${id}\r\n`);
     }
     // Values are written byte for byte (latin1 strings: one char per byte) so literal counts are exact.
     const bytes = (v: string): string => Buffer.from(v, 'utf8').toString('latin1');
     socket.write(`${tag} LOGIN ${quote(bytes(user))} ${quote(bytes(password))}\r\n`, 'latin1');
     for (;;) {
-      const line = await nextLine();
+      const line = await reader.nextLine();
       if (line.toString('latin1').startsWith(`${tag} `)) {
         const ok = line.toString('latin1').startsWith(`${tag} OK`);
-        socket.pause();
-        socket.off('data', onData);
-        socket.removeAllListeners('error');
-        socket.removeAllListeners('close');
-        socket.on('error', () => undefined);
-        if (buf.length > 0) socket.unshift(buf);
+        reader.detach();
         if (!ok) socket.end();
         return { ok, tagged: line, socket };
       }
@@ -120,9 +305,9 @@ export async function backendLogin(address: string, tag: string, user: string, p
  * response's status (OK, NO, BAD). For short jobs outside a session, such
  * as undoing a failed copy.
  */
-export async function backendScript(address: string, user: string, password: string, commands: readonly string[], opts: { timeoutMs?: number; tls?: BackendTls } = {}): Promise<string[]> {
+export async function backendScript(address: string, user: string, password: string, commands: readonly string[], opts: { timeoutMs?: number; via?: BackendConnector } = {}): Promise<string[]> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
-  const login = await backendLogin(address, 'mailshare.s0', user, password, { timeoutMs, tls: opts.tls });
+  const login = await backendLogin(address, 'mailshare.s0', user, password, { timeoutMs, via: opts.via });
   if (!login.ok) throw new BackendUnavailable(`login as ${user} was refused`);
   const socket = login.socket;
   let buf = '';

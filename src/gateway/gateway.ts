@@ -3,11 +3,12 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
-import { type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
+import { BackendConnector, type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
 import { BackendHealth, type BackendHealthOptions } from './backend-health.js';
 import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
 import { FailureLimiter } from './failure-limiter.js';
+import { quickAckAvailable, quickAcker } from './quick-ack.js';
 import { Session } from './session.js';
 import { SharedNamespace } from './shared-namespace.js';
 
@@ -69,6 +70,11 @@ export interface GatewayOptions {
    */
   backendTls?: BackendTls;
   /**
+   * Connections kept greeted per Dovecot in recent use, ready for logins
+   * (default 2; 0: connect for each login).
+   */
+  backendPool?: number;
+  /**
    * Health checks of this node's Dovecot (default: on, every second, down
    * after 3 failures): while it is down the node claims no users (its lease
    * is revoked, with the reason), and logins through this gateway go to
@@ -85,7 +91,7 @@ const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
  * Capabilities of the home Dovecot that survive the gateway: extensions
  * whose commands and responses carry no mailbox names the gateway would have
  * to map, or that it handles. Others (NOTIFY, METADATA, COMPRESS, UTF8=,
- * LIST-EXTENDED, QRESYNC, URLAUTH, CATENATE, QUOTA, …) are not offered.
+ * URLAUTH, CATENATE, QUOTA, …) are not offered.
  */
 const PASSED_CAPS = new Set([
   'IMAP4REV1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'SORT', 'SORT=DISPLAY', 'THREAD=REFERENCES', 'THREAD=REFS',
@@ -94,6 +100,9 @@ const PASSED_CAPS = new Set([
   // QRESYNC (RFC 7162): SELECT parameters and FETCH modifiers are checked, VANISHED carries no names, ENABLE is
   // replayed on owners' connections and [CLOSED] is said when a SELECT moves between connections.
   'QRESYNC', 'STATUS=SIZE',
+  // LIST-EXTENDED and LIST-STATUS (RFC 5258, 5819): the shared namespace's entries are added with the
+  // selection and return options applied, their STATUS from the owners' nodes.
+  'LIST-EXTENDED', 'LIST-STATUS',
 ]);
 const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
 
@@ -137,6 +146,7 @@ export class Gateway {
   private readonly failures = new FailureLimiter();
   private readonly clients = new Set<net.Socket>();
   private readonly perIp = new Map<string, number>();
+  private readonly backends: BackendConnector;
   private readonly health: BackendHealth | undefined;
   /** Pre-login timers of connections not yet logged in. */
   private readonly loginDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
@@ -155,6 +165,7 @@ export class Gateway {
       userExpireMs: opts.userExpireMs ?? 15 * 60_000,
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
+    this.backends = new BackendConnector(opts.backendTls, { pool: opts.backendPool });
     this.api = new CoordinatorClients(opts.coordinators, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions);
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
       for (const s of this.sessions) {
@@ -192,6 +203,12 @@ export class Gateway {
   async start(): Promise<string> {
     await this.agent.ready;
     this.health?.start();
+    if (!quickAckAvailable) {
+      this.opts.logger?.warn(
+        {},
+        'TCP_QUICKACK helper not built (build/native; needs a C compiler): clients that leave Nagle on wait ~40 ms per APPEND literal',
+      );
+    }
     const colon = this.opts.listen.lastIndexOf(':');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -229,6 +246,7 @@ export class Gateway {
     for (const s of this.sessions) s.session.bye('gateway shutting down');
     for (const c of this.clients) c.destroy();
     await closed;
+    this.backends.close();
     await this.agent.close();
     this.api.close();
   }
@@ -264,8 +282,10 @@ export class Gateway {
     client.once('close', () => clearTimeout(loginDeadline));
     this.loginDeadlines.set(client, loginDeadline);
     const reader = new CommandParser(PRE_LOGIN_LIMITS);
+    const quickAck = quickAcker(client);
     const write = (s: string): void => {
       if (!client.destroyed) client.write(s);
+      quickAck();
     };
     // With TLS configured, credentials only travel encrypted.
     const plaintextRefused = this.secureContext !== undefined && !secure;
@@ -441,19 +461,19 @@ export class Gateway {
       let where = await this.home(tenant, user, false);
       let login;
       if (where) {
-        login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, tls: this.opts.backendTls });
+        login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, via: this.backends });
         if (!login.ok) return fail(login.tagged);
       } else {
         // Not assigned: this node's Dovecot checks the password (another live node's while ours is
         // down: all of them share the user database); only then assign.
         const checker = this.agent.suspended === undefined ? this.opts.node.backend : this.otherBackend();
         if (!checker) return this.unavailable(client, tag);
-        login = await backendLogin(checker, tag, user, password, { client: origin, tls: this.opts.backendTls });
+        login = await backendLogin(checker, tag, user, password, { client: origin, via: this.backends });
         if (!login.ok) return fail(login.tagged);
         where = (await this.home(tenant, user, true))!;
         if (where.imapAddress !== checker) {
           login.socket.end(`${tag}x LOGOUT\r\n`);
-          login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, tls: this.opts.backendTls });
+          login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, via: this.backends });
           if (!login.ok) return fail(login.tagged);
         }
       }
@@ -509,7 +529,7 @@ export class Gateway {
         client: { ip: clientIp(client), port: client.remotePort ?? 0 },
         namespace: this.namespace,
         master: this.opts.master,
-        backendTls: this.opts.backendTls,
+        backends: this.backends,
         api: this.api,
         metadata: this.md,
         capabilities,

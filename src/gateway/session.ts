@@ -2,7 +2,7 @@ import type net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import type { Agent, AgentLogger } from '../agent/agent.js';
 import { type Rights, formatRights, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
-import { type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
+import { type BackendConnector, BackendUnavailable, backendLogin } from './backend.js';
 import { aclCommand } from './imap/acl-commands.js';
 import { crossCopy } from './imap/cross-copy.js';
 import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseStore } from './imap/grammar.js';
@@ -15,6 +15,8 @@ import { WireError, atom, command, commandHead, list, quote, str, wireAll } from
 import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
+import { quickAcker } from './quick-ack.js';
+import { type ListCommand, parseList } from './imap/list-command.js';
 import type { ResponseAction } from './response-stream.js';
 import type { SharedNamespace } from './shared-namespace.js';
 
@@ -30,7 +32,8 @@ export interface SessionContext {
   /** Dovecot master user (auth_master_user_separator "*") for connections to owners' nodes. */
   readonly master: { user: string; password: string } | undefined;
   /** TLS to the Dovecots, when configured. */
-  readonly backendTls: BackendTls | undefined;
+  /** How the Dovecots are reached (TLS, kept connections). */
+  readonly backends: BackendConnector;
   /** The coordinators, for ACL and mailbox calls. */
   readonly api: CoordinatorClients;
   readonly metadata: grpc.Metadata;
@@ -98,6 +101,8 @@ export class Session implements SessionCore, ConnSink {
    */
   private readonly updateTags = new WeakMap<Conn, Map<string, string>>();
   readonly done: Promise<void>;
+  /** After each write: the client's next data (an APPEND literal's CRLF behind Nagle) is ACKed at once. */
+  private readonly quickAck: () => void;
 
   constructor(
     readonly ctx: SessionContext,
@@ -105,6 +110,7 @@ export class Session implements SessionCore, ConnSink {
     homeSocket: net.Socket,
     private readonly reader: CommandParser,
   ) {
+    this.quickAck = quickAcker(client);
     this.home = this.attach(ctx.user, true, homeSocket, ctx.epoch);
     client.on('data', (chunk: Buffer) => {
       this.reader.feed(chunk);
@@ -162,6 +168,7 @@ export class Session implements SessionCore, ConnSink {
       this.client.cork();
       c.stream.push(chunk);
       this.client.uncork();
+      this.quickAck();
       // A client that does not read its output makes the servers wait, not the gateway's memory grow.
       if (this.client.writableLength > MAX_CLIENT_OUTPUT && !this.outputPaused) {
         this.outputPaused = true;
@@ -220,7 +227,7 @@ export class Session implements SessionCore, ConnSink {
     const kind = /^\* (\S+)/.exec(line)?.[1]?.toUpperCase() ?? '';
     // RFC 4731 §3.1: ESEARCH names the command's tag, which upstream is the gateway's own.
     if (kind === 'ESEARCH' && /^\* ESEARCH \(TAG "/i.test(line)) return { edit: (text) => this.clientTagIn(c, text) };
-    if (c.home) return ['LIST', 'LSUB', 'NAMESPACE', 'CAPABILITY'].includes(kind) ? 'buffer' : 'forward';
+    if (c.home) return ['LIST', 'LSUB', 'STATUS', 'NAMESPACE', 'CAPABILITY'].includes(kind) ? 'buffer' : 'forward';
     if (kind === 'BYE') return 'drop';
     if (c.renames && /^\* \d+ FETCH /i.test(line)) return { edit: fetchItemRenamer(c.renames) };
     return ['STATUS', 'LIST', 'LSUB'].includes(kind) ? 'buffer' : 'forward';
@@ -281,6 +288,7 @@ export class Session implements SessionCore, ConnSink {
         // The home node's own folders never shadow the shared namespace.
         if (this.ctx.namespace.resolve(args[4]!.value).kind !== 'home') return;
       }
+      if (kind === 'STATUS' && args.length >= 3 && this.ctx.namespace.resolve(args[2]!.value).kind !== 'home') return;
       this.forward(raw);
       return;
     }
@@ -452,21 +460,82 @@ export class Session implements SessionCore, ConnSink {
     if (!hasAll(have, need)) throw new ImapNo(`${tag} NO [NOPERM] ${what} needs the "${formatRights(need)}" right\r\n`);
   }
 
+  /**
+   * LIST (RFC 3501, LIST-EXTENDED RFC 5258, LIST-STATUS RFC 5819) and LSUB:
+   * the home Dovecot lists the user's own mailboxes; the shared namespace's
+   * entries follow its OK, with RETURN (STATUS …) answered by each owner's
+   * node (for mailboxes the user may read, RFC 4314 §4).
+   */
   private async list(tag: string, name: string, args: ImapValue[]): Promise<void> {
     const reference = astring(args[0]);
     const pattern = astring(args[1]);
-    const plain = args.length === 2 && reference !== undefined && pattern !== undefined;
-    const extra = plain ? this.sharedEntries(name, reference, pattern) : [];
-    await this.send(this.home, tag, name, args, (status, line) => {
-      if (status === 'OK') for (const l of extra) this.write(l);
-      this.forward(line);
+    const cmd: ListCommand | string =
+      name === 'LIST' ? parseList(args) : args.length === 2 && reference !== undefined && pattern !== undefined ? { select: new Set(), reference, patterns: [pattern], returns: new Set() } : 'LSUB needs a reference and a mailbox pattern';
+    // Not understood here: the home Dovecot answers it (BAD), nothing is added.
+    if (typeof cmd === 'string') return this.send(this.home, tag, name, args);
+    const entries = this.sharedEntries(name, cmd);
+    if (!cmd.status || !entries.some((e) => e.status)) {
+      await this.send(this.home, tag, name, args, (status, line) => {
+        if (status === 'OK') for (const e of entries) this.write(e.line);
+        this.forward(line);
+      });
+      return;
+    }
+    const items = cmd.status;
+    await this.exclusive(this.home, tag, name, args, {
+      after: async (status) => {
+        if (status !== 'OK') return;
+        for (const e of entries) {
+          this.write(e.line);
+          if (e.status) await this.sharedStatus(e.status, items);
+        }
+      },
     });
   }
 
-  private sharedEntries(name: string, reference: string, pattern: string): string[] {
+  /** The shared namespace's LIST entries for a command, each with the mailbox whose STATUS follows it. */
+  private sharedEntries(name: string, cmd: ListCommand): Array<{ line: string; status?: Target & { kind: 'shared' } }> {
+    if (cmd.select.has('SPECIAL-USE')) return [];
     const { mailboxes } = this.ctx.agent.sharedWith(this.ctx.tenant, this.ctx.user);
-    const sep = quote(this.ctx.namespace.separator);
-    return this.ctx.namespace.list(mailboxes, reference, pattern).map((e) => `* ${name} (${e.attributes.join(' ')}) ${sep} ${quote(e.name)}\r\n`);
+    const ns = this.ctx.namespace;
+    const sep = quote(ns.separator);
+    const matched = ns.list(mailboxes, cmd.reference, cmd.patterns);
+    // Shared mailboxes the user can see count as subscribed (README: subscriptions).
+    const subscribedOnly = cmd.select.has('SUBSCRIBED');
+    const recursive = cmd.select.has('RECURSIVEMATCH');
+    const markSubscribed = name === 'LIST' && (subscribedOnly || cmd.returns.has('SUBSCRIBED'));
+    const names = new Set(matched.map((e) => e.name));
+    const all = ns.entries(mailboxes);
+    const out: Array<{ line: string; status?: Target & { kind: 'shared' } }> = [];
+    for (const e of matched) {
+      const real = e.mailbox !== undefined;
+      // RFC 5258 §3.5: with RECURSIVEMATCH, a match is returned for a subscribed descendant the patterns did not match.
+      const childInfo = subscribedOnly && recursive && all.some((d) => d.mailbox !== undefined && d.name.startsWith(`${e.name}${ns.separator}`) && !names.has(d.name));
+      if (subscribedOnly && !real && !childInfo) continue;
+      const attributes = [...e.attributes, ...(real && markSubscribed ? ['\\Subscribed'] : [])];
+      const line = `* ${name} (${attributes.join(' ')}) ${sep} ${quote(e.name)}${childInfo ? ' ("CHILDINFO" ("SUBSCRIBED"))' : ''}\r\n`;
+      const t = real && cmd.status ? this.resolve(e.name) : undefined;
+      const r = t?.kind === 'shared' ? this.rights(t) : undefined;
+      out.push(t?.kind === 'shared' && r !== undefined && hasAll(r, R) ? { line, status: t } : { line });
+    }
+    return out;
+  }
+
+  /** STATUS of a shared mailbox from its owner's node, named as the user sees it; nothing when unreachable. */
+  private async sharedStatus(t: Target & { kind: 'shared' }, items: ImapValue): Promise<void> {
+    let conn: Conn;
+    try {
+      conn = await this.ownerConn(t.owner);
+    } catch {
+      return;
+    }
+    const r = await this.internal(conn, 'STATUS', [str(t.wire), items]);
+    if (r.status !== 'OK') return;
+    for (const pieces of r.untagged) {
+      const args = splitArgs(pieces);
+      if ((args[1]?.value ?? '').toUpperCase() !== 'STATUS' || args.length < 4) continue;
+      this.write(`* STATUS ${quote(this.ctx.namespace.nameOf(t.owner, t.name))} ${args.slice(3).map((a) => a.raw).join(' ')}\r\n`);
+    }
   }
 
   private async select(tag: string, name: string, args: ImapValue[]): Promise<void> {
@@ -778,7 +847,7 @@ export class Session implements SessionCore, ConnSink {
       address = a.imapAddress;
     }
     if (!address) throw new BackendUnavailable(`no address for ${owner}'s node`);
-    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { tls: this.ctx.backendTls, client: this.ctx.client });
+    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { via: this.ctx.backends, client: this.ctx.client });
     if (!login.ok) throw new BackendUnavailable(`the master login for ${owner} was refused`);
     const conn = this.attach(owner, false, login.socket, epoch);
     this.owners.set(owner, conn);
@@ -890,6 +959,7 @@ export class Session implements SessionCore, ConnSink {
 
   write(s: string): void {
     if (!this.client.destroyed) this.client.write(s, 'latin1');
+    this.quickAck();
   }
 }
 

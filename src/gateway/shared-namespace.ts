@@ -97,10 +97,10 @@ export class SharedNamespace {
       .sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
 
-  /** Entries matching a LIST reference and pattern (RFC 3501 §6.3.8: "*" any, "%" within one level). */
-  list(mailboxes: readonly SharedMailbox[], reference: string, pattern: string): ListEntry[] {
-    const re = listPattern(reference + pattern, this.separator);
-    return this.entries(mailboxes).filter((e) => re.test(e.name));
+  /** Entries matching a LIST reference and any of the patterns (RFC 3501 §6.3.8: "*" any, "%" within one level). */
+  list(mailboxes: readonly SharedMailbox[], reference: string, patterns: string | readonly string[]): ListEntry[] {
+    const res = (typeof patterns === 'string' ? [patterns] : patterns).map((p) => listPattern(reference + p, this.separator));
+    return this.entries(mailboxes).filter((e) => res.some((re) => re.test(e.name)));
   }
 }
 

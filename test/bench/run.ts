@@ -6,6 +6,7 @@
 import { writeFileSync } from 'node:fs';
 import { aclPropagation } from './acl-propagation.js';
 import { failover } from './failover.js';
+import { imapLatency } from './imap-latency.js';
 import { imapProxy } from './imap-proxy.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
@@ -27,6 +28,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   failover,
   scale,
   'imap-proxy': imapProxy,
+  'imap-latency': imapLatency,
 };
 
 async function main(): Promise<void> {

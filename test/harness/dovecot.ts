@@ -124,7 +124,11 @@ ${opts.quotaRules.map((r, i) => `  quota_rule${i === 0 ? '' : i + 1} = ${r}`).jo
 }`
     : ''
 }
+# As deploy/local-cluster.sh: login processes that are already running greet at once (the gateway's
+# logins wait for the greeting, a client connecting directly does not see it in its LOGIN time).
 service imap-login {
+  service_count = 0
+  process_min_avail = 1
   inet_listener imap {
     port = ${port}${opts.tls ? '\n    ssl = yes' : ''}
   }

@@ -127,7 +127,7 @@ export async function copyFailed(s: SessionCore, tag: string, verb: string, to: 
         wireAll([atom('SELECT'), str(to.wire)]),
         wireAll([atom('UID'), atom('STORE'), set, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]),
         wireAll([atom('UID'), atom('EXPUNGE'), set]),
-      ], { tls: s.ctx.backendTls });
+      ], { via: s.ctx.backends });
       undone = statuses.every((st) => st === 'OK');
     } catch (err) {
       s.ctx.log.warn({ user: s.ctx.user, err: String(err) }, 'could not undo a partial copy');

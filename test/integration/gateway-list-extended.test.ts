@@ -1,0 +1,90 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
+import { RawImap, message } from '../harness/imap.js';
+
+/**
+ * LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819) through the gateways:
+ * the shared namespace's entries follow the selection and return options,
+ * and their STATUS comes from the owner's node, only where the reader may
+ * read (RFC 4314 §4). alice is on n1, bob on n2 (he connects through n2's
+ * gateway, so every shared entry's STATUS crosses nodes).
+ */
+const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
+let cluster: GatewayCluster;
+let bob: RawImap;
+
+beforeAll(async () => {
+  cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, tenant: true });
+  await cluster.pin('alice', 'n1');
+  await cluster.pin('bob', 'n2');
+  const alice = await RawImap.login(cluster.gateways[0]!.address(), 'alice', USERS.alice);
+  for (const box of ['Team', 'Team/Sub', 'Private']) expect(await alice.cmd(`CREATE ${box}`)).toMatch(/^t\d+ OK/m);
+  for (const text of ['one', 'two']) {
+    const m = message(text);
+    alice.write(`ap APPEND Team {${m.length}+}\r\n${m}\r\n`);
+    expect(await alice.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+  }
+  expect(await alice.cmd('SETACL Team bob lr')).toMatch(/^t\d+ OK/m);
+  // Visible but not readable: listed, never its STATUS.
+  expect(await alice.cmd('SETACL Team/Sub bob l')).toMatch(/^t\d+ OK/m);
+  alice.close();
+  bob = await RawImap.login(cluster.gateways[1]!.address(), 'bob', USERS.bob);
+}, 60_000);
+afterAll(async () => {
+  bob?.close();
+  await cluster?.stop();
+});
+
+const lines = (out: string, re: RegExp): string[] => out.split('\r\n').filter((l) => re.test(l));
+
+describe('LIST-EXTENDED and LIST-STATUS through the gateway', () => {
+  it('offers both', async () => {
+    expect(await bob.cmd('CAPABILITY')).toMatch(/^\* CAPABILITY .*\bLIST-EXTENDED\b.*\bLIST-STATUS\b/m);
+  });
+
+  it('RETURN (STATUS …): each readable shared mailbox gets its STATUS from the owner, after its LIST line', async () => {
+    const out = await bob.cmd('LIST "" "Shared/*" RETURN (STATUS (MESSAGES UIDNEXT))');
+    expect(out).toMatch(/^t\d+ OK/m);
+    const all = out.split('\r\n');
+    const team = all.findIndex((l) => /^\* LIST \([^)]*\) "\/" "Shared\/alice\/Team"$/.test(l));
+    expect(team).toBeGreaterThanOrEqual(0);
+    expect(all[team + 1]).toBe('* STATUS "Shared/alice/Team" (MESSAGES 2 UIDNEXT 3)');
+    // Listed (l) but not readable (no r): no STATUS; parents never have one.
+    expect(lines(out, /^\* LIST .*"Shared\/alice\/Team\/Sub"$/)).toHaveLength(1);
+    expect(lines(out, /^\* STATUS /)).toHaveLength(1);
+    expect(out).not.toMatch(/Private/);
+  });
+
+  it('RETURN (STATUS …) for the user\'s own mailboxes comes from the home Dovecot as it is', async () => {
+    const out = await bob.cmd('LIST "" "INBOX" RETURN (STATUS (MESSAGES))');
+    expect(out).toMatch(/^\* LIST \([^)]*\) "\/" "?INBOX"?\r\n\* STATUS "?INBOX"? \(MESSAGES \d+\)/m);
+  });
+
+  it('(SUBSCRIBED): shared mailboxes count as subscribed, their parent levels do not', async () => {
+    const out = await bob.cmd('LIST (SUBSCRIBED) "" "Shared/*"');
+    expect(out).toMatch(/^t\d+ OK/m);
+    expect(lines(out, /^\* LIST /).sort()).toEqual([
+      '* LIST (\\HasChildren \\Subscribed) "/" "Shared/alice/Team"',
+      '* LIST (\\HasNoChildren \\Subscribed) "/" "Shared/alice/Team/Sub"',
+    ]);
+  });
+
+  it('(SUBSCRIBED RECURSIVEMATCH): a level whose subscribed descendants were not matched says so (CHILDINFO)', async () => {
+    const out = await bob.cmd('LIST (SUBSCRIBED RECURSIVEMATCH) "" "Shared/%"');
+    expect(lines(out, /^\* LIST /)).toEqual(['* LIST (\\Noselect \\HasChildren) "/" "Shared/alice" ("CHILDINFO" ("SUBSCRIBED"))']);
+  });
+
+  it('RETURN (SUBSCRIBED CHILDREN) and several patterns at once', async () => {
+    const out = await bob.cmd('LIST "" ("INBOX" "Shared/alice/Team") RETURN (SUBSCRIBED CHILDREN)');
+    expect(lines(out, /^\* LIST .*Shared/)).toEqual(['* LIST (\\HasChildren \\Subscribed) "/" "Shared/alice/Team"']);
+    expect(lines(out, /^\* LIST .*INBOX/)).toHaveLength(1);
+  });
+
+  it('(SPECIAL-USE) lists no shared mailbox; a bad option is a tagged BAD with nothing added', async () => {
+    expect(await bob.cmd('LIST (SPECIAL-USE) "" "*"')).not.toMatch(/Shared/);
+    const bad = await bob.cmd('LIST (BOGUS) "" "*"');
+    expect(bad).toMatch(/^t\d+ BAD/m);
+    expect(bad).not.toMatch(/^\* LIST/m);
+    expect(await bob.cmd('LIST "" "*" RETURN (BOGUS)')).toMatch(/^t\d+ BAD/m);
+  });
+});
