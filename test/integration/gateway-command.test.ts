@@ -200,6 +200,7 @@ describe('mailshare gateway (real binary)', () => {
       [['--health-user', 'probe'], 'mailshare: health-user: needs --master-user\n'],
       [['--backend-server-name', 'imap1'], 'mailshare: backend-server-name: needs --backend-ca\n'],
       [['--backend-ca', '/nonexistent'], 'mailshare: backend-ca: cannot read /nonexistent (ENOENT)\n'],
+      [['--backend-pool', '65'], "mailshare: option '--backend-pool <n>' argument '65' is invalid. must be a whole number from 0 to 64\n"],
     ] as const) {
       const r = await runCli([...base, ...flags], { env: { MAILSHARE_TOKEN: 'x' } });
       expect(r.code, flags.join(' ')).toBe(2);
@@ -211,7 +212,7 @@ describe('mailshare gateway (real binary)', () => {
     const child = spawn(
       process.execPath,
       [BIN, 'gateway', '--node', 'imap4', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--log-level', 'warn',
-        '--max-connections', '50', '--max-connections-per-ip', '2', '--prelogin-timeout', '1s', '--idle-timeout', '30m', '--health-interval', '500ms', '--health-failures', '2'],
+        '--max-connections', '50', '--max-connections-per-ip', '2', '--prelogin-timeout', '1s', '--idle-timeout', '30m', '--health-interval', '500ms', '--health-failures', '2', '--backend-pool', '0'],
       { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('imap4') }), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
