@@ -91,7 +91,7 @@ const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
  * Capabilities of the home Dovecot that survive the gateway: extensions
  * whose commands and responses carry no mailbox names the gateway would have
  * to map, or that it handles. Others (NOTIFY, METADATA, COMPRESS, UTF8=,
- * URLAUTH, CATENATE, QUOTA, …) are not offered.
+ * URLAUTH, QUOTA, …) are not offered.
  */
 const PASSED_CAPS = new Set([
   'IMAP4REV1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'SORT', 'SORT=DISPLAY', 'THREAD=REFERENCES', 'THREAD=REFS',
@@ -103,6 +103,9 @@ const PASSED_CAPS = new Set([
   // LIST-EXTENDED and LIST-STATUS (RFC 5258, 5819): the shared namespace's entries are added with the
   // selection and return options applied, their STATUS from the owners' nodes.
   'LIST-EXTENDED', 'LIST-STATUS',
+  // CATENATE (RFC 4469) with URL-PARTIAL (RFC 5550): the user's own mailboxes resolve URLs at home;
+  // into a shared mailbox only TEXT parts are taken (a URL there would be read as the owner's).
+  'CATENATE', 'URL-PARTIAL',
 ]);
 const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
 

@@ -5,7 +5,7 @@ import { type Rights, formatRights, hasAll, hasAny, L, rightsOf } from '../domai
 import { type BackendConnector, BackendUnavailable, backendLogin } from './backend.js';
 import { aclCommand } from './imap/acl-commands.js';
 import { crossCopy } from './imap/cross-copy.js';
-import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseStore } from './imap/grammar.js';
+import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseCatenateAppend, parseStore } from './imap/grammar.js';
 import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, astring, atomUpper } from './imap/parser.js';
 import { registryCreate, registryDelete, registryRename } from './imap/registry.js';
 import { flagRight, peekFetchItems } from './imap/rights-table.js';
@@ -31,7 +31,6 @@ export interface SessionContext {
   readonly namespace: SharedNamespace;
   /** Dovecot master user (auth_master_user_separator "*") for connections to owners' nodes. */
   readonly master: { user: string; password: string } | undefined;
-  /** TLS to the Dovecots, when configured. */
   /** How the Dovecots are reached (TLS, kept connections). */
   readonly backends: BackendConnector;
   /** The coordinators, for ACL and mailbox calls. */
@@ -591,7 +590,8 @@ export class Session implements SessionCore, ConnSink {
     const mailbox = astring(args[0]);
     const newName = name === 'RENAME' ? astring(args[1]) : '';
     if (mailbox === undefined || newName === undefined) throw bad(tag, `${name} needs a mailbox name`);
-    if (name === 'APPEND' && !streaming) throw bad(tag, 'APPEND needs a message literal');
+    const catenate = name === 'APPEND' && !streaming ? parseCatenateAppend(args.slice(1)) : undefined;
+    if (typeof catenate === 'string') throw bad(tag, catenate);
     const t = this.resolve(mailbox);
     if (t.kind === 'parent' || t.kind === 'invalid') {
       if (name === 'CREATE' || name === 'RENAME') throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
@@ -636,6 +636,14 @@ export class Session implements SessionCore, ConnSink {
         return this.send(conn, tag, name, [box, args[1]!]);
       }
       case 'APPEND': {
+        if (catenate) {
+          this.require(tag, r, I, 'APPEND');
+          // A URL names a message as the user sees their mailboxes; the owner's node would read it as
+          // the owner's (RFC 4469 §5: the URL is resolved with the user's access).
+          if (catenate.some((m) => m.urls)) throw new ImapNo(`${tag} NO [BADURL] CATENATE URLs cannot be used for another user's mailbox\r\n`);
+          const conn = await this.ownerConn(t.owner);
+          return this.send(conn, tag, name, [box, ...catenate.flatMap((m) => [...appendArgs(m, r), atom('CATENATE'), list(m.parts)])]);
+        }
         const message = parseAppendMessage(args.slice(1));
         if (typeof message === 'string') throw bad(tag, message);
         this.require(tag, r, I, 'APPEND');

@@ -344,6 +344,45 @@ export function parseAppendMessage(args: readonly ImapValue[]): AppendMessage | 
   return { flags, date };
 }
 
+/**
+ * An APPEND of CATENATE messages (RFC 4469; MULTIAPPEND, RFC 3502, gives
+ * several): after the mailbox, per message optional flags and date, then
+ * `CATENATE (TEXT literal | URL url …)`. Their TEXT parts are literals of the
+ * command (within its limit), not streamed.
+ */
+export interface CatenateMessage extends AppendMessage {
+  readonly parts: readonly ImapValue[];
+  /** Whether a part is a URL (it names a message of the user's mailboxes). */
+  readonly urls: boolean;
+}
+
+export function parseCatenateAppend(args: readonly ImapValue[]): CatenateMessage[] | string {
+  const out: CatenateMessage[] = [];
+  let i = 0;
+  while (i < args.length) {
+    const at = args.findIndex((a, j) => j >= i && a.type === 'atom' && a.value.toUpperCase() === 'CATENATE');
+    if (at < 0) return i === 0 ? 'APPEND needs a message literal or CATENATE' : 'Invalid APPEND arguments';
+    const head = parseAppendMessage(args.slice(i, at));
+    if (typeof head === 'string') return head;
+    const parts = args[at + 1];
+    if (parts?.type !== 'list' || parts.items.length === 0 || parts.items.length % 2 !== 0) return 'CATENATE needs a list of TEXT and URL parts';
+    let urls = false;
+    for (let j = 0; j < parts.items.length; j += 2) {
+      const kind = parts.items[j]!.type === 'atom' ? (parts.items[j] as { value: string }).value.toUpperCase() : '';
+      const value = parts.items[j + 1]!;
+      if (kind === 'TEXT' && value.type === 'literal') continue;
+      if (kind === 'URL' && value.type !== 'list') {
+        urls = true;
+        continue;
+      }
+      return 'CATENATE parts are TEXT literal or URL url';
+    }
+    out.push({ ...head, parts: parts.items, urls });
+    i = at + 2;
+  }
+  return out.length > 0 ? out : 'APPEND needs a message';
+}
+
 /** Commands on the selected mailbox that take no arguments. */
 export function checkNoArgs(name: string, args: readonly ImapValue[]): Check {
   return noArgs(name, args);

@@ -3,11 +3,13 @@ import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-clu
 import { RawImap, message } from '../harness/imap.js';
 
 /**
- * LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819) through the gateways:
+ * Extensions whose commands name mailboxes, through the gateways.
+ * LIST-EXTENDED (RFC 5258) and LIST-STATUS (RFC 5819):
  * the shared namespace's entries follow the selection and return options,
  * and their STATUS comes from the owner's node, only where the reader may
  * read (RFC 4314 §4). alice is on n1, bob on n2 (he connects through n2's
- * gateway, so every shared entry's STATUS crosses nodes).
+ * gateway, so every shared entry's STATUS crosses nodes). CATENATE
+ * (RFC 4469) into a shared mailbox: TEXT parts only, flags as the rights allow.
  */
 const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
 let cluster: GatewayCluster;
@@ -27,6 +29,11 @@ beforeAll(async () => {
   expect(await alice.cmd('SETACL Team bob lr')).toMatch(/^t\d+ OK/m);
   // Visible but not readable: listed, never its STATUS.
   expect(await alice.cmd('SETACL Team/Sub bob l')).toMatch(/^t\d+ OK/m);
+  expect(await alice.cmd('CREATE Drop')).toMatch(/^t\d+ OK/m);
+  expect(await alice.cmd('SETACL Drop bob lri')).toMatch(/^t\d+ OK/m);
+  const secret = message('alice only');
+  alice.write(`ap APPEND INBOX {${secret.length}+}\r\n${secret}\r\n`);
+  expect(await alice.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
   alice.close();
   bob = await RawImap.login(cluster.gateways[1]!.address(), 'bob', USERS.bob);
 }, 60_000);
@@ -51,7 +58,7 @@ describe('LIST-EXTENDED and LIST-STATUS through the gateway', () => {
     expect(all[team + 1]).toBe('* STATUS "Shared/alice/Team" (MESSAGES 2 UIDNEXT 3)');
     // Listed (l) but not readable (no r): no STATUS; parents never have one.
     expect(lines(out, /^\* LIST .*"Shared\/alice\/Team\/Sub"$/)).toHaveLength(1);
-    expect(lines(out, /^\* STATUS /)).toHaveLength(1);
+    expect(lines(out, /^\* STATUS /).sort()).toEqual(['* STATUS "Shared/alice/Drop" (MESSAGES 0 UIDNEXT 1)', '* STATUS "Shared/alice/Team" (MESSAGES 2 UIDNEXT 3)']);
     expect(out).not.toMatch(/Private/);
   });
 
@@ -65,6 +72,7 @@ describe('LIST-EXTENDED and LIST-STATUS through the gateway', () => {
     expect(out).toMatch(/^t\d+ OK/m);
     expect(lines(out, /^\* LIST /).sort()).toEqual([
       '* LIST (\\HasChildren \\Subscribed) "/" "Shared/alice/Team"',
+      '* LIST (\\HasNoChildren \\Subscribed) "/" "Shared/alice/Drop"',
       '* LIST (\\HasNoChildren \\Subscribed) "/" "Shared/alice/Team/Sub"',
     ]);
   });
@@ -86,5 +94,53 @@ describe('LIST-EXTENDED and LIST-STATUS through the gateway', () => {
     expect(bad).toMatch(/^t\d+ BAD/m);
     expect(bad).not.toMatch(/^\* LIST/m);
     expect(await bob.cmd('LIST "" "*" RETURN (BOGUS)')).toMatch(/^t\d+ BAD/m);
+  });
+});
+
+describe('CATENATE through the gateway', () => {
+  const text = (s: string): string => `TEXT {${s.length}+}\r\n${s}`;
+
+  it('is offered, with URL-PARTIAL', async () => {
+    const caps = await bob.cmd('CAPABILITY');
+    expect(caps).toMatch(/^\* CAPABILITY .*\bCATENATE\b/m);
+    expect(caps).toMatch(/^\* CAPABILITY .*\bURL-PARTIAL\b/m);
+  });
+
+  it('appends TEXT parts to a shared mailbox with i, leaving off flags the rights do not allow', async () => {
+    const head = 'From: bob@example.com\r\nSubject: joined\r\n\r\n';
+    const out = await bob.cmd(`APPEND Shared/alice/Drop (\\Seen \\Flagged) CATENATE (${text(head)} ${text('part two\r\n')})`);
+    expect(out).toMatch(/^t\d+ OK/m);
+    const alice = await RawImap.login(cluster.gateways[0]!.address(), 'alice', USERS.alice);
+    try {
+      await alice.cmd('SELECT Drop');
+      const got = await alice.cmd('FETCH 1 (FLAGS BODY.PEEK[])');
+      expect(got).toContain(`${head}part two\r\n`);
+      // lri: neither s nor w, so neither \Seen nor \Flagged.
+      expect(got).toMatch(/FLAGS \((\\Recent)?\)/);
+    } finally {
+      alice.close();
+    }
+  });
+
+  it('refuses URL parts for a shared mailbox (they would be read as the owner\'s mail) and appends nothing', async () => {
+    const out = await bob.cmd(`APPEND Shared/alice/Drop CATENATE (URL "/INBOX/;UID=1" ${text('x\r\n')})`);
+    expect(out).toMatch(/^t\d+ NO \[BADURL\]/m);
+    expect(await bob.cmd('STATUS Shared/alice/Drop (MESSAGES)')).toMatch(/\(MESSAGES 1\)/);
+  });
+
+  it('needs i, and is checked like any APPEND', async () => {
+    expect(await bob.cmd(`APPEND Shared/alice/Team CATENATE (${text('x\r\n')})`)).toMatch(/^t\d+ NO \[NOPERM\]/m);
+    expect(await bob.cmd('APPEND Shared/alice/Drop CATENATE (TEXT "not a literal")')).toMatch(/^t\d+ BAD/m);
+    expect(await bob.cmd('APPEND Shared/alice/Drop (\\Seen)')).toMatch(/^t\d+ BAD/m);
+  });
+
+  it('in the user\'s own mailboxes, URLs name the user\'s own messages', async () => {
+    const m = message('bob keeps this');
+    bob.write(`ap APPEND INBOX {${m.length}+}\r\n${m}\r\n`);
+    expect(await bob.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+    const uid = /UIDNEXT (\d+)/.exec(await bob.cmd('STATUS INBOX (UIDNEXT)'))![1]!;
+    expect(await bob.cmd(`APPEND INBOX CATENATE (URL "/INBOX/;UID=${Number(uid) - 1}/;SECTION=HEADER" ${text('appended body\r\n')})`)).toMatch(/^t\d+ OK/m);
+    await bob.cmd('SELECT INBOX');
+    expect(await bob.cmd('FETCH * BODY.PEEK[TEXT]')).toContain('appended body');
   });
 });
