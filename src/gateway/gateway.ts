@@ -90,7 +90,7 @@ const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
 /**
  * Capabilities of the home Dovecot that survive the gateway: extensions
  * whose commands and responses carry no mailbox names the gateway would have
- * to map, or that it handles. Others (NOTIFY, METADATA, COMPRESS, UTF8=,
+ * to map, or that it handles. Others (METADATA, COMPRESS, UTF8=,
  * URLAUTH, QUOTA, …) are not offered.
  */
 const PASSED_CAPS = new Set([
@@ -106,6 +106,9 @@ const PASSED_CAPS = new Set([
   // CATENATE (RFC 4469) with URL-PARTIAL (RFC 5550): the user's own mailboxes resolve URLs at home;
   // into a shared mailbox only TEXT parts are taken (a URL there would be read as the owner's).
   'CATENATE', 'URL-PARTIAL',
+  // NOTIFY (RFC 5465): split between the home Dovecot and the owners' nodes, reports renamed and
+  // kept to mailboxes the user may read.
+  'NOTIFY',
 ]);
 const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
 

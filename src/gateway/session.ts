@@ -17,6 +17,7 @@ import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
 import { quickAcker } from './quick-ack.js';
 import { type ListCommand, parseList } from './imap/list-command.js';
+import { eventsForOthers, parseNotify } from './imap/notify-command.js';
 import type { ResponseAction } from './response-stream.js';
 import type { SharedNamespace } from './shared-namespace.js';
 
@@ -99,6 +100,8 @@ export class Session implements SessionCore, ConnSink {
    * tag → the client's, per connection.
    */
   private readonly updateTags = new WeakMap<Conn, Map<string, string>>();
+  /** NOTIFY reports held back until no other connection is answering. */
+  private readonly deferred: Array<{ c: Conn; pieces: Piece[]; raw: Buffer }> = [];
   readonly done: Promise<void>;
   /** After each write: the client's next data (an APPEND literal's CRLF behind Nagle) is ACKed at once. */
   private readonly quickAck: () => void;
@@ -222,7 +225,7 @@ export class Session implements SessionCore, ConnSink {
     if (!line.startsWith('* ')) return 'buffer';
     // Only the gateway's own commands are outstanding: capture (response() passes mailbox updates on).
     if (c.pending.length > 0 && c.clientPending === 0) return 'buffer';
-    if (c.clientPending === 0 && !c.selected) return 'drop';
+    if (c.clientPending === 0 && !c.selected && !c.notify) return 'drop';
     const kind = /^\* (\S+)/.exec(line)?.[1]?.toUpperCase() ?? '';
     // RFC 4731 §3.1: ESEARCH names the command's tag, which upstream is the gateway's own.
     if (kind === 'ESEARCH' && /^\* ESEARCH \(TAG "/i.test(line)) return { edit: (text) => this.clientTagIn(c, text) };
@@ -268,6 +271,11 @@ export class Session implements SessionCore, ConnSink {
       this.notifyQuiet();
       return;
     }
+    if (c.pending.length === 0 && c.notify && !c.selected && this.answering(c)) {
+      // A NOTIFY report while another connection's response is on its way: it waits for the end.
+      this.deferred.push({ c, pieces, raw });
+      return;
+    }
     const internal = c.pending.find((p) => p.clientTag === undefined);
     if (internal && c.clientPending === 0) {
       // Updates of the selected mailbox belong to the client, whoever's command they came with.
@@ -295,6 +303,11 @@ export class Session implements SessionCore, ConnSink {
     const name = args[nameAt];
     const decoded = name ? decodeMutf7(name.value) : undefined;
     if (!name || decoded === undefined) return this.forward(raw);
+    if (c.notify && c.clientPending === 0) {
+      // A NOTIFY report: only while the user may still read that mailbox (a revoke ends its reports).
+      const r = this.ctx.agent.access(this.ctx.tenant, this.ctx.user, c.owner, decoded);
+      if (r === undefined || !hasAll(r, L) || !hasAll(r, R)) return;
+    }
     const mapped = args.map((a, i) => (i === nameAt ? quote(this.ctx.namespace.nameOf(c.owner, decoded)) : a.raw));
     this.write(`${mapped.join(' ')}\r\n`);
   }
@@ -391,6 +404,8 @@ export class Session implements SessionCore, ConnSink {
       case 'LIST':
       case 'LSUB':
         return this.list(tag, name, args);
+      case 'NOTIFY':
+        return this.notify(tag, args);
       case 'SELECT':
       case 'EXAMINE':
         return this.select(tag, name, args);
@@ -490,6 +505,100 @@ export class Session implements SessionCore, ConnSink {
         }
       },
     });
+  }
+
+  /**
+   * NOTIFY (RFC 5465), split by where the mailboxes live: the home Dovecot
+   * gets the filters on the user's own mailboxes (and SELECTED, INBOXES,
+   * PERSONAL, SUBSCRIBED), each owner's node a MAILBOXES filter listing the
+   * shared mailboxes the user may read (l and r: what STATUS needs) that the
+   * command names, SUBSCRIBED included (shared mailboxes count as subscribed).
+   * Their reports reach the client named as the user sees them.
+   */
+  private async notify(tag: string, args: ImapValue[]): Promise<void> {
+    const cmd = parseNotify(args);
+    if (typeof cmd === 'string') throw bad(tag, cmd);
+    await this.quiet();
+    const ns = this.ctx.namespace;
+    const homeGroups: ImapValue[] = [];
+    const perOwner = new Map<string, Array<{ names: Set<string>; events: ImapValue }>>();
+    const readable = (t: Target & { kind: 'shared' }): boolean => {
+      const r = this.rights(t);
+      return r !== undefined && hasAll(r, L) && hasAll(r, R);
+    };
+    const visibleShared = (): Array<Target & { kind: 'shared' }> =>
+      this.ctx.namespace.entries(this.ctx.agent.sharedWith(this.ctx.tenant, this.ctx.user).mailboxes).flatMap((e) => {
+        if (e.mailbox === undefined) return [];
+        const t = this.resolve(e.name);
+        return t.kind === 'shared' && readable(t) ? [t] : [];
+      });
+    if (!cmd.none) {
+      for (const g of cmd.groups) {
+        const shared: Array<Target & { kind: 'shared' }> = [];
+        if (g.mailboxes) {
+          const home = g.mailboxes.filter((m) => ns.resolve((m as { value: string }).value).kind === 'home');
+          if (home.length > 0) homeGroups.push(list([atom(g.filter), list(home), g.events]));
+          for (const m of g.mailboxes) {
+            const name = (m as { value: string }).value;
+            if (ns.resolve(name).kind === 'home') continue;
+            // SUBTREE of a shared name: the mailboxes at or below it the user may read (never the
+            // owner's subtree as such: the children need not be shared).
+            const within = visibleShared().filter((t) => {
+              const seen = ns.nameOf(t.owner, t.name);
+              return seen === name || (g.filter === 'SUBTREE' && (seen.startsWith(`${name}${ns.separator}`) || `${name}${ns.separator}` === ns.prefix));
+            });
+            shared.push(...within);
+          }
+        } else {
+          homeGroups.push(list([atom(g.filter), g.events]));
+          if (g.filter === 'SUBSCRIBED') shared.push(...visibleShared());
+        }
+        for (const t of shared) {
+          const groups = perOwner.get(t.owner) ?? [];
+          perOwner.set(t.owner, groups);
+          let entry = groups.find((x) => x.events === g.events);
+          if (!entry) groups.push((entry = { names: new Set(), events: g.events }));
+          entry.names.add(t.wire);
+        }
+      }
+    }
+    const setArgs = (groups: ImapValue[]): ImapValue[] => (groups.length === 0 ? [atom('NONE')] : [atom('SET'), ...(!cmd.none && cmd.status ? [atom('STATUS')] : []), ...groups]);
+    // The owners' parts first: a part a Dovecot refuses (e.g. an unsupported event) fails the
+    // command, and what was set for it is taken back.
+    const done: Conn[] = [];
+    const fail = async (line: string): Promise<void> => {
+      for (const conn of done) {
+        conn.notify = false;
+        await this.internal(conn, 'NOTIFY', [atom('NONE')]);
+      }
+      this.write(`${tag}${line.slice(line.indexOf(' '))}`);
+    };
+    const reports: Array<{ conn: Conn; untagged: Piece[][] }> = [];
+    for (const [owner, groups] of perOwner) {
+      let conn: Conn;
+      try {
+        conn = await this.ownerConn(owner);
+      } catch {
+        continue;
+      }
+      const r = await this.internal(conn, 'NOTIFY', setArgs(groups.map((g) => list([atom('MAILBOXES'), list([...g.names].map(str)), eventsForOthers(g.events)]))));
+      if (r.status !== 'OK') return fail(r.line);
+      done.push(conn);
+      reports.push({ conn, untagged: r.untagged });
+    }
+    const home = await this.internal(this.home, 'NOTIFY', setArgs(homeGroups));
+    if (home.status !== 'OK') return fail(home.line);
+    for (const conn of done) conn.notify = true;
+    this.home.notify = homeGroups.length > 0;
+    for (const pieces of home.untagged) this.response(this.home, pieces, Buffer.from(`${splitArgs(pieces).map((a) => a.raw).join(' ')}\r\n`, 'latin1'));
+    for (const { conn, untagged } of reports) for (const pieces of untagged) this.response(conn, pieces, Buffer.alloc(0));
+    for (const conn of this.owners.values()) {
+      if (conn.notify && !perOwner.has(conn.owner)) {
+        conn.notify = false;
+        await this.internal(conn, 'NOTIFY', [atom('NONE')]);
+      }
+    }
+    this.write(`${tag} OK NOTIFY completed\r\n`);
   }
 
   /** The shared namespace's LIST entries for a command, each with the mailbox whose STATUS follows it. */
@@ -892,6 +1001,14 @@ export class Session implements SessionCore, ConnSink {
 
   private notifyQuiet(): void {
     for (const w of this.quietWaiters.splice(0)) w();
+    if (this.deferred.length > 0 && !this.answering(undefined)) {
+      for (const d of this.deferred.splice(0)) if (!d.c.closed) this.response(d.c, d.pieces, d.raw);
+    }
+  }
+
+  /** Whether a connection other than `c` has commands outstanding (its responses may be mid-way). */
+  private answering(c: Conn | undefined): boolean {
+    return [this.home, ...this.owners.values()].some((x) => x !== c && x.pending.length > 0);
   }
 
   /** Sends a client command, written from its values; its tagged response is forwarded (or given to `done`). */

@@ -10,6 +10,8 @@ import { RawImap, message } from '../harness/imap.js';
  * read (RFC 4314 §4). alice is on n1, bob on n2 (he connects through n2's
  * gateway, so every shared entry's STATUS crosses nodes). CATENATE
  * (RFC 4469) into a shared mailbox: TEXT parts only, flags as the rights allow.
+ * NOTIFY (RFC 5465): reports of shared mailboxes come from the owner's node,
+ * named as the reader sees them, only while the reader may read them.
  */
 const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
 let cluster: GatewayCluster;
@@ -143,4 +145,43 @@ describe('CATENATE through the gateway', () => {
     await bob.cmd('SELECT INBOX');
     expect(await bob.cmd('FETCH * BODY.PEEK[TEXT]')).toContain('appended body');
   });
+});
+
+describe('NOTIFY through the gateway', () => {
+  it('reports a shared mailbox changing on its owner\'s node, named as the reader sees it, until the right to read is gone', async () => {
+    const carolless = await RawImap.login(cluster.gateways[1]!.address(), 'bob', USERS.bob);
+    const alice = await RawImap.login(cluster.gateways[0]!.address(), 'alice', USERS.alice);
+    try {
+      expect(await carolless.cmd('CAPABILITY')).toMatch(/^\* CAPABILITY .*\bNOTIFY\b/m);
+      const set = await carolless.cmd('NOTIFY SET STATUS (MAILBOXES (INBOX Shared/alice/Team Shared/alice/Team/Sub) (MessageNew MessageExpunge))');
+      expect(set).toMatch(/^t\d+ OK/m);
+      // The initial STATUS of each mailbox the user may read (Team/Sub has l only: none).
+      expect(set).toMatch(/^\* STATUS "Shared\/alice\/Team" \(MESSAGES 2 UIDNEXT 3 UIDVALIDITY \d+[^)]*\)/m);
+      expect(set).not.toMatch(/Team\/Sub/);
+      // (INBOX, the user's own, is the home Dovecot's: Dovecot's own suite tests that part, npm run test:imap-compliance.)
+
+      const m = message('three');
+      alice.write(`ap APPEND Team {${m.length}+}\r\n${m}\r\n`);
+      expect(await alice.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+      // Unsolicited: bob sends nothing.
+      expect(await carolless.until(/^\* STATUS "Shared\/alice\/Team" \([^)]*MESSAGES 3[^)]*\)\r\n/m, 10_000)).toBeTruthy();
+
+      // alice takes back the right to read: no more reports of Team.
+      expect(await alice.cmd('SETACL Team bob l')).toMatch(/^t\d+ OK/m);
+      await new Promise((r) => setTimeout(r, 500));
+      alice.write(`ap APPEND Team {${m.length}+}\r\n${m}\r\n`);
+      expect(await alice.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+      const noop = await carolless.cmd('NOOP');
+      await new Promise((r) => setTimeout(r, 1000));
+      expect(noop + (await carolless.cmd('NOOP'))).not.toMatch(/MESSAGES 4/);
+      expect(await alice.cmd('SETACL Team bob lr')).toMatch(/^t\d+ OK/m);
+
+      expect(await carolless.cmd('NOTIFY NONE')).toMatch(/^t\d+ OK/m);
+      expect(await carolless.cmd('NOTIFY SET (MAILBOXES Shared/alice/Team (Bogus))')).toMatch(/^t\d+ (NO|BAD)/m);
+      expect(await carolless.cmd('NOTIFY SET (NOWHERE (MessageNew))')).toMatch(/^t\d+ BAD/m);
+    } finally {
+      carolless.close();
+      alice.close();
+    }
+  }, 30_000);
 });

@@ -25,6 +25,8 @@ export class Conn {
   readonly stream: ResponseStream;
   selected = false;
   closed = false;
+  /** A NOTIFY (RFC 5465) is set here: its reports come at any time and go to the client. */
+  notify = false;
   /** Reported to the agent as a session of the owner (so the owner's node does not release the owner as idle). */
   counted = false;
   /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
