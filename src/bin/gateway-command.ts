@@ -50,6 +50,7 @@ export function registerGateway(program: Command): void {
     .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
     .option('--backend-ca <file>', "CA of the Dovecots' certificates: reach every node's Dovecot over implicit TLS, verified (--backend and other nodes' addresses are TLS ports)")
     .option('--backend-server-name <name>', "name expected in the Dovecots' certificates (default each address's host)")
+    .option('--oauth', "offer AUTH=OAUTHBEARER and AUTH=XOAUTH2: tokens are verified by the user's home Dovecot (its oauth2 passdb)")
     .option('--backend-pool <n>', 'connections kept open and greeted per Dovecot in recent use, ready for logins (default 2; 0 none)', poolSize)
     .option('--max-connections <n>', 'client connections at most; more are told BYE (default 10000)', count)
     .option('--max-connections-per-ip <n>', 'client connections from one address at most (default 500)', count)
@@ -64,7 +65,7 @@ export function registerGateway(program: Command): void {
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; backendPool?: number; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -146,6 +147,7 @@ export function registerGateway(program: Command): void {
         listenTls: flags.listenTls,
         backendTls,
         backendPool: flags.backendPool,
+        oauth: flags.oauth,
         maxConnections: flags.maxConnections,
         maxConnectionsPerIp: flags.maxConnectionsPerIp,
         preLoginTimeoutMs: flags.preloginTimeout,

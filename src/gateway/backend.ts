@@ -30,6 +30,11 @@ export function connectBackend(address: string, t?: BackendTls): { socket: net.S
 /** A connection to a Dovecot (or any IMAP server) on some node. */
 export interface BackendLogin {
   readonly ok: boolean;
+  /**
+   * A failed OAUTHBEARER/XOAUTH2 login: the server's error challenge
+   * (base64 JSON, RFC 7628 §3.2.2), which the client should see before the NO.
+   */
+  readonly challenge?: string;
   /** The server's tagged response line, CRLF included (forwarded to the client on success). */
   readonly tagged: Buffer;
   readonly socket: net.Socket;
@@ -43,6 +48,13 @@ export class BackendUnavailable extends Error {
 class BackendTimeout extends BackendUnavailable {
   override readonly name = 'BackendTimeout';
 }
+
+/**
+ * How a login proves itself: a password (LOGIN), or a SASL mechanism whose
+ * initial response the client gave (OAUTHBEARER, XOAUTH2: verified by the
+ * Dovecot's own passdb, e.g. oauth2, never by the gateway).
+ */
+export type Credentials = { readonly password: string } | { readonly mechanism: 'OAUTHBEARER' | 'XOAUTH2'; readonly initial: string };
 
 /** A socket read line by line until it is handed on (the login's tagged reply is the last line read). */
 class LineReader {
@@ -244,7 +256,7 @@ export class BackendConnector {
  * that arrive after it (none are expected before the client speaks) stay
  * unread in the socket.
  */
-export async function backendLogin(address: string, tag: string, user: string, password: string, opts: { client?: { ip: string; port: number }; timeoutMs?: number; via?: BackendConnector } = {}): Promise<BackendLogin> {
+export async function backendLogin(address: string, tag: string, user: string, password: string | Credentials, opts: { client?: { ip: string; port: number }; timeoutMs?: number; via?: BackendConnector } = {}): Promise<BackendLogin> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const via = opts.via;
   try {
@@ -269,7 +281,7 @@ export async function backendLogin(address: string, tag: string, user: string, p
   }
 }
 
-async function loginOn(reader: LineReader, tag: string, user: string, password: string, client: { ip: string; port: number } | undefined, timeoutMs: number): Promise<BackendLogin> {
+async function loginOn(reader: LineReader, tag: string, user: string, credentials: string | Credentials, client: { ip: string; port: number } | undefined, timeoutMs: number): Promise<BackendLogin> {
   const socket = reader.socket;
   const timer = setTimeout(() => reader.fail('backend timed out', true), timeoutMs);
   try {
@@ -279,16 +291,31 @@ async function loginOn(reader: LineReader, tag: string, user: string, password: 
       const id = `("x-originating-ip" ${quote(client.ip)} "x-originating-port" "${client.port}")`;
       socket.write(`${tag}.id ID ${id}\r\n`);
     }
-    // Values are written byte for byte (latin1 strings: one char per byte) so literal counts are exact.
-    const bytes = (v: string): string => Buffer.from(v, 'utf8').toString('latin1');
-    socket.write(`${tag} LOGIN ${quote(bytes(user))} ${quote(bytes(password))}\r\n`, 'latin1');
+    const cred = typeof credentials === 'string' ? { password: credentials } : credentials;
+    if ('password' in cred) {
+      // Values are written byte for byte (latin1 strings: one char per byte) so literal counts are exact.
+      const bytes = (v: string): string => Buffer.from(v, 'utf8').toString('latin1');
+      socket.write(`${tag} LOGIN ${quote(bytes(user))} ${quote(bytes(cred.password))}\r\n`, 'latin1');
+    } else {
+      // The initial response was checked to be base64 (an atom): SASL-IR, RFC 4959.
+      socket.write(`${tag} AUTHENTICATE ${cred.mechanism} ${cred.initial}\r\n`, 'latin1');
+    }
+    let challenge: string | undefined;
     for (;;) {
       const line = await reader.nextLine();
-      if (line.toString('latin1').startsWith(`${tag} `)) {
-        const ok = line.toString('latin1').startsWith(`${tag} OK`);
+      const text = line.toString('latin1');
+      if (text.startsWith('+') && !('password' in cred) && challenge === undefined) {
+        // An OAuth failure: the server's reason as a challenge; the answer that ends the exchange is
+        // %x01 for OAUTHBEARER (RFC 7628 §3.2.3), an empty response for XOAUTH2.
+        challenge = text.slice(1).trim();
+        socket.write(cred.mechanism === 'OAUTHBEARER' ? 'AQ==\r\n' : '\r\n', 'latin1');
+        continue;
+      }
+      if (text.startsWith(`${tag} `)) {
+        const ok = text.startsWith(`${tag} OK`);
         reader.detach();
         if (!ok) socket.end();
-        return { ok, tagged: line, socket };
+        return { ok, tagged: line, socket, ...(challenge !== undefined && !ok ? { challenge } : {}) };
       }
     }
   } catch (err) {

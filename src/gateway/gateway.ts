@@ -3,7 +3,7 @@ import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { USER_ID_PATTERN } from '../domain/ids.js';
-import { BackendConnector, type BackendTls, BackendUnavailable, backendLogin } from './backend.js';
+import { BackendConnector, type BackendTls, BackendUnavailable, type Credentials, backendLogin } from './backend.js';
 import { BackendHealth, type BackendHealthOptions } from './backend-health.js';
 import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
@@ -75,6 +75,12 @@ export interface GatewayOptions {
    */
   backendPool?: number;
   /**
+   * Offer AUTH=OAUTHBEARER and AUTH=XOAUTH2: the token goes to the user's
+   * home Dovecot, which must verify it (its oauth2 passdb); the gateway only
+   * reads the user name to route.
+   */
+  oauth?: boolean;
+  /**
    * Health checks of this node's Dovecot (default: on, every second, down
    * after 3 failures): while it is down the node claims no users (its lease
    * is revoked, with the reason), and logins through this gateway go to
@@ -85,7 +91,8 @@ export interface GatewayOptions {
   listenTls?: string;
 }
 
-const PRE_AUTH_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN';
+const PRE_AUTH_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN';
+const OAUTH_CAPS = ' AUTH=OAUTHBEARER AUTH=XOAUTH2';
 const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
 /**
  * Capabilities of the home Dovecot that survive the gateway: extensions
@@ -123,6 +130,13 @@ export function sessionCapabilities(tagged: string): string {
   return all.join(' ');
 }
 const AUTH_FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
+
+/**
+ * How a login attempt ended: relaying (true), answered (false), or an
+ * OAuth failure whose challenge the client must answer before it hears
+ * `final` (RFC 7628 §3.2.2).
+ */
+type LoginResult = boolean | { challenge: string; final: string };
 
 interface LiveSession {
   readonly tenant: string;
@@ -295,20 +309,58 @@ export class Gateway {
     };
     // With TLS configured, credentials only travel encrypted.
     const plaintextRefused = this.secureContext !== undefined && !secure;
-    const caps = plaintextRefused ? PRE_TLS_CAPS : PRE_AUTH_CAPS;
+    const caps = plaintextRefused ? PRE_TLS_CAPS : `${PRE_AUTH_CAPS}${this.opts.oauth ? OAUTH_CAPS : ''}`;
     if (greet) write(`* OK [CAPABILITY ${caps}] mailshare ready\r\n`);
-    let saslTag: string | undefined;
+    /** An AUTHENTICATE exchange waiting for the client's next line (RFC 3501 §6.2.2). */
+    let sasl: { tag: string; step: 'plain' | 'login-user' | 'login-password' | 'oauth' | 'oauth-failed'; mechanism?: 'OAUTHBEARER' | 'XOAUTH2'; user?: string; final?: string } | undefined;
     let busy = false;
     /** Runs a login; while it runs the client is paused, afterwards either relayed or read again. */
-    const authenticate = (run: () => Promise<boolean>): void => {
+    const authenticate = (tag: string, run: () => Promise<LoginResult>): void => {
       busy = true;
       client.pause();
-      void run().then((relaying) => {
-        if (relaying) return;
+      void run().then((result) => {
+        if (result === true) return;
+        if (result !== false) {
+          // An OAuth failure: its reason as a challenge, the NO once the client answers it.
+          sasl = { tag, step: 'oauth-failed', final: result.final };
+          reader.expectLine();
+          write(`+ ${result.challenge}\r\n`);
+        }
         busy = false;
         client.resume();
         drain();
       });
+    };
+    const b64 = (text: string): string | undefined => (/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text) ? Buffer.from(text, 'base64').toString('latin1') : undefined);
+    /** The next step of an AUTHENTICATE with this (base64) response. */
+    const saslStep = (tag: string, step: NonNullable<typeof sasl>['step'], text: string, s: NonNullable<typeof sasl> = { tag, step }): void => {
+      if (step === 'oauth-failed') {
+        write(s.final!);
+        return;
+      }
+      const decoded = b64(text);
+      if (decoded === undefined) {
+        write(`${tag} BAD Invalid base64 data in the response\r\n`);
+        return;
+      }
+      switch (step) {
+        case 'plain':
+          return authenticate(tag, () => this.loginPlain(client, reader, tag, text));
+        case 'login-user':
+          sasl = { tag, step: 'login-password', user: utf8(decoded) };
+          reader.expectLine();
+          return write('+ UGFzc3dvcmQ6\r\n');
+        case 'login-password':
+          return authenticate(tag, () => this.login(client, reader, tag, s.user!, utf8(decoded)));
+        case 'oauth': {
+          const user = oauthUser(s.mechanism!, decoded);
+          if (user === undefined) {
+            write(`${tag} ${AUTH_FAILED}\r\n`);
+            return;
+          }
+          return authenticate(tag, () => this.login(client, reader, tag, user, { mechanism: s.mechanism!, initial: text }));
+        }
+      }
     };
     const drain = (): void => {
       while (!busy && !client.destroyed) {
@@ -326,11 +378,12 @@ export class Gateway {
             }
             break;
           case 'line': {
-            const tag = saslTag!;
-            saslTag = undefined;
-            if (out.text === '*') write(`${tag} BAD Authentication cancelled\r\n`);
-            else if (out.overflow) write(`${tag} BAD Authentication response too long\r\n`);
-            else authenticate(() => this.loginPlain(client, reader, tag, out.text));
+            const s = sasl!;
+            sasl = undefined;
+            if (s.step === 'oauth-failed') write(s.final!);
+            else if (out.text === '*') write(`${s.tag} BAD Authentication cancelled\r\n`);
+            else if (out.overflow) write(`${s.tag} BAD Authentication response too long\r\n`);
+            else saslStep(s.tag, s.step, out.text, s);
             break;
           }
           case 'command': {
@@ -366,20 +419,23 @@ export class Gateway {
                 if (name === 'AUTHENTICATE') {
                   const mechanism = args[0]?.type === 'atom' ? args[0].value.toUpperCase() : undefined;
                   const initial = args[1]?.type === 'atom' || args[1]?.type === 'string' ? args[1].value : undefined;
-                  if (mechanism !== 'PLAIN') write(`${tag} NO [CANNOT] Only AUTHENTICATE PLAIN is supported\r\n`);
+                  const oauth = mechanism === 'OAUTHBEARER' || mechanism === 'XOAUTH2';
+                  const step = mechanism === 'PLAIN' ? 'plain' : mechanism === 'LOGIN' ? 'login-user' : oauth && this.opts.oauth ? 'oauth' : undefined;
+                  if (step === undefined) write(`${tag} NO [CANNOT] Unsupported authentication mechanism\r\n`);
                   else if (args.length > 2 || (args.length === 2 && initial === undefined)) write(`${tag} BAD Invalid AUTHENTICATE arguments\r\n`);
-                  else if (initial !== undefined) authenticate(() => this.loginPlain(client, reader, tag, initial));
+                  // SASL-IR (RFC 4959): "=" is an empty initial response.
+                  else if (initial !== undefined) saslStep(tag, step, initial === '=' ? '' : initial, { tag, step, ...(oauth ? { mechanism: mechanism as 'OAUTHBEARER' | 'XOAUTH2' } : {}) });
                   else {
-                    saslTag = tag;
+                    sasl = { tag, step, ...(oauth ? { mechanism: mechanism as 'OAUTHBEARER' | 'XOAUTH2' } : {}) };
                     reader.expectLine();
-                    write('+ \r\n');
+                    write(step === 'login-user' ? '+ VXNlcm5hbWU6\r\n' : '+ \r\n');
                   }
                   break;
                 }
                 const user = astring(args[0]);
                 const password = astring(args[1]);
                 if (args.length !== 2 || user === undefined || password === undefined) write(`${tag} BAD LOGIN needs a user name and a password\r\n`);
-                else authenticate(() => this.login(client, reader, tag, utf8(user), utf8(password)));
+                else authenticate(tag, () => this.login(client, reader, tag, utf8(user), utf8(password)));
                 break;
               }
               default:
@@ -423,7 +479,7 @@ export class Gateway {
   }
 
   /** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, base64. */
-  private async loginPlain(client: net.Socket, reader: CommandParser, tag: string, b64: string): Promise<boolean> {
+  private async loginPlain(client: net.Socket, reader: CommandParser, tag: string, b64: string): Promise<LoginResult> {
     const parts = Buffer.from(b64, 'base64').toString('utf8').split('\0');
     if (parts.length !== 3 || (parts[0] !== '' && parts[0] !== parts[1])) {
       client.write(`${tag} ${AUTH_FAILED}\r\n`);
@@ -433,7 +489,7 @@ export class Gateway {
   }
 
   /** Returns true when the session now relays (the pre-auth reader is done). */
-  private async login(client: net.Socket, reader: CommandParser, tag: string, user: string, password: string): Promise<boolean> {
+  private async login(client: net.Socket, reader: CommandParser, tag: string, user: string, password: string | Credentials): Promise<LoginResult> {
     const ip = clientIp(client);
     const origin = { ip, port: client.remotePort ?? 0 };
     const tenant = this.opts.tenant;
@@ -449,7 +505,7 @@ export class Gateway {
     if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
     if (client.destroyed) return false;
     if (!this.mayServe()) return this.unavailable(client, tag);
-    const fail = (refused?: Buffer): boolean => {
+    const fail = (refused?: Buffer, challenge?: string): LoginResult => {
       // Dovecot refused for another reason than the credentials (e.g. [LIMIT] too many connections):
       // the client hears that reason, and it is no failed login.
       const code = refused ? /^\S+ NO (\[[A-Z-]+\]) ?([^\r\n]*)/.exec(refused.toString('latin1')) : null;
@@ -459,6 +515,8 @@ export class Gateway {
       }
       this.failures.record(`ip:${ip}`);
       this.failures.record(`user:${user}`);
+      // An OAuth failure's reason (base64 JSON) reaches the client as the server's challenge first.
+      if (challenge !== undefined && /^[A-Za-z0-9+/]*={0,2}$/.test(challenge)) return { challenge, final: `${tag} ${AUTH_FAILED}\r\n` };
       if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
       return false;
     };
@@ -468,19 +526,19 @@ export class Gateway {
       let login;
       if (where) {
         login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, via: this.backends });
-        if (!login.ok) return fail(login.tagged);
+        if (!login.ok) return fail(login.tagged, login.challenge);
       } else {
         // Not assigned: this node's Dovecot checks the password (another live node's while ours is
         // down: all of them share the user database); only then assign.
         const checker = this.agent.suspended === undefined ? this.opts.node.backend : this.otherBackend();
         if (!checker) return this.unavailable(client, tag);
         login = await backendLogin(checker, tag, user, password, { client: origin, via: this.backends });
-        if (!login.ok) return fail(login.tagged);
+        if (!login.ok) return fail(login.tagged, login.challenge);
         where = (await this.home(tenant, user, true))!;
         if (where.imapAddress !== checker) {
           login.socket.end(`${tag}x LOGOUT\r\n`);
           login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, via: this.backends });
-          if (!login.ok) return fail(login.tagged);
+          if (!login.ok) return fail(login.tagged, login.challenge);
         }
       }
       // The login took a while: serve only if the node still may.
@@ -577,6 +635,23 @@ function clientIp(client: net.Socket): string {
 }
 
 /** A LOGIN argument as the client's bytes (latin1 from the parser) read as UTF-8. */
+/**
+ * The user an OAuth initial response names: OAUTHBEARER's GS2 header
+ * `n,a=USER,` (RFC 7628 §3.1, "=2C" and "=3D" escaped), XOAUTH2's
+ * `user=USER`. The gateway routes on it; the home Dovecot checks that the
+ * token is that user's.
+ */
+export function oauthUser(mechanism: 'OAUTHBEARER' | 'XOAUTH2', decoded: string): string | undefined {
+  if (mechanism === 'XOAUTH2') {
+    // eslint-disable-next-line no-control-regex
+    const m = /^user=([^\x01]+)\x01/.exec(decoded);
+    return m ? utf8(m[1]!) : undefined;
+  }
+  const m = /^[ny],a=([^,]*),/.exec(decoded);
+  if (!m || m[1] === '') return undefined;
+  return utf8(m[1]!.replace(/=2C/g, ',').replace(/=3D/g, '='));
+}
+
 function utf8(latin1: string): string {
   return Buffer.from(latin1, 'latin1').toString('utf8');
 }

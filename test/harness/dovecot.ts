@@ -51,6 +51,8 @@ export async function startDovecot(opts: {
   tls?: { cert: string; key: string };
   /** Dovecot's mail_max_userip_connections (default here 1000; Dovecot's own default is 10). */
   maxUserIpConnections?: number;
+  /** OAUTHBEARER and XOAUTH2 logins, tokens checked by POSTing them to this introspection URL (Dovecot's oauth2 passdb). */
+  oauthIntrospection?: string;
 }): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
@@ -61,6 +63,13 @@ export async function startDovecot(opts: {
   const port = await getFreePort();
   writeFileSync(path.join(dir, 'master.passwd'), `${opts.master.user}:{PLAIN}${opts.master.password}\n`, { mode: 0o644 });
   writeFileSync(path.join(dir, 'users.passwd'), Object.entries(opts.users).map(([u, p]) => `${u}:{PLAIN}${p}\n`).join(''), { mode: 0o644 });
+  if (opts.oauthIntrospection) {
+    writeFileSync(
+      path.join(dir, 'oauth2.conf.ext'),
+      `introspection_mode = post\nintrospection_url = ${opts.oauthIntrospection}\nusername_attribute = username\nactive_attribute = active\nactive_value = true\n`,
+      { mode: 0o644 },
+    );
+  }
   const conf = path.join(dir, 'dovecot.conf');
   writeFileSync(
     conf,
@@ -74,7 +83,7 @@ ${opts.tls ? `ssl = required
 ssl_cert = <${opts.tls.cert}
 ssl_key = <${opts.tls.key}` : 'ssl = no'}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = plain login${opts.oauthIntrospection ? ' oauthbearer xoauth2' : ''}
 # Tests log in wrongly on purpose: no failure delay, no anvil penalty for loopback.
 auth_failure_delay = 0
 login_trusted_networks = 127.0.0.0/8
@@ -98,6 +107,15 @@ passdb {
   driver = passwd-file
   args = ${dir}/master.passwd
   master = yes
+}
+${
+  opts.oauthIntrospection
+    ? `passdb {
+  driver = oauth2
+  mechanisms = oauthbearer xoauth2
+  args = ${dir}/oauth2.conf.ext
+}`
+    : ''
 }
 ${
   opts.proxyTo

@@ -42,6 +42,8 @@ export async function startGatewayCluster(opts: {
   maxUserIpConnections?: number;
   /** Put an ImapTap in front of every Dovecot, so tests can count the commands that reached it. */
   tap?: boolean;
+  /** OAuth logins at every Dovecot, tokens checked at this introspection URL (see startDovecot). */
+  oauthIntrospection?: string;
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
   gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
 }): Promise<GatewayCluster> {
@@ -69,7 +71,7 @@ export async function startGatewayCluster(opts: {
     if (opts.tenant) await admin.directory.createTenant({ id: 'acme' });
     admin.close();
     for (const name of opts.nodes) {
-      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules, maxUserIpConnections: opts.maxUserIpConnections });
+      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules, maxUserIpConnections: opts.maxUserIpConnections, oauthIntrospection: opts.oauthIntrospection });
       dovecots.push(d);
       let backend = d.address;
       if (opts.tap) {

@@ -212,7 +212,7 @@ describe('mailshare gateway (real binary)', () => {
     const child = spawn(
       process.execPath,
       [BIN, 'gateway', '--node', 'imap4', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--log-level', 'warn',
-        '--max-connections', '50', '--max-connections-per-ip', '2', '--prelogin-timeout', '1s', '--idle-timeout', '30m', '--health-interval', '500ms', '--health-failures', '2', '--backend-pool', '0'],
+        '--max-connections', '50', '--max-connections-per-ip', '2', '--prelogin-timeout', '1s', '--idle-timeout', '30m', '--health-interval', '500ms', '--health-failures', '2', '--backend-pool', '0', '--oauth'],
       { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('imap4') }), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
@@ -221,6 +221,8 @@ describe('mailshare gateway (real binary)', () => {
       await waitFor(() => /listening on (\S+)/.test(out), 20_000, 'gateway listening');
       const address = /listening on (\S+)/.exec(out)![1]!;
       const [a, b] = [await RawImap.connect(address), await RawImap.connect(address)];
+      // --oauth: the OAuth mechanisms are offered.
+      expect(await a.cmd('CAPABILITY')).toMatch(/AUTH=OAUTHBEARER AUTH=XOAUTH2/);
       const third = net.connect(Number(address.split(':')[1]), '127.0.0.1');
       let got = '';
       third.on('data', (c: Buffer) => (got += c.toString()));

@@ -53,8 +53,8 @@ async function raw(address: string, lines: string[], until: RegExp, timeoutMs = 
 describe('IMAP gateway', () => {
   it('greets with capabilities and answers pre-auth commands', async () => {
     const out = await raw(gateways[0]!.address(), ['a CAPABILITY\r\n', 'b NOOP\r\n', 'c ID NIL\r\n', 'd SELECT INBOX\r\n', 'e LOGOUT\r\n'], /e OK/);
-    expect(out).toMatch(/^\* OK \[CAPABILITY IMAP4rev1 SASL-IR LITERAL\+ ID AUTH=PLAIN\] mailshare ready\r\n/);
-    expect(out).toContain('* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN\r\na OK');
+    expect(out).toMatch(/^\* OK \[CAPABILITY IMAP4rev1 SASL-IR LITERAL\+ ID AUTH=PLAIN AUTH=LOGIN\] mailshare ready\r\n/);
+    expect(out).toContain('* CAPABILITY IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN\r\na OK');
     expect(out).toContain('b OK NOOP completed');
     expect(out).toContain('c OK ID completed');
     expect(out).toContain('d BAD SELECT is not valid before login');
