@@ -97,7 +97,7 @@ const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
 /**
  * Capabilities of the home Dovecot that survive the gateway: extensions
  * whose commands and responses carry no mailbox names the gateway would have
- * to map, or that it handles. Others (METADATA, COMPRESS, UTF8=,
+ * to map, or that it handles. Others (METADATA, UTF8=,
  * URLAUTH, QUOTA, …) are not offered.
  */
 const PASSED_CAPS = new Set([
@@ -117,7 +117,8 @@ const PASSED_CAPS = new Set([
   // kept to mailboxes the user may read.
   'NOTIFY',
 ]);
-const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk'];
+// COMPRESS=DEFLATE (RFC 4978) is the gateway's own: it inflates what it parses and deflates what it sends.
+const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk', 'COMPRESS=DEFLATE'];
 
 /** The capabilities offered after login, from the home Dovecot's LOGIN response. */
 export function sessionCapabilities(tagged: string): string {

@@ -16,6 +16,7 @@ import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
 import { quickAcker } from './quick-ack.js';
+import { ClientIo } from './imap/client-io.js';
 import { type ListCommand, parseList } from './imap/list-command.js';
 import { eventsForOthers, parseNotify } from './imap/notify-command.js';
 import type { ResponseAction } from './response-stream.js';
@@ -63,7 +64,6 @@ const REFUSED = new Map([
   ['LOGIN', 'BAD Already logged in.'],
   ['AUTHENTICATE', 'BAD Already logged in.'],
   ['STARTTLS', 'BAD TLS is already set up or not available here.'],
-  ['COMPRESS', 'NO [CANNOT] Compression is not available.'],
 ]);
 
 /**
@@ -105,6 +105,10 @@ export class Session implements SessionCore, ConnSink {
   readonly done: Promise<void>;
   /** After each write: the client's next data (an APPEND literal's CRLF behind Nagle) is ACKed at once. */
   private readonly quickAck: () => void;
+  /** The client's streams, compressed after COMPRESS DEFLATE. */
+  private readonly io: ClientIo;
+  /** The last words are on their way (compressed output ends when the deflater has flushed). */
+  private closing = false;
 
   constructor(
     readonly ctx: SessionContext,
@@ -113,16 +117,23 @@ export class Session implements SessionCore, ConnSink {
     private readonly reader: CommandParser,
   ) {
     this.quickAck = quickAcker(client);
-    this.home = this.attach(ctx.user, true, homeSocket, ctx.epoch);
-    client.on('data', (chunk: Buffer) => {
-      this.reader.feed(chunk);
-      if (this.reader.buffered > 1 << 20 && !this.paused) {
-        this.paused = true;
-        client.pause();
-      }
-      this.wake?.();
+    this.io = new ClientIo(client, {
+      input: (chunk) => {
+        this.reader.feed(chunk);
+        if (this.reader.buffered > 1 << 20 && !this.paused) {
+          this.paused = true;
+          this.io.pause();
+        }
+        this.wake?.();
+      },
+      written: () => this.quickAck(),
+      drained: () => this.resumeOutput(),
+      broken: (why) => {
+        ctx.log.info({ user: ctx.user, why }, 'client compression stream broken');
+        client.destroy();
+      },
     });
-    client.on('drain', () => this.resumeOutput());
+    this.home = this.attach(ctx.user, true, homeSocket, ctx.epoch);
     client.on('close', () => this.end());
     client.on('error', () => this.end());
     client.resume();
@@ -137,7 +148,8 @@ export class Session implements SessionCore, ConnSink {
   /** Ends the session with BYE [UNAVAILABLE] (move, failover, shutdown). */
   bye(reason: string): void {
     if (this.closed) return;
-    if (!this.client.destroyed) this.client.end(`* BYE [UNAVAILABLE] ${reason}\r\n`);
+    this.closing = true;
+    this.io.end(`* BYE [UNAVAILABLE] ${reason}\r\n`);
     this.end();
   }
 
@@ -156,7 +168,9 @@ export class Session implements SessionCore, ConnSink {
       failPending(c);
       this.uncount(c);
     }
-    this.client.destroy();
+    // Compressed last words go out when the deflater is done (it ends the socket); not later than 2 s.
+    if (this.closing && this.io.compressed && !this.client.destroyed) setTimeout(() => this.client.destroy(), 2000).unref();
+    else this.client.destroy();
     this.wake?.();
     for (const w of this.quietWaiters.splice(0)) w();
   }
@@ -167,12 +181,9 @@ export class Session implements SessionCore, ConnSink {
       if (this.closed) return;
       // One chunk from the server becomes many slices (a FETCH line, its literal, the closing
       // parenthesis, …): hand them to the kernel together, in one writev.
-      this.client.cork();
-      c.stream.push(chunk);
-      this.client.uncork();
-      this.quickAck();
+      this.io.batch(() => c.stream.push(chunk));
       // A client that does not read its output makes the servers wait, not the gateway's memory grow.
-      if (this.client.writableLength > MAX_CLIENT_OUTPUT && !this.outputPaused) {
+      if (this.io.writableLength > MAX_CLIENT_OUTPUT && !this.outputPaused) {
         this.outputPaused = true;
         for (const x of [this.home, ...this.owners.values()]) x.socket.pause();
       }
@@ -182,7 +193,10 @@ export class Session implements SessionCore, ConnSink {
       c.closed = true;
       if (home) {
         failPending(c);
-        if (!this.closed) this.client.end();
+        if (!this.closed) {
+          this.closing = true;
+          this.io.end();
+        }
         this.end();
       } else {
         this.dropOwner(c, `connection to ${owner}'s mailboxes was lost`);
@@ -257,7 +271,7 @@ export class Session implements SessionCore, ConnSink {
   }
 
   forward(chunk: Buffer): void {
-    if (!this.client.destroyed) this.client.write(chunk);
+    this.io.write(chunk);
   }
 
   response(c: Conn, pieces: Piece[], raw: Buffer): void {
@@ -319,7 +333,7 @@ export class Session implements SessionCore, ConnSink {
       const ev = this.reader.next();
       if (this.paused && this.reader.buffered < 1 << 18) {
         this.paused = false;
-        this.client.resume();
+        this.io.resume();
       }
       if (!ev) {
         await new Promise<void>((r) => (this.wake = r));
@@ -389,7 +403,8 @@ export class Session implements SessionCore, ConnSink {
       case 'LOGOUT':
         await this.exclusive(this.home, tag, name, []);
         for (const c of this.owners.values()) c.socket.end(command(this.nextTag(), 'LOGOUT', []));
-        this.client.end();
+        this.closing = true;
+        this.io.end();
         this.end();
         return;
       case 'ENABLE': {
@@ -406,6 +421,18 @@ export class Session implements SessionCore, ConnSink {
         return this.list(tag, name, args);
       case 'NOTIFY':
         return this.notify(tag, args);
+      case 'COMPRESS': {
+        // RFC 4978. What the client sent after the command is compressed already: it is taken out
+        // of the parser now, before anything else reads it, and inflated once compression starts.
+        if (this.io.compressed) throw new ImapNo(`${tag} NO [COMPRESSIONACTIVE] DEFLATE is active already.\r\n`);
+        if (args.length !== 1 || atomUpper(args[0]) !== 'DEFLATE') throw new ImapNo(`${tag} NO Unknown compression mechanism.\r\n`);
+        const rest = this.reader.take();
+        this.io.holdInput();
+        await this.quiet();
+        this.write(`${tag} OK DEFLATE active.\r\n`);
+        this.io.startCompression(rest);
+        return;
+      }
       case 'SELECT':
       case 'EXAMINE':
         return this.select(tag, name, args);
@@ -1083,8 +1110,7 @@ export class Session implements SessionCore, ConnSink {
   }
 
   write(s: string): void {
-    if (!this.client.destroyed) this.client.write(s, 'latin1');
-    this.quickAck();
+    this.io.write(s, 'latin1');
   }
 }
 

@@ -129,7 +129,7 @@ describe('a reader cannot act as the owner (C1)', () => {
   });
 
   it('every refused line gets a tagged answer, and commands the owner connection cannot take are refused', async () => {
-    const out = await attack(['c1 COMPRESS DEFLATE\r\n', 'c2 STARTTLS\r\n', 'c3 LOGIN alice alice-pw\r\n', 'c4 FETCH 1 (BODY[] X-EVIL)\r\n', 'c5 SEARCH NOSUCHKEY\r\n', 'c6 STORE 1 +FLAGS ("\\\\Seen")\r\n'], { select: true });
+    const out = await attack(['c1 COMPRESS BOGUS\r\n', 'c2 STARTTLS\r\n', 'c3 LOGIN alice alice-pw\r\n', 'c4 FETCH 1 (BODY[] X-EVIL)\r\n', 'c5 SEARCH NOSUCHKEY\r\n', 'c6 STORE 1 +FLAGS ("\\\\Seen")\r\n'], { select: true });
     for (const tag of ['c1 NO', 'c2 BAD', 'c3 BAD', 'c4 BAD', 'c5 BAD', 'c6 BAD']) expect(out).toContain(`\r\n${tag}`);
     await expectAliceUntouched(out);
   });
