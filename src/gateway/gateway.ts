@@ -9,6 +9,7 @@ import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './i
 import { CoordinatorClients } from './coordinators.js';
 import { FailureLimiter } from './failure-limiter.js';
 import { quickAckAvailable, quickAcker } from './quick-ack.js';
+import { OwnerPool } from './owner-pool.js';
 import { Session } from './session.js';
 import { SharedNamespace } from './shared-namespace.js';
 
@@ -168,6 +169,8 @@ export class Gateway {
   private readonly clients = new Set<net.Socket>();
   private readonly perIp = new Map<string, number>();
   private readonly backends: BackendConnector;
+  /** Owner connections no session needs right now. */
+  readonly owners: OwnerPool;
   private readonly health: BackendHealth | undefined;
   /** Pre-login timers of connections not yet logged in. */
   private readonly loginDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
@@ -188,7 +191,9 @@ export class Gateway {
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
     this.backends = new BackendConnector(opts.backendTls, { pool: opts.backendPool });
     this.api = new CoordinatorClients(opts.coordinators, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions);
+    this.owners = new OwnerPool({ released: (key) => this.agent.sessionClosed(key.tenant, key.owner) });
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
+      this.owners.dropOwner(tenant, user);
       for (const s of this.sessions) {
         if (s.tenant !== tenant) continue;
         if (s.user === user && after?.epoch !== s.epoch) s.session.bye('user moved to another node; reconnect');
@@ -268,6 +273,7 @@ export class Gateway {
     for (const c of this.clients) c.destroy();
     await closed;
     this.backends.close();
+    this.owners.close();
     await this.agent.close();
     this.api.close();
   }
@@ -595,6 +601,7 @@ export class Gateway {
         namespace: this.namespace,
         master: this.opts.master,
         backends: this.backends,
+        ownerPool: this.owners,
         api: this.api,
         metadata: this.md,
         capabilities,

@@ -16,6 +16,7 @@ import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
 import { quickAcker } from './quick-ack.js';
+import type { OwnerPool } from './owner-pool.js';
 import { ClientIo } from './imap/client-io.js';
 import { type ListCommand, parseList } from './imap/list-command.js';
 import { eventsForOthers, parseNotify } from './imap/notify-command.js';
@@ -35,6 +36,8 @@ export interface SessionContext {
   readonly master: { user: string; password: string } | undefined;
   /** How the Dovecots are reached (TLS, kept connections). */
   readonly backends: BackendConnector;
+  /** Owner connections between uses (gateway-wide). */
+  readonly ownerPool: OwnerPool;
   /** The coordinators, for ACL and mailbox calls. */
   readonly api: CoordinatorClients;
   readonly metadata: grpc.Metadata;
@@ -109,6 +112,8 @@ export class Session implements SessionCore, ConnSink {
   private readonly io: ClientIo;
   /** The last words are on their way (compressed output ends when the deflater has flushed). */
   private closing = false;
+  /** A client command is being handled (owner connections are given back only between commands). */
+  private busy = false;
 
   constructor(
     readonly ctx: SessionContext,
@@ -341,6 +346,7 @@ export class Session implements SessionCore, ConnSink {
         continue;
       }
       try {
+        this.busy = true;
         await this.handle(ev);
       } catch (err) {
         if (!(err instanceof ImapNo || err instanceof BackendUnavailable || err instanceof WireError)) throw err;
@@ -356,6 +362,9 @@ export class Session implements SessionCore, ConnSink {
           this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'command not written');
           this.write(`${ev.tag} BAD Invalid arguments.\r\n`);
         }
+      } finally {
+        this.busy = false;
+        this.releaseIdleOwners();
       }
     }
   }
@@ -991,14 +1000,55 @@ export class Session implements SessionCore, ConnSink {
       address = a.imapAddress;
     }
     if (!address) throw new BackendUnavailable(`no address for ${owner}'s node`);
+    // A kept connection has the same extensions enabled as this session (ENABLE changes responses).
+    const key = { tenant, owner, address, epoch, clientIp: this.ctx.client.ip, enabled: this.enabledKey() };
+    const kept = this.ctx.ownerPool.take(key);
+    if (kept) {
+      // Still counted as a session of the owner (the pool counted it while it was kept).
+      const conn = this.attach(owner, false, kept, epoch);
+      conn.poolKey = key;
+      conn.counted = true;
+      this.owners.set(owner, conn);
+      return conn;
+    }
     const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { via: this.ctx.backends, client: this.ctx.client });
     if (!login.ok) throw new BackendUnavailable(`the master login for ${owner} was refused`);
     const conn = this.attach(owner, false, login.socket, epoch);
+    conn.poolKey = key;
     this.owners.set(owner, conn);
     conn.counted = true;
     agent.sessionOpened(tenant, owner, node);
     if (this.enabled.length > 0) await this.internal(conn, 'ENABLE', this.enabled.map(atom));
     return conn;
+  }
+
+  private enabledKey(): string {
+    return [...new Set(this.enabled.map((e) => e.toUpperCase()))].sort().join(' ');
+  }
+
+  /**
+   * Between commands, owner connections the session does not need (nothing
+   * selected there, no IDLE, no NOTIFY, nothing outstanding) go back to the
+   * gateway's pool; the next command on that owner's mailboxes takes one.
+   */
+  private releaseIdleOwners(): void {
+    if (this.busy || this.closed) return;
+    for (const c of [...this.owners.values()]) {
+      if (c.closed || c.pending.length > 0 || c.selected || c.notify || this.idling?.conn === c || this.streamTo?.conn === c || !c.poolKey) continue;
+      this.owners.delete(c.owner);
+      c.closed = true;
+      c.socket.removeAllListeners('data');
+      c.socket.removeAllListeners('close');
+      c.socket.removeAllListeners('error');
+      const key = { ...c.poolKey, enabled: this.enabledKey() };
+      if (this.ctx.ownerPool.give(key, c.socket)) {
+        // The pool holds the count now.
+        c.counted = false;
+      } else {
+        c.socket.end(command(this.nextTag(), 'LOGOUT', []), 'latin1');
+        this.uncount(c);
+      }
+    }
   }
 
   // ---- sending ----
@@ -1028,6 +1078,7 @@ export class Session implements SessionCore, ConnSink {
 
   private notifyQuiet(): void {
     for (const w of this.quietWaiters.splice(0)) w();
+    this.releaseIdleOwners();
     if (this.deferred.length > 0 && !this.answering(undefined)) {
       for (const d of this.deferred.splice(0)) if (!d.c.closed) this.response(d.c, d.pieces, d.raw);
     }

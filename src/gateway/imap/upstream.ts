@@ -1,5 +1,6 @@
 import type net from 'node:net';
 import type { Piece } from '../imap-syntax.js';
+import type { OwnerKey } from '../owner-pool.js';
 import { type ResponseAction, ResponseStream } from '../response-stream.js';
 
 /** A command in flight on an upstream connection. */
@@ -27,6 +28,8 @@ export class Conn {
   closed = false;
   /** A NOTIFY (RFC 5465) is set here: its reports come at any time and go to the client. */
   notify = false;
+  /** An owner's connection: where it goes back to when the session no longer needs it. */
+  poolKey: OwnerKey | undefined;
   /** Reported to the agent as a session of the owner (so the owner's node does not release the owner as idle). */
   counted = false;
   /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
