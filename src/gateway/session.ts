@@ -1,25 +1,26 @@
 import type net from 'node:net';
 import type * as grpc from '@grpc/grpc-js';
 import type { Agent, AgentLogger } from '../agent/agent.js';
-import { type Rights, formatRights, hasAll, hasAny, L, rightsOf } from '../domain/rights.js';
+import { type Rights, formatRights, hasAll, hasAny, L } from '../domain/rights.js';
 import { type BackendConnector, BackendUnavailable, backendLogin } from './backend.js';
 import { aclCommand } from './imap/acl-commands.js';
+import { ClientIo } from './imap/client-io.js';
 import { crossCopy } from './imap/cross-copy.js';
-import { checkCopy, checkEnable, checkFetch, checkNoArgs, checkSearch, checkSelectParams, checkSort, checkStatusItems, checkThread, isSequenceSet, parseAppendMessage, parseCatenateAppend, parseStore } from './imap/grammar.js';
+import { checkCopy, checkEnable, checkNoArgs, checkSelectParams, checkStatusItems, parseAppendMessage, parseCatenateAppend } from './imap/grammar.js';
+import { listCommand } from './imap/list-commands.js';
+import { notifyCommand } from './imap/notify.js';
 import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, astring, atomUpper } from './imap/parser.js';
 import { registryCreate, registryDelete, registryRename } from './imap/registry.js';
-import { flagRight, peekFetchItems } from './imap/rights-table.js';
+import { I, K, R, WRITE_ANY, X, flagRight } from './imap/rights-table.js';
 import { ImapNo, type SessionCore, type Target, bad, nonexistent } from './imap/session-core.js';
+import { sharedSelected } from './imap/shared-selected.js';
 import { Conn, type ConnSink, type Pending, failPending, retag } from './imap/upstream.js';
 import { WireError, atom, command, commandHead, list, quote, str, wireAll } from './imap/wire.js';
 import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
-import { quickAcker } from './quick-ack.js';
 import type { OwnerPool } from './owner-pool.js';
-import { ClientIo } from './imap/client-io.js';
-import { type ListCommand, parseList } from './imap/list-command.js';
-import { eventsForOthers, parseNotify } from './imap/notify-command.js';
+import { quickAcker } from './quick-ack.js';
 import type { ResponseAction } from './response-stream.js';
 import type { SharedNamespace } from './shared-namespace.js';
 
@@ -45,12 +46,6 @@ export interface SessionContext {
   readonly log: AgentLogger;
 }
 
-const R = rightsOf('r');
-const I = rightsOf('i');
-const K = rightsOf('k');
-const X = rightsOf('x');
-const E = rightsOf('e');
-const WRITE_ANY = rightsOf('swte');
 /** Output to a client that does not read is held up to this, then the servers wait. */
 const MAX_CLIENT_OUTPUT = 1 << 20;
 /** Commands in flight on one upstream connection; a client pipelining more waits (its input with it). */
@@ -85,7 +80,7 @@ const REFUSED = new Map([
  */
 export class Session implements SessionCore, ConnSink {
   readonly home: Conn;
-  private readonly owners = new Map<string, Conn>();
+  readonly owners = new Map<string, Conn>();
   private selected: { conn: Conn; target: Target } | undefined;
   /** The APPEND whose messages are streaming: where to, and the rights its messages' flags are filtered by. */
   private streamTo: { conn: Conn; rights: Rights | undefined } | undefined;
@@ -225,7 +220,12 @@ export class Session implements SessionCore, ConnSink {
     this.ctx.agent.sessionClosed(this.ctx.tenant, c.owner);
   }
 
-  private dropOwner(c: Conn, reason: string): void {
+  unselected(conn: Conn): void {
+    conn.selected = false;
+    if (this.selected?.conn === conn) this.selected = undefined;
+  }
+
+  dropOwner(c: Conn, reason: string): void {
     c.closed = true;
     c.socket.destroy();
     this.uncount(c);
@@ -427,9 +427,9 @@ export class Session implements SessionCore, ConnSink {
       }
       case 'LIST':
       case 'LSUB':
-        return this.list(tag, name, args);
+        return listCommand(this, tag, name, args);
       case 'NOTIFY':
-        return this.notify(tag, args);
+        return notifyCommand(this, tag, args);
       case 'COMPRESS': {
         // RFC 4978. What the client sent after the command is compressed already: it is taken out
         // of the parser now, before anything else reads it, and inflated once compression starts.
@@ -457,7 +457,7 @@ export class Session implements SessionCore, ConnSink {
     if (name === 'UID' && !UID_COMMANDS.has(atomUpper(args[0]) ?? '')) throw bad(tag, 'UID needs FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, SORT or THREAD.');
     const sel = this.selected;
     if (name === 'CANCELUPDATE') return this.cancelUpdate(tag, args, sel?.conn ?? this.home);
-    if (SELECTED_STATE.has(name) && sel && sel.target.kind === 'shared') return this.sharedSelected(tag, name, args, sel.conn, sel.target);
+    if (SELECTED_STATE.has(name) && sel && sel.target.kind === 'shared') return sharedSelected(this, tag, name, args, sel.conn, sel.target);
     if (name === 'IDLE') {
       const wrong = checkNoArgs(name, args);
       if (wrong) throw bad(tag, wrong);
@@ -494,7 +494,7 @@ export class Session implements SessionCore, ConnSink {
     return r;
   }
 
-  private rights(t: Target): Rights | undefined {
+  rights(t: Target): Rights | undefined {
     if (t.kind === 'home') return undefined;
     return this.ctx.agent.access(this.ctx.tenant, this.ctx.user, t.owner, t.name);
   }
@@ -506,180 +506,8 @@ export class Session implements SessionCore, ConnSink {
     return r;
   }
 
-  private require(tag: string, have: Rights, need: Rights, what: string): void {
+  require(tag: string, have: Rights, need: Rights, what: string): void {
     if (!hasAll(have, need)) throw new ImapNo(`${tag} NO [NOPERM] ${what} needs the "${formatRights(need)}" right\r\n`);
-  }
-
-  /**
-   * LIST (RFC 3501, LIST-EXTENDED RFC 5258, LIST-STATUS RFC 5819) and LSUB:
-   * the home Dovecot lists the user's own mailboxes; the shared namespace's
-   * entries follow its OK, with RETURN (STATUS …) answered by each owner's
-   * node (for mailboxes the user may read, RFC 4314 §4).
-   */
-  private async list(tag: string, name: string, args: ImapValue[]): Promise<void> {
-    const reference = astring(args[0]);
-    const pattern = astring(args[1]);
-    const cmd: ListCommand | string =
-      name === 'LIST' ? parseList(args) : args.length === 2 && reference !== undefined && pattern !== undefined ? { select: new Set(), reference, patterns: [pattern], returns: new Set() } : 'LSUB needs a reference and a mailbox pattern';
-    // Not understood here: the home Dovecot answers it (BAD), nothing is added.
-    if (typeof cmd === 'string') return this.send(this.home, tag, name, args);
-    const entries = this.sharedEntries(name, cmd);
-    if (!cmd.status || !entries.some((e) => e.status)) {
-      await this.send(this.home, tag, name, args, (status, line) => {
-        if (status === 'OK') for (const e of entries) this.write(e.line);
-        this.forward(line);
-      });
-      return;
-    }
-    const items = cmd.status;
-    await this.exclusive(this.home, tag, name, args, {
-      after: async (status) => {
-        if (status !== 'OK') return;
-        for (const e of entries) {
-          this.write(e.line);
-          if (e.status) await this.sharedStatus(e.status, items);
-        }
-      },
-    });
-  }
-
-  /**
-   * NOTIFY (RFC 5465), split by where the mailboxes live: the home Dovecot
-   * gets the filters on the user's own mailboxes (and SELECTED, INBOXES,
-   * PERSONAL, SUBSCRIBED), each owner's node a MAILBOXES filter listing the
-   * shared mailboxes the user may read (l and r: what STATUS needs) that the
-   * command names, SUBSCRIBED included (shared mailboxes count as subscribed).
-   * Their reports reach the client named as the user sees them.
-   */
-  private async notify(tag: string, args: ImapValue[]): Promise<void> {
-    const cmd = parseNotify(args);
-    if (typeof cmd === 'string') throw bad(tag, cmd);
-    await this.quiet();
-    const ns = this.ctx.namespace;
-    const homeGroups: ImapValue[] = [];
-    const perOwner = new Map<string, Array<{ names: Set<string>; events: ImapValue }>>();
-    const readable = (t: Target & { kind: 'shared' }): boolean => {
-      const r = this.rights(t);
-      return r !== undefined && hasAll(r, L) && hasAll(r, R);
-    };
-    const visibleShared = (): Array<Target & { kind: 'shared' }> =>
-      this.ctx.namespace.entries(this.ctx.agent.sharedWith(this.ctx.tenant, this.ctx.user).mailboxes).flatMap((e) => {
-        if (e.mailbox === undefined) return [];
-        const t = this.resolve(e.name);
-        return t.kind === 'shared' && readable(t) ? [t] : [];
-      });
-    if (!cmd.none) {
-      for (const g of cmd.groups) {
-        const shared: Array<Target & { kind: 'shared' }> = [];
-        if (g.mailboxes) {
-          const home = g.mailboxes.filter((m) => ns.resolve((m as { value: string }).value).kind === 'home');
-          if (home.length > 0) homeGroups.push(list([atom(g.filter), list(home), g.events]));
-          for (const m of g.mailboxes) {
-            const name = (m as { value: string }).value;
-            if (ns.resolve(name).kind === 'home') continue;
-            // SUBTREE of a shared name: the mailboxes at or below it the user may read (never the
-            // owner's subtree as such: the children need not be shared).
-            const within = visibleShared().filter((t) => {
-              const seen = ns.nameOf(t.owner, t.name);
-              return seen === name || (g.filter === 'SUBTREE' && (seen.startsWith(`${name}${ns.separator}`) || `${name}${ns.separator}` === ns.prefix));
-            });
-            shared.push(...within);
-          }
-        } else {
-          homeGroups.push(list([atom(g.filter), g.events]));
-          if (g.filter === 'SUBSCRIBED') shared.push(...visibleShared());
-        }
-        for (const t of shared) {
-          const groups = perOwner.get(t.owner) ?? [];
-          perOwner.set(t.owner, groups);
-          let entry = groups.find((x) => x.events === g.events);
-          if (!entry) groups.push((entry = { names: new Set(), events: g.events }));
-          entry.names.add(t.wire);
-        }
-      }
-    }
-    const setArgs = (groups: ImapValue[]): ImapValue[] => (groups.length === 0 ? [atom('NONE')] : [atom('SET'), ...(!cmd.none && cmd.status ? [atom('STATUS')] : []), ...groups]);
-    // The owners' parts first: a part a Dovecot refuses (e.g. an unsupported event) fails the
-    // command, and what was set for it is taken back.
-    const done: Conn[] = [];
-    const fail = async (line: string): Promise<void> => {
-      for (const conn of done) {
-        conn.notify = false;
-        await this.internal(conn, 'NOTIFY', [atom('NONE')]);
-      }
-      this.write(`${tag}${line.slice(line.indexOf(' '))}`);
-    };
-    const reports: Array<{ conn: Conn; untagged: Piece[][] }> = [];
-    for (const [owner, groups] of perOwner) {
-      let conn: Conn;
-      try {
-        conn = await this.ownerConn(owner);
-      } catch {
-        continue;
-      }
-      const r = await this.internal(conn, 'NOTIFY', setArgs(groups.map((g) => list([atom('MAILBOXES'), list([...g.names].map(str)), eventsForOthers(g.events)]))));
-      if (r.status !== 'OK') return fail(r.line);
-      done.push(conn);
-      reports.push({ conn, untagged: r.untagged });
-    }
-    const home = await this.internal(this.home, 'NOTIFY', setArgs(homeGroups));
-    if (home.status !== 'OK') return fail(home.line);
-    for (const conn of done) conn.notify = true;
-    this.home.notify = homeGroups.length > 0;
-    for (const pieces of home.untagged) this.response(this.home, pieces, Buffer.from(`${splitArgs(pieces).map((a) => a.raw).join(' ')}\r\n`, 'latin1'));
-    for (const { conn, untagged } of reports) for (const pieces of untagged) this.response(conn, pieces, Buffer.alloc(0));
-    for (const conn of this.owners.values()) {
-      if (conn.notify && !perOwner.has(conn.owner)) {
-        conn.notify = false;
-        await this.internal(conn, 'NOTIFY', [atom('NONE')]);
-      }
-    }
-    this.write(`${tag} OK NOTIFY completed\r\n`);
-  }
-
-  /** The shared namespace's LIST entries for a command, each with the mailbox whose STATUS follows it. */
-  private sharedEntries(name: string, cmd: ListCommand): Array<{ line: string; status?: Target & { kind: 'shared' } }> {
-    if (cmd.select.has('SPECIAL-USE')) return [];
-    const { mailboxes } = this.ctx.agent.sharedWith(this.ctx.tenant, this.ctx.user);
-    const ns = this.ctx.namespace;
-    const sep = quote(ns.separator);
-    const matched = ns.list(mailboxes, cmd.reference, cmd.patterns);
-    // Shared mailboxes the user can see count as subscribed (README: subscriptions).
-    const subscribedOnly = cmd.select.has('SUBSCRIBED');
-    const recursive = cmd.select.has('RECURSIVEMATCH');
-    const markSubscribed = name === 'LIST' && (subscribedOnly || cmd.returns.has('SUBSCRIBED'));
-    const names = new Set(matched.map((e) => e.name));
-    const all = ns.entries(mailboxes);
-    const out: Array<{ line: string; status?: Target & { kind: 'shared' } }> = [];
-    for (const e of matched) {
-      const real = e.mailbox !== undefined;
-      // RFC 5258 §3.5: with RECURSIVEMATCH, a match is returned for a subscribed descendant the patterns did not match.
-      const childInfo = subscribedOnly && recursive && all.some((d) => d.mailbox !== undefined && d.name.startsWith(`${e.name}${ns.separator}`) && !names.has(d.name));
-      if (subscribedOnly && !real && !childInfo) continue;
-      const attributes = [...e.attributes, ...(real && markSubscribed ? ['\\Subscribed'] : [])];
-      const line = `* ${name} (${attributes.join(' ')}) ${sep} ${quote(e.name)}${childInfo ? ' ("CHILDINFO" ("SUBSCRIBED"))' : ''}\r\n`;
-      const t = real && cmd.status ? this.resolve(e.name) : undefined;
-      const r = t?.kind === 'shared' ? this.rights(t) : undefined;
-      out.push(t?.kind === 'shared' && r !== undefined && hasAll(r, R) ? { line, status: t } : { line });
-    }
-    return out;
-  }
-
-  /** STATUS of a shared mailbox from its owner's node, named as the user sees it; nothing when unreachable. */
-  private async sharedStatus(t: Target & { kind: 'shared' }, items: ImapValue): Promise<void> {
-    let conn: Conn;
-    try {
-      conn = await this.ownerConn(t.owner);
-    } catch {
-      return;
-    }
-    const r = await this.internal(conn, 'STATUS', [str(t.wire), items]);
-    if (r.status !== 'OK') return;
-    for (const pieces of r.untagged) {
-      const args = splitArgs(pieces);
-      if ((args[1]?.value ?? '').toUpperCase() !== 'STATUS' || args.length < 4) continue;
-      this.write(`* STATUS ${quote(this.ctx.namespace.nameOf(t.owner, t.name))} ${args.slice(3).map((a) => a.raw).join(' ')}\r\n`);
-    }
   }
 
   private async select(tag: string, name: string, args: ImapValue[]): Promise<void> {
@@ -841,112 +669,7 @@ export class Session implements SessionCore, ConnSink {
     return { kind: 'shared', owner: t.owner, name, wire: t.wire.slice(0, t.wire.lastIndexOf('/')) };
   }
 
-  // ---- commands on a selected shared mailbox ----
-
-  private async sharedSelected(tag: string, name: string, args: ImapValue[], conn: Conn, t: Target & { kind: 'shared' }): Promise<void> {
-    // Fencing: nothing is relayed under an epoch the owner no longer holds (the event may still be on its way).
-    if (this.ctx.agent.locate(this.ctx.tenant, t.owner)?.epoch !== conn.epoch) {
-      this.dropOwner(conn, `${t.owner}'s mailboxes moved to another node; reconnect`);
-      return;
-    }
-    const r = this.rights(t);
-    // A revoke reaches an open mailbox at its next command.
-    if (r === undefined || !hasAny(r, L)) throw new ImapNo(`${tag} NO [NONEXISTENT] Mailbox no longer exists for you\r\n`);
-    this.require(tag, r, R, name);
-    const uid = name === 'UID';
-    const sub = uid ? atomUpper(args[0])! : name;
-    const rest = uid ? args.slice(1) : args;
-    const check = (wrong: string | undefined): void => {
-      if (wrong) throw bad(tag, wrong);
-    };
-    let out: ImapValue[] = rest;
-    switch (sub) {
-      case 'FETCH': {
-        check(checkFetch(rest));
-        const peek = peekFetchItems(rest, r);
-        if (!peek) break;
-        out = peek.args;
-        if (peek.renames.size === 0) break;
-        // Alone on the connection, so only this command's FETCH responses are renamed.
-        return this.exclusive(conn, tag, name, uid ? [atom(sub), ...out] : out, {
-          start: () => {
-            conn.renames = peek.renames;
-          },
-          onStatus: () => {
-            conn.renames = undefined;
-          },
-        });
-      }
-      case 'SEARCH':
-        check(checkSearch(rest));
-        break;
-      case 'SORT':
-        check(checkSort(rest));
-        break;
-      case 'THREAD':
-        check(checkThread(rest));
-        break;
-      case 'STORE': {
-        const store = parseStore(rest);
-        if (typeof store === 'string') throw bad(tag, store);
-        const op = store.item.toUpperCase();
-        if (op.startsWith('FLAGS')) {
-          this.require(tag, r, rightsOf('stw'), 'Replacing flags');
-          break;
-        }
-        // RFC 4314 §4: "the server SHOULD NOT fail the STORE if the user has rights to modify at
-        // least one flag specified": the flags the user may not change are left out.
-        const kept = store.flags.filter((f) => hasAll(r, flagRight(f)));
-        if (kept.length === 0) {
-          await this.quiet();
-          return this.write(`${tag} OK Store completed.\r\n`);
-        }
-        out = [store.set, ...(store.modifiers ? [store.modifiers] : []), atom(store.item), list(kept.map(atom))];
-        break;
-      }
-      case 'EXPUNGE':
-        check(uid ? (rest.length === 1 && isSequenceSet(rest[0]) ? undefined : 'UID EXPUNGE needs a sequence set') : checkNoArgs(sub, rest));
-        this.require(tag, r, E, 'EXPUNGE');
-        break;
-      case 'CHECK':
-      case 'NOOP':
-        check(checkNoArgs(sub, rest));
-        break;
-      case 'CLOSE':
-      case 'UNSELECT':
-        check(checkNoArgs(sub, rest));
-        // Without "e", CLOSE must not expunge: UNSELECT closes the same way, keeping \Deleted messages.
-        return this.exclusive(conn, tag, sub === 'CLOSE' && !hasAll(r, E) ? 'UNSELECT' : sub, [], { onStatus: (status) => {
-          if (status === 'OK') {
-            conn.selected = false;
-            this.selected = undefined;
-          }
-        } });
-      case 'COPY':
-      case 'MOVE': {
-        const wrong = checkCopy(rest);
-        if (wrong) throw bad(tag, `${sub} ${wrong}`);
-        if (sub === 'MOVE') this.require(tag, r, rightsOf('te'), 'MOVE out of this mailbox');
-        const to = this.resolve(astring(rest[1])!);
-        if (to.kind === 'parent' || to.kind === 'invalid') throw nonexistent(tag);
-        if (to.kind === 'home') return crossCopy(this, tag, sub === 'MOVE', uid, rest[0]!, conn, to, undefined);
-        const tr = this.visible(tag, to);
-        this.require(tag, tr, I, sub);
-        // Another owner's node, or flags the user may not set on the target (left off by the copy): fetch + append.
-        if (to.owner !== t.owner || !hasAll(tr, rightsOf('stw'))) return crossCopy(this, tag, sub === 'MOVE', uid, rest[0]!, conn, to, tr);
-        out = [rest[0]!, str(to.wire)];
-        break;
-      }
-      case 'IDLE':
-        check(checkNoArgs(sub, rest));
-        return this.idle(conn, tag);
-      default:
-        throw bad(tag, 'Unknown command.');
-    }
-    return this.send(conn, tag, uid ? 'UID' : sub, uid ? [atom(sub), ...out] : out);
-  }
-
-  private async idle(conn: Conn, clientTag: string): Promise<void> {
+  async idle(conn: Conn, clientTag: string): Promise<void> {
     await this.barrier(conn, true);
     if (conn.closed) throw new BackendUnavailable('connection closed');
     const state = { conn, sentDone: false, badDone: false };
@@ -1090,7 +813,7 @@ export class Session implements SessionCore, ConnSink {
   }
 
   /** Sends a client command, written from its values; its tagged response is forwarded (or given to `done`). */
-  private async send(conn: Conn, clientTag: string, name: string, args: readonly ImapValue[], done?: Pending['done'], streaming?: Streaming): Promise<void> {
+  async send(conn: Conn, clientTag: string, name: string, args: readonly ImapValue[], done?: Pending['done'], streaming?: Streaming): Promise<void> {
     await this.barrier(conn, false);
     while (conn.pending.length >= MAX_PIPELINE && !conn.closed && !this.closed) await new Promise<void>((r) => this.quietWaiters.push(r));
     if (conn.closed) throw new BackendUnavailable('connection closed');
@@ -1117,7 +840,7 @@ export class Session implements SessionCore, ConnSink {
    * next command waits for this one. `after` runs before the client sees
    * the tagged response (e.g. updating mailshare's registry).
    */
-  private async exclusive(
+  async exclusive(
     conn: Conn,
     clientTag: string,
     name: string,

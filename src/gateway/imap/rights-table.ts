@@ -42,3 +42,12 @@ export function peekFetchItems(args: readonly ImapValue[], rights: Rights): { ar
   else if (items) out[1] = peek(items);
   return { args: out, renames };
 }
+
+/** The rights the commands need (RFC 4314 §4), by letter. */
+export const R = rightsOf('r');
+export const I = rightsOf('i');
+export const K = rightsOf('k');
+export const X = rightsOf('x');
+export const E = rightsOf('e');
+/** Any of these makes a mailbox writable: without one it opens read-only (EXAMINE). */
+export const WRITE_ANY = rightsOf('swte');

@@ -3,7 +3,7 @@ import { parseMailboxName } from '../../domain/mailbox-name.js';
 import type { Rights } from '../../domain/rights.js';
 import { decodeMutf7 } from '../mutf7.js';
 import type { Piece } from '../imap-syntax.js';
-import type { ImapValue } from './parser.js';
+import type { ImapValue, Streaming } from './parser.js';
 import type { SessionContext } from '../session.js';
 import type { Conn, Pending } from './upstream.js';
 
@@ -39,6 +39,31 @@ export interface SessionCore {
   ownerConn(owner: string): Promise<Conn>;
   nextTag(): string;
   enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done']): Pending;
+  /** The user's rights on a mailbox (undefined for the user's own: the home Dovecot decides). */
+  rights(t: Target): Rights | undefined;
+  /** ImapNo NOPERM unless `have` holds `need`. */
+  require(tag: string, have: Rights, need: Rights, what: string): void;
+  /** A client command, written from its values; its tagged response is forwarded (or given to `done`). */
+  send(conn: Conn, clientTag: string, name: string, args: readonly ImapValue[], done?: Pending['done'], streaming?: Streaming): Promise<void>;
+  /** A command alone on its connection (earlier ones finish first, later ones wait). */
+  exclusive(
+    conn: Conn,
+    clientTag: string,
+    name: string,
+    args: readonly ImapValue[],
+    hooks?: { start?: () => void; onStatus?: (status: string) => void; after?: (status: string) => Promise<void> | undefined },
+  ): Promise<void>;
+  /** IDLE on a connection: the client's line after it is read as DONE. */
+  idle(conn: Conn, clientTag: string): Promise<void>;
+  /** Ends the connection to an owner (a move, a lost connection): its commands answer NO [UNAVAILABLE]. */
+  dropOwner(c: Conn, reason: string): void;
+  /** The session's connections to owners now. */
+  readonly owners: ReadonlyMap<string, Conn>;
+  /** A server response from a connection, as if it had come now (routed, renamed or dropped). */
+  response(c: Conn, pieces: Piece[], raw: Buffer): void;
+  forward(chunk: Buffer): void;
+  /** The selected mailbox on `conn` was closed. */
+  unselected(conn: Conn): void;
 }
 
 /** A name as the client sent it (modified UTF-7) as mailshare names it, or undefined when it cannot be one. */
