@@ -6,16 +6,16 @@ import { type BackendConnector, BackendUnavailable, backendLogin } from './backe
 import { aclCommand } from './imap/acl-commands.js';
 import { ClientIo } from './imap/client-io.js';
 import { crossCopy } from './imap/cross-copy.js';
-import { checkCopy, checkEnable, checkNoArgs, checkSelectParams, checkStatusItems, parseAppendMessage, parseCatenateAppend } from './imap/grammar.js';
+import { checkCopy, checkEnable, checkNoArgs, parseAppendMessage } from './imap/grammar.js';
 import { listCommand } from './imap/list-commands.js';
+import { appendArgs, mailboxCommand, selectCommand } from './imap/mailbox-commands.js';
 import { notifyCommand } from './imap/notify.js';
 import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, astring, atomUpper } from './imap/parser.js';
-import { registryCreate, registryDelete, registryRename } from './imap/registry.js';
-import { I, K, R, WRITE_ANY, X, flagRight } from './imap/rights-table.js';
+import { I, R } from './imap/rights-table.js';
 import { ImapNo, type SessionCore, type Target, bad, nonexistent } from './imap/session-core.js';
 import { sharedSelected } from './imap/shared-selected.js';
 import { Conn, type ConnSink, type Pending, failPending, retag } from './imap/upstream.js';
-import { WireError, atom, command, commandHead, list, quote, str, wireAll } from './imap/wire.js';
+import { WireError, atom, command, commandHead, quote, str, wireAll } from './imap/wire.js';
 import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
@@ -81,9 +81,9 @@ const REFUSED = new Map([
 export class Session implements SessionCore, ConnSink {
   readonly home: Conn;
   readonly owners = new Map<string, Conn>();
-  private selected: { conn: Conn; target: Target } | undefined;
+  selected: { conn: Conn; target: Target } | undefined;
   /** The APPEND whose messages are streaming: where to, and the rights its messages' flags are filtered by. */
-  private streamTo: { conn: Conn; rights: Rights | undefined } | undefined;
+  streamTo: { conn: Conn; rights: Rights | undefined } | undefined;
   private idling: { conn: Conn; sentDone: boolean; badDone: boolean } | undefined;
   private wake: (() => void) | undefined;
   private quietWaiters: Array<() => void> = [];
@@ -444,7 +444,7 @@ export class Session implements SessionCore, ConnSink {
       }
       case 'SELECT':
       case 'EXAMINE':
-        return this.select(tag, name, args);
+        return selectCommand(this, tag, name, args);
       case 'STATUS':
       case 'SUBSCRIBE':
       case 'UNSUBSCRIBE':
@@ -452,7 +452,7 @@ export class Session implements SessionCore, ConnSink {
       case 'DELETE':
       case 'RENAME':
       case 'APPEND':
-        return this.mailboxCommand(tag, name, args, streaming);
+        return mailboxCommand(this, tag, name, args, streaming);
     }
     if (name === 'UID' && !UID_COMMANDS.has(atomUpper(args[0]) ?? '')) throw bad(tag, 'UID needs FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, SORT or THREAD.');
     const sel = this.selected;
@@ -510,142 +510,6 @@ export class Session implements SessionCore, ConnSink {
     if (!hasAll(have, need)) throw new ImapNo(`${tag} NO [NOPERM] ${what} needs the "${formatRights(need)}" right\r\n`);
   }
 
-  private async select(tag: string, name: string, args: ImapValue[]): Promise<void> {
-    const mailbox = astring(args[0]);
-    if (mailbox === undefined) throw bad(tag, `${name} needs a mailbox name`);
-    const t = this.resolve(mailbox);
-    if (t.kind === 'parent' || t.kind === 'invalid') {
-      await this.switchAway();
-      throw nonexistent(tag);
-    }
-    let conn = this.home;
-    let verb = name;
-    let values = args;
-    if (t.kind === 'shared') {
-      const wrong = checkSelectParams(args.slice(1));
-      if (wrong) throw bad(tag, wrong);
-      const r = this.visible(tag, t);
-      this.require(tag, r, R, name);
-      conn = await this.ownerConn(t.owner);
-      // Nothing to write with: open read-only, so not even \Seen changes (RFC 4314 §4).
-      if (!hasAny(r, WRITE_ANY)) verb = 'EXAMINE';
-      values = [str(t.wire), ...args.slice(1)];
-    }
-    if (this.selected && this.selected.conn !== conn) await this.switchAway();
-    await this.exclusive(conn, tag, verb, values, { onStatus: (status) => {
-      conn.selected = status === 'OK';
-      this.selected = status === 'OK' ? { conn, target: t } : undefined;
-    } });
-  }
-
-  /**
-   * SELECT/EXAMINE leave the mailbox selected on another connection: as a
-   * server does when a SELECT replaces the selected mailbox, the client is
-   * told * OK [CLOSED] (RFC 7162 §3.2.11; Dovecot sends it whether or not
-   * QRESYNC is enabled), which the connection's own UNSELECT does not say.
-   */
-  private async switchAway(): Promise<void> {
-    if (!this.selected) return;
-    await this.deselect();
-    this.write('* OK [CLOSED] Previous mailbox closed.\r\n');
-  }
-
-  /** Leaves the selected mailbox on its connection (another connection is about to select). */
-  private async deselect(): Promise<void> {
-    const sel = this.selected;
-    if (!sel) return;
-    this.selected = undefined;
-    sel.conn.selected = false;
-    if (!sel.conn.closed) await this.internal(sel.conn, 'UNSELECT', []);
-  }
-
-  private async mailboxCommand(tag: string, name: string, args: ImapValue[], streaming?: Streaming): Promise<void> {
-    const mailbox = astring(args[0]);
-    const newName = name === 'RENAME' ? astring(args[1]) : '';
-    if (mailbox === undefined || newName === undefined) throw bad(tag, `${name} needs a mailbox name`);
-    const catenate = name === 'APPEND' && !streaming ? parseCatenateAppend(args.slice(1)) : undefined;
-    if (typeof catenate === 'string') throw bad(tag, catenate);
-    const t = this.resolve(mailbox);
-    if (t.kind === 'parent' || t.kind === 'invalid') {
-      if (name === 'CREATE' || name === 'RENAME') throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
-      throw nonexistent(tag);
-    }
-    if (t.kind === 'home') {
-      if (name === 'RENAME') {
-        const to = this.resolve(newName);
-        if (to.kind !== 'home') throw new ImapNo(`${tag} NO [CANNOT] A mailbox cannot be renamed into the shared namespace\r\n`);
-        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? registryRename(this, this.ctx.user, mailbox, to.wire) : undefined) });
-      }
-      if (name === 'DELETE') {
-        return this.exclusive(this.home, tag, name, args, { after: (status) => (status === 'OK' ? registryDelete(this, this.ctx.user, mailbox) : undefined) });
-      }
-      if (streaming) this.streamTo = { conn: this.home, rights: undefined };
-      return this.send(this.home, tag, name, args, undefined, streaming);
-    }
-    // Another user's mailbox: grammar and rights first (RFC 4314 §4), then the owner's node.
-    const box = str(t.wire);
-    if (name === 'CREATE') {
-      if (args.length !== 1) throw bad(tag, 'CREATE takes a mailbox name only here');
-      const parent = this.parentOf(t);
-      const pr = parent ? this.rights(parent) : undefined;
-      if (!parent || pr === undefined || !hasAny(pr, L)) throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
-      this.require(tag, pr, K, 'Creating a mailbox here');
-      const conn = await this.ownerConn(t.owner);
-      return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? registryCreate(this, t, parent) : undefined) });
-    }
-    const r = this.visible(tag, t);
-    switch (name) {
-      case 'SUBSCRIBE':
-      case 'UNSUBSCRIBE':
-        if (args.length !== 1) throw bad(tag, `${name} takes a mailbox name`);
-        // Shared mailboxes the user can see are always listed as subscribed.
-        await this.quiet();
-        return this.write(`${tag} OK ${name} completed\r\n`);
-      case 'STATUS': {
-        const wrong = args.length === 2 ? checkStatusItems(args[1]) : 'STATUS takes a mailbox name and a list of items';
-        if (wrong) throw bad(tag, wrong);
-        this.require(tag, r, R, 'STATUS');
-        const conn = await this.ownerConn(t.owner);
-        return this.send(conn, tag, name, [box, args[1]!]);
-      }
-      case 'APPEND': {
-        if (catenate) {
-          this.require(tag, r, I, 'APPEND');
-          // A URL names a message as the user sees their mailboxes; the owner's node would read it as
-          // the owner's (RFC 4469 §5: the URL is resolved with the user's access).
-          if (catenate.some((m) => m.urls)) throw new ImapNo(`${tag} NO [BADURL] CATENATE URLs cannot be used for another user's mailbox\r\n`);
-          const conn = await this.ownerConn(t.owner);
-          return this.send(conn, tag, name, [box, ...catenate.flatMap((m) => [...appendArgs(m, r), atom('CATENATE'), list(m.parts)])]);
-        }
-        const message = parseAppendMessage(args.slice(1));
-        if (typeof message === 'string') throw bad(tag, message);
-        this.require(tag, r, I, 'APPEND');
-        const conn = await this.ownerConn(t.owner);
-        this.streamTo = { conn, rights: r };
-        return this.send(conn, tag, name, [box, ...appendArgs(message, r)], undefined, streaming);
-      }
-      case 'DELETE': {
-        if (args.length !== 1) throw bad(tag, 'DELETE takes a mailbox name');
-        this.require(tag, r, X, 'DELETE');
-        const conn = await this.ownerConn(t.owner);
-        if (this.selected?.conn === conn && this.selected.target.kind === 'shared' && this.selected.target.name === t.name) await this.deselect();
-        return this.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? registryDelete(this, t.owner, t.wire) : undefined) });
-      }
-      case 'RENAME': {
-        if (args.length !== 2) throw bad(tag, 'RENAME takes two mailbox names');
-        const to = this.resolve(newName);
-        if (to.kind !== 'shared' || to.owner !== t.owner) throw new ImapNo(`${tag} NO [CANNOT] A shared mailbox can only be renamed within its owner's mailboxes\r\n`);
-        this.require(tag, r, X, 'RENAME');
-        const parent = this.parentOf(to);
-        const pr = parent ? this.rights(parent) : undefined;
-        if (pr === undefined) throw new ImapNo(`${tag} NO [NOPERM] RENAME needs the "k" right on the new parent\r\n`);
-        this.require(tag, pr, K, 'RENAME into that mailbox');
-        const conn = await this.ownerConn(t.owner);
-        return this.exclusive(conn, tag, name, [box, str(to.wire)], { after: (status) => (status === 'OK' ? registryRename(this, t.owner, t.wire, to.wire) : undefined) });
-      }
-    }
-  }
-
   /** MULTIAPPEND (RFC 3502): the next message of the streaming APPEND, its flags filtered like the first one's. */
   private async appendNext(args: ImapValue[], streaming: Streaming): Promise<void> {
     const to = this.streamTo;
@@ -660,13 +524,6 @@ export class Session implements SessionCore, ConnSink {
     }
     const values = to.rights === undefined ? args : appendArgs(message, to.rights);
     to.conn.socket.write(`${values.length > 0 ? ` ${wireAll(values)}` : ''} ${literalMarker(streaming)}\r\n`, 'latin1');
-  }
-
-  private parentOf(t: Target & { kind: 'shared' }): (Target & { kind: 'shared' }) | undefined {
-    const slash = t.name.lastIndexOf('/');
-    if (slash < 0) return undefined;
-    const name = t.name.slice(0, slash);
-    return { kind: 'shared', owner: t.owner, name, wire: t.wire.slice(0, t.wire.lastIndexOf('/')) };
   }
 
   async idle(conn: Conn, clientTag: string): Promise<void> {
@@ -886,14 +743,6 @@ export class Session implements SessionCore, ConnSink {
   write(s: string): void {
     this.io.write(s, 'latin1');
   }
-}
-
-/** An APPEND message's flags and date for an owner's mailbox: flags the user may not set are left off (RFC 4314 §4). */
-function appendArgs(message: { flags: readonly string[] | undefined; date: ImapValue | undefined }, rights: Rights): ImapValue[] {
-  const out: ImapValue[] = [];
-  if (message.flags) out.push(list(message.flags.filter((f) => hasAll(rights, flagRight(f))).map(atom)));
-  if (message.date) out.push(message.date);
-  return out;
 }
 
 /** SEARCH or SORT (UID too) with RETURN (… UPDATE …) (RFC 5267 §4). */

@@ -64,6 +64,10 @@ export interface SessionCore {
   forward(chunk: Buffer): void;
   /** The selected mailbox on `conn` was closed. */
   unselected(conn: Conn): void;
+  /** The selected mailbox and the connection it is selected on. */
+  selected: { conn: Conn; target: Target } | undefined;
+  /** The APPEND whose messages are streaming: where to, and the rights its messages' flags are filtered by. */
+  streamTo: { conn: Conn; rights: Rights | undefined } | undefined;
 }
 
 /** A name as the client sent it (modified UTF-7) as mailshare names it, or undefined when it cannot be one. */

@@ -1,0 +1,164 @@
+import { type Rights, hasAll, hasAny, L } from '../../domain/rights.js';
+import { checkSelectParams, checkStatusItems, parseAppendMessage, parseCatenateAppend } from './grammar.js';
+import { type ImapValue, type Streaming, astring } from './parser.js';
+import { registryCreate, registryDelete, registryRename } from './registry.js';
+import { I, K, R, WRITE_ANY, X, flagRight } from './rights-table.js';
+import { ImapNo, type SessionCore, type Target, bad, nonexistent } from './session-core.js';
+import { atom, list, str } from './wire.js';
+
+/**
+ * The commands that name a mailbox (SELECT/EXAMINE, STATUS, APPEND, CREATE,
+ * DELETE, RENAME, SUBSCRIBE): the user's own go to the home Dovecot, another
+ * user's to the owner's node after the grammar and rights checks (RFC 4314
+ * §4), keeping mailshare's registry in step.
+ */
+export async function selectCommand(s: SessionCore, tag: string, name: string, args: ImapValue[]): Promise<void> {
+  const mailbox = astring(args[0]);
+  if (mailbox === undefined) throw bad(tag, `${name} needs a mailbox name`);
+  const t = s.resolve(mailbox);
+  if (t.kind === 'parent' || t.kind === 'invalid') {
+    await switchAway(s);
+    throw nonexistent(tag);
+  }
+  let conn = s.home;
+  let verb = name;
+  let values = args;
+  if (t.kind === 'shared') {
+    const wrong = checkSelectParams(args.slice(1));
+    if (wrong) throw bad(tag, wrong);
+    const r = s.visible(tag, t);
+    s.require(tag, r, R, name);
+    conn = await s.ownerConn(t.owner);
+    // Nothing to write with: open read-only, so not even \Seen changes (RFC 4314 §4).
+    if (!hasAny(r, WRITE_ANY)) verb = 'EXAMINE';
+    values = [str(t.wire), ...args.slice(1)];
+  }
+  if (s.selected && s.selected.conn !== conn) await switchAway(s);
+  await s.exclusive(conn, tag, verb, values, { onStatus: (status) => {
+    conn.selected = status === 'OK';
+    s.selected = status === 'OK' ? { conn, target: t } : undefined;
+  } });
+}
+
+/**
+ * SELECT/EXAMINE leave the mailbox selected on another connection: as a
+ * server does when a SELECT replaces the selected mailbox, the client is
+ * told * OK [CLOSED] (RFC 7162 §3.2.11; Dovecot sends it whether or not
+ * QRESYNC is enabled), which the connection's own UNSELECT does not say.
+ */
+async function switchAway(s: SessionCore): Promise<void> {
+  if (!s.selected) return;
+  await deselect(s);
+  s.write('* OK [CLOSED] Previous mailbox closed.\r\n');
+}
+
+/** Leaves the selected mailbox on its connection (another connection is about to select). */
+async function deselect(s: SessionCore): Promise<void> {
+  const sel = s.selected;
+  if (!sel) return;
+  s.selected = undefined;
+  sel.conn.selected = false;
+  if (!sel.conn.closed) await s.internal(sel.conn, 'UNSELECT', []);
+}
+
+export async function mailboxCommand(s: SessionCore, tag: string, name: string, args: ImapValue[], streaming?: Streaming): Promise<void> {
+  const mailbox = astring(args[0]);
+  const newName = name === 'RENAME' ? astring(args[1]) : '';
+  if (mailbox === undefined || newName === undefined) throw bad(tag, `${name} needs a mailbox name`);
+  const catenate = name === 'APPEND' && !streaming ? parseCatenateAppend(args.slice(1)) : undefined;
+  if (typeof catenate === 'string') throw bad(tag, catenate);
+  const t = s.resolve(mailbox);
+  if (t.kind === 'parent' || t.kind === 'invalid') {
+    if (name === 'CREATE' || name === 'RENAME') throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
+    throw nonexistent(tag);
+  }
+  if (t.kind === 'home') {
+    if (name === 'RENAME') {
+      const to = s.resolve(newName);
+      if (to.kind !== 'home') throw new ImapNo(`${tag} NO [CANNOT] A mailbox cannot be renamed into the shared namespace\r\n`);
+      return s.exclusive(s.home, tag, name, args, { after: (status) => (status === 'OK' ? registryRename(s, s.ctx.user, mailbox, to.wire) : undefined) });
+    }
+    if (name === 'DELETE') {
+      return s.exclusive(s.home, tag, name, args, { after: (status) => (status === 'OK' ? registryDelete(s, s.ctx.user, mailbox) : undefined) });
+    }
+    if (streaming) s.streamTo = { conn: s.home, rights: undefined };
+    return s.send(s.home, tag, name, args, undefined, streaming);
+  }
+  // Another user's mailbox: grammar and rights first (RFC 4314 §4), then the owner's node.
+  const box = str(t.wire);
+  if (name === 'CREATE') {
+    if (args.length !== 1) throw bad(tag, 'CREATE takes a mailbox name only here');
+    const parent = parentOf(t);
+    const pr = parent ? s.rights(parent) : undefined;
+    if (!parent || pr === undefined || !hasAny(pr, L)) throw new ImapNo(`${tag} NO [NOPERM] Mailboxes can only be created inside another user's shared mailbox\r\n`);
+    s.require(tag, pr, K, 'Creating a mailbox here');
+    const conn = await s.ownerConn(t.owner);
+    return s.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? registryCreate(s, t, parent) : undefined) });
+  }
+  const r = s.visible(tag, t);
+  switch (name) {
+    case 'SUBSCRIBE':
+    case 'UNSUBSCRIBE':
+      if (args.length !== 1) throw bad(tag, `${name} takes a mailbox name`);
+      // Shared mailboxes the user can see are always listed as subscribed.
+      await s.quiet();
+      return s.write(`${tag} OK ${name} completed\r\n`);
+    case 'STATUS': {
+      const wrong = args.length === 2 ? checkStatusItems(args[1]) : 'STATUS takes a mailbox name and a list of items';
+      if (wrong) throw bad(tag, wrong);
+      s.require(tag, r, R, 'STATUS');
+      const conn = await s.ownerConn(t.owner);
+      return s.send(conn, tag, name, [box, args[1]!]);
+    }
+    case 'APPEND': {
+      if (catenate) {
+        s.require(tag, r, I, 'APPEND');
+        // A URL names a message as the user sees their mailboxes; the owner's node would read it as
+        // the owner's (RFC 4469 §5: the URL is resolved with the user's access).
+        if (catenate.some((m) => m.urls)) throw new ImapNo(`${tag} NO [BADURL] CATENATE URLs cannot be used for another user's mailbox\r\n`);
+        const conn = await s.ownerConn(t.owner);
+        return s.send(conn, tag, name, [box, ...catenate.flatMap((m) => [...appendArgs(m, r), atom('CATENATE'), list(m.parts)])]);
+      }
+      const message = parseAppendMessage(args.slice(1));
+      if (typeof message === 'string') throw bad(tag, message);
+      s.require(tag, r, I, 'APPEND');
+      const conn = await s.ownerConn(t.owner);
+      s.streamTo = { conn, rights: r };
+      return s.send(conn, tag, name, [box, ...appendArgs(message, r)], undefined, streaming);
+    }
+    case 'DELETE': {
+      if (args.length !== 1) throw bad(tag, 'DELETE takes a mailbox name');
+      s.require(tag, r, X, 'DELETE');
+      const conn = await s.ownerConn(t.owner);
+      if (s.selected?.conn === conn && s.selected.target.kind === 'shared' && s.selected.target.name === t.name) await deselect(s);
+      return s.exclusive(conn, tag, name, [box], { after: (status) => (status === 'OK' ? registryDelete(s, t.owner, t.wire) : undefined) });
+    }
+    case 'RENAME': {
+      if (args.length !== 2) throw bad(tag, 'RENAME takes two mailbox names');
+      const to = s.resolve(newName);
+      if (to.kind !== 'shared' || to.owner !== t.owner) throw new ImapNo(`${tag} NO [CANNOT] A shared mailbox can only be renamed within its owner's mailboxes\r\n`);
+      s.require(tag, r, X, 'RENAME');
+      const parent = parentOf(to);
+      const pr = parent ? s.rights(parent) : undefined;
+      if (pr === undefined) throw new ImapNo(`${tag} NO [NOPERM] RENAME needs the "k" right on the new parent\r\n`);
+      s.require(tag, pr, K, 'RENAME into that mailbox');
+      const conn = await s.ownerConn(t.owner);
+      return s.exclusive(conn, tag, name, [box, str(to.wire)], { after: (status) => (status === 'OK' ? registryRename(s, t.owner, t.wire, to.wire) : undefined) });
+    }
+  }
+}
+
+function parentOf(t: Target & { kind: 'shared' }): (Target & { kind: 'shared' }) | undefined {
+  const slash = t.name.lastIndexOf('/');
+  if (slash < 0) return undefined;
+  const name = t.name.slice(0, slash);
+  return { kind: 'shared', owner: t.owner, name, wire: t.wire.slice(0, t.wire.lastIndexOf('/')) };
+}
+
+/** An APPEND message's flags and date for an owner's mailbox: flags the user may not set are left off (RFC 4314 §4). */
+export function appendArgs(message: { flags: readonly string[] | undefined; date: ImapValue | undefined }, rights: Rights): ImapValue[] {
+  const out: ImapValue[] = [];
+  if (message.flags) out.push(list(message.flags.filter((f) => hasAll(rights, flagRight(f))).map(atom)));
+  if (message.date) out.push(message.date);
+  return out;
+}
