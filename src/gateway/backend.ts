@@ -74,11 +74,26 @@ class LineReader {
     socket.on('close', () => this.fail('connection closed'));
   }
 
+  /** Bytes of a literal still to come (a line ending in {n} announces one: it is read as one piece). */
+  private literalLeft = 0;
+
   private readonly onData = (chunk: Buffer): void => {
     this.buf = this.buf.length === 0 ? chunk : Buffer.concat([this.buf, chunk]);
-    for (let eol = this.buf.indexOf('\r\n'); eol >= 0; eol = this.buf.indexOf('\r\n')) {
-      this.lines.push(this.buf.subarray(0, eol + 2));
+    for (;;) {
+      if (this.literalLeft > 0) {
+        if (this.buf.length < this.literalLeft) break;
+        this.lines.push(this.buf.subarray(0, this.literalLeft));
+        this.buf = this.buf.subarray(this.literalLeft);
+        this.literalLeft = 0;
+        continue;
+      }
+      const eol = this.buf.indexOf('\r\n');
+      if (eol < 0) break;
+      const line = this.buf.subarray(0, eol + 2);
+      this.lines.push(line);
       this.buf = this.buf.subarray(eol + 2);
+      const m = /\{(\d{1,10})\}\r\n$/.exec(line.subarray(Math.max(0, line.length - 16)).toString('latin1'));
+      if (m) this.literalLeft = Number(m[1]);
     }
     this.wake?.();
   };
@@ -323,6 +338,58 @@ async function loginOn(reader: LineReader, tag: string, user: string, credential
     throw err instanceof BackendUnavailable ? err : new BackendUnavailable(String(err));
   } finally {
     clearTimeout(timer);
+  }
+}
+
+/**
+ * One part of one message (what a CATENATE URL names), read on a
+ * connection of its own logged in as `user`: the mailbox is examined (never
+ * changed), its UIDVALIDITY checked when given, and the part fetched with
+ * BODY.PEEK. undefined when there is no such mailbox, message or part.
+ */
+export async function fetchPart(
+  address: string,
+  user: string,
+  password: string,
+  want: { mailbox: string; uidvalidity?: number; uid: number; section: string; partial?: { offset: number; length?: number } },
+  opts: { via?: BackendConnector; timeoutMs?: number; maxBytes?: number } = {},
+): Promise<Buffer | undefined> {
+  const timeoutMs = opts.timeoutMs ?? 10_000;
+  const login = await backendLogin(address, 'mailshare.p0', user, password, { timeoutMs, via: opts.via });
+  if (!login.ok) throw new BackendUnavailable(`login as ${user} was refused`);
+  const reader = new LineReader(login.socket);
+  login.socket.resume();
+  const timer = setTimeout(() => reader.fail('backend timed out', true), timeoutMs);
+  /** Sends a command; the lines (and literals) up to its tagged response, which comes last. */
+  const run = async (tag: string, text: string): Promise<Buffer[]> => {
+    login.socket.write(`${tag} ${text}\r\n`, 'latin1');
+    const out: Buffer[] = [];
+    for (;;) {
+      const line = await reader.nextLine();
+      out.push(line);
+      if (line.toString('latin1').startsWith(`${tag} `)) return out;
+    }
+  };
+  const ok = (lines: Buffer[]): boolean => / OK/i.test(lines[lines.length - 1]!.toString('latin1').slice(0, 20));
+  try {
+    const examined = await run('mailshare.p1', `EXAMINE ${quote(want.mailbox)}`);
+    if (!ok(examined)) return undefined;
+    const validity = /\[UIDVALIDITY (\d+)\]/i.exec(examined.map((l) => l.toString('latin1')).join(''));
+    if (want.uidvalidity !== undefined && Number(validity?.[1]) !== want.uidvalidity) return undefined;
+    const range = want.partial?.length !== undefined ? `<${want.partial.offset}.${want.partial.length}>` : '';
+    const fetched = await run('mailshare.p2', `UID FETCH ${want.uid} (BODY.PEEK[${want.section}]${range})`);
+    if (!ok(fetched)) return undefined;
+    // The part is the literal after the line that names BODY[…]; NIL or "" when there is none.
+    const at = fetched.findIndex((l) => /BODY\[[^\]]*\](<\d+>)? \{\d+\}\r\n$/i.test(l.toString('latin1')));
+    if (at < 0 || at + 1 >= fetched.length) return undefined;
+    let data = fetched[at + 1]!;
+    if (want.partial && want.partial.length === undefined) data = data.subarray(want.partial.offset);
+    if (data.length > (opts.maxBytes ?? 4 << 20)) throw new BackendUnavailable('part too large');
+    return data;
+  } finally {
+    clearTimeout(timer);
+    login.socket.end('mailshare.p9 LOGOUT\r\n');
+    login.socket.destroySoon();
   }
 }
 

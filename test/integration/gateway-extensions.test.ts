@@ -9,7 +9,8 @@ import { RawImap, message } from '../harness/imap.js';
  * and their STATUS comes from the owner's node, only where the reader may
  * read (RFC 4314 §4). alice is on n1, bob on n2 (he connects through n2's
  * gateway, so every shared entry's STATUS crosses nodes). CATENATE
- * (RFC 4469) into a shared mailbox: TEXT parts only, flags as the rights allow.
+ * (RFC 4469): flags as the rights allow, URLs read with the reader's access
+ * wherever the mailbox they name lives.
  * NOTIFY (RFC 5465): reports of shared mailboxes come from the owner's node,
  * named as the reader sees them, only while the reader may read them.
  */
@@ -124,10 +125,35 @@ describe('CATENATE through the gateway', () => {
     }
   });
 
-  it('refuses URL parts for a shared mailbox (they would be read as the owner\'s mail) and appends nothing', async () => {
-    const out = await bob.cmd(`APPEND Shared/alice/Drop CATENATE (URL "/INBOX/;UID=1" ${text('x\r\n')})`);
-    expect(out).toMatch(/^t\d+ NO \[BADURL\]/m);
-    expect(await bob.cmd('STATUS Shared/alice/Drop (MESSAGES)')).toMatch(/\(MESSAGES 1\)/);
+  it("URL parts are read with the user's own access: into a shared mailbox, /INBOX is the user's INBOX, never the owner's", async () => {
+    const mine = message('bob own words', 'bob body text');
+    bob.write(`ap APPEND INBOX {${mine.length}+}\r\n${mine}\r\n`);
+    expect(await bob.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+    const uid = Number(/UIDNEXT (\d+)/.exec(await bob.cmd('STATUS INBOX (UIDNEXT)'))![1]) - 1;
+    const out = await bob.cmd(`APPEND Shared/alice/Drop CATENATE (URL "/INBOX/;UID=${uid}/;SECTION=TEXT" ${text('-- sent on\r\n')})`);
+    expect(out).toMatch(/^t\d+ OK/m);
+    const alice = await RawImap.login(cluster.gateways[0]!.address(), 'alice', USERS.alice);
+    try {
+      await alice.cmd('SELECT Drop');
+      const got = await alice.cmd('FETCH * BODY.PEEK[]');
+      expect(got).toContain('bob body text');
+      expect(got).toContain('-- sent on');
+      expect(got).not.toContain('alice only');
+    } finally {
+      alice.close();
+    }
+  });
+
+  it('a URL naming a shared mailbox is read from its owner\'s node; without r, or with a wrong UIDVALIDITY, it is NO [BADURL]', async () => {
+    // alice's first message's header, then a body of bob's.
+    const out = await bob.cmd(`APPEND INBOX CATENATE (URL "/Shared/alice/Team/;UID=1/;SECTION=HEADER" ${text('quoted by bob\r\n')})`);
+    expect(out).toMatch(/^t\d+ OK/m);
+    await bob.cmd('SELECT INBOX');
+    const got = await bob.cmd('FETCH * BODY.PEEK[]');
+    expect(got).toMatch(/Subject: one\r\n[\s\S]*\r\n\r\nquoted by bob/);
+    expect(await bob.cmd('APPEND INBOX CATENATE (URL "/Shared/alice/Team/Sub/;UID=1")')).toMatch(/^t\d+ NO \[BADURL/m);
+    expect(await bob.cmd('APPEND INBOX CATENATE (URL "/Shared/alice/Team;UIDVALIDITY=1/;UID=1")')).toMatch(/^t\d+ NO \[BADURL/m);
+    expect(await bob.cmd('APPEND Shared/alice/Drop CATENATE (URL "/Shared/alice/Team/;UID=999")')).toMatch(/^t\d+ NO \[BADURL/m);
   });
 
   it('needs i, and is checked like any APPEND', async () => {

@@ -1,5 +1,8 @@
 import { type Rights, hasAll, hasAny, L } from '../../domain/rights.js';
-import { checkSelectParams, checkStatusItems, parseAppendMessage, parseCatenateAppend } from './grammar.js';
+import { BackendUnavailable, fetchPart } from '../backend.js';
+import { encodeMutf7 } from '../mutf7.js';
+import { type CatenateMessage, checkSelectParams, checkStatusItems, parseAppendMessage, parseCatenateAppend } from './grammar.js';
+import { parseMessageUrl } from './imap-url.js';
 import { type ImapValue, type Streaming, astring } from './parser.js';
 import { registryCreate, registryDelete, registryRename } from './registry.js';
 import { I, K, R, WRITE_ANY, X, flagRight } from './rights-table.js';
@@ -82,6 +85,12 @@ export async function mailboxCommand(s: SessionCore, tag: string, name: string, 
       return s.exclusive(s.home, tag, name, args, { after: (status) => (status === 'OK' ? registryDelete(s, s.ctx.user, mailbox) : undefined) });
     }
     if (streaming) s.streamTo = { conn: s.home, rights: undefined };
+    if (catenate?.some((m) => m.urls)) {
+      // URLs naming the user's own messages are the home Dovecot's to resolve; those naming a
+      // shared mailbox are read from its owner's node and sent as TEXT.
+      const messages = await resolveUrls(s, tag, catenate, false);
+      return s.send(s.home, tag, name, [args[0]!, ...messages.flatMap((m) => [...(m.flags ? [list(m.flags.map(atom))] : []), ...(m.date ? [m.date] : []), atom('CATENATE'), list(m.parts)])]);
+    }
     return s.send(s.home, tag, name, args, undefined, streaming);
   }
   // Another user's mailbox: grammar and rights first (RFC 4314 §4), then the owner's node.
@@ -114,10 +123,11 @@ export async function mailboxCommand(s: SessionCore, tag: string, name: string, 
       if (catenate) {
         s.require(tag, r, I, 'APPEND');
         // A URL names a message as the user sees their mailboxes; the owner's node would read it as
-        // the owner's (RFC 4469 §5: the URL is resolved with the user's access).
-        if (catenate.some((m) => m.urls)) throw new ImapNo(`${tag} NO [BADURL] CATENATE URLs cannot be used for another user's mailbox\r\n`);
+        // the owner's (RFC 4469 §5: the URL is resolved with the user's access): every URL part is
+        // read by the gateway, with the user's rights, and sent as TEXT.
+        const messages = await resolveUrls(s, tag, catenate, true);
         const conn = await s.ownerConn(t.owner);
-        return s.send(conn, tag, name, [box, ...catenate.flatMap((m) => [...appendArgs(m, r), atom('CATENATE'), list(m.parts)])]);
+        return s.send(conn, tag, name, [box, ...messages.flatMap((m) => [...appendArgs(m, r), atom('CATENATE'), list(m.parts)])]);
       }
       const message = parseAppendMessage(args.slice(1));
       if (typeof message === 'string') throw bad(tag, message);
@@ -160,5 +170,60 @@ export function appendArgs(message: { flags: readonly string[] | undefined; date
   const out: ImapValue[] = [];
   if (message.flags) out.push(list(message.flags.filter((f) => hasAll(rights, flagRight(f))).map(atom)));
   if (message.date) out.push(message.date);
+  return out;
+}
+
+/** At most this much is read from other nodes for one CATENATE (as a cross-node copy holds at most 4 MiB). */
+const MAX_URL_BYTES = 4 << 20;
+
+/**
+ * CATENATE URL parts the home Dovecot cannot resolve (`all`: every one)
+ * become TEXT parts: the gateway reads the part from the node that holds
+ * the mailbox, as its owner, after checking the user may read it (r). A URL
+ * it cannot read is NO [BADURL], as a server says (RFC 4469 §5).
+ */
+async function resolveUrls(s: SessionCore, tag: string, messages: readonly CatenateMessage[], all: boolean): Promise<CatenateMessage[]> {
+  const badUrl = (url: string, why: string): ImapNo => new ImapNo(`${tag} NO [BADURL ${url.replace(/[^\x21-\x5c\x5e-\x7e]/g, '')}] ${why}\r\n`);
+  let bytes = 0;
+  const out: CatenateMessage[] = [];
+  for (const m of messages) {
+    const parts: ImapValue[] = [];
+    for (let i = 0; i < m.parts.length; i += 2) {
+      const kind = m.parts[i]!;
+      const value = m.parts[i + 1]!;
+      if ((kind as { value: string }).value.toUpperCase() !== 'URL') {
+        parts.push(kind, value);
+        continue;
+      }
+      const url = (value as { value: string }).value;
+      const u = parseMessageUrl(url);
+      const src = u ? s.resolve(encodeMutf7(u.mailbox)) : undefined;
+      if (!all && (src === undefined || src.kind === 'home')) {
+        // The home Dovecot's own (or not one the gateway reads): sent as the client wrote it.
+        parts.push(kind, value);
+        continue;
+      }
+      if (!u || !src || src.kind === 'parent' || src.kind === 'invalid') throw badUrl(url, 'No such message.');
+      let owner = s.ctx.user;
+      let wire = src.wire;
+      if (src.kind === 'shared') {
+        const r = s.rights(src);
+        if (r === undefined || !hasAny(r, L) || !hasAll(r, R)) throw badUrl(url, 'No such message.');
+        owner = src.owner;
+        wire = src.wire;
+      }
+      const where = s.ctx.agent.locate(s.ctx.tenant, owner);
+      const address = where ? s.ctx.agent.nodeAddress(where.node) : undefined;
+      if (!address || !s.ctx.master) throw new BackendUnavailable(`${owner}'s node is not known`);
+      const data = await fetchPart(address, `${owner}*${s.ctx.master.user}`, s.ctx.master.password, { ...u, mailbox: wire }, { via: s.ctx.backends, maxBytes: MAX_URL_BYTES - bytes }).catch((err: unknown) => {
+        if (err instanceof BackendUnavailable && err.message === 'part too large') throw new ImapNo(`${tag} NO [LIMIT] CATENATE parts from other nodes are limited to 4 MiB\r\n`);
+        throw err;
+      });
+      if (data === undefined) throw badUrl(url, 'No such message.');
+      bytes += data.length;
+      parts.push(atom('TEXT'), { type: 'literal', value: data.toString('latin1'), binary: data.includes(0) });
+    }
+    out.push({ ...m, parts, urls: false });
+  }
   return out;
 }
