@@ -2,13 +2,13 @@ import net from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
-import { USER_ID_PATTERN } from '../domain/ids.js';
-import { BackendConnector, type BackendTls, BackendUnavailable, type Credentials, backendLogin } from './backend.js';
+import { BackendConnector, type BackendTls, type Credentials, backendLogin } from './backend.js';
+import { LoginRouter } from './core/login-router.js';
+import { AUTH_FAILED, type LoginResult, type PreLoginHost, preLogin } from './imap/prelogin.js';
 import { BackendHealth, type BackendHealthOptions } from './backend-health.js';
-import { CommandParser, POST_LOGIN_LIMITS, PRE_LOGIN_LIMITS, astring } from './imap/parser.js';
+import { type CommandParser, POST_LOGIN_LIMITS } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
-import { FailureLimiter } from './failure-limiter.js';
-import { quickAckAvailable, quickAcker } from './quick-ack.js';
+import { quickAckAvailable } from './quick-ack.js';
 import { OwnerPool } from './owner-pool.js';
 import { Session } from './session.js';
 import { SharedNamespace } from './shared-namespace.js';
@@ -92,9 +92,6 @@ export interface GatewayOptions {
   listenTls?: string;
 }
 
-const PRE_AUTH_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID AUTH=PLAIN AUTH=LOGIN';
-const OAUTH_CAPS = ' AUTH=OAUTHBEARER AUTH=XOAUTH2';
-const PRE_TLS_CAPS = 'IMAP4rev1 SASL-IR LITERAL+ ID STARTTLS LOGINDISABLED';
 /**
  * Capabilities of the home Dovecot that survive the gateway: extensions
  * whose commands and responses carry no mailbox names the gateway would have
@@ -131,14 +128,7 @@ export function sessionCapabilities(tagged: string): string {
   for (const c of OWN_CAPS) if (!all.some((x) => x.toUpperCase() === c.toUpperCase())) all.push(c);
   return all.join(' ');
 }
-const AUTH_FAILED = 'NO [AUTHENTICATIONFAILED] Authentication failed.';
 
-/**
- * How a login attempt ended: relaying (true), answered (false), or an
- * OAuth failure whose challenge the client must answer before it hears
- * `final` (RFC 7628 §3.2.2).
- */
-type LoginResult = boolean | { challenge: string; final: string };
 
 interface LiveSession {
   readonly tenant: string;
@@ -165,7 +155,9 @@ export class Gateway {
   private readonly sessions = new Set<LiveSession>();
   private readonly api: CoordinatorClients;
   private readonly namespace: SharedNamespace;
-  private readonly failures = new FailureLimiter();
+  /** Logins: penalties, the serving rule, routing (the protocol-neutral core). */
+  private readonly router: LoginRouter;
+  private readonly preLoginHost: PreLoginHost;
   private readonly clients = new Set<net.Socket>();
   private readonly perIp = new Map<string, number>();
   private readonly backends: BackendConnector;
@@ -190,6 +182,13 @@ export class Gateway {
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
     this.backends = new BackendConnector(opts.backendTls, { pool: opts.backendPool });
+    this.preLoginHost = {
+      tlsAvailable: opts.tls !== undefined,
+      oauth: opts.oauth === true,
+      startTls: (client) => this.startTls(client),
+      login: (client, reader, tag, user, credentials) => this.login(client, reader, tag, user, credentials),
+    };
+    this.router = new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.node.backend }, penalty: opts.loginPenalty });
     this.api = new CoordinatorClients(opts.coordinators, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions);
     this.owners = new OwnerPool({ released: (key) => this.agent.sessionClosed(key.tenant, key.owner) });
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
@@ -308,158 +307,7 @@ export class Gateway {
     }, this.opts.preLoginTimeoutMs ?? 180_000);
     client.once('close', () => clearTimeout(loginDeadline));
     this.loginDeadlines.set(client, loginDeadline);
-    const reader = new CommandParser(PRE_LOGIN_LIMITS);
-    const quickAck = quickAcker(client);
-    const write = (s: string): void => {
-      if (!client.destroyed) client.write(s);
-      quickAck();
-    };
-    // With TLS configured, credentials only travel encrypted.
-    const plaintextRefused = this.secureContext !== undefined && !secure;
-    const caps = plaintextRefused ? PRE_TLS_CAPS : `${PRE_AUTH_CAPS}${this.opts.oauth ? OAUTH_CAPS : ''}`;
-    if (greet) write(`* OK [CAPABILITY ${caps}] mailshare ready\r\n`);
-    /** An AUTHENTICATE exchange waiting for the client's next line (RFC 3501 §6.2.2). */
-    let sasl: { tag: string; step: 'plain' | 'login-user' | 'login-password' | 'oauth' | 'oauth-failed'; mechanism?: 'OAUTHBEARER' | 'XOAUTH2'; user?: string; final?: string } | undefined;
-    let busy = false;
-    /** Runs a login; while it runs the client is paused, afterwards either relayed or read again. */
-    const authenticate = (tag: string, run: () => Promise<LoginResult>): void => {
-      busy = true;
-      client.pause();
-      void run().then((result) => {
-        if (result === true) return;
-        if (result !== false) {
-          // An OAuth failure: its reason as a challenge, the NO once the client answers it.
-          sasl = { tag, step: 'oauth-failed', final: result.final };
-          reader.expectLine();
-          write(`+ ${result.challenge}\r\n`);
-        }
-        busy = false;
-        client.resume();
-        drain();
-      });
-    };
-    const b64 = (text: string): string | undefined => (/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text) ? Buffer.from(text, 'base64').toString('latin1') : undefined);
-    /** The next step of an AUTHENTICATE with this (base64) response. */
-    const saslStep = (tag: string, step: NonNullable<typeof sasl>['step'], text: string, s: NonNullable<typeof sasl> = { tag, step }): void => {
-      if (step === 'oauth-failed') {
-        write(s.final!);
-        return;
-      }
-      const decoded = b64(text);
-      if (decoded === undefined) {
-        write(`${tag} BAD Invalid base64 data in the response\r\n`);
-        return;
-      }
-      switch (step) {
-        case 'plain':
-          return authenticate(tag, () => this.loginPlain(client, reader, tag, text));
-        case 'login-user':
-          sasl = { tag, step: 'login-password', user: utf8(decoded) };
-          reader.expectLine();
-          return write('+ UGFzc3dvcmQ6\r\n');
-        case 'login-password':
-          return authenticate(tag, () => this.login(client, reader, tag, s.user!, utf8(decoded)));
-        case 'oauth': {
-          const user = oauthUser(s.mechanism!, decoded);
-          if (user === undefined) {
-            write(`${tag} ${AUTH_FAILED}\r\n`);
-            return;
-          }
-          return authenticate(tag, () => this.login(client, reader, tag, user, { mechanism: s.mechanism!, initial: text }));
-        }
-      }
-    };
-    const drain = (): void => {
-      while (!busy && !client.destroyed) {
-        const out = reader.next();
-        if (!out) return;
-        switch (out.kind) {
-          case 'continue':
-            write('+ Ready for literal data\r\n');
-            break;
-          case 'bad':
-            write(`${out.tag} BAD ${out.message}\r\n`);
-            if (out.close) {
-              client.end(`* BYE ${out.message}\r\n`);
-              return;
-            }
-            break;
-          case 'line': {
-            const s = sasl!;
-            sasl = undefined;
-            if (s.step === 'oauth-failed') write(s.final!);
-            else if (out.text === '*') write(`${s.tag} BAD Authentication cancelled\r\n`);
-            else if (out.overflow) write(`${s.tag} BAD Authentication response too long\r\n`);
-            else saslStep(s.tag, s.step, out.text, s);
-            break;
-          }
-          case 'command': {
-            const { tag, name, args } = out;
-            switch (name) {
-              case 'CAPABILITY':
-                write(`* CAPABILITY ${caps}\r\n${tag} OK Capability completed\r\n`);
-                break;
-              case 'STARTTLS':
-                if (!plaintextRefused) {
-                  write(`${tag} BAD STARTTLS is not available here\r\n`);
-                  break;
-                }
-                write(`${tag} OK Begin TLS negotiation now\r\n`);
-                this.startTls(client);
-                return;
-              case 'NOOP':
-                write(`${tag} OK NOOP completed\r\n`);
-                break;
-              case 'ID':
-                write(`* ID ("name" "mailshare")\r\n${tag} OK ID completed\r\n`);
-                break;
-              case 'LOGOUT':
-                write(`* BYE Logging out\r\n${tag} OK Logout completed\r\n`);
-                client.end();
-                return;
-              case 'LOGIN':
-              case 'AUTHENTICATE': {
-                if (plaintextRefused) {
-                  write(`${tag} NO [PRIVACYREQUIRED] Use STARTTLS or the TLS port first\r\n`);
-                  break;
-                }
-                if (name === 'AUTHENTICATE') {
-                  const mechanism = args[0]?.type === 'atom' ? args[0].value.toUpperCase() : undefined;
-                  const initial = args[1]?.type === 'atom' || args[1]?.type === 'string' ? args[1].value : undefined;
-                  const oauth = mechanism === 'OAUTHBEARER' || mechanism === 'XOAUTH2';
-                  const step = mechanism === 'PLAIN' ? 'plain' : mechanism === 'LOGIN' ? 'login-user' : oauth && this.opts.oauth ? 'oauth' : undefined;
-                  if (step === undefined) write(`${tag} NO [CANNOT] Unsupported authentication mechanism\r\n`);
-                  else if (args.length > 2 || (args.length === 2 && initial === undefined)) write(`${tag} BAD Invalid AUTHENTICATE arguments\r\n`);
-                  // SASL-IR (RFC 4959): "=" is an empty initial response.
-                  else if (initial !== undefined) saslStep(tag, step, initial === '=' ? '' : initial, { tag, step, ...(oauth ? { mechanism: mechanism as 'OAUTHBEARER' | 'XOAUTH2' } : {}) });
-                  else {
-                    sasl = { tag, step, ...(oauth ? { mechanism: mechanism as 'OAUTHBEARER' | 'XOAUTH2' } : {}) };
-                    reader.expectLine();
-                    write(step === 'login-user' ? '+ VXNlcm5hbWU6\r\n' : '+ \r\n');
-                  }
-                  break;
-                }
-                const user = astring(args[0]);
-                const password = astring(args[1]);
-                if (args.length !== 2 || user === undefined || password === undefined) write(`${tag} BAD LOGIN needs a user name and a password\r\n`);
-                else authenticate(tag, () => this.login(client, reader, tag, utf8(user), utf8(password)));
-                break;
-              }
-              default:
-                write(`${tag} BAD ${name} is not valid before login\r\n`);
-            }
-            break;
-          }
-          default:
-            // APPEND's streaming events do not occur before login (messages are not streamed there).
-            break;
-        }
-      }
-    };
-    client.on('data', (chunk: Buffer) => {
-      reader.feed(chunk);
-      drain();
-    });
+    preLogin(this.preLoginHost, client, secure, greet);
   }
 
   /**
@@ -485,96 +333,42 @@ export class Gateway {
     this.clients.add(secure);
   }
 
-  /** SASL PLAIN (RFC 4616): authzid NUL authcid NUL password, base64. */
-  private async loginPlain(client: net.Socket, reader: CommandParser, tag: string, b64: string): Promise<LoginResult> {
-    const parts = Buffer.from(b64, 'base64').toString('utf8').split('\0');
-    if (parts.length !== 3 || (parts[0] !== '' && parts[0] !== parts[1])) {
-      client.write(`${tag} ${AUTH_FAILED}\r\n`);
-      return false;
-    }
-    return this.login(client, reader, tag, parts[1]!, parts[2]!);
-  }
-
   /** Returns true when the session now relays (the pre-auth reader is done). */
   private async login(client: net.Socket, reader: CommandParser, tag: string, user: string, password: string | Credentials): Promise<LoginResult> {
     const ip = clientIp(client);
     const origin = { ip, port: client.remotePort ?? 0 };
     const tenant = this.opts.tenant;
-    const penalty = this.opts.loginPenalty ?? {};
-    // Penalties slow attempts down and never refuse one (a correct password always works):
-    // after failures from this address, and, less, after failures for this name from anywhere.
-    const byIp = this.failures.count(`ip:${ip}`);
-    const byUser = this.failures.count(`user:${user}`);
-    const waitMs = Math.max(
-      byIp === 0 ? 0 : Math.min(penalty.maxMs ?? 15_000, (penalty.baseMs ?? 500) * 2 ** (byIp - 1)),
-      byUser === 0 ? 0 : Math.min(penalty.maxUserMs ?? 2000, (penalty.baseMs ?? 500) * 2 ** (byUser - 1)),
-    );
-    if (waitMs > 0) await new Promise((r) => setTimeout(r, waitMs));
-    if (client.destroyed) return false;
-    if (!this.mayServe()) return this.unavailable(client, tag);
-    const fail = (refused?: Buffer, challenge?: string): LoginResult => {
-      // Dovecot refused for another reason than the credentials (e.g. [LIMIT] too many connections):
-      // the client hears that reason, and it is no failed login.
-      const code = refused ? /^\S+ NO (\[[A-Z-]+\]) ?([^\r\n]*)/.exec(refused.toString('latin1')) : null;
-      if (code && code[1] !== '[AUTHENTICATIONFAILED]') {
-        if (!client.destroyed) client.write(`${tag} NO ${code[1]} ${code[2]!.replace(/[^\x20-\x7e]/g, '')}\r\n`);
+    const out = await this.router.login({
+      tenant,
+      user,
+      ip,
+      attempt: (address) => backendLogin(address, tag, user, password, { client: origin, via: this.backends }),
+      abandon: (login) => login.socket.end(`${tag}x LOGOUT\r\n`),
+      gone: () => client.destroyed,
+    });
+    if (!out || client.destroyed) return false;
+    switch (out.kind) {
+      case 'ok':
+        this.relay(client, reader, out.login.socket, out.login.tagged, { tenant, user, epoch: out.home.epoch, node: out.home.node });
+        return true;
+      case 'refused':
+        client.write(`${tag} NO ${out.code} ${out.text}\r\n`);
         return false;
-      }
-      this.failures.record(`ip:${ip}`);
-      this.failures.record(`user:${user}`);
-      // An OAuth failure's reason (base64 JSON) reaches the client as the server's challenge first.
-      if (challenge !== undefined && /^[A-Za-z0-9+/]*={0,2}$/.test(challenge)) return { challenge, final: `${tag} ${AUTH_FAILED}\r\n` };
-      if (!client.destroyed) client.write(`${tag} ${AUTH_FAILED}\r\n`);
-      return false;
-    };
-    if (!USER_ID_PATTERN.test(user)) return fail();
-    try {
-      let where = await this.home(tenant, user, false);
-      let login;
-      if (where) {
-        login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, via: this.backends });
-        if (!login.ok) return fail(login.tagged, login.challenge);
-      } else {
-        // Not assigned: this node's Dovecot checks the password (another live node's while ours is
-        // down: all of them share the user database); only then assign.
-        const checker = this.agent.suspended === undefined ? this.opts.node.backend : this.otherBackend();
-        if (!checker) return this.unavailable(client, tag);
-        login = await backendLogin(checker, tag, user, password, { client: origin, via: this.backends });
-        if (!login.ok) return fail(login.tagged, login.challenge);
-        where = (await this.home(tenant, user, true))!;
-        if (where.imapAddress !== checker) {
-          login.socket.end(`${tag}x LOGOUT\r\n`);
-          login = await backendLogin(where.imapAddress, tag, user, password, { client: origin, via: this.backends });
-          if (!login.ok) return fail(login.tagged, login.challenge);
-        }
-      }
-      // The login took a while: serve only if the node still may.
-      if (!this.mayServe()) {
-        login.socket.destroy();
-        return this.unavailable(client, tag);
-      }
-      this.relay(client, reader, login.socket, login.tagged, { tenant, user, epoch: where.epoch, node: where.node });
-      return true;
-    } catch (err) {
-      const why = err instanceof BackendUnavailable ? 'the mail server cannot be reached' : 'mail service unavailable';
-      if (!client.destroyed) client.write(`${tag} NO [UNAVAILABLE] Login failed: ${why}. Try again later.\r\n`);
-      return false;
+      case 'failed':
+        // An OAuth failure's reason (base64 JSON) reaches the client as the server's challenge first.
+        if (out.challenge !== undefined && /^[A-Za-z0-9+/]*={0,2}$/.test(out.challenge)) return { challenge: out.challenge, final: `${tag} ${AUTH_FAILED}\r\n` };
+        client.write(`${tag} ${AUTH_FAILED}\r\n`);
+        return false;
+      case 'unavailable':
+        if (out.cause === 'cluster') return this.unavailable(client, tag);
+        client.write(`${tag} NO [UNAVAILABLE] Login failed: ${out.cause === 'backend' ? 'the mail server cannot be reached' : 'mail service unavailable'}. Try again later.\r\n`);
+        return false;
     }
+    return false;
   }
 
-  /**
-   * Whether logins may be served: the node holds a provable lease and a fresh
-   * view; or, while its own Dovecot is down (suspended), a fresh view is
-   * enough to route users to other nodes.
-   */
   private mayServe(): boolean {
-    return this.agent.serving || (this.agent.suspended !== undefined && this.agent.viewFresh);
-  }
-
-  /** Another live node's Dovecot (to check a password while ours is down). */
-  private otherBackend(): string | undefined {
-    const others = this.agent.liveNodes().filter((n) => n.node !== this.opts.node.name);
-    return others[Math.floor(Math.random() * others.length)]?.address;
+    return this.router.mayServe();
   }
 
   private unavailable(client: net.Socket, tag: string): false {
@@ -624,18 +418,6 @@ export class Gateway {
     if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.bye('user moved to another node; reconnect');
   }
 
-  /**
-   * The user's node, from the agent's watch-fed cache (no RPC on the login
-   * path); with `assign`, one RPC assigns a node when there is none.
-   */
-  private async home(tenant: string, user: string, assign: boolean): Promise<{ node: string; epoch: number; imapAddress: string } | undefined> {
-    const a = this.agent.locate(tenant, user);
-    const imapAddress = a && this.agent.nodeAddress(a.node);
-    if (a && imapAddress) return { node: a.node, epoch: a.epoch, imapAddress };
-    if (!a && !assign) return undefined;
-    return this.agent.assign(tenant, user);
-  }
-
 }
 
 function clientIp(client: net.Socket): string {
@@ -643,26 +425,6 @@ function clientIp(client: net.Socket): string {
 }
 
 /** A LOGIN argument as the client's bytes (latin1 from the parser) read as UTF-8. */
-/**
- * The user an OAuth initial response names: OAUTHBEARER's GS2 header
- * `n,a=USER,` (RFC 7628 §3.1, "=2C" and "=3D" escaped), XOAUTH2's
- * `user=USER`. The gateway routes on it; the home Dovecot checks that the
- * token is that user's.
- */
-export function oauthUser(mechanism: 'OAUTHBEARER' | 'XOAUTH2', decoded: string): string | undefined {
-  if (mechanism === 'XOAUTH2') {
-    // eslint-disable-next-line no-control-regex
-    const m = /^user=([^\x01]+)\x01/.exec(decoded);
-    return m ? utf8(m[1]!) : undefined;
-  }
-  const m = /^[ny],a=([^,]*),/.exec(decoded);
-  if (!m || m[1] === '') return undefined;
-  return utf8(m[1]!.replace(/=2C/g, ',').replace(/=3D/g, '='));
-}
-
-function utf8(latin1: string): string {
-  return Buffer.from(latin1, 'latin1').toString('utf8');
-}
 
 export function createGateway(opts: GatewayOptions): Gateway {
   return new Gateway(opts);
