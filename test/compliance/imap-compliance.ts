@@ -10,8 +10,9 @@
  * gateway because it does not offer their extension yet (README: which
  * capabilities the gateway offers); any other difference fails the run.
  *
- * imaptest is built once by ../shared/tools/imaptest/build.sh (IMAPTEST_DIR
- * overrides where its run-suite.sh is).
+ * imaptest is built once by shared/tools/imaptest/build.sh, found beside the
+ * checkout or a directory above it (IMAPTEST_DIR overrides where its
+ * run-suite.sh is).
  */
 import { execFileSync, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -19,7 +20,15 @@ import path from 'node:path';
 import { startGatewayCluster } from '../harness/gateway-cluster.js';
 import { REPO_ROOT } from '../harness/server.js';
 
-const TOOL = process.env.IMAPTEST_DIR ?? path.resolve(REPO_ROOT, '..', 'shared', 'tools', 'imaptest');
+/** IMAPTEST_DIR, or shared/tools/imaptest beside the checkout or any directory above it. */
+function findTool(): string {
+  if (process.env.IMAPTEST_DIR) return process.env.IMAPTEST_DIR;
+  for (let dir = path.dirname(REPO_ROOT); ; dir = path.dirname(dir)) {
+    const candidate = path.join(dir, 'shared', 'tools', 'imaptest');
+    if (existsSync(path.join(candidate, 'run-suite.sh')) || dir === path.dirname(dir)) return candidate;
+  }
+}
+const TOOL = findTool();
 const args = process.argv.slice(2);
 const testsAt = args.indexOf('--tests');
 const TESTS = testsAt >= 0 ? args[testsAt + 1] : process.env.TESTS;
