@@ -25,9 +25,18 @@ export function registerTenant(program: Command, io: CliIo): void {
     else io.out(renderTenant(t));
   };
 
-  addConnectionOptions(settingsOptions(tenant.command('create').description('create a tenant').argument('<tenant>', 'tenant id').addOption(outputOption()))).action(
-    async (id: string, flags: Flags & SettingsFlags) =>
-      svc(flags, async (api) => show(flags, await api.createTenant({ id, settings: settings(flags) }))),
+  const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
+  addConnectionOptions(
+    settingsOptions(
+      tenant
+        .command('create')
+        .description('create a tenant')
+        .argument('<tenant>', 'tenant id')
+        .option('--domain <domain>', 'a login domain of the tenant (users log in as user@domain); repeat for more', collect)
+        .addOption(outputOption()),
+    ),
+  ).action(async (id: string, flags: Flags & SettingsFlags & { domain?: string[] }) =>
+    svc(flags, async (api) => show(flags, await api.createTenant({ id, settings: settings(flags), domains: flags.domain ?? [] }))),
   );
 
   addConnectionOptions(tenant.command('get').description('show a tenant').argument('<tenant>', 'tenant id').addOption(outputOption())).action(
@@ -44,8 +53,8 @@ export function registerTenant(program: Command, io: CliIo): void {
       else
         io.out(
           table(
-            ['TENANT', 'ALLOW ANYONE', 'MAX SHARES', 'CREATED'],
-            all.map((t) => [t.id, String(t.settings?.allowAnyone), String(t.settings?.maxSharesPerMailbox), t.createdAt?.toISOString() ?? '-']),
+            ['TENANT', 'DOMAINS', 'ALLOW ANYONE', 'MAX SHARES', 'CREATED'],
+            all.map((t) => [t.id, t.domains.join(',') || '-', String(t.settings?.allowAnyone), String(t.settings?.maxSharesPerMailbox), t.createdAt?.toISOString() ?? '-']),
           ),
         );
     }),
@@ -79,11 +88,28 @@ export function registerTenant(program: Command, io: CliIo): void {
       else io.out(`deleted tenant ${id}\n`);
     }),
   );
+
+  // Login domains: `tenant domain add|remove|list TENANT [DOMAIN]` (add and remove: admin only).
+  const domain = tenant.command('domain').description("manage a tenant's login domains (users log in as user@domain)");
+  addConnectionOptions(domain.command('add').description('add a login domain (unique in the cluster)').argument('<tenant>', 'tenant id').argument('<domain>', 'e.g. acme.example').addOption(outputOption())).action(
+    async (id: string, d: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.addTenantDomain({ tenant: id, domain: d }))),
+  );
+  addConnectionOptions(domain.command('remove').description('remove a login domain').argument('<tenant>', 'tenant id').argument('<domain>', 'the domain').addOption(outputOption())).action(
+    async (id: string, d: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.removeTenantDomain({ tenant: id, domain: d }))),
+  );
+  addConnectionOptions(domain.command('list').description("list a tenant's login domains").argument('<tenant>', 'tenant id').addOption(outputOption())).action(async (id: string, flags: Flags) =>
+    svc(flags, async (api) => {
+      const t = await api.getTenant({ id });
+      if (flags.output === 'json') printJson(io, { tenant: t.id, domains: t.domains });
+      else io.out(t.domains.map((d) => `${d}\n`).join(''));
+    }),
+  );
 }
 
 function renderTenant(t: Tenant): string {
   return [
     `tenant:        ${t.id}`,
+    `domains:       ${t.domains.join(', ') || '-'}`,
     `allow anyone:  ${t.settings?.allowAnyone}`,
     `max shares:    ${t.settings?.maxSharesPerMailbox}`,
     `created:       ${t.createdAt?.toISOString() ?? '-'}`,

@@ -25,6 +25,23 @@ export function parseTenantId(value: string, field = 'tenant'): string {
  */
 export const USER_ID_PATTERN = /^[a-z0-9][a-z0-9._+@-]{0,127}$/;
 
+/**
+ * Login domains (users log in as user@domain): DNS names of at least two
+ * labels, each 1-63 of a-z 0-9 - (not starting or ending with -), at most
+ * 253 characters; compared in lower case.
+ */
+const DOMAIN_LABEL = /^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$/;
+
+export function parseDomain(value: string, field = 'domain'): string {
+  const d = value.toLowerCase();
+  if (d.length === 0) throw invalidArgument(field, 'must not be empty');
+  const labels = d.split('.');
+  if (d.length > 253 || labels.length < 2 || !labels.every((l) => DOMAIN_LABEL.test(l))) {
+    throw invalidArgument(field, `"${printable(value)}" is not a domain name (labels of a-z 0-9 -, separated by dots, e.g. acme.example)`);
+  }
+  return d;
+}
+
 /** Group names: the same charset and length as tenant ids. */
 export const GROUP_NAME_PATTERN = TENANT_ID_PATTERN;
 

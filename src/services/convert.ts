@@ -23,6 +23,7 @@ export function tenantToPb(t: TenantRecord): Tenant {
     settings: { allowAnyone: t.settings.allowAnyone, maxSharesPerMailbox: t.settings.maxSharesPerMailbox },
     createdAt: t.createdAt,
     revision: t.revision,
+    domains: [...t.domains],
   };
 }
 

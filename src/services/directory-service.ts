@@ -1,5 +1,5 @@
 import { DomainError } from '../domain/errors.js';
-import { parseGroupName, parseTenantId, parseUserId } from '../domain/ids.js';
+import { parseDomain, parseGroupName, parseTenantId, parseUserId } from '../domain/ids.js';
 import { decodePageToken, encodePageToken, parsePageSize } from '../domain/paging.js';
 import type { DirectoryServiceServer } from '../gen/mailshare/v1/directory.js';
 import { DEFAULT_TENANT_SETTINGS, type DirectoryStore } from '../store/directory-store.js';
@@ -23,7 +23,8 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
     createTenant: unary(deps, 'CreateTenant', ['admin'], async (req, ctx) => {
       const id = parseTenantId(req.id, 'id');
       const settings = { ...DEFAULT_TENANT_SETTINGS, ...settingsFromPb(req.settings) };
-      const t = await directory.createTenant(id, settings, auditContext(ctx.principal, undefined, ctx.signal));
+      const domains = req.domains.map((d, i) => parseDomain(d, `domains[${i}]`));
+      const t = await directory.createTenant(id, settings, auditContext(ctx.principal, undefined, ctx.signal), domains);
       ctx.log.info({ tenant: id }, 'tenant created');
       return tenantToPb(t);
     }),
@@ -53,6 +54,23 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
       await directory.deleteTenant(id, req.force, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal));
       ctx.log.info({ tenant: id, force: req.force }, 'tenant deleted');
       return {};
+    }),
+
+    // Login domains route logins across the cluster: admin only.
+    addTenantDomain: unary(deps, 'AddTenantDomain', ['admin'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const domain = parseDomain(req.domain);
+      const t = await directory.addDomain(tenant, domain, auditContext(ctx.principal, undefined, ctx.signal));
+      ctx.log.info({ tenant, domain }, 'login domain added');
+      return tenantToPb(t);
+    }),
+
+    removeTenantDomain: unary(deps, 'RemoveTenantDomain', ['admin'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const domain = parseDomain(req.domain);
+      const t = await directory.removeDomain(tenant, domain, auditContext(ctx.principal, undefined, ctx.signal));
+      ctx.log.info({ tenant, domain }, 'login domain removed');
+      return tenantToPb(t);
     }),
 
     setGroupMembers: unary(deps, 'SetGroupMembers', ADMINS, async (req, ctx) => {

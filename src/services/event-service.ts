@@ -47,7 +47,7 @@ export function eventToPb(e: StoreEvent, hideLeases = false): Event {
   switch (e.kind) {
     case 'tenant': {
       const t = e.value && !e.deleted ? decodeTenant(e.id, e.value, e.revision) : undefined;
-      out.tenantRecord = t ? tenantToPb(t) : { id: e.id, revision: e.revision };
+      out.tenantRecord = t ? tenantToPb(t) : { id: e.id, revision: e.revision, domains: [] };
       break;
     }
     case 'group':

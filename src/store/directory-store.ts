@@ -26,6 +26,8 @@ export interface TenantRecord {
   readonly settings: TenantSettings;
   readonly createdAt: Date;
   readonly revision: number;
+  /** Login domains, sorted. */
+  readonly domains: readonly string[];
 }
 
 export interface GroupRecord {
@@ -38,6 +40,11 @@ export interface GroupRecord {
 interface StoredTenant {
   settings: TenantSettings;
   createdAt: string;
+  domains?: string[];
+}
+
+function domainTaken(domain: string, owner: string | undefined): DomainError {
+  return new DomainError('already_exists', `domain: "${domain}" is a login domain of tenant "${owner ?? '?'}"; remove it there first`, { field: 'domain' });
 }
 
 export function tenantNotFound(tenant: string): DomainError {
@@ -52,21 +59,92 @@ export class DirectoryStore {
     private readonly audit: AuditStore,
   ) {}
 
-  async createTenant(id: string, settings: TenantSettings, ctx: AuditContext): Promise<TenantRecord> {
+  /** A tenant with its login domains, in one transaction: none of them may belong to a tenant already. */
+  async createTenant(id: string, settings: TenantSettings, ctx: AuditContext, domains: readonly string[] = []): Promise<TenantRecord> {
     const key = this.keys.tenant(id);
     const createdAt = new Date();
+    const sorted = [...new Set(domains)].sort();
+    let txn = this.client.if(key, 'Create', '==', 0);
+    for (const d of sorted) txn = txn.and(this.keys.domain(d), 'Create', '==', 0);
     const res = await etcdOp('creating a tenant', () =>
-      this.client
-        .if(key, 'Create', '==', 0)
+      txn
         .then(
-          this.client.put(key).value(JSON.stringify({ settings, createdAt: createdAt.toISOString() } satisfies StoredTenant)),
+          this.client.put(key).value(JSON.stringify({ settings, createdAt: createdAt.toISOString(), domains: sorted } satisfies StoredTenant)),
           this.client.put(this.keys.tenantMeta(id)).value(''),
-          ...this.audit.ops({ tenant: id, ...ctx, action: 'CreateTenant', target: id, after: formatSettings(settings) }),
+          ...sorted.map((d) => this.client.put(this.keys.domain(d)).value(id)),
+          ...this.audit.ops({ tenant: id, ...ctx, action: 'CreateTenant', target: id, after: `${formatSettings(settings)}${sorted.length ? ` domains=${sorted.join(',')}` : ''}` }),
         )
         .commit(),
     );
-    if (!res.succeeded) throw new DomainError('already_exists', `id: tenant "${id}" already exists`, { field: 'id' });
-    return { id, settings, createdAt, revision: Number(res.header.revision) };
+    if (!res.succeeded) {
+      if (await this.getTenant(id)) throw new DomainError('already_exists', `id: tenant "${id}" already exists`, { field: 'id' });
+      for (const d of sorted) {
+        const owner = await this.domainOwner(d);
+        if (owner !== undefined) throw domainTaken(d, owner);
+      }
+      throw new CasConflict();
+    }
+    return { id, settings, createdAt, revision: Number(res.header.revision), domains: sorted };
+  }
+
+  /** The tenant that owns a login domain, if any. */
+  async domainOwner(domain: string): Promise<string | undefined> {
+    const res = await etcdOp('reading a login domain', () => this.client.get(this.keys.domain(domain)).exec());
+    return res.kvs[0]?.value.toString();
+  }
+
+  /**
+   * Adds a login domain to a tenant: the tenant's record and the domain's
+   * owner key in one transaction, guarded by the record's revision and the
+   * domain's absence. Adding a domain the tenant owns changes nothing.
+   */
+  async addDomain(id: string, domain: string, ctx: AuditContext): Promise<TenantRecord> {
+    return withCasRetry(async () => {
+      const cur = await this.requireTenant(id);
+      if (cur.domains.includes(domain)) return cur;
+      const domains = [...cur.domains, domain].sort();
+      const key = this.keys.tenant(id);
+      const res = await etcdOp('adding a login domain', () =>
+        this.client
+          .if(key, 'Mod', '==', cur.revision)
+          .and(this.keys.domain(domain), 'Create', '==', 0)
+          .then(
+            this.client.put(key).value(JSON.stringify({ settings: cur.settings, createdAt: cur.createdAt.toISOString(), domains } satisfies StoredTenant)),
+            this.client.put(this.keys.domain(domain)).value(id),
+            ...this.audit.ops({ tenant: id, ...ctx, action: 'AddTenantDomain', target: domain, after: domains.join(',') }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) {
+        const owner = await this.domainOwner(domain);
+        if (owner !== undefined && owner !== id) throw domainTaken(domain, owner);
+        throw new CasConflict();
+      }
+      return { ...cur, domains, revision: Number(res.header.revision) };
+    }, ctx.signal);
+  }
+
+  /** Removes a login domain from a tenant (NOT_FOUND when the tenant does not own it). */
+  async removeDomain(id: string, domain: string, ctx: AuditContext): Promise<TenantRecord> {
+    return withCasRetry(async () => {
+      const cur = await this.requireTenant(id);
+      if (!cur.domains.includes(domain)) throw new DomainError('not_found', `domain: "${domain}" is not a login domain of tenant "${id}"`, { field: 'domain' });
+      const domains = cur.domains.filter((d) => d !== domain);
+      const key = this.keys.tenant(id);
+      const res = await etcdOp('removing a login domain', () =>
+        this.client
+          .if(key, 'Mod', '==', cur.revision)
+          .and(this.keys.domain(domain), 'Value', '==', id)
+          .then(
+            this.client.put(key).value(JSON.stringify({ settings: cur.settings, createdAt: cur.createdAt.toISOString(), domains } satisfies StoredTenant)),
+            this.client.delete().key(this.keys.domain(domain)),
+            ...this.audit.ops({ tenant: id, ...ctx, action: 'RemoveTenantDomain', target: domain, before: cur.domains.join(',') }),
+          )
+          .commit(),
+      );
+      if (!res.succeeded) throw new CasConflict();
+      return { ...cur, domains, revision: Number(res.header.revision) };
+    }, ctx.signal);
   }
 
   async getTenant(id: string, revision?: number): Promise<TenantRecord | undefined> {
@@ -104,7 +182,7 @@ export class DirectoryStore {
         this.client
           .if(key, 'Mod', '==', cur.revision)
           .then(
-            this.client.put(key).value(JSON.stringify({ settings, createdAt: cur.createdAt.toISOString() } satisfies StoredTenant)),
+            this.client.put(key).value(JSON.stringify({ settings, createdAt: cur.createdAt.toISOString(), domains: [...cur.domains] } satisfies StoredTenant)),
             ...this.audit.ops({ tenant: id, ...ctx, action: 'UpdateTenant', target: id, before: formatSettings(cur.settings), after: formatSettings(settings) }),
           )
           .commit(),
@@ -144,6 +222,8 @@ export class DirectoryStore {
           .then(
             this.client.delete().key(this.keys.tenant(id)),
             this.client.delete().inRange({ start: data, end: prefixEnd(data) }),
+            // Its login domains are free again.
+            ...cur.domains.map((d) => this.client.delete().key(this.keys.domain(d))),
             ...this.audit.ops({ tenant: id, ...ctx, action: 'DeleteTenant', target: id, before: formatSettings(cur.settings), after: force ? 'force' : '' }),
           )
           .commit(),
@@ -258,7 +338,8 @@ export class DirectoryStore {
 export function decodeTenant(id: string, value: Buffer, revision: number): TenantRecord | undefined {
   try {
     const s = JSON.parse(value.toString()) as StoredTenant;
-    return { id, settings: { ...DEFAULT_TENANT_SETTINGS, ...s.settings }, createdAt: new Date(s.createdAt), revision };
+    const domains = Array.isArray(s.domains) ? s.domains.filter((d): d is string => typeof d === 'string').sort() : [];
+    return { id, settings: { ...DEFAULT_TENANT_SETTINGS, ...s.settings }, createdAt: new Date(s.createdAt), revision, domains };
   } catch {
     return undefined;
   }

@@ -34,6 +34,9 @@ export interface Keys {
 
   readonly tenantsPrefix: string;
   tenant(tenant: string): string;
+  /** A login domain's owner (value: the tenant id); outside any tenant's data, unique in the cluster. */
+  domain(domain: string): string;
+  readonly domainsPrefix: string;
   tenantFromKey(key: string): string;
   /** Everything owned by a tenant (not its audit trail). */
   tenantData(tenant: string): string;
@@ -97,6 +100,8 @@ export function createKeys(prefix: string): Keys {
 
     tenantsPrefix,
     tenant: (tenant: string) => `${tenantsPrefix}${tenant}`,
+    domainsPrefix: `${root}domains/`,
+    domain: (domain: string) => `${root}domains/${domain}`,
     tenantFromKey: (key: string) => key.slice(tenantsPrefix.length),
     tenantData: t,
     tenantMeta: (tenant: string) => `${t(tenant)}meta`,

@@ -13,7 +13,7 @@ export async function aclPropagation(): Promise<BenchResult> {
   let p99at50 = Infinity;
   try {
     const admin = connectApi(c.addr, c.adminToken);
-    await admin.directory.createTenant({ id: 'bench' });
+    await admin.directory.createTenant({ id: 'bench', domains: [] });
     await admin.mailbox.createMailbox({ tenant: 'bench', owner: 'alice', name: 'P', actor: '' });
     for (const n of [1, 10, 50]) {
       const agents: Agent[] = [];

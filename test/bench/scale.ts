@@ -25,7 +25,7 @@ async function load(c: BenchCluster, n: number): Promise<void> {
   const keys = createKeys('/mailshare/');
   const etcd = createEtcdClient({ endpoints: c.etcd.endpoints });
   const admin = connectApi(c.addr, c.adminToken);
-  await admin.directory.createTenant({ id: 'scale' });
+  await admin.directory.createTenant({ id: 'scale', domains: [] });
   admin.close();
   const starEvery = Math.floor(n / STAR_SHARES);
   const puts: Array<[string, string]> = [];

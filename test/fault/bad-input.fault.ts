@@ -24,7 +24,7 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   api = connectApi(server.address, server.adminToken);
-  await api.directory.createTenant({ id: 'acme' });
+  await api.directory.createTenant({ id: 'acme', domains: [] });
   await api.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name: 'P', actor: '' });
 });
 afterAll(async () => {
@@ -56,7 +56,7 @@ const VALID_CODES = new Set([
 describe('bad input fuzzing', () => {
   it('answers 10,000+ generated requests with results or well-formed errors, and stores nothing invalid', async () => {
     const calls: Array<(s: string[], n: number[]) => Promise<unknown>> = [
-      (s) => api.directory.createTenant({ id: s[0]! }),
+      (s) => api.directory.createTenant({ id: s[0]!, domains: [] }),
       (s, n) => api.directory.updateTenant({ id: s[0]!, settings: { maxSharesPerMailbox: n[0]! }, expectedRevision: 0 }),
       (s) => api.directory.getTenant({ id: s[0]! }),
       (s) => api.directory.setGroupMembers({ tenant: s[0]!, name: s[1]!, members: [s[2]!, s[3]!], expectedRevision: 0 }),

@@ -18,7 +18,7 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const api = connectApi(server.address, server.adminToken);
-  await api.directory.createTenant({ id: 'acme' });
+  await api.directory.createTenant({ id: 'acme', domains: [] });
   await api.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name: 'P', actor: '' });
   api.close();
 });

@@ -38,7 +38,7 @@ const IDS = 20;
 describe('durability under SIGKILL of a coordinator and an etcd member', () => {
   it('loses no acknowledged SetAcl', async () => {
     const apis: Api[] = servers.map((s) => connectApi(s.addr, token));
-    await apis[1]!.directory.createTenant({ id: 'acme' });
+    await apis[1]!.directory.createTenant({ id: 'acme', domains: [] });
     for (let w = 0; w < WORKERS; w++) await apis[1]!.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name: `M${w}`, actor: '' });
     /** Per "mailbox identifier": the last acknowledged rights, and the attempts since that failed (any may have landed). */
     const acked = new Map<string, string>();

@@ -68,7 +68,7 @@ export async function startGatewayCluster(opts: {
     const tokenFor = nodeTokens(admin);
     const tokens = new Map<string, string>();
     for (const name of opts.nodes) tokens.set(name, await tokenFor(name));
-    if (opts.tenant) await admin.directory.createTenant({ id: 'acme' });
+    if (opts.tenant) await admin.directory.createTenant({ id: 'acme', domains: [] });
     admin.close();
     for (const name of opts.nodes) {
       const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules, maxUserIpConnections: opts.maxUserIpConnections, oauthIntrospection: opts.oauthIntrospection });

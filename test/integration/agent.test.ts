@@ -72,7 +72,7 @@ describe('agent SDK', () => {
 
   it('answers rights and shared-with from memory exactly like the coordinator', async () => {
     const a = agents[0]!;
-    await admin.directory.createTenant({ id: 'acme' });
+    await admin.directory.createTenant({ id: 'acme', domains: [] });
     await admin.directory.setGroupMembers({ tenant: 'acme', name: 'sales', members: ['bob', 'dave'], expectedRevision: 0 });
     for (const name of ['P', 'Q']) await admin.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name, actor: '' });
     await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/P', identifier: 'group:sales', rights: 'lrs', expectedRevision: 0, actor: '' });
@@ -172,7 +172,7 @@ describe('agent SDK', () => {
     const e = createAgent({ coordinators: [proxy.address], token: nodeTokenOf.get('imap-e')!, node: { name: 'imap-e', imapAddress: '127.0.0.1:2999' }, ttlSeconds: 30, logger });
     try {
       await e.ready;
-      await admin.directory.createTenant({ id: 'compact' }).catch(() => undefined);
+      await admin.directory.createTenant({ id: 'compact', domains: [] }).catch(() => undefined);
       await admin.mailbox.createMailbox({ tenant: 'compact', owner: 'alice', name: 'X', actor: '' });
       const before = await admin.acl.setAcl({ tenant: 'compact', mailbox: 'alice/X', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
       await e.waitForRevision(before.revision);

@@ -81,7 +81,7 @@ describe('mailshare events', () => {
     await waitFor(() => text.err() === 'watching; Ctrl-C to stop\n' && json.err() !== '', 10_000, 'watches established');
     const api = connectApi(server.address, server.adminToken);
     try {
-      await api.directory.createTenant({ id: 'evt' });
+      await api.directory.createTenant({ id: 'evt', domains: [] });
       await api.directory.setGroupMembers({ tenant: 'evt', name: 'sales', members: ['bob', 'carol'], expectedRevision: 0 });
       await api.mailbox.createMailbox({ tenant: 'evt', owner: 'alice', name: 'P', actor: '' });
     } finally {

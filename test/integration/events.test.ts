@@ -62,7 +62,7 @@ const summary = (e: Event) => `${e.kind}${e.deleted ? '-' : '+'} ${e.tenant} ${e
 describe('event stream', () => {
   it('delivers tenant, mailbox/ACL, group and assignment changes in revision order', async () => {
     const t = await tail({});
-    await admin.directory.createTenant({ id: 'acme' });
+    await admin.directory.createTenant({ id: 'acme', domains: [] });
     await admin.mailbox.createMailbox({ tenant: 'acme', owner: 'alice', name: 'P', actor: '' });
     await admin.acl.setAcl({ tenant: 'acme', mailbox: 'alice/P', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
     await admin.directory.setGroupMembers({ tenant: 'acme', name: 'sales', members: ['bob'], expectedRevision: 0 });
@@ -107,7 +107,7 @@ describe('event stream', () => {
   });
 
   it('filters by tenant and kind, and keeps tenant admins in their tenant', async () => {
-    await admin.directory.createTenant({ id: 'globex' });
+    await admin.directory.createTenant({ id: 'globex', domains: [] });
     const ta = (await admin.auth.createToken({ role: 'tenant-admin:globex', description: '' })).token;
     const t = await tail({ tenant: 'globex', kinds: ['group'] }, ta);
     await admin.directory.setGroupMembers({ tenant: 'acme', name: 'x', members: [], expectedRevision: 0 });
@@ -172,7 +172,7 @@ describe('event stream', () => {
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     const exited = new Promise<void>((resolve) => child.on('exit', () => resolve()));
     try {
-      await admin.directory.createTenant({ id: 'slow' });
+      await admin.directory.createTenant({ id: 'slow', domains: [] });
       await waitFor(() => out.includes('ready'), 15_000, 'consumer ready');
       child.kill('SIGSTOP');
       // Group events carry the member list: 60 changes of ~9,000 members are ~10 MB.

@@ -148,7 +148,7 @@ describe('failover', () => {
     const watcher = agents[0]!;
     let lost = false;
     watcher.signal.addEventListener('abort', () => (lost = true));
-    await admin.directory.createTenant({ id: 'load' });
+    await admin.directory.createTenant({ id: 'load', domains: [] });
     await admin.mailbox.createMailbox({ tenant: 'load', owner: 'alice', name: 'Busy', actor: '' });
     const c2api = connectApi(c2.address, adminToken);
     let running = true;

@@ -130,7 +130,7 @@ describe('mailshare gateway (real binary)', () => {
     await new Promise<void>((r) => probe.close(() => r()));
     const admin = connectApi(secure.address, secure.adminToken, grpc.credentials.createSsl(readFileSync(pki.caCert), readFileSync(pki.clientKey), readFileSync(pki.clientCert)));
     const token = (await admin.auth.createToken({ role: 'node:imap3', description: '' })).token;
-    await admin.directory.createTenant({ id: 'acme' });
+    await admin.directory.createTenant({ id: 'acme', domains: [] });
     const child = spawn(
       process.execPath,
       [BIN, 'gateway', '--node', 'imap3', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', `${down},${secure.address}`, '--coordinator-ca', pki.caCert, '--coordinator-cert', pki.clientCert, '--coordinator-key', pki.clientKey, '--coordinator-server-name', 'localhost', '--log-level', 'error'],

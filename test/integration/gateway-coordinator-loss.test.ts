@@ -39,7 +39,7 @@ beforeAll(async () => {
   server = await startServer();
   const adminToken = (JSON.parse(readFileSync(path.join(dataDir.path, 'credentials.json'), 'utf8')) as { token: string }).token;
   const admin = connectApi(server.addr, adminToken);
-  await admin.directory.createTenant({ id: 'acme' });
+  await admin.directory.createTenant({ id: 'acme', domains: [] });
   const token = (await admin.auth.createToken({ role: 'node:n1', description: '' })).token;
   admin.close();
   root = mailRoot();

@@ -130,7 +130,7 @@ describe('shared-with index (property, real etcd)', () => {
     await fc.assert(
       fc.asyncProperty(fc.array(opArb, { minLength: 1, maxLength: 25 }), async (ops) => {
         const tenant = `prop-${++run}-${Date.now().toString(36)}`;
-        await api.directory.createTenant({ id: tenant });
+        await api.directory.createTenant({ id: tenant, domains: [] });
         const model: Model = { mailboxes: new Map(), groups: new Map() };
         // Start from every mailbox existing, so most random changes land on something.
         for (const owner of OWNERS) for (const name of NAMES) await apply(tenant, model, { op: 'create', owner, name });

@@ -63,10 +63,10 @@ const shared = async (tenant: string, user: string, pageSize = 0) => {
 describe('tenants', () => {
   it('creates, reads, updates and lists tenants with settings and revisions', async () => {
     const id = tenantName();
-    const t = await admin.directory.createTenant({ id, settings: { maxSharesPerMailbox: 5 } });
+    const t = await admin.directory.createTenant({ id, settings: { maxSharesPerMailbox: 5 }, domains: [] });
     expect(t).toMatchObject({ id, settings: { allowAnyone: true, maxSharesPerMailbox: 5 } });
     expect(t.revision).toBeGreaterThan(0);
-    expect((await codeOf(admin.directory.createTenant({ id }))).code).toBe(grpc.status.ALREADY_EXISTS);
+    expect((await codeOf(admin.directory.createTenant({ id, domains: [] }))).code).toBe(grpc.status.ALREADY_EXISTS);
     const u = await admin.directory.updateTenant({ id, settings: { allowAnyone: false }, expectedRevision: t.revision });
     expect(u.settings).toEqual({ allowAnyone: false, maxSharesPerMailbox: 5 });
     const stale = await codeOf(admin.directory.updateTenant({ id, settings: { allowAnyone: true }, expectedRevision: t.revision }));
@@ -78,7 +78,7 @@ describe('tenants', () => {
 
   it('refuses to delete a non-empty tenant unless forced, then deletes everything', async () => {
     const id = tenantName();
-    await admin.directory.createTenant({ id });
+    await admin.directory.createTenant({ id, domains: [] });
     await admin.mailbox.createMailbox({ tenant: id, owner: 'alice', name: 'Projects', actor: '' });
     await admin.acl.setAcl({ tenant: id, mailbox: 'alice/Projects', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
     await admin.directory.setGroupMembers({ tenant: id, name: 'sales', members: ['bob'], expectedRevision: 0 });
@@ -91,7 +91,7 @@ describe('tenants', () => {
     expect(left).toEqual([]);
     // An empty tenant goes without force.
     const empty = tenantName();
-    await admin.directory.createTenant({ id: empty });
+    await admin.directory.createTenant({ id: empty, domains: [] });
     await admin.directory.deleteTenant({ id: empty, force: false, expectedRevision: 0 });
   });
 });
@@ -99,7 +99,7 @@ describe('tenants', () => {
 describe('groups', () => {
   it('sets, adds, removes, lists and deletes members', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     const g = await admin.directory.setGroupMembers({ tenant, name: 'sales', members: ['carol', 'bob', 'bob'], expectedRevision: 0 });
     expect(g.members).toEqual(['bob', 'carol']);
     expect((await admin.directory.addGroupMember({ tenant, name: 'sales', member: 'dave', expectedRevision: 0 })).members).toEqual(['bob', 'carol', 'dave']);
@@ -117,7 +117,7 @@ describe('groups', () => {
 describe('mailboxes, ACLs and the shared-with index', () => {
   it('follows SETACL/DELETEACL semantics and keeps the index in step', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     const m = await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'Projects', actor: '' });
     expect(m.acl).toEqual([{ identifier: 'alice', rights: 'lrswipkxteacd' }]);
     expect(m.id).toMatch(/^[0-9a-f]{16}$/);
@@ -156,7 +156,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
 
   it('answers ListSharedWith with effective rights through users, groups, anyone and negative rights', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     for (const [owner, name] of [['alice', 'Projects'], ['alice', 'Projects/2024'], ['carol', 'Team'], ['carol', 'Private'], ['erin', 'Public']]) {
       await admin.mailbox.createMailbox({ tenant, owner: owner!, name: name!, actor: '' });
     }
@@ -196,7 +196,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
 
   it('renames with children keeping ids and ACLs, and deletes ACL and index with the mailbox', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     const p = await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'Projects', actor: '' });
     const c = await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'Projects/2024', actor: '' });
     await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'Projects2', actor: '' });
@@ -227,7 +227,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
 
   it('lets 50 concurrent writers change one mailbox without losing an update', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'Busy', actor: '' });
     const letters = 'lrswipkxtea';
     const users = ['u0', 'u1', 'u2', 'u3', 'u4'];
@@ -248,7 +248,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
 
   it('rejects a stale expected_revision with ABORTED and changes nothing', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     const m = await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'X', actor: '' });
     const r1 = await admin.acl.setAcl({ tenant, mailbox: 'alice/X', identifier: 'bob', rights: 'lr', expectedRevision: m.revision, actor: '' });
     const before = await snapshot();
@@ -262,7 +262,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
 
   it('enforces tenant settings: anyone and the share limit', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant, settings: { allowAnyone: false, maxSharesPerMailbox: 2 } });
+    await admin.directory.createTenant({ id: tenant, settings: { allowAnyone: false, maxSharesPerMailbox: 2 }, domains: [] });
     await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'X', actor: '' });
     const set = (identifier: string, rights: string) => admin.acl.setAcl({ tenant, mailbox: 'alice/X', identifier, rights, expectedRevision: 0, actor: '' });
     expect(await codeOf(set('anyone', 'lr'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'identifier' });
@@ -278,7 +278,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
 describe('LISTRIGHTS and actor rules (RFC 4314 §3.7, §4, §6)', () => {
   it('lists rights like the RFC, and hides mailboxes from actors without l or a', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'Projects', actor: '' });
     const set = (identifier: string, rights: string) => admin.acl.setAcl({ tenant, mailbox: 'alice/Projects', identifier, rights, expectedRevision: 0, actor: '' });
     await set('bob', 'lr');
@@ -329,7 +329,7 @@ describe('authorization matrix', () => {
     const acme = tenantName();
     const globex = tenantName();
     for (const id of [acme, globex]) {
-      await admin.directory.createTenant({ id });
+      await admin.directory.createTenant({ id, domains: [] });
       await admin.mailbox.createMailbox({ tenant: id, owner: 'alice', name: 'P', actor: '' });
       await admin.directory.setGroupMembers({ tenant: id, name: 'g', members: ['bob'], expectedRevision: 0 });
     }
@@ -373,7 +373,7 @@ describe('authorization matrix', () => {
         expect((await codeOf(call())).code, `acme node on globex: ${name}`).toBe(grpc.status.PERMISSION_DENIED);
       }
       for (const call of [
-        () => ta.directory.createTenant({ id: tenantName() }),
+        () => ta.directory.createTenant({ id: tenantName(), domains: [] }),
         () => ta.directory.listTenants({ pageSize: 0, pageToken: '' }),
         () => ta.directory.deleteTenant({ id: acme, force: true, expectedRevision: 0 }),
         () => ta.directory.updateTenant({ id: acme, settings: { allowAnyone: false }, expectedRevision: 0 }),
@@ -391,12 +391,12 @@ describe('authorization matrix', () => {
 describe('bad input', () => {
   it('answers INVALID_ARGUMENT naming the field on every field, and stores nothing', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'P', actor: '' });
     const before = await snapshot();
     const cases: Array<[string, () => Promise<unknown>]> = [
-      ['id', () => admin.directory.createTenant({ id: 'Bad Tenant' })],
-      ['settings.max_shares_per_mailbox', () => admin.directory.createTenant({ id: tenantName(), settings: { maxSharesPerMailbox: 51 } })],
+      ['id', () => admin.directory.createTenant({ id: 'Bad Tenant', domains: [] })],
+      ['settings.max_shares_per_mailbox', () => admin.directory.createTenant({ id: tenantName(), settings: { maxSharesPerMailbox: 51 }, domains: [] })],
       ['settings.max_shares_per_mailbox', () => admin.directory.updateTenant({ id: tenant, settings: { maxSharesPerMailbox: 0 }, expectedRevision: 0 })],
       ['expected_revision', () => admin.directory.updateTenant({ id: tenant, settings: {}, expectedRevision: -1 })],
       ['tenant', () => admin.directory.setGroupMembers({ tenant: '', name: 'g', members: [], expectedRevision: 0 })],
@@ -435,7 +435,7 @@ describe('bad input', () => {
 describe('audit', () => {
   it('records who changed what, with before and after', async () => {
     const tenant = tenantName();
-    await admin.directory.createTenant({ id: tenant });
+    await admin.directory.createTenant({ id: tenant, domains: [] });
     await admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'P', actor: '' });
     await admin.acl.setAcl({ tenant, mailbox: 'alice/P', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
     await admin.acl.setAcl({ tenant, mailbox: 'alice/P', identifier: 'bob', rights: '+w', expectedRevision: 0, actor: '' });

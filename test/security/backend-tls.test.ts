@@ -30,7 +30,7 @@ beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
-  await admin.directory.createTenant({ id: 'acme' });
+  await admin.directory.createTenant({ id: 'acme', domains: [] });
   tokenFor = nodeTokens(admin);
   dir = tempDir('mailshare-backend-tls-');
   pki = makePki(dir.path);

@@ -60,7 +60,7 @@ beforeAll(async () => {
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   admin = connectApi(server.address, server.adminToken);
   for (const id of ['acme', 'globex']) {
-    await admin.directory.createTenant({ id });
+    await admin.directory.createTenant({ id, domains: [] });
     await admin.mailbox.createMailbox({ tenant: id, owner: 'alice', name: 'P', actor: '' });
     await admin.directory.setGroupMembers({ tenant: id, name: 'g', members: ['bob'], expectedRevision: 0 });
   }

@@ -43,11 +43,23 @@ export interface Tenant {
     | undefined;
   /** etcd modification revision; pass as expected_revision to update safely. */
   revision: number;
+  /** Login domains (lower case), sorted. */
+  domains: string[];
 }
 
 export interface CreateTenantRequest {
   id: string;
-  settings?: TenantSettings | undefined;
+  settings?:
+    | TenantSettings
+    | undefined;
+  /** Login domains the tenant owns from the start (each unique in the cluster). */
+  domains: string[];
+}
+
+export interface TenantDomainRequest {
+  tenant: string;
+  /** A DNS name, e.g. "acme.example"; compared in lower case. */
+  domain: string;
 }
 
 export interface GetTenantRequest {
@@ -209,7 +221,7 @@ export const TenantSettings: MessageFns<TenantSettings> = {
 };
 
 function createBaseTenant(): Tenant {
-  return { id: "", settings: undefined, createdAt: undefined, revision: 0 };
+  return { id: "", settings: undefined, createdAt: undefined, revision: 0, domains: [] };
 }
 
 export const Tenant: MessageFns<Tenant> = {
@@ -225,6 +237,9 @@ export const Tenant: MessageFns<Tenant> = {
     }
     if (message.revision !== 0) {
       writer.uint32(32).int64(message.revision);
+    }
+    for (const v of message.domains) {
+      writer.uint32(42).string(v!);
     }
     return writer;
   },
@@ -268,6 +283,14 @@ export const Tenant: MessageFns<Tenant> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.domains.push(reader.string());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -283,6 +306,7 @@ export const Tenant: MessageFns<Tenant> = {
       settings: isSet(object.settings) ? TenantSettings.fromJSON(object.settings) : undefined,
       createdAt: isSet(object.createdAt) ? fromJsonTimestamp(object.createdAt) : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      domains: globalThis.Array.isArray(object?.domains) ? object.domains.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -300,6 +324,9 @@ export const Tenant: MessageFns<Tenant> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.domains?.length) {
+      obj.domains = message.domains;
+    }
     return obj;
   },
 
@@ -314,12 +341,13 @@ export const Tenant: MessageFns<Tenant> = {
       : undefined;
     message.createdAt = object.createdAt ?? undefined;
     message.revision = object.revision ?? 0;
+    message.domains = object.domains?.map((e) => e) || [];
     return message;
   },
 };
 
 function createBaseCreateTenantRequest(): CreateTenantRequest {
-  return { id: "", settings: undefined };
+  return { id: "", settings: undefined, domains: [] };
 }
 
 export const CreateTenantRequest: MessageFns<CreateTenantRequest> = {
@@ -329,6 +357,9 @@ export const CreateTenantRequest: MessageFns<CreateTenantRequest> = {
     }
     if (message.settings !== undefined) {
       TenantSettings.encode(message.settings, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.domains) {
+      writer.uint32(26).string(v!);
     }
     return writer;
   },
@@ -356,6 +387,14 @@ export const CreateTenantRequest: MessageFns<CreateTenantRequest> = {
           message.settings = TenantSettings.decode(reader, reader.uint32());
           continue;
         }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.domains.push(reader.string());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -369,6 +408,7 @@ export const CreateTenantRequest: MessageFns<CreateTenantRequest> = {
     return {
       id: isSet(object.id) ? globalThis.String(object.id) : "",
       settings: isSet(object.settings) ? TenantSettings.fromJSON(object.settings) : undefined,
+      domains: globalThis.Array.isArray(object?.domains) ? object.domains.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -379,6 +419,9 @@ export const CreateTenantRequest: MessageFns<CreateTenantRequest> = {
     }
     if (message.settings !== undefined) {
       obj.settings = TenantSettings.toJSON(message.settings);
+    }
+    if (message.domains?.length) {
+      obj.domains = message.domains;
     }
     return obj;
   },
@@ -392,6 +435,83 @@ export const CreateTenantRequest: MessageFns<CreateTenantRequest> = {
     message.settings = (object.settings !== undefined && object.settings !== null)
       ? TenantSettings.fromPartial(object.settings)
       : undefined;
+    message.domains = object.domains?.map((e) => e) || [];
+    return message;
+  },
+};
+
+function createBaseTenantDomainRequest(): TenantDomainRequest {
+  return { tenant: "", domain: "" };
+}
+
+export const TenantDomainRequest: MessageFns<TenantDomainRequest> = {
+  encode(message: TenantDomainRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.domain !== "") {
+      writer.uint32(18).string(message.domain);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TenantDomainRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseTenantDomainRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.domain = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): TenantDomainRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      domain: isSet(object.domain) ? globalThis.String(object.domain) : "",
+    };
+  },
+
+  toJSON(message: TenantDomainRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.domain !== "") {
+      obj.domain = message.domain;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TenantDomainRequest>): TenantDomainRequest {
+    return TenantDomainRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TenantDomainRequest>): TenantDomainRequest {
+    const message = createBaseTenantDomainRequest();
+    message.tenant = object.tenant ?? "";
+    message.domain = object.domain ?? "";
     return message;
   },
 };
@@ -1585,7 +1705,7 @@ export const DirectoryServiceService = {
   },
   /**
    * DeleteTenant fails with FAILED_PRECONDITION while the tenant still has
-   * mailboxes or groups, unless force is set.
+   * mailboxes or groups, unless force is set. Its login domains are freed.
    */
   deleteTenant: {
     path: "/mailshare.v1.DirectoryService/DeleteTenant",
@@ -1596,6 +1716,29 @@ export const DirectoryServiceService = {
     responseSerialize: (value: DeleteTenantResponse): Buffer =>
       Buffer.from(DeleteTenantResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteTenantResponse => DeleteTenantResponse.decode(value),
+  },
+  /**
+   * A login domain (users log in as user@domain) for the tenant: unique in
+   * the cluster (ALREADY_EXISTS while another tenant owns it: remove it
+   * there first). Admin only; GetTenant shows a tenant's domains.
+   */
+  addTenantDomain: {
+    path: "/mailshare.v1.DirectoryService/AddTenantDomain",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: TenantDomainRequest): Buffer => Buffer.from(TenantDomainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TenantDomainRequest => TenantDomainRequest.decode(value),
+    responseSerialize: (value: Tenant): Buffer => Buffer.from(Tenant.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Tenant => Tenant.decode(value),
+  },
+  removeTenantDomain: {
+    path: "/mailshare.v1.DirectoryService/RemoveTenantDomain",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: TenantDomainRequest): Buffer => Buffer.from(TenantDomainRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): TenantDomainRequest => TenantDomainRequest.decode(value),
+    responseSerialize: (value: Tenant): Buffer => Buffer.from(Tenant.encode(value).finish()),
+    responseDeserialize: (value: Buffer): Tenant => Tenant.decode(value),
   },
   /** SetGroupMembers creates the group if needed and replaces its members. */
   setGroupMembers: {
@@ -1663,9 +1806,16 @@ export interface DirectoryServiceServer extends UntypedServiceImplementation {
   updateTenant: handleUnaryCall<UpdateTenantRequest, Tenant>;
   /**
    * DeleteTenant fails with FAILED_PRECONDITION while the tenant still has
-   * mailboxes or groups, unless force is set.
+   * mailboxes or groups, unless force is set. Its login domains are freed.
    */
   deleteTenant: handleUnaryCall<DeleteTenantRequest, DeleteTenantResponse>;
+  /**
+   * A login domain (users log in as user@domain) for the tenant: unique in
+   * the cluster (ALREADY_EXISTS while another tenant owns it: remove it
+   * there first). Admin only; GetTenant shows a tenant's domains.
+   */
+  addTenantDomain: handleUnaryCall<TenantDomainRequest, Tenant>;
+  removeTenantDomain: handleUnaryCall<TenantDomainRequest, Tenant>;
   /** SetGroupMembers creates the group if needed and replaces its members. */
   setGroupMembers: handleUnaryCall<SetGroupMembersRequest, Group>;
   addGroupMember: handleUnaryCall<GroupMemberRequest, Group>;
@@ -1739,7 +1889,7 @@ export interface DirectoryServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * DeleteTenant fails with FAILED_PRECONDITION while the tenant still has
-   * mailboxes or groups, unless force is set.
+   * mailboxes or groups, unless force is set. Its login domains are freed.
    */
   deleteTenant(
     request: DeleteTenantRequest,
@@ -1755,6 +1905,41 @@ export interface DirectoryServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteTenantResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * A login domain (users log in as user@domain) for the tenant: unique in
+   * the cluster (ALREADY_EXISTS while another tenant owns it: remove it
+   * there first). Admin only; GetTenant shows a tenant's domains.
+   */
+  addTenantDomain(
+    request: TenantDomainRequest,
+    callback: (error: ServiceError | null, response: Tenant) => void,
+  ): ClientUnaryCall;
+  addTenantDomain(
+    request: TenantDomainRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Tenant) => void,
+  ): ClientUnaryCall;
+  addTenantDomain(
+    request: TenantDomainRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Tenant) => void,
+  ): ClientUnaryCall;
+  removeTenantDomain(
+    request: TenantDomainRequest,
+    callback: (error: ServiceError | null, response: Tenant) => void,
+  ): ClientUnaryCall;
+  removeTenantDomain(
+    request: TenantDomainRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: Tenant) => void,
+  ): ClientUnaryCall;
+  removeTenantDomain(
+    request: TenantDomainRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: Tenant) => void,
   ): ClientUnaryCall;
   /** SetGroupMembers creates the group if needed and replaces its members. */
   setGroupMembers(
