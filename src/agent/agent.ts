@@ -243,6 +243,16 @@ export class Agent extends EventEmitter<AgentEvents> {
     return a ? { ...a, revision: this.cache.revision } : undefined;
   }
 
+  /** The tenant that owns a login domain (lower case), from memory; undefined for a domain nobody owns. */
+  tenantOfDomain(domain: string): string | undefined {
+    return this.cache.tenantOfDomain(domain);
+  }
+
+  /** A tenant's login domains, from memory. */
+  domainsOf(tenant: string): readonly string[] {
+    return this.cache.domainsOf(tenant);
+  }
+
   /** The IMAP backend address of a registered node, from memory. */
   nodeAddress(node: string): string | undefined {
     return this.cache.nodeAddress(node);
@@ -616,7 +626,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private async snapshot(): Promise<void> {
     const fresh = new AgentCache();
-    const stream = this.events.snapshot({ kinds: ['mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
+    const stream = this.events.snapshot({ kinds: ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
     let revision = 0;
     await new Promise<void>((resolve, reject) => {
       stream.on('data', (r: SnapshotResponse) => {
@@ -640,7 +650,7 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private watchFrom(from: number, onStarted: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
-      const stream = this.events.watch({ fromRevision: from, kinds: ['mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
+      const stream = this.events.watch({ fromRevision: from, kinds: ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
       this.watch = stream;
       stream.on('metadata', () => {
         this.lastHeard = Date.now();

@@ -42,6 +42,9 @@ export class AgentCache {
   private readonly nodes = new Map<string, string>();
   /** Nodes live on a lease now. */
   private readonly live = new Set<string>();
+  /** Login domain → tenant, and tenant → its domains (from the tenants' records). */
+  private readonly domainOwners = new Map<string, string>();
+  private readonly tenantDomains = new Map<string, readonly string[]>();
   /**
    * One copy of each owner and identifier string, shared by every mailbox
    * naming it (a user typically owns or is granted many): most of what a
@@ -64,6 +67,8 @@ export class AgentCache {
     this.shared.clear();
     this.nodes.clear();
     this.live.clear();
+    this.domainOwners.clear();
+    this.tenantDomains.clear();
     this.strings.clear();
     this.revision = 0;
   }
@@ -131,9 +136,26 @@ export class AgentCache {
         } else if (n.imapAddress !== '') this.nodes.set(n.name, n.imapAddress);
         return undefined;
       }
+      case 'tenant': {
+        for (const d of this.tenantDomains.get(e.tenant) ?? []) if (this.domainOwners.get(d) === e.tenant) this.domainOwners.delete(d);
+        this.tenantDomains.delete(e.tenant);
+        const domains = e.deleted ? [] : (e.tenantRecord?.domains ?? []);
+        if (domains.length > 0) this.tenantDomains.set(e.tenant, [...domains]);
+        for (const d of domains) this.domainOwners.set(d, e.tenant);
+        return undefined;
+      }
       default:
         return undefined;
     }
+  }
+
+  /** The tenant that owns a login domain (lower case), if any. */
+  tenantOfDomain(domain: string): string | undefined {
+    return this.domainOwners.get(domain);
+  }
+
+  domainsOf(tenant: string): readonly string[] {
+    return this.tenantDomains.get(tenant) ?? [];
   }
 
   nodeAddress(node: string): string | undefined {

@@ -16,7 +16,7 @@ let etcd: EtcdCluster;
 let server: InProcessServer;
 let admin: Api;
 const nodeTokenOf = new Map<string, string>();
-const AGENT_NAMES = ['imap-a', 'imap-b', 'imap-d', 'imap-e', 'imap-f', 'imap-k', 'imap-p'];
+const AGENT_NAMES = ['imap-a', 'imap-b', 'imap-d', 'imap-e', 'imap-f', 'imap-k', 'imap-p', 'imap-dom'];
 let placement: PlacementServiceClient;
 const agents: Agent[] = [];
 
@@ -96,6 +96,29 @@ describe('agent SDK', () => {
     const g = await admin.directory.removeGroupMember({ tenant: 'acme', name: 'sales', member: 'bob', expectedRevision: 0 });
     await a.waitForRevision(g.revision);
     expect(a.sharedWith('acme', 'bob').mailboxes.map((m) => m.mailbox)).toEqual(['alice/Q']);
+  });
+
+  it('knows which tenant owns a login domain, from memory, as domains are added, moved and freed', async () => {
+    const a = agents[0]!;
+    const t = await admin.directory.createTenant({ id: 'dom-a', domains: ['dom-a.test'] });
+    await admin.directory.createTenant({ id: 'dom-b', domains: [] });
+    await a.waitForRevision(t.revision);
+    expect(a.tenantOfDomain('dom-a.test')).toBe('dom-a');
+    expect(a.tenantOfDomain('nobody.test')).toBeUndefined();
+    await admin.directory.removeTenantDomain({ tenant: 'dom-a', domain: 'dom-a.test' });
+    const moved = await admin.directory.addTenantDomain({ tenant: 'dom-b', domain: 'dom-a.test' });
+    await a.waitForRevision(moved.revision);
+    expect(a.tenantOfDomain('dom-a.test')).toBe('dom-b');
+    expect(a.domainsOf('dom-a')).toEqual([]);
+    expect(a.domainsOf('dom-b')).toEqual(['dom-a.test']);
+    // A late agent learns them from its snapshot; a deleted tenant's domains are gone.
+    const late = agent('imap-dom');
+    await late.ready;
+    expect(late.tenantOfDomain('dom-a.test')).toBe('dom-b');
+    await admin.directory.deleteTenant({ id: 'dom-b', force: false, expectedRevision: 0 });
+    await waitFor(() => a.tenantOfDomain('dom-a.test') === undefined && late.tenantOfDomain('dom-a.test') === undefined, 5000, 'domain freed');
+    await late.close();
+    agents.splice(agents.indexOf(late), 1);
   });
 
   it('survives kill -9 of a node process: its users come back elsewhere with higher epochs', async () => {
