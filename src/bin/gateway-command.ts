@@ -36,7 +36,7 @@ export function registerGateway(program: Command): void {
     .description("run the IMAP gateway of one node: routes logins to the user's node and relays the session to its Dovecot")
     .requiredOption('--node <name>', 'this node\'s name (1-63 of a-z 0-9 . _ -)')
     .requiredOption('--backend <host:port>', "this node's Dovecot IMAP address (reachable by the other gateways)", hostPort)
-    .requiredOption('--tenant <tenant>', 'tenant of the users logging in through this gateway')
+    .option('--tenant <tenant>', 'tenant of logins without a domain (user@domain logins go to the tenant owning the domain); without it such logins are refused')
     .option('--listen <host:port>', 'where IMAP clients connect (default 127.0.0.1:1143)', hostPort)
     .option('--coordinators <list>', 'comma-separated coordinator addresses (env MAILSHARE_COORDINATORS; default MAILSHARE_ADDR or 127.0.0.1:7400)')
     .option('--weight <n>', 'relative capacity 1-1000 (default 100)', positive)
@@ -65,7 +65,7 @@ export function registerGateway(program: Command): void {
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .action(async (flags: { node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -73,7 +73,7 @@ export function registerGateway(program: Command): void {
       const token = process.env.MAILSHARE_TOKEN;
       if (!token) throw new DomainError('invalid_argument', 'token: set MAILSHARE_TOKEN to a token with role node', { field: 'token' });
       if (!TENANT_ID_PATTERN.test(flags.node)) throw new DomainError('invalid_argument', `node: "${flags.node}" is not a node name`, { field: 'node' });
-      const tenant = parseTenantId(flags.tenant, 'tenant');
+      const tenant = flags.tenant === undefined ? undefined : parseTenantId(flags.tenant, 'tenant');
       const level = flags.logLevel ?? 'info';
       if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
         throw new DomainError('invalid_argument', `log-level: "${level}" is not a log level`, { field: 'log-level' });
@@ -157,7 +157,7 @@ export function registerGateway(program: Command): void {
       });
       const address = await gateway.start();
       const tlsAt = gateway.tlsAddress();
-      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${tlsAt ? ` and ${tlsAt} (TLS)` : ''} (backend ${flags.backend}, tenant ${tenant})\n`);
+      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${tlsAt ? ` and ${tlsAt} (TLS)` : ''} (backend ${flags.backend}, ${tenant ? `tenant ${tenant}` : 'tenants by login domain'})\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           logger.info({ signal: sig }, 'gateway shutting down');

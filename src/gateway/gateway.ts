@@ -27,7 +27,12 @@ export interface GatewayOptions {
   /** This node: its name, and the address of its own Dovecot (what other gateways reach). */
   node: { name: string; backend: string; weight?: number; zone?: string };
   /** Tenant of every login through this gateway. */
-  tenant: string;
+  /**
+   * Tenant of logins without a domain. Logins as user@domain go to the
+   * tenant that owns the domain, whatever this is; without it, logins
+   * without a domain are refused.
+   */
+  tenant?: string;
   ttlSeconds?: number;
   logger?: AgentLogger;
   /**
@@ -337,19 +342,30 @@ export class Gateway {
   private async login(client: net.Socket, reader: CommandParser, tag: string, user: string, password: string | Credentials): Promise<LoginResult> {
     const ip = clientIp(client);
     const origin = { ip, port: client.remotePort ?? 0 };
-    const tenant = this.opts.tenant;
+    // user@domain: the tenant that owns the domain, user id the local part; no domain: this
+    // gateway's tenant. Neither: refused like a wrong password (and nothing is written).
+    const at = user.lastIndexOf('@');
+    const domain = at >= 0 ? user.slice(at + 1).toLowerCase() : undefined;
+    const tenant = domain !== undefined ? this.agent.tenantOfDomain(domain) : this.opts.tenant;
+    const local = at >= 0 ? user.slice(0, at) : user;
+    if (tenant === undefined) {
+      this.router.failures.record(`ip:${ip}`);
+      client.write(`${tag} ${AUTH_FAILED}\r\n`);
+      return false;
+    }
+    const dovecotUser = this.dovecotName(tenant, local);
     const out = await this.router.login({
       tenant,
-      user,
+      user: local,
       ip,
-      attempt: (address) => backendLogin(address, tag, user, password, { client: origin, via: this.backends }),
+      attempt: (address) => backendLogin(address, tag, dovecotUser, password, { client: origin, via: this.backends }),
       abandon: (login) => login.socket.end(`${tag}x LOGOUT\r\n`),
       gone: () => client.destroyed,
     });
     if (!out || client.destroyed) return false;
     switch (out.kind) {
       case 'ok':
-        this.relay(client, reader, out.login.socket, out.login.tagged, { tenant, user, epoch: out.home.epoch, node: out.home.node });
+        this.relay(client, reader, out.login.socket, out.login.tagged, { tenant, user: local, epoch: out.home.epoch, node: out.home.node });
         return true;
       case 'refused':
         client.write(`${tag} NO ${out.code} ${out.text}\r\n`);
@@ -365,6 +381,16 @@ export class Gateway {
         return false;
     }
     return false;
+  }
+
+  /**
+   * A user's name at Dovecot: user@primary for a tenant with login domains
+   * (its first), the bare user id for one without (a stock multi-domain
+   * Dovecot needs no change).
+   */
+  private dovecotName(tenant: string, user: string): string {
+    const primary = this.agent.domainsOf(tenant)[0];
+    return primary === undefined ? user : `${user}@${primary}`;
   }
 
   private mayServe(): boolean {
@@ -390,6 +416,7 @@ export class Gateway {
         agent: this.agent,
         tenant: who.tenant,
         user: who.user,
+        dovecotName: (owner) => this.dovecotName(who.tenant, owner),
         epoch: who.epoch,
         client: { ip: clientIp(client), port: client.remotePort ?? 0 },
         namespace: this.namespace,

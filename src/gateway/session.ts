@@ -28,6 +28,8 @@ export interface SessionContext {
   readonly agent: Agent;
   readonly tenant: string;
   readonly user: string;
+  /** A user's name at Dovecot (user@primary domain for tenants with login domains). */
+  dovecotName(user: string): string;
   /** Epoch of the user's assignment when the session began. */
   readonly epoch: number;
   /** The client's address, passed on to owners' Dovecots (their logs and per-address limits see the reader). */
@@ -591,7 +593,7 @@ export class Session implements SessionCore, ConnSink {
       this.owners.set(owner, conn);
       return conn;
     }
-    const login = await backendLogin(address, 'mailshare.login', `${owner}*${this.ctx.master.user}`, this.ctx.master.password, { via: this.ctx.backends, client: this.ctx.client });
+    const login = await backendLogin(address, 'mailshare.login', `${this.ctx.dovecotName(owner)}*${this.ctx.master.user}`, this.ctx.master.password, { via: this.ctx.backends, client: this.ctx.client });
     if (!login.ok) throw new BackendUnavailable(`the master login for ${owner} was refused`);
     const conn = this.attach(owner, false, login.socket, epoch);
     conn.poolKey = key;

@@ -26,7 +26,7 @@ export interface TenantRecord {
   readonly settings: TenantSettings;
   readonly createdAt: Date;
   readonly revision: number;
-  /** Login domains, sorted. */
+  /** Login domains; the first is the primary one (users' names at Dovecot are user@primary). */
   readonly domains: readonly string[];
 }
 
@@ -63,28 +63,29 @@ export class DirectoryStore {
   async createTenant(id: string, settings: TenantSettings, ctx: AuditContext, domains: readonly string[] = []): Promise<TenantRecord> {
     const key = this.keys.tenant(id);
     const createdAt = new Date();
-    const sorted = [...new Set(domains)].sort();
+    // In the order given: the first is the tenant's primary domain (the one Dovecot names its users by).
+    const unique = [...new Set(domains)];
     let txn = this.client.if(key, 'Create', '==', 0);
-    for (const d of sorted) txn = txn.and(this.keys.domain(d), 'Create', '==', 0);
+    for (const d of unique) txn = txn.and(this.keys.domain(d), 'Create', '==', 0);
     const res = await etcdOp('creating a tenant', () =>
       txn
         .then(
-          this.client.put(key).value(JSON.stringify({ settings, createdAt: createdAt.toISOString(), domains: sorted } satisfies StoredTenant)),
+          this.client.put(key).value(JSON.stringify({ settings, createdAt: createdAt.toISOString(), domains: unique } satisfies StoredTenant)),
           this.client.put(this.keys.tenantMeta(id)).value(''),
-          ...sorted.map((d) => this.client.put(this.keys.domain(d)).value(id)),
-          ...this.audit.ops({ tenant: id, ...ctx, action: 'CreateTenant', target: id, after: `${formatSettings(settings)}${sorted.length ? ` domains=${sorted.join(',')}` : ''}` }),
+          ...unique.map((d) => this.client.put(this.keys.domain(d)).value(id)),
+          ...this.audit.ops({ tenant: id, ...ctx, action: 'CreateTenant', target: id, after: `${formatSettings(settings)}${unique.length ? ` domains=${unique.join(',')}` : ''}` }),
         )
         .commit(),
     );
     if (!res.succeeded) {
       if (await this.getTenant(id)) throw new DomainError('already_exists', `id: tenant "${id}" already exists`, { field: 'id' });
-      for (const d of sorted) {
+      for (const d of unique) {
         const owner = await this.domainOwner(d);
         if (owner !== undefined) throw domainTaken(d, owner);
       }
       throw new CasConflict();
     }
-    return { id, settings, createdAt, revision: Number(res.header.revision), domains: sorted };
+    return { id, settings, createdAt, revision: Number(res.header.revision), domains: unique };
   }
 
   /** The tenant that owns a login domain, if any. */
@@ -102,7 +103,7 @@ export class DirectoryStore {
     return withCasRetry(async () => {
       const cur = await this.requireTenant(id);
       if (cur.domains.includes(domain)) return cur;
-      const domains = [...cur.domains, domain].sort();
+      const domains = [...cur.domains, domain];
       const key = this.keys.tenant(id);
       const res = await etcdOp('adding a login domain', () =>
         this.client
@@ -338,7 +339,7 @@ export class DirectoryStore {
 export function decodeTenant(id: string, value: Buffer, revision: number): TenantRecord | undefined {
   try {
     const s = JSON.parse(value.toString()) as StoredTenant;
-    const domains = Array.isArray(s.domains) ? s.domains.filter((d): d is string => typeof d === 'string').sort() : [];
+    const domains = Array.isArray(s.domains) ? s.domains.filter((d): d is string => typeof d === 'string') : [];
     return { id, settings: { ...DEFAULT_TENANT_SETTINGS, ...s.settings }, createdAt: new Date(s.createdAt), revision, domains };
   } catch {
     return undefined;

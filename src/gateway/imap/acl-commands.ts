@@ -13,7 +13,8 @@ export async function aclCommand(s: SessionCore, tag: string, name: string, args
   const counts: Record<string, number> = { GETACL: 1, SETACL: 3, DELETEACL: 2, LISTRIGHTS: 2, MYRIGHTS: 1 };
   const values = args.map(astring);
   if (args.length !== counts[name] || values.some((v) => v === undefined)) throw bad(tag, `${name} takes ${counts[name]} argument(s)`);
-  const [wireName, second, third] = values as string[];
+  const [wireName, rawSecond, third] = values as string[];
+  const second = name === 'SETACL' || name === 'DELETEACL' || name === 'LISTRIGHTS' ? identifierInTenant(s, tag, rawSecond!) : rawSecond;
   const t = s.resolve(wireName!);
   if (t.kind === 'parent' || t.kind === 'invalid') throw nonexistent(tag);
   let owner = s.ctx.user;
@@ -134,4 +135,21 @@ function imapError(tag: string, err: unknown): string {
     default:
       return `${tag} NO [SERVERBUG] ${msg}\r\n`;
   }
+}
+
+/**
+ * An ACL identifier as the user wrote it, in mailshare's terms: users are
+ * named without their domain, so `bob@acme.test` is bob when acme.test is a
+ * domain of the user's own tenant. An identifier naming another domain (of
+ * another tenant, or nobody's) is refused: a user shares only within their
+ * tenant.
+ */
+function identifierInTenant(s: SessionCore, tag: string, id: string): string {
+  const negative = id.startsWith('-') ? '-' : '';
+  const bare = id.slice(negative.length);
+  const at = bare.lastIndexOf('@');
+  if (at < 0) return id;
+  const domain = bare.slice(at + 1).toLowerCase();
+  if (s.ctx.agent.tenantOfDomain(domain) === s.ctx.tenant) return `${negative}${bare.slice(0, at)}`;
+  throw new ImapNo(`${tag} NO [CANNOT] Mailboxes can only be shared with users of your own organisation\r\n`);
 }

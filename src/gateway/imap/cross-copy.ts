@@ -123,7 +123,7 @@ export async function copyFailed(s: SessionCore, tag: string, verb: string, to: 
     try {
       if (!address || !master) throw new BackendUnavailable('no way to reach the target');
       const set = atom(dst.join(','));
-      const statuses = await backendScript(address, `${owner}*${master.user}`, master.password, [
+      const statuses = await backendScript(address, `${s.ctx.dovecotName(owner)}*${master.user}`, master.password, [
         wireAll([atom('SELECT'), str(to.wire)]),
         wireAll([atom('UID'), atom('STORE'), set, atom('+FLAGS.SILENT'), list([atom('\\Deleted')])]),
         wireAll([atom('UID'), atom('EXPUNGE'), set]),

@@ -215,7 +215,7 @@ async function resolveUrls(s: SessionCore, tag: string, messages: readonly Caten
       const where = s.ctx.agent.locate(s.ctx.tenant, owner);
       const address = where ? s.ctx.agent.nodeAddress(where.node) : undefined;
       if (!address || !s.ctx.master) throw new BackendUnavailable(`${owner}'s node is not known`);
-      const data = await fetchPart(address, `${owner}*${s.ctx.master.user}`, s.ctx.master.password, { ...u, mailbox: wire }, { via: s.ctx.backends, maxBytes: MAX_URL_BYTES - bytes }).catch((err: unknown) => {
+      const data = await fetchPart(address, `${s.ctx.dovecotName(owner)}*${s.ctx.master.user}`, s.ctx.master.password, { ...u, mailbox: wire }, { via: s.ctx.backends, maxBytes: MAX_URL_BYTES - bytes }).catch((err: unknown) => {
         if (err instanceof BackendUnavailable && err.message === 'part too large') throw new ImapNo(`${tag} NO [LIMIT] CATENATE parts from other nodes are limited to 4 MiB\r\n`);
         throw err;
       });

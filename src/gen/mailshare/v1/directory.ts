@@ -43,7 +43,11 @@ export interface Tenant {
     | undefined;
   /** etcd modification revision; pass as expected_revision to update safely. */
   revision: number;
-  /** Login domains (lower case), sorted. */
+  /**
+   * Login domains (lower case), in the order added: the first is the
+   * primary one, by which gateways name the tenant's users at Dovecot
+   * (user@primary).
+   */
   domains: string[];
 }
 

@@ -1,0 +1,123 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { connectApi } from '../harness/api.js';
+import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
+import { unaryCall } from '../harness/grpc.js';
+import { RawImap, message } from '../harness/imap.js';
+
+/**
+ * Many tenants on one cluster, found by login domain: acme (acme.test, and
+ * mail.acme.test as a second domain) and globex (globex.test) on the same
+ * gateways and Dovecots, whose users are named user@primary-domain (a stock
+ * multi-domain Dovecot). n1's gateway has no default tenant; n2's takes
+ * logins without a domain as acme's.
+ */
+const USERS = { 'alice@acme.test': 'alice-pw', 'bob@acme.test': 'bob-pw', 'dave@globex.test': 'dave-pw' };
+let cluster: GatewayCluster;
+let g1: string;
+let g2: string;
+
+beforeAll(async () => {
+  cluster = await startGatewayCluster({ nodes: ['n1', 'n2'], users: USERS, gateway: (node) => ({ tenant: node === 'n1' ? undefined : 'acme', loginPenalty: { baseMs: 10 } }) });
+  const admin = connectApi(cluster.server.address, cluster.server.adminToken);
+  await admin.directory.createTenant({ id: 'acme', domains: ['acme.test', 'mail.acme.test'] });
+  const last = await admin.directory.createTenant({ id: 'globex', domains: ['globex.test'] });
+  admin.close();
+  for (const g of cluster.gateways) await g.agent.waitForRevision(last.revision);
+  [g1, g2] = cluster.gateways.map((g) => g.address()) as [string, string];
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+});
+
+const locate = (tenant: string, user: string) => unaryCall(cluster.placement.locate.bind(cluster.placement), { tenant, user, mailbox: '', assign: false }, cluster.server.adminToken);
+async function login(gateway: string, user: string, password: string): Promise<{ c: RawImap; out: string }> {
+  const c = await RawImap.connect(gateway);
+  return { c, out: await c.cmd(`LOGIN "${user}" "${password}"`) };
+}
+
+describe('tenants by login domain', () => {
+  it('user@domain logs in as that tenant\'s user (its id the local part), through any gateway, by any of its domains', async () => {
+    const a = await login(g1, 'alice@acme.test', 'alice-pw');
+    expect(a.out).toMatch(/^t\d+ OK/m);
+    expect(await a.c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+    a.c.close();
+    expect((await locate('acme', 'alice')).node).not.toBe('');
+    const alias = await login(g2, 'alice@Mail.Acme.Test', 'alice-pw');
+    expect(alias.out).toMatch(/^t\d+ OK/m);
+    alias.c.close();
+    const d = await login(g1, 'dave@globex.test', 'dave-pw');
+    expect(d.out).toMatch(/^t\d+ OK/m);
+    d.c.close();
+    expect((await locate('globex', 'dave')).node).not.toBe('');
+    expect((await locate('acme', 'dave')).node).toBe('');
+    const wrong = await login(g1, 'alice@acme.test', 'nope');
+    expect(wrong.out).toMatch(/^t\d+ NO \[AUTHENTICATIONFAILED\]/m);
+    wrong.c.close();
+  });
+
+  it('a domain no tenant owns is refused like a wrong password, with nothing written to etcd', async () => {
+    const etcd = createEtcdClient({ endpoints: cluster.etcd.endpoints });
+    try {
+      const before = Number((await etcd.get('probe').exec()).header.revision);
+      for (const g of [g1, g2]) {
+        const r = await login(g, 'nobody@unknown.test', 'x');
+        expect(r.out).toMatch(/^t\d+ NO \[AUTHENTICATIONFAILED\]/m);
+        r.c.close();
+      }
+      expect(Number((await etcd.get('probe').exec()).header.revision)).toBe(before);
+    } finally {
+      etcd.close();
+    }
+  });
+
+  it('a login without a domain: refused without a default tenant, the default tenant\'s user with one', async () => {
+    const none = await login(g1, 'bob', 'bob-pw');
+    expect(none.out).toMatch(/^t\d+ NO \[AUTHENTICATIONFAILED\]/m);
+    none.c.close();
+    const dflt = await login(g2, 'bob', 'bob-pw');
+    expect(dflt.out).toMatch(/^t\d+ OK/m);
+    expect(await dflt.c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+    dflt.c.close();
+    expect((await locate('acme', 'bob')).node).not.toBe('');
+  });
+
+  it('shares stay within the tenant: bob sees alice\'s folder, dave of globex does not', async () => {
+    await cluster.pin('alice', 'n1');
+    await cluster.pin('bob', 'n2');
+    const alice = (await login(g1, 'alice@acme.test', 'alice-pw')).c;
+    expect(await alice.cmd('CREATE Team')).toMatch(/^t\d+ OK/m);
+    const m = message('for the team');
+    alice.write(`ap APPEND Team {${m.length}+}\r\n${m}\r\n`);
+    expect(await alice.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+    expect(await alice.cmd('SETACL Team bob lr')).toMatch(/^t\d+ OK/m);
+    alice.close();
+    // bob reads it on alice's node, through the owner connection as alice@acme.test.
+    const bob = (await login(g2, 'bob@acme.test', 'bob-pw')).c;
+    expect(await bob.cmd('LIST "" "Shared/*"')).toMatch(/"Shared\/alice\/Team"/);
+    expect(await bob.cmd('SELECT Shared/alice/Team')).toMatch(/^\* 1 EXISTS/m);
+    expect(await bob.cmd('FETCH 1 BODY.PEEK[HEADER.FIELDS (SUBJECT)]')).toMatch(/for the team/);
+    bob.close();
+    const dave = (await login(g1, 'dave@globex.test', 'dave-pw')).c;
+    expect(await dave.cmd('LIST "" "Shared/*"')).not.toMatch(/alice/);
+    expect(await dave.cmd('SELECT Shared/alice/Team')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    expect(await dave.cmd('GETACL Shared/alice/Team')).toMatch(/^t\d+ NO/m);
+    dave.close();
+  });
+
+  it('an ACL identifier with a domain is the tenant\'s user when the domain is the tenant\'s own; another tenant\'s is refused and nothing stored', async () => {
+    const alice = (await login(g1, 'alice@acme.test', 'alice-pw')).c;
+    try {
+      expect(await alice.cmd('SETACL Team carol@mail.acme.test lr')).toMatch(/^t\d+ OK/m);
+      expect(await alice.cmd('SETACL Team dave@globex.test lr')).toMatch(/^t\d+ NO \[CANNOT\] .*own organisation/m);
+      expect(await alice.cmd('SETACL Team -eve@unknown.test r')).toMatch(/^t\d+ NO \[CANNOT\]/m);
+      const acl = await alice.cmd('GETACL Team');
+      expect(acl).toMatch(/"carol" "lr"/);
+      expect(acl).not.toMatch(/dave|globex|eve/);
+      expect(await alice.cmd('DELETEACL Team carol@acme.test')).toMatch(/^t\d+ OK/m);
+      expect(await alice.cmd('GETACL Team')).not.toMatch(/carol/);
+    } finally {
+      alice.close();
+    }
+  });
+});
