@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # A two-node mailshare cluster on this machine, for trying mailshare out:
 # one coordinator (embedded etcd), two Dovecot backends sharing one mail
-# root, and a mailshare gateway in front of each. Users alice, bob and carol
-# (password: the name followed by "-pw") in tenant acme. Ctrl-C (or
+# root, and a mailshare gateway in front of each, serving two tenants:
+# acme (domain acme.test: alice, bob, carol) and globex (globex.test: dave,
+# erin). Users log in as name@domain (password: the name followed by
+# "-pw"); a name without a domain is acme's. alice is placed on n1 and bob
+# on n2, so that bob reading alice's folder crosses nodes. Ctrl-C (or
 # SIGTERM) stops everything; the data stays in DIR for the next start.
 #
 #   bash deploy/local-cluster.sh [DIR]          (default ./.mailshare-cluster; run as root)
@@ -53,7 +56,9 @@ start_dovecot() { # name host:port
   local name=$1 host=${2%:*} port=${2##*:} dir="$DIR/$1"
   mkdir -p "$dir/run" "$dir/state"
   printf 'gateway:{PLAIN}%s\n' "$MASTER_PASSWORD" > "$dir/master.passwd"
-  printf 'alice:{PLAIN}alice-pw\nbob:{PLAIN}bob-pw\ncarol:{PLAIN}carol-pw\n' > "$dir/users.passwd"
+  # A multi-domain Dovecot as any: users named user@domain (the tenants' primary domains).
+  printf '%s\n' 'alice@acme.test:{PLAIN}alice-pw' 'bob@acme.test:{PLAIN}bob-pw' 'carol@acme.test:{PLAIN}carol-pw' \
+    'dave@globex.test:{PLAIN}dave-pw' 'erin@globex.test:{PLAIN}erin-pw' > "$dir/users.passwd"
   chmod 644 "$dir/master.passwd" "$dir/users.passwd"
   cat > "$dir/dovecot.conf" <<CONF
 base_dir = $dir/run
@@ -130,12 +135,16 @@ mailshare server --data-dir "$DIR/server" --listen "$COORDINATOR" --log-level wa
 pids+=($!)
 wait_for "$DIR/server.log" "listening on" "the coordinator"
 export MAILSHARE_CREDENTIALS="$DIR/server/credentials.json" MAILSHARE_ADDR="$COORDINATOR"
-mailshare tenant get acme >/dev/null 2>&1 || mailshare tenant create acme >/dev/null
+# Two tenants, each with its login domain (adding a domain a tenant has already changes nothing).
+for t in acme:acme.test globex:globex.test; do
+  mailshare tenant get "${t%%:*}" >/dev/null 2>&1 || mailshare tenant create "${t%%:*}" >/dev/null
+  mailshare tenant domain add "${t%%:*}" "${t#*:}" >/dev/null
+done
 
 start_gateway() { # name dovecot listen
   # One token per node: a node token can act for its own node (and tenant) only.
   local token
-  token=$(mailshare token create --role node --node "$1" --tenants acme --description "local-cluster gateway $1")
+  token=$(mailshare token create --role node --node "$1" --tenants acme,globex --description "local-cluster gateway $1")
   MAILSHARE_TOKEN=$token MAILSHARE_MASTER_PASSWORD=$MASTER_PASSWORD \
     mailshare gateway --node "$1" --backend "$2" --tenant acme --listen "$3" --coordinators "$COORDINATOR" \
       --master-user gateway --log-level warn > "$DIR/$1/gateway.log" 2>&1 &
@@ -145,12 +154,22 @@ start_gateway() { # name dovecot listen
 start_gateway n1 "$DOVECOT1" "$GATEWAY1"
 start_gateway n2 "$DOVECOT2" "$GATEWAY2"
 
+# alice on n1, bob on n2 (placement alone may put both on one node): moves after the start.
+place() { # user node
+  local at
+  at=$(mailshare user locate acme "$1" --assign -o json | node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>console.log(JSON.parse(s).node))')
+  [ "$at" = "$2" ] || mailshare user move acme "$1" --to "$2" >/dev/null || die "could not place $1 on $2"
+}
+place alice n1
+place bob n2
+
 cat <<INFO
 local-cluster: ready
   coordinator  $COORDINATOR   (CLI: export MAILSHARE_CREDENTIALS=$MAILSHARE_CREDENTIALS)
   gateway n1   $GATEWAY1   -> Dovecot $DOVECOT1
   gateway n2   $GATEWAY2   -> Dovecot $DOVECOT2
-  users        alice / alice-pw, bob / bob-pw, carol / carol-pw   (tenant acme)
+  tenant acme    alice@acme.test (on n1), bob@acme.test (on n2), carol@acme.test
+  tenant globex  dave@globex.test, erin@globex.test      (passwords: name-pw, e.g. alice-pw)
   logs         $DIR/server.log, $DIR/n1/, $DIR/n2/
 Ctrl-C stops the cluster.
 INFO

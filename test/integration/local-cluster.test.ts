@@ -9,7 +9,7 @@ import { findProcesses, waitFor } from '../harness/process.js';
 import { BIN, REPO_ROOT, cleanEnv, runCli } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
 
-/** The README walkthrough: deploy/local-cluster.sh, then a share from IMAP and the CLI. */
+/** The README walkthrough: deploy/local-cluster.sh (two tenants), then a share from IMAP and the CLI. */
 const dir = tempDir('mailshare-cluster-');
 let script: ChildProcess | undefined;
 afterAll(() => {
@@ -26,7 +26,7 @@ afterAll(() => {
 });
 
 describe('deploy/local-cluster.sh', () => {
-  it('starts a two-node cluster with one command; alice shares a folder with bob; Ctrl-C stops it all', async () => {
+  it('starts a two-node, two-tenant cluster with one command; alice shares a folder with bob across nodes, not with globex; Ctrl-C stops it all', async () => {
     // `mailshare` on PATH is this build.
     chmodSync(dir.path, 0o755);
     const bin = path.join(dir.path, 'bin');
@@ -44,16 +44,21 @@ describe('deploy/local-cluster.sh', () => {
     await waitFor(() => out.includes('local-cluster: ready'), 60_000, `cluster ready (${out})`);
 
     // alice, on gateway n1: a folder with a message, shared with bob for reading.
-    const alice = await RawImap.login(addr[1]!, 'alice', 'alice-pw');
+    const cliEnv = { MAILSHARE_CREDENTIALS: path.join(dir.path, 'cluster', 'server', 'credentials.json'), MAILSHARE_ADDR: addr[0]! };
+    // alice and bob are placed on different nodes.
+    expect((await runCli(['user', 'locate', 'acme', 'alice'], { env: cliEnv })).stdout).toMatch(/\bn1\b/);
+    expect((await runCli(['user', 'locate', 'acme', 'bob'], { env: cliEnv })).stdout).toMatch(/\bn2\b/);
+    const alice = await RawImap.login(addr[1]!, 'alice@acme.test', 'alice-pw');
     expect(await alice.cmd('CREATE Projects')).toMatch(/^t\d+ OK/m);
     const m = message('kickoff');
     alice.write(`a APPEND Projects {${m.length}+}\r\n${m}\r\n`);
     expect(await alice.until(/^a (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^a OK/m);
     expect(await alice.cmd('SETACL Projects bob lr')).toMatch(/^t\d+ OK/m);
+    expect(await alice.cmd('SETACL Projects dave@globex.test lr')).toMatch(/^t\d+ NO \[CANNOT\] Mailboxes can only be shared with users of your own organisation/m);
     alice.close();
 
     // The admin's view, with the CLI lines the README shows.
-    const cliEnv = { MAILSHARE_CREDENTIALS: path.join(dir.path, 'cluster', 'server', 'credentials.json'), MAILSHARE_ADDR: addr[0]! };
+    expect((await runCli(['tenant', 'list'], { env: cliEnv })).stdout).toMatch(/^acme\s+acme\.test\s[\s\S]*^globex\s+globex\.test\s/m);
     const shares = await runCli(['share', 'list', 'acme', 'bob'], { env: cliEnv });
     expect(shares.code).toBe(0);
     expect(shares.stdout).toMatch(/alice\/Projects\s+lr/);
@@ -64,14 +69,20 @@ describe('deploy/local-cluster.sh', () => {
     expect(nodes.stdout).toMatch(/n2\s/);
 
     // bob, on gateway n2, sees it under Shared/.
-    const bob = await RawImap.login(addr[2]!, 'bob', 'bob-pw');
+    const bob = await RawImap.login(addr[2]!, 'bob@acme.test', 'bob-pw');
     expect(await bob.cmd('LIST "" "*"')).toMatch(/^\* LIST \(\\HasNoChildren\) "\/" "Shared\/alice\/Projects"/m);
     expect(await bob.cmd('SELECT Shared/alice/Projects')).toMatch(/\* 1 EXISTS/);
     expect(await bob.cmd('FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])')).toMatch(/Subject: kickoff/);
     bob.close();
+    // A name without a domain is acme's.
     const carol = await RawImap.login(addr[1]!, 'carol', 'carol-pw');
     expect(await carol.cmd('MYRIGHTS Shared/alice/Projects')).toMatch(/"lrs"/);
     carol.close();
+    // dave, of globex, through either gateway: nothing of acme.
+    const dave = await RawImap.login(addr[2]!, 'dave@globex.test', 'dave-pw');
+    expect(await dave.cmd('LIST "" "*"')).not.toMatch(/alice|Shared/);
+    expect(await dave.cmd('SELECT Shared/alice/Projects')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    dave.close();
 
     process.kill(-script.pid!, 'SIGINT');
     expect(await exited).toBe(0);
