@@ -348,7 +348,8 @@ export class Gateway {
     const domain = at >= 0 ? user.slice(at + 1).toLowerCase() : undefined;
     const tenant = domain !== undefined ? this.agent.tenantOfDomain(domain) : this.opts.tenant;
     const local = at >= 0 ? user.slice(0, at) : user;
-    if (tenant === undefined) {
+    // The local part names the user: in a tenant with domains user ids hold no "@".
+    if (tenant === undefined || (domain !== undefined && local.includes('@'))) {
       this.router.failures.record(`ip:${ip}`);
       client.write(`${tag} ${AUTH_FAILED}\r\n`);
       return false;

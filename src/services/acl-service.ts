@@ -13,6 +13,7 @@ import { aclToPb, parseExpectedRevision, rightsToPb } from './convert.js';
 import { REVEALING, requireActorRights, rightsOf } from './mailbox-access.js';
 import { optionalUser } from './mailbox-service.js';
 import { type CallContext, type RpcDeps, unary } from './rpc.js';
+import { requireDomainlessUsers } from './user-names.js';
 
 export interface AclServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
@@ -73,6 +74,7 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
 
     setAcl: unary(deps, 'SetAcl', ROLES, async (req, ctx) => {
       const identifier = parseIdentifier(req.identifier, 'identifier');
+      if (identifier.principal.kind === 'user') await requireDomainlessUsers(directory, parseTenantId(req.tenant), [{ id: identifier.principal.name, field: 'identifier' }]);
       const change = parseRightsChange(req.rights, 'rights');
       const res = await writeAcl(ctx, req, { kind: 'set', identifier, change });
       return { rights: rightsToPb(res.rights), revision: res.record.revision };

@@ -6,6 +6,7 @@ import { DEFAULT_TENANT_SETTINGS, type DirectoryStore } from '../store/directory
 import { auditContext, requireTenantRole } from './access.js';
 import { groupToPb, parseExpectedRevision, settingsFromPb, tenantToPb } from './convert.js';
 import { ANY_ROLE, type RpcDeps, unary } from './rpc.js';
+import { requireDomainlessUsers } from './user-names.js';
 
 export interface DirectoryServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
@@ -78,6 +79,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
       const name = parseGroupName(req.name, 'name');
       const list = members(req.members);
       requireTenantRole(ctx.principal.role, tenant, ADMINS);
+      await requireDomainlessUsers(directory, tenant, list.map((id, i) => ({ id, field: `members[${i}]` })));
       const g = await directory.changeGroup(tenant, name, () => list, {
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: true,
@@ -92,6 +94,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
       const name = parseGroupName(req.name, 'name');
       const member = parseUserId(req.member, 'member');
       requireTenantRole(ctx.principal.role, tenant, ADMINS);
+      await requireDomainlessUsers(directory, tenant, [{ id: member, field: 'member' }]);
       const g = await directory.changeGroup(tenant, name, (cur) => [...cur, member], {
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: true,

@@ -11,6 +11,7 @@ import { mailboxToPb, parseExpectedRevision, rightsToPb } from './convert.js';
 import { requireTenantExists } from './directory-service.js';
 import { requireActorRights } from './mailbox-access.js';
 import { type CallContext, type RpcDeps, unary } from './rpc.js';
+import { requireDomainlessUsers } from './user-names.js';
 
 export interface MailboxServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
@@ -52,6 +53,7 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
       const name = parseMailboxName(req.name, 'name');
       const actor = optionalUser(req.actor, 'actor');
       requireTenantRole(ctx.principal.role, tenant, ROLES);
+      await requireDomainlessUsers(directory, tenant, [{ id: owner, field: 'owner' }]);
       requireActorForNode(ctx.principal.role, actor);
       if (actor !== undefined && actor !== owner) {
         // RFC 4314 §4: CREATE needs "k" on the nearest existing parent.

@@ -86,6 +86,30 @@ describe('login domains over gRPC', () => {
   });
 });
 
+describe('user ids in a tenant with login domains', () => {
+  it('hold no "@" (users are named without their domain): ACL identifiers, group members and mailbox owners are refused, and nothing is written', async () => {
+    await admin.directory.createTenant({ id: 'u-dom', domains: ['u-dom.test'] });
+    await admin.mailbox.createMailbox({ tenant: 'u-dom', owner: 'alice', name: 'Team', actor: '' });
+    for (const [call, field] of [
+      [() => admin.acl.setAcl({ tenant: 'u-dom', mailbox: 'alice/Team', identifier: 'bob@u-dom.test', rights: 'lr', expectedRevision: 0, actor: '' }), 'identifier'],
+      [() => admin.acl.setAcl({ tenant: 'u-dom', mailbox: 'alice/Team', identifier: '-bob@elsewhere.test', rights: 'r', expectedRevision: 0, actor: '' }), 'identifier'],
+      [() => admin.directory.setGroupMembers({ tenant: 'u-dom', name: 'team', members: ['carol', 'dave@u-dom.test'], expectedRevision: 0 }), 'members[1]'],
+      [() => admin.directory.addGroupMember({ tenant: 'u-dom', name: 'team', member: 'erin@x.test', expectedRevision: 0 }), 'member'],
+      [() => admin.mailbox.createMailbox({ tenant: 'u-dom', owner: 'frank@u-dom.test', name: 'X', actor: '' }), 'owner'],
+    ] as const) {
+      const e = await codeOf(call());
+      expect(e.code, field).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e.details).toMatch(new RegExp(`^${field.replace(/[[\]]/g, '\\$&')}: .*login domains`));
+    }
+    expect((await admin.acl.getAcl({ tenant: 'u-dom', mailbox: 'alice/Team', actor: '' })).entries.map((x) => x.identifier)).toEqual(['alice']);
+    expect((await codeOf(admin.directory.getGroup({ tenant: 'u-dom', name: 'team' }))).code).toBe(grpc.status.NOT_FOUND);
+    // A tenant without domains keeps its ids as they are.
+    await admin.directory.createTenant({ id: 'u-plain', domains: [] });
+    await admin.mailbox.createMailbox({ tenant: 'u-plain', owner: 'alice', name: 'Team', actor: '' });
+    await admin.acl.setAcl({ tenant: 'u-plain', mailbox: 'alice/Team', identifier: 'bob@example.org', rights: 'lr', expectedRevision: 0, actor: '' });
+  });
+});
+
 describe('login domains from the CLI (README examples)', () => {
   const env = (): Record<string, string> => ({ MAILSHARE_ADDR: server.address, MAILSHARE_TOKEN: server.adminToken, XDG_CONFIG_HOME: dir.path });
   const ms = (...args: string[]) => runCli(args, { env: env(), cwd: dir.path });
