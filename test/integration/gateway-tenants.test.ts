@@ -12,7 +12,7 @@ import { RawImap, message } from '../harness/imap.js';
  * multi-domain Dovecot). n1's gateway has no default tenant; n2's takes
  * logins without a domain as acme's.
  */
-const USERS = { 'alice@acme.test': 'alice-pw', 'bob@acme.test': 'bob-pw', 'dave@globex.test': 'dave-pw' };
+const USERS = { 'alice@acme.test': 'alice-pw', 'bob@acme.test': 'bob-pw', 'dave@globex.test': 'dave-pw', 'dave@acme.test': 'dave-acme-pw' };
 let cluster: GatewayCluster;
 let g1: string;
 let g2: string;
@@ -120,4 +120,76 @@ describe('tenants by login domain', () => {
       alice.close();
     }
   });
+});
+
+describe('isolation between tenants', () => {
+  /** Every command that names a mailbox, on `box`; APPEND and COPY write, the rest read or change. */
+  const commands = (box: string): string[] => [
+    `SELECT "${box}"`,
+    `EXAMINE "${box}"`,
+    `STATUS "${box}" (MESSAGES UIDNEXT)`,
+    `CREATE "${box}/Sub"`,
+    `DELETE "${box}"`,
+    `RENAME "${box}" "${box}2"`,
+    `SUBSCRIBE "${box}"`,
+    `GETACL "${box}"`,
+    `SETACL "${box}" alice lrswi`,
+    `DELETEACL "${box}" anyone`,
+    `LISTRIGHTS "${box}" alice`,
+    `MYRIGHTS "${box}"`,
+    `LIST "" "${box}*" RETURN (STATUS (MESSAGES))`,
+    `NOTIFY SET STATUS (MAILBOXES "${box}" (MessageNew MessageExpunge))`,
+  ];
+
+  it("an acme user reaches nothing of globex's dave, under any name, with any command; acme's own dave is another person", async () => {
+    // globex's dave shares Secret with everyone of globex.
+    const gdave = (await login(g1, 'dave@globex.test', 'dave-pw')).c;
+    expect(await gdave.cmd('CREATE Secret')).toMatch(/^t\d+ OK/m);
+    const secret = message('globex only');
+    gdave.write(`ap APPEND Secret {${secret.length}+}\r\n${secret}\r\n`);
+    expect(await gdave.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap OK/m);
+    expect(await gdave.cmd('SETACL Secret anyone lrswi')).toMatch(/^t\d+ OK/m);
+    const before = await gdave.cmd('STATUS Secret (MESSAGES UIDNEXT HIGHESTMODSEQ)');
+    gdave.close();
+
+    const names = ['Shared/dave/Secret', 'Shared/dave@globex.test/Secret', 'Shared/dave%40globex.test/Secret', 'Shared/globex/dave/Secret', 'Shared/dave/Secret&AC8-x', 'Shared/DAVE/Secret'];
+    for (const g of [g1, g2]) {
+      const alice = (await login(g, 'alice@acme.test', 'alice-pw')).c;
+      try {
+        const all = await alice.cmd('LIST "" "*"');
+        expect(all).not.toMatch(/Secret|globex/);
+        for (const box of names) {
+          for (const cmd of commands(box)) {
+            const out = await alice.cmd(cmd);
+            expect(out, `${cmd} through ${g}`).not.toMatch(/globex only|\* STATUS "[^"]*Secret" \(MESSAGES [1-9]/);
+            if (!/^(LIST|NOTIFY|SUBSCRIBE)/.test(cmd)) expect(out, `${cmd} through ${g}`).toMatch(/^t\d+ (NO|BAD)/m);
+          }
+          const m = message('from acme');
+          alice.write(`ap APPEND "${box}" {${m.length}+}\r\n${m}\r\n`);
+          expect(await alice.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m), `APPEND ${box}`).toMatch(/^ap (NO|BAD)/m);
+          expect(await alice.cmd(`APPEND INBOX CATENATE (URL "/${box}/;UID=1")`), `CATENATE ${box}`).toMatch(/^t\d+ NO/m);
+          await alice.cmd('SELECT INBOX');
+          expect(await alice.cmd(`COPY 1:* "${box}"`), `COPY ${box}`).toMatch(/^t\d+ (NO|BAD)/m);
+        }
+        expect(await alice.cmd('SETACL INBOX dave@globex.test lr')).toMatch(/^t\d+ NO \[CANNOT\]/m);
+      } finally {
+        alice.close();
+      }
+    }
+    // acme's own dave (dave@acme.test) has a mailbox of the same name: it is his, and alice may see it
+    // only if he shares it.
+    const adave = (await login(g2, 'dave@acme.test', 'dave-acme-pw')).c;
+    expect(await adave.cmd('CREATE Secret')).toMatch(/^t\d+ OK/m);
+    expect(await adave.cmd('STATUS Secret (MESSAGES)')).toMatch(/\(MESSAGES 0\)/);
+    adave.close();
+    const alice = (await login(g1, 'alice@acme.test', 'alice-pw')).c;
+    expect(await alice.cmd('STATUS Shared/dave/Secret (MESSAGES)')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
+    alice.close();
+    // globex's dave's mailbox is as it was.
+    const again = (await login(g1, 'dave@globex.test', 'dave-pw')).c;
+    const statusLine = (out: string): string | undefined => /^\* STATUS .*$/m.exec(out)?.[0];
+    expect(statusLine(await again.cmd('STATUS Secret (MESSAGES UIDNEXT HIGHESTMODSEQ)'))).toBe(statusLine(before));
+    expect(statusLine(before)).toMatch(/MESSAGES 1 /);
+    again.close();
+  }, 120_000);
 });
