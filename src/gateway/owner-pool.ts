@@ -39,6 +39,7 @@ export class OwnerPool {
     clearTimeout(entry.timer);
     entry.socket.removeAllListeners('data');
     entry.socket.removeAllListeners('close');
+    entry.socket.removeAllListeners('error');
     entry.socket.pause();
     return entry.socket;
   }
