@@ -62,7 +62,7 @@ export function preLogin(host: PreLoginHost, client: net.Socket, secure: boolean
       busy = false;
       client.resume();
       drain();
-    });
+    }, () => client.destroy());
   };
   const b64 = (text: string): string | undefined => (/^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/.test(text) ? Buffer.from(text, 'base64').toString('latin1') : undefined);
   /** The next step of an AUTHENTICATE with this (base64) response. */
