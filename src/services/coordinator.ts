@@ -127,7 +127,7 @@ export class Coordinator {
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
-    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
+    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy }));
     this.health.addToServer(this.server);
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').

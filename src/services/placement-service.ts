@@ -21,13 +21,17 @@ import type {
   PlacementServiceServer,
 } from '../gen/mailshare/v1/placement.js';
 import type { NodeView, PlacementStore } from '../store/placement-store.js';
+import type { DirectoryStore } from '../store/directory-store.js';
 import { requireTenantRole } from './access.js';
 import type { Principal } from './auth.js';
 import { type RpcDeps, authenticated, endOnShutdown, unary } from './rpc.js';
 import { toGrpcError } from './status.js';
+import { requireDomainlessUsers } from './user-names.js';
 
 export interface PlacementServiceDeps extends RpcDeps {
   readonly placement: PlacementStore;
+  /** For the user-name rule of tenants with login domains (read only for ids with an "@"). */
+  readonly directory: DirectoryStore;
   /** Addresses a node may register (gateways send users' and the master password there). */
   readonly allowedAddresses: readonly AllowEntry[];
 }
@@ -92,6 +96,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
     }
     const user = req.user !== '' ? parseUserId(req.user, 'user') : parseMailboxRef(req.mailbox).owner;
     requireTenantRole(principal.role, tenant, ['admin', 'tenant-admin', 'node']);
+    if (req.assign) await requireDomainlessUsers(deps.directory, tenant, [{ id: user, field: req.user !== '' ? 'user' : 'mailbox' }]);
     const { assignment, created } = await placement.locate(tenant, user, req.assign);
     if (created) log.info({ tenant, user, node: assignment!.node, epoch: assignment!.epoch }, 'user assigned');
     return {

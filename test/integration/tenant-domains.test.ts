@@ -1,6 +1,8 @@
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { type Api, connectApi } from '../harness/api.js';
+import { unaryCall } from '../harness/grpc.js';
 import { type EtcdCluster, startEtcd } from '../harness/etcd.js';
 import { type InProcessServer, runCli, startInProcessServer } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
@@ -100,6 +102,16 @@ describe('user ids in a tenant with login domains', () => {
       const e = await codeOf(call());
       expect(e.code, field).toBe(grpc.status.INVALID_ARGUMENT);
       expect(e.details).toMatch(new RegExp(`^${field.replace(/[[\]]/g, '\\$&')}: .*login domains`));
+    }
+    // Nor is such a user ever assigned a node.
+    const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+    try {
+      const e = await codeOf(unaryCall(placement.locate.bind(placement), { tenant: 'u-dom', user: 'gina@u-dom.test', mailbox: '', assign: true }, server.adminToken));
+      expect(e.code).toBe(grpc.status.INVALID_ARGUMENT);
+      expect(e.details).toMatch(/^user: .*login domains/);
+      expect((await unaryCall(placement.locate.bind(placement), { tenant: 'u-dom', user: 'gina@u-dom.test', mailbox: '', assign: false }, server.adminToken)).node).toBe('');
+    } finally {
+      placement.close();
     }
     expect((await admin.acl.getAcl({ tenant: 'u-dom', mailbox: 'alice/Team', actor: '' })).entries.map((x) => x.identifier)).toEqual(['alice']);
     expect((await codeOf(admin.directory.getGroup({ tenant: 'u-dom', name: 'team' }))).code).toBe(grpc.status.NOT_FOUND);
