@@ -103,6 +103,11 @@ export class DirectoryStore {
     return withCasRetry(async () => {
       const cur = await this.requireTenant(id);
       if (cur.domains.includes(domain)) return cur;
+      if (cur.domains.length === 0) {
+        // The first domain: from now on user ids hold no "@" (see requireDomainlessUsers).
+        const taken = await this.userWithAt(id);
+        if (taken !== undefined) throw new DomainError('failed_precondition', `domain: tenant "${id}" names user "${taken}", with an "@"; with login domains its users are named without one: change that first`, { field: 'domain' });
+      }
       const domains = [...cur.domains, domain];
       const key = this.keys.tenant(id);
       const res = await etcdOp('adding a login domain', () =>
@@ -322,6 +327,40 @@ export class DirectoryStore {
       );
       if (!res.succeeded) throw new CasConflict();
     }, ctx.signal);
+  }
+
+  /**
+   * A user id with "@" the tenant already names (a mailbox owner, an ACL
+   * identifier, a group member), if any: such ids would name nobody once
+   * the tenant has login domains. Reads the tenant's mailboxes and groups in
+   * pages (domains are added rarely).
+   */
+  async userWithAt(tenant: string): Promise<string | undefined> {
+    for (const prefix of [this.keys.mailboxesPrefix(tenant), this.keys.groupsPrefix(tenant)]) {
+      const isGroups = prefix === this.keys.groupsPrefix(tenant);
+      let after: string | undefined;
+      do {
+        const page = await this.page(prefix, 1000, after);
+        for (const kv of page.kvs) {
+          if (isGroups) {
+            const found = decodeGroup(tenant, '', kv.value, 0).members.find((m) => m.includes('@'));
+            if (found) return found;
+            continue;
+          }
+          const owner = kv.key.toString().slice(prefix.length).split('/')[0]!;
+          if (owner.includes('@')) return owner;
+          try {
+            const acl = (JSON.parse(kv.value.toString()) as { acl?: Record<string, string> }).acl ?? {};
+            const id = Object.keys(acl).map((k) => k.replace(/^-/, '')).find((k) => k.includes('@') && !k.startsWith('group:'));
+            if (id) return id;
+          } catch {
+            // not a mailbox record
+          }
+        }
+        after = page.lastKey;
+      } while (after !== undefined);
+    }
+    return undefined;
   }
 
   private async page(prefix: string, limit: number, afterKey: string | undefined) {

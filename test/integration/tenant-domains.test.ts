@@ -119,6 +119,15 @@ describe('user ids in a tenant with login domains', () => {
     await admin.directory.createTenant({ id: 'u-plain', domains: [] });
     await admin.mailbox.createMailbox({ tenant: 'u-plain', owner: 'alice', name: 'Team', actor: '' });
     await admin.acl.setAcl({ tenant: 'u-plain', mailbox: 'alice/Team', identifier: 'bob@example.org', rights: 'lr', expectedRevision: 0, actor: '' });
+    // Its first domain is refused while it names such a user, and accepted once it no longer does.
+    const refused = await codeOf(admin.directory.addTenantDomain({ tenant: 'u-plain', domain: 'u-plain.test' }));
+    expect(refused.code).toBe(grpc.status.FAILED_PRECONDITION);
+    expect(refused.details).toMatch(/bob@example\.org/);
+    await admin.directory.setGroupMembers({ tenant: 'u-plain', name: 'g', members: ['x@y.test'], expectedRevision: 0 });
+    await admin.acl.deleteAcl({ tenant: 'u-plain', mailbox: 'alice/Team', identifier: 'bob@example.org', expectedRevision: 0, actor: '' });
+    expect((await codeOf(admin.directory.addTenantDomain({ tenant: 'u-plain', domain: 'u-plain.test' }))).details).toMatch(/x@y\.test/);
+    await admin.directory.deleteGroup({ tenant: 'u-plain', name: 'g', expectedRevision: 0 });
+    expect((await admin.directory.addTenantDomain({ tenant: 'u-plain', domain: 'u-plain.test' })).domains).toEqual(['u-plain.test']);
   });
 });
 
