@@ -192,4 +192,44 @@ describe('isolation between tenants', () => {
     expect(statusLine(before)).toMatch(/MESSAGES 1 /);
     again.close();
   }, 120_000);
+  it("globex's dave reaches nothing of acme: neither alice's folder shared with bob nor her own", async () => {
+    const dave = (await login(g2, 'dave@globex.test', 'dave-pw')).c;
+    try {
+      for (const box of ['Shared/alice/Team', 'Shared/alice@acme.test/Team', 'Shared/alice/INBOX', 'Shared/bob/INBOX']) {
+        for (const cmd of commands(box)) {
+          const out = await dave.cmd(cmd);
+          expect(out, cmd).not.toMatch(/for the team|\* STATUS "[^"]*" \(MESSAGES [1-9]/);
+          if (!/^(LIST|NOTIFY|SUBSCRIBE)/.test(cmd)) expect(out, cmd).toMatch(/^t\d+ (NO|BAD)/m);
+        }
+        expect(await dave.cmd(`APPEND INBOX CATENATE (URL "/${box}/;UID=1")`), box).toMatch(/^t\d+ NO/m);
+      }
+      expect(await dave.cmd('SETACL INBOX alice@acme.test lr')).toMatch(/^t\d+ NO \[CANNOT\]/m);
+    } finally {
+      dave.close();
+    }
+  }, 60_000);
+
+  it('random identifiers that look like other tenants\' users never land in an ACL (seeded)', async () => {
+    let seed = Number(process.env.FUZZ_SEED ?? 20261201);
+    const rnd = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const parts = ['dave', 'bob', 'alice', '@', '@globex.test', '@acme.test', '@mail.acme.test', '@GLOBEX.TEST', '@globex.test.', '%40', '&AEA-', 'group:', '-', '.', 'x', 'anyone', '@@'];
+    const alice = (await login(g1, 'alice@acme.test', 'alice-pw')).c;
+    try {
+      for (let i = 0; i < 150; i++) {
+        let id = '';
+        for (let k = 1 + rnd(4); k > 0; k--) id += parts[rnd(parts.length)];
+        const out = await alice.cmd(`SETACL Team "${id}" lr`);
+        expect(out, id).toMatch(/^t\d+ (OK|NO|BAD)/m);
+      }
+      const acl = await alice.cmd('GETACL Team');
+      const ids = [...acl.matchAll(/"([^"]+)" "[a-z]*"/g)].map((m) => m[1]!);
+      // Whatever was accepted names a user of acme, without a domain (or a group, anyone, authenticated).
+      expect(ids.filter((x) => x.includes('@') || /globex/i.test(x))).toEqual([]);
+    } finally {
+      alice.close();
+    }
+  }, 60_000);
 });
