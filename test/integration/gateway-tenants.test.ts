@@ -209,7 +209,7 @@ describe('isolation between tenants', () => {
     }
   }, 60_000);
 
-  it('random identifiers that look like other tenants\' users never land in an ACL (seeded)', async () => {
+  it('random identifiers and names that look like other tenants\' never land in an ACL nor open their mailboxes (seeded)', async () => {
     let seed = Number(process.env.FUZZ_SEED ?? 20261201);
     const rnd = (n: number): number => {
       seed = (seed * 1103515245 + 12345) % 2 ** 31;
@@ -228,6 +228,63 @@ describe('isolation between tenants', () => {
       const ids = [...acl.matchAll(/"([^"]+)" "[a-z]*"/g)].map((m) => m[1]!);
       // Whatever was accepted names a user of acme, without a domain (or a group, anyone, authenticated).
       expect(ids.filter((x) => x.includes('@') || /globex/i.test(x))).toEqual([]);
+      // Mailbox names built the same way never open globex's dave's Secret.
+      const names = ['Shared/', 'dave', 'DAVE', '@globex.test', '&AEA-globex.test', '%40globex.test', '/', 'Secret', 'SECRET', '&AC8-', '.', 'globex/'];
+      for (let i = 0; i < 150; i++) {
+        let box = 'Shared/';
+        for (let k = 1 + rnd(5); k > 0; k--) box += names[rnd(names.length)];
+        const out = await alice.cmd(`STATUS "${box}" (MESSAGES)`);
+        expect(out, box).not.toMatch(/\(MESSAGES [1-9]/);
+        const sel = await alice.cmd(`EXAMINE "${box}"`);
+        expect(sel, box).not.toMatch(/^t\d+ OK/m);
+      }
+    } finally {
+      alice.close();
+    }
+  }, 60_000);
+
+  it('within a tenant, the same commands do what the rights say: all on one\'s own mailbox, reads only on a folder shared lr', async () => {
+    // bob holds lr on alice's Team (the sharing test above): reads work, every write is NOPERM.
+    const expectShared: Record<string, RegExp> = {
+      SELECT: /^\* OK \[READ-ONLY\]|^t\d+ OK \[READ-ONLY\]/m,
+      EXAMINE: /^t\d+ OK/m,
+      STATUS: /^\* STATUS "Shared\/alice\/Team" \(MESSAGES 1 UIDNEXT \d+\)/m,
+      CREATE: /^t\d+ NO \[NOPERM\]/m,
+      DELETE: /^t\d+ NO \[NOPERM\]/m,
+      RENAME: /^t\d+ NO/m,
+      SUBSCRIBE: /^t\d+ OK/m,
+      GETACL: /^t\d+ NO \[NOPERM\]/m,
+      SETACL: /^t\d+ NO \[NOPERM\]/m,
+      DELETEACL: /^t\d+ NO \[NOPERM\]/m,
+      LISTRIGHTS: /^t\d+ NO \[NOPERM\]/m,
+      MYRIGHTS: /^\* MYRIGHTS "Shared\/alice\/Team" "lr"/m,
+      LIST: /^\* STATUS "Shared\/alice\/Team" \(MESSAGES 1\)/m,
+      NOTIFY: /^t\d+ OK/m,
+    };
+    for (const g of [g1, g2]) {
+      const bob = (await login(g, 'bob@acme.test', 'bob-pw')).c;
+      try {
+        for (const cmd of commands('Shared/alice/Team')) {
+          const verb = cmd.split(' ')[0]!;
+          expect(await bob.cmd(cmd), `${cmd} through ${g}`).toMatch(expectShared[verb]!);
+        }
+        const m = message('from bob');
+        bob.write(`ap APPEND "Shared/alice/Team" {${m.length}+}\r\n${m}\r\n`);
+        expect(await bob.until(/^ap (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^ap NO \[NOPERM\]/m);
+        await bob.cmd('NOTIFY NONE');
+      } finally {
+        bob.close();
+      }
+    }
+    // alice on a mailbox of her own: every command works (DELETE last).
+    const alice = (await login(g1, 'alice@acme.test', 'alice-pw')).c;
+    try {
+      expect(await alice.cmd('CREATE Own')).toMatch(/^t\d+ OK/m);
+      for (const cmd of commands('Own').filter((c) => !/^(DELETE|RENAME) /.test(c))) expect(await alice.cmd(cmd), cmd).toMatch(/^t\d+ OK/m);
+      expect(await alice.cmd('NOTIFY NONE')).toMatch(/^t\d+ OK/m);
+      expect(await alice.cmd('RENAME Own Own2')).toMatch(/^t\d+ OK/m);
+      expect(await alice.cmd('DELETE Own2/Sub')).toMatch(/^t\d+ OK/m);
+      expect(await alice.cmd('DELETE Own2')).toMatch(/^t\d+ OK/m);
     } finally {
       alice.close();
     }
