@@ -103,17 +103,21 @@ export class DirectoryStore {
     return withCasRetry(async () => {
       const cur = await this.requireTenant(id);
       if (cur.domains.includes(domain)) return cur;
+      // The first domain: from now on user ids hold no "@" (see requireDomainlessUsers). The scan
+      // and the transaction are tied by the tenant's meta key, which every mailbox and group
+      // creation touches: one created meanwhile makes the transaction fail and the scan run again.
+      const metaKey = this.keys.tenantMeta(id);
+      const metaRev = Number((await etcdOp('reading a tenant', () => this.client.get(metaKey).exec())).kvs[0]?.mod_revision ?? 0);
       if (cur.domains.length === 0) {
-        // The first domain: from now on user ids hold no "@" (see requireDomainlessUsers).
         const taken = await this.userWithAt(id);
         if (taken !== undefined) throw new DomainError('failed_precondition', `domain: tenant "${id}" names user "${taken}", with an "@"; with login domains its users are named without one: change that first`, { field: 'domain' });
       }
       const domains = [...cur.domains, domain];
       const key = this.keys.tenant(id);
+      let txn = this.client.if(key, 'Mod', '==', cur.revision).and(this.keys.domain(domain), 'Create', '==', 0);
+      if (cur.domains.length === 0) txn = txn.and(metaKey, 'Mod', '==', metaRev);
       const res = await etcdOp('adding a login domain', () =>
-        this.client
-          .if(key, 'Mod', '==', cur.revision)
-          .and(this.keys.domain(domain), 'Create', '==', 0)
+        txn
           .then(
             this.client.put(key).value(JSON.stringify({ settings: cur.settings, createdAt: cur.createdAt.toISOString(), domains } satisfies StoredTenant)),
             this.client.put(this.keys.domain(domain)).value(id),
