@@ -348,15 +348,12 @@ export class Gateway {
     const domain = at >= 0 ? user.slice(at + 1).toLowerCase() : undefined;
     const tenant = domain !== undefined ? this.agent.tenantOfDomain(domain) : this.opts.tenant;
     const local = at >= 0 ? user.slice(0, at) : user;
-    // The local part names the user: in a tenant with domains user ids hold no "@".
-    if (tenant === undefined || (domain !== undefined && local.includes('@'))) {
-      this.router.failures.record(`ip:${ip}`);
-      client.write(`${tag} ${AUTH_FAILED}\r\n`);
-      return false;
-    }
-    const dovecotUser = this.dovecotName(tenant, local);
+    // The local part names the user: in a tenant with domains user ids hold no "@". Either refusal
+    // is the router's (after the same penalty as any failed login).
+    const known = domain !== undefined && local.includes('@') ? undefined : tenant;
+    const dovecotUser = known === undefined ? local : this.dovecotName(known, local);
     const out = await this.router.login({
-      tenant,
+      tenant: known,
       user: local,
       ip,
       attempt: (address) => backendLogin(address, tag, dovecotUser, password, { client: origin, via: this.backends }),
@@ -366,7 +363,7 @@ export class Gateway {
     if (!out || client.destroyed) return false;
     switch (out.kind) {
       case 'ok':
-        this.relay(client, reader, out.login.socket, out.login.tagged, { tenant, user: local, epoch: out.home.epoch, node: out.home.node });
+        this.relay(client, reader, out.login.socket, out.login.tagged, { tenant: known!, user: local, epoch: out.home.epoch, node: out.home.node });
         return true;
       case 'refused':
         client.write(`${tag} NO ${out.code} ${out.text}\r\n`);

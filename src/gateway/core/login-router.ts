@@ -62,7 +62,8 @@ export class LoginRouter {
   }
 
   async login(req: {
-    tenant: string;
+    /** undefined: no tenant owns the login's domain (or it has none and there is no default): refused as a wrong password. */
+    tenant: string | undefined;
     user: string;
     /** The client's address (penalties count per address). */
     ip: string;
@@ -92,7 +93,7 @@ export class LoginRouter {
       this.failures.record(`user:${user}`);
       return login?.challenge !== undefined ? { kind: 'failed', challenge: login.challenge } : { kind: 'failed' };
     };
-    if (!USER_ID_PATTERN.test(user)) return failed();
+    if (tenant === undefined || !USER_ID_PATTERN.test(user)) return failed();
     try {
       let home = await this.home(tenant, user, false);
       let login: BackendLogin;
