@@ -271,11 +271,11 @@ export class BackendConnector {
  * that arrive after it (none are expected before the client speaks) stay
  * unread in the socket.
  */
-export async function backendLogin(address: string, tag: string, user: string, password: string | Credentials, opts: { client?: { ip: string; port: number }; timeoutMs?: number; via?: BackendConnector } = {}): Promise<BackendLogin> {
+export async function backendLogin(address: string, tag: string, user: string, password: string | Credentials, opts: { client?: { ip: string; port: number }; timeoutMs?: number; via: BackendConnector }): Promise<BackendLogin> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const via = opts.via;
   try {
-    const first = via ? await via.greeted(address, timeoutMs) : await greet(address, undefined, timeoutMs);
+    const first = await via.greeted(address, timeoutMs);
     // A kept connection can be dead without showing it: the login processes of a Dovecot whose
     // master was killed hold their clients until these speak, then answer NO [UNAVAILABLE] or
     // close. Then the others kept for that server go too, and the login runs once more on a new
@@ -284,15 +284,15 @@ export async function backendLogin(address: string, tag: string, user: string, p
     try {
       login = await loginOn(first, tag, user, password, opts.client, timeoutMs);
     } catch (err) {
-      if (!via || !first.kept || err instanceof BackendTimeout) throw err;
+      if (!first.kept || err instanceof BackendTimeout) throw err;
       login = { ok: false, tagged: Buffer.from(`${tag} NO [UNAVAILABLE] connection lost\r\n`), socket: first.socket };
     }
-    if (login.ok || !via || !first.kept || !/^\S+ NO \[UNAVAILABLE\]/.test(login.tagged.toString('latin1'))) return login;
+    if (login.ok || !first.kept || !/^\S+ NO \[UNAVAILABLE\]/.test(login.tagged.toString('latin1'))) return login;
     login.socket.destroy();
     via.forget(address);
     return await loginOn(await greet(address, via.tls, timeoutMs), tag, user, password, opts.client, timeoutMs);
   } finally {
-    via?.refill(address);
+    via.refill(address);
   }
 }
 
@@ -352,7 +352,7 @@ export async function fetchPart(
   user: string,
   password: string,
   want: { mailbox: string; uidvalidity?: number; uid: number; section: string; partial?: { offset: number; length?: number } },
-  opts: { via?: BackendConnector; timeoutMs?: number; maxBytes?: number } = {},
+  opts: { via: BackendConnector; timeoutMs?: number; maxBytes?: number },
 ): Promise<Buffer | undefined> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const login = await backendLogin(address, 'mailshare.p0', user, password, { timeoutMs, via: opts.via });
@@ -399,7 +399,7 @@ export async function fetchPart(
  * response's status (OK, NO, BAD). For short jobs outside a session, such
  * as undoing a failed copy.
  */
-export async function backendScript(address: string, user: string, password: string, commands: readonly string[], opts: { timeoutMs?: number; via?: BackendConnector } = {}): Promise<string[]> {
+export async function backendScript(address: string, user: string, password: string, commands: readonly string[], opts: { timeoutMs?: number; via: BackendConnector }): Promise<string[]> {
   const timeoutMs = opts.timeoutMs ?? 10_000;
   const login = await backendLogin(address, 'mailshare.s0', user, password, { timeoutMs, via: opts.via });
   if (!login.ok) throw new BackendUnavailable(`login as ${user} was refused`);
