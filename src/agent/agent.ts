@@ -19,7 +19,8 @@ export interface AgentOptions {
   coordinators: string[];
   /** A token with role node. */
   token: string;
-  node: { name: string; imapAddress: string; weight?: number; zone?: string };
+  /** `addresses`: the node's servers for other protocols ("lmtp", "pop3"), host:port. */
+  node: { name: string; imapAddress: string; addresses?: Readonly<Record<string, string>>; weight?: number; zone?: string };
   /** Lease TTL in seconds; default 5. The lease is renewed every TTL/3. */
   ttlSeconds?: number;
   /** Default insecure (loopback); pass grpc.credentials.createSsl(...) for TLS. */
@@ -253,14 +254,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     return this.cache.domainsOf(tenant);
   }
 
-  /** The IMAP backend address of a registered node, from memory. */
-  nodeAddress(node: string): string | undefined {
-    return this.cache.nodeAddress(node);
+  /** A registered node's server address for a protocol (default IMAP), from memory. */
+  nodeAddress(node: string, protocol = 'imap'): string | undefined {
+    return this.cache.nodeAddress(node, protocol);
   }
 
-  /** Nodes live now, with their IMAP addresses (from the event stream). */
-  liveNodes(): Array<{ node: string; address: string }> {
-    return this.cache.liveNodes();
+  /** Nodes live now, with their server addresses for a protocol (default IMAP), from the event stream. */
+  liveNodes(protocol = 'imap'): Array<{ node: string; address: string }> {
+    return this.cache.liveNodes(protocol);
   }
 
   /** Assigns a node if the user has none (one RPC); answers from memory when it can. */
@@ -498,7 +499,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       try {
         const res = await this.unary<{ leaseId: string; ttlSeconds: number; node?: { revision: number } }>((cb) =>
           this.placement.registerNode(
-            { name: this.opts.node.name, imapAddress: this.opts.node.imapAddress, weight: this.opts.node.weight ?? 0, zone: this.opts.node.zone ?? '', ttlSeconds: this.opts.ttlSeconds },
+            { name: this.opts.node.name, imapAddress: this.opts.node.imapAddress, weight: this.opts.node.weight ?? 0, zone: this.opts.node.zone ?? '', ttlSeconds: this.opts.ttlSeconds, addresses: { ...(this.opts.node.addresses ?? {}) } },
             this.md,
             { deadline: Date.now() + 5000 },
             cb,

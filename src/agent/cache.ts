@@ -40,6 +40,8 @@ export class AgentCache {
   private readonly shared = new Map<string, Set<string>>();
   /** Node name → address of its IMAP backend. */
   private readonly nodes = new Map<string, string>();
+  /** Nodes' servers for other protocols: node → protocol → host:port. */
+  private readonly otherAddresses = new Map<string, Readonly<Record<string, string>>>();
   /** Nodes live on a lease now. */
   private readonly live = new Set<string>();
   /** Login domain → tenant, and tenant → its domains (from the tenants' records). */
@@ -66,6 +68,7 @@ export class AgentCache {
     this.memberOf.clear();
     this.shared.clear();
     this.nodes.clear();
+    this.otherAddresses.clear();
     this.live.clear();
     this.domainOwners.clear();
     this.tenantDomains.clear();
@@ -132,8 +135,12 @@ export class AgentCache {
         else if (n.imapAddress === '' && n.state === 'down') this.live.delete(n.name);
         if (n.state === 'removed') {
           this.nodes.delete(n.name);
+          this.otherAddresses.delete(n.name);
           this.live.delete(n.name);
-        } else if (n.imapAddress !== '') this.nodes.set(n.name, n.imapAddress);
+        } else if (n.imapAddress !== '') {
+          this.nodes.set(n.name, n.imapAddress);
+          this.otherAddresses.set(n.name, { ...n.addresses });
+        }
         return undefined;
       }
       case 'tenant': {
@@ -158,15 +165,15 @@ export class AgentCache {
     return this.tenantDomains.get(tenant) ?? [];
   }
 
-  nodeAddress(node: string): string | undefined {
-    return this.nodes.get(node);
+  nodeAddress(node: string, protocol = 'imap'): string | undefined {
+    return protocol === 'imap' ? this.nodes.get(node) : this.otherAddresses.get(node)?.[protocol];
   }
 
   /** Live nodes with their addresses. */
-  liveNodes(): Array<{ node: string; address: string }> {
+  liveNodes(protocol = 'imap'): Array<{ node: string; address: string }> {
     const out: Array<{ node: string; address: string }> = [];
     for (const n of this.live) {
-      const address = this.nodes.get(n);
+      const address = this.nodeAddress(n, protocol);
       if (address) out.push({ node: n, address });
     }
     return out;

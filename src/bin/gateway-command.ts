@@ -48,6 +48,9 @@ export function registerGateway(program: Command): void {
     .option('--tls-cert <file>', 'PEM certificate: offers STARTTLS and refuses logins before it')
     .option('--tls-key <file>', 'PEM private key of --tls-cert')
     .option('--listen-tls <host:port>', 'also listen for implicit TLS (e.g. 0.0.0.0:993); needs --tls-cert', hostPort)
+    .option('--listen-pop3 <host:port>', 'where POP3 clients connect (e.g. 0.0.0.0:110; STLS with --tls-cert); needs --backend-pop3', hostPort)
+    .option('--listen-pop3s <host:port>', 'also listen for POP3 over implicit TLS (e.g. 0.0.0.0:995); needs --tls-cert and --backend-pop3', hostPort)
+    .option('--backend-pop3 <host:port>', "this node's Dovecot POP3 address (registered with the node: other gateways send its users' POP3 logins there)", hostPort)
     .option('--backend-ca <file>', "CA of the Dovecots' certificates: reach every node's Dovecot over implicit TLS, verified (--backend and other nodes' addresses are TLS ports)")
     .option('--backend-server-name <name>', "name expected in the Dovecots' certificates (default each address's host)")
     .option('--oauth', "offer AUTH=OAUTHBEARER and AUTH=XOAUTH2: tokens are verified by the user's home Dovecot (its oauth2 passdb)")
@@ -65,7 +68,7 @@ export function registerGateway(program: Command): void {
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .action(async (flags: { node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -110,6 +113,10 @@ export function registerGateway(program: Command): void {
           throw new DomainError('invalid_argument', `tls-cert: ${(err as Error).message}`, { field: 'tls-cert' });
         }
       }
+      if ((flags.listenPop3 !== undefined || flags.listenPop3s !== undefined) && flags.backendPop3 === undefined) {
+        throw new DomainError('invalid_argument', `${flags.listenPop3 !== undefined ? 'listen-pop3' : 'listen-pop3s'}: needs --backend-pop3 (this node's Dovecot POP3)`, { field: flags.listenPop3 !== undefined ? 'listen-pop3' : 'listen-pop3s' });
+      }
+      if (flags.listenPop3s !== undefined && flags.tlsCert === undefined) throw new DomainError('invalid_argument', 'listen-pop3s: needs --tls-cert and --tls-key', { field: 'listen-pop3s' });
       if (flags.backendServerName !== undefined && flags.backendCa === undefined) throw new DomainError('invalid_argument', 'backend-server-name: needs --backend-ca', { field: 'backend-server-name' });
       if (flags.preloginTimeout === 0) throw new DomainError('invalid_argument', 'prelogin-timeout: must be more than 0', { field: 'prelogin-timeout' });
       if (flags.idleTimeout !== undefined && flags.idleTimeout < 30 * 60_000) throw new DomainError('invalid_argument', 'idle-timeout: must be at least 30m (RFC 3501 section 5.4)', { field: 'idle-timeout' });
@@ -145,6 +152,7 @@ export function registerGateway(program: Command): void {
         sharedPrefix,
         tls: tlsFiles,
         listenTls: flags.listenTls,
+        pop3: flags.backendPop3 === undefined ? undefined : { backend: flags.backendPop3, listen: flags.listenPop3, listenTls: flags.listenPop3s },
         backendTls,
         backendPool: flags.backendPool,
         oauth: flags.oauth,
@@ -157,7 +165,9 @@ export function registerGateway(program: Command): void {
       });
       const address = await gateway.start();
       const tlsAt = gateway.tlsAddress();
-      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${tlsAt ? ` and ${tlsAt} (TLS)` : ''} (backend ${flags.backend}, ${tenant ? `tenant ${tenant}` : 'tenants by login domain'})\n`);
+      const pop3 = gateway.pop3Addresses();
+      const also = [tlsAt && `${tlsAt} (TLS)`, pop3.plain && `${pop3.plain} (POP3)`, pop3.tls && `${pop3.tls} (POP3 TLS)`].filter(Boolean).join(', ');
+      process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${also ? ` and ${also}` : ''} (backend ${flags.backend}, ${tenant ? `tenant ${tenant}` : 'tenants by login domain'})\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           logger.info({ signal: sig }, 'gateway shutting down');

@@ -16,15 +16,15 @@ export function registerNode(program: Command, io: CliIo): void {
     else io.out(`${n.name} ${n.state}\n`);
   };
 
-  addConnectionOptions(node.command('list').description('list nodes with state, address, weight, users and why a node is down').addOption(outputOption())).action(async (flags: Flags) =>
+  addConnectionOptions(node.command('list').description('list nodes with state, addresses (IMAP, LMTP, POP3), weight, users and why a node is down').addOption(outputOption())).action(async (flags: Flags) =>
     svc(flags, async (api) => {
       const r = await api.listNodes({});
       if (flags.output === 'json') printJson(io, r);
       else
         io.out(
           table(
-            ['NODE', 'STATE', 'IMAP', 'WEIGHT', 'ZONE', 'USERS', 'LEASE', 'REASON'],
-            r.nodes.map((n) => [n.name, n.state, n.imapAddress, String(n.weight), n.zone || '-', String(n.users), n.leaseId || '-', n.downReason || '-']),
+            ['NODE', 'STATE', 'IMAP', 'LMTP', 'POP3', 'WEIGHT', 'ZONE', 'USERS', 'LEASE', 'REASON'],
+            r.nodes.map((n) => [n.name, n.state, n.imapAddress, n.addresses.lmtp || '-', n.addresses.pop3 || '-', String(n.weight), n.zone || '-', String(n.users), n.leaseId || '-', n.downReason || '-']),
           ),
         );
     }),

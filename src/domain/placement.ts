@@ -108,3 +108,6 @@ export function hash32(s: string): number {
   h ^= h >>> 16;
   return h >>> 0;
 }
+
+/** Protocols a node may register a server address for, besides IMAP. */
+export const NODE_PROTOCOLS: readonly string[] = ['lmtp', 'pop3'];

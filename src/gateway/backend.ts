@@ -37,6 +37,12 @@ export interface BackendLogin {
   readonly challenge?: string;
   /** The server's tagged response line, CRLF included (forwarded to the client on success). */
   readonly tagged: Buffer;
+  /**
+   * A refusal for another reason than the credentials (a connection limit,
+   * a server in trouble): its response code (e.g. "[UNAVAILABLE]") and text.
+   * Not counted as a failed login.
+   */
+  readonly refusal?: { readonly code: string; readonly text: string };
   readonly socket: net.Socket;
 }
 
@@ -330,7 +336,9 @@ async function loginOn(reader: LineReader, tag: string, user: string, credential
         const ok = text.startsWith(`${tag} OK`);
         reader.detach();
         if (!ok) socket.end();
-        return { ok, tagged: line, socket, ...(challenge !== undefined && !ok ? { challenge } : {}) };
+        const code = ok ? null : /^\S+ NO (\[[A-Z-]+\]) ?([^\r\n]*)/.exec(text);
+        const refusal = code && code[1] !== '[AUTHENTICATIONFAILED]' ? { code: code[1]!, text: code[2]!.replace(/[^\x20-\x7e]/g, '') } : undefined;
+        return { ok, tagged: line, socket, ...(challenge !== undefined && !ok ? { challenge } : {}), ...(refusal ? { refusal } : {}) };
       }
     }
   } catch (err) {

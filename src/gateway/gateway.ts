@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { BackendConnector, type BackendTls, type Credentials, backendLogin } from './backend.js';
 import { LoginRouter } from './core/login-router.js';
+import { dovecotName, resolveName } from './core/login-names.js';
 import { AUTH_FAILED, type LoginResult, type PreLoginHost, preLogin } from './imap/prelogin.js';
 import { BackendHealth, type BackendHealthOptions } from './backend-health.js';
 import { type CommandParser, POST_LOGIN_LIMITS } from './imap/parser.js';
@@ -11,6 +12,9 @@ import { CoordinatorClients } from './coordinators.js';
 import { quickAckAvailable } from './quick-ack.js';
 import { OwnerPool } from './owner-pool.js';
 import { Session } from './session.js';
+import type { FencedSession, SessionWho } from './core/sessions.js';
+import { Pop3FrontEnd } from './pop3/front-end.js';
+import { LmtpFrontEnd, type LmtpOptions } from './lmtp/front-end.js';
 import { SharedNamespace } from './shared-namespace.js';
 
 export interface GatewayOptions {
@@ -95,6 +99,19 @@ export interface GatewayOptions {
   health?: BackendHealthOptions | false;
   /** host:port for implicit TLS (RFC 8314, usually port 993); needs `tls`. */
   listenTls?: string;
+  /**
+   * POP3 (RFC 1939): `backend` is this node's Dovecot POP3 (registered with
+   * the node, so other gateways reach it); `listen` where POP3 clients
+   * connect, `listenTls` for implicit TLS (port 995; needs `tls`). With
+   * `tls`, STLS is offered and logins before it refused.
+   */
+  pop3?: { backend: string; listen?: string; listenTls?: string };
+  /**
+   * LMTP (RFC 2033) for mail delivery: `backend` is this node's Dovecot LMTP
+   * (registered with the node); `listen` where MTAs connect (host:port or
+   * unix:PATH). Each recipient is delivered by the node that holds the user.
+   */
+  lmtp?: LmtpOptions;
 }
 
 /**
@@ -139,8 +156,22 @@ interface LiveSession {
   readonly tenant: string;
   readonly user: string;
   readonly epoch: number;
-  readonly session: Session;
+  readonly session: FencedSession;
 }
+
+type Protocol = 'imap' | 'pop3' | 'lmtp';
+
+/** What a client over the limits hears before the connection closes. */
+const TOO_MANY: Record<Protocol, string> = {
+  imap: '* BYE [UNAVAILABLE] Too many connections, try again later\r\n',
+  pop3: '-ERR [SYS/TEMP] Too many connections, try again later.\r\n',
+  lmtp: '421 4.3.2 Too many connections, try again later\r\n',
+};
+const INACTIVE: Record<Protocol, string> = {
+  imap: '* BYE Disconnected for inactivity.\r\n',
+  pop3: '-ERR Disconnected for inactivity.\r\n',
+  lmtp: '421 4.4.2 Timeout, closing connection\r\n',
+};
 
 /**
  * The IMAP side of one backend node. Clients connect to any gateway; after
@@ -155,6 +186,11 @@ export class Gateway {
   readonly agent: Agent;
   private readonly server: net.Server;
   private readonly tlsServer: tls.Server | undefined;
+  private readonly pop3Server: net.Server | undefined;
+  private readonly pop3TlsServer: tls.Server | undefined;
+  private readonly pop3: Pop3FrontEnd | undefined;
+  private readonly lmtpServer: net.Server | undefined;
+  private readonly lmtp: LmtpFrontEnd | undefined;
   private readonly secureContext: tls.SecureContext | undefined;
   private readonly md = new grpc.Metadata();
   private readonly sessions = new Set<LiveSession>();
@@ -177,7 +213,13 @@ export class Gateway {
     this.agent = createAgent({
       coordinators: opts.coordinators,
       token: opts.token,
-      node: { name: opts.node.name, imapAddress: opts.node.backend, weight: opts.node.weight, zone: opts.node.zone },
+      node: {
+        name: opts.node.name,
+        imapAddress: opts.node.backend,
+        addresses: { ...(opts.pop3 ? { pop3: opts.pop3.backend } : {}), ...(opts.lmtp ? { lmtp: opts.lmtp.backend } : {}) },
+        weight: opts.node.weight,
+        zone: opts.node.zone,
+      },
       ttlSeconds: opts.ttlSeconds,
       credentials: opts.credentials,
       channelOptions: opts.channelOptions,
@@ -190,14 +232,29 @@ export class Gateway {
     this.preLoginHost = {
       tlsAvailable: opts.tls !== undefined,
       oauth: opts.oauth === true,
-      startTls: (client) => this.startTls(client),
+      startTls: (client) => this.startTls(client, 'imap'),
       login: (client, reader, tag, user, credentials) => this.login(client, reader, tag, user, credentials),
     };
     this.router = new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.node.backend }, penalty: opts.loginPenalty });
+    if (opts.pop3) {
+      this.pop3 = new Pop3FrontEnd({
+        agent: this.agent,
+        // One failed-login count for every protocol: a password guessed over POP3 is guessed for IMAP too.
+        router: new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.pop3.backend }, penalty: opts.loginPenalty, protocol: 'pop3', failures: this.router.failures }),
+        defaultTenant: opts.tenant,
+        backendTls: opts.backendTls,
+        tlsAvailable: opts.tls !== undefined,
+        startTls: (client) => this.startTls(client, 'pop3'),
+        idleTimeoutMs: 10 * 60_000,
+        sessions: { track: (who, session, client) => this.track(who, session, client) },
+        loggedIn: (client) => clearTimeout(this.loginDeadlines.get(client)),
+      });
+    }
     this.api = new CoordinatorClients(opts.coordinators, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions);
     this.owners = new OwnerPool({ released: (key) => this.agent.sessionClosed(key.tenant, key.owner) });
     this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
       this.owners.dropOwner(tenant, user);
+      this.lmtp?.fence(tenant, user, after?.epoch);
       for (const s of this.sessions) {
         if (s.tenant !== tenant) continue;
         if (s.user === user && after?.epoch !== s.epoch) s.session.bye('user moved to another node; reconnect');
@@ -205,6 +262,7 @@ export class Gateway {
       }
     });
     this.agent.on('leaseLost', () => {
+      this.lmtp?.fenceAll('This server lost its lease; try again later');
       for (const s of this.sessions) s.session.bye('node lost its lease; reconnect');
     });
     // A node that cannot prove its lease, or whose view of the cluster is stale, serves nothing:
@@ -213,6 +271,7 @@ export class Gateway {
       // Suspended for a dead Dovecot, the node's own users are let go (userLost); sessions relayed
       // to other nodes go on. Otherwise nothing here can be trusted any more.
       if (serving || this.agent.suspended !== undefined) return;
+      this.lmtp?.fenceAll('This server cannot reach the rest of the cluster right now; try again later');
       for (const s of this.sessions) s.session.bye(`this server cannot reach the cluster (${reason}); reconnect`);
     });
     if (opts.health !== false) {
@@ -222,11 +281,26 @@ export class Gateway {
         else void this.agent.suspend(reason);
       });
     }
-    this.server = net.createServer((socket) => this.accept(socket, false));
+    if (opts.lmtp) {
+      this.lmtp = new LmtpFrontEnd({
+        agent: this.agent,
+        router: new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.lmtp.backend }, protocol: 'lmtp' }),
+        defaultTenant: opts.tenant,
+        node: opts.node.name,
+        backendTls: opts.backendTls,
+        options: opts.lmtp,
+      });
+      if (opts.lmtp.listen) this.lmtpServer = net.createServer((socket) => this.accept(socket, false, 'lmtp'));
+    }
+    this.server = net.createServer((socket) => this.accept(socket, false, 'imap'));
     if (opts.listenTls && !opts.tls) throw new Error('listenTls needs tls (certificate and key)');
+    if (opts.pop3?.listenTls && !opts.tls) throw new Error('pop3.listenTls needs tls (certificate and key)');
+    if (opts.pop3?.listen) this.pop3Server = net.createServer((socket) => this.accept(socket, false, 'pop3'));
     if (opts.tls) {
-      this.secureContext = tls.createSecureContext({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' });
-      if (opts.listenTls) this.tlsServer = tls.createServer({ cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' }, (socket) => this.accept(socket, true));
+      const serverTls = { cert: opts.tls.cert, key: opts.tls.key, minVersion: 'TLSv1.2' as const };
+      this.secureContext = tls.createSecureContext(serverTls);
+      if (opts.listenTls) this.tlsServer = tls.createServer(serverTls, (socket) => this.accept(socket, true, 'imap'));
+      if (opts.pop3?.listenTls) this.pop3TlsServer = tls.createServer(serverTls, (socket) => this.accept(socket, true, 'pop3'));
     }
   }
 
@@ -239,18 +313,11 @@ export class Gateway {
         'TCP_QUICKACK helper not built (build/native; needs a C compiler): clients that leave Nagle on wait ~40 ms per APPEND literal',
       );
     }
-    const colon = this.opts.listen.lastIndexOf(':');
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(Number(this.opts.listen.slice(colon + 1)), this.opts.listen.slice(0, colon), () => resolve());
-    });
-    if (this.tlsServer) {
-      const at = this.opts.listenTls!.lastIndexOf(':');
-      await new Promise<void>((resolve, reject) => {
-        this.tlsServer!.once('error', reject);
-        this.tlsServer!.listen(Number(this.opts.listenTls!.slice(at + 1)), this.opts.listenTls!.slice(0, at), () => resolve());
-      });
-    }
+    await listen(this.server, this.opts.listen);
+    if (this.tlsServer) await listen(this.tlsServer, this.opts.listenTls!);
+    if (this.pop3Server) await listen(this.pop3Server, this.opts.pop3!.listen!);
+    if (this.pop3TlsServer) await listen(this.pop3TlsServer, this.opts.pop3!.listenTls!);
+    if (this.lmtpServer) await listen(this.lmtpServer, this.opts.lmtp!.listen!);
     return this.address();
   }
 
@@ -266,13 +333,24 @@ export class Gateway {
 
   /** The implicit-TLS address, when listening there. */
   tlsAddress(): string | undefined {
-    const a = this.tlsServer?.address() as net.AddressInfo | undefined;
-    return a ? `${a.address}:${a.port}` : undefined;
+    return boundAddress(this.tlsServer);
+  }
+
+  /** Where MTAs deliver by LMTP (host:port or unix:PATH), when listening. */
+  lmtpAddress(): string | undefined {
+    if (this.opts.lmtp?.listen?.startsWith('unix:')) return this.lmtpServer?.listening ? this.opts.lmtp.listen : undefined;
+    return boundAddress(this.lmtpServer);
+  }
+
+  /** Where POP3 clients connect (plain/STLS, and implicit TLS), when listening. */
+  pop3Addresses(): { plain?: string; tls?: string } {
+    return { plain: boundAddress(this.pop3Server), tls: boundAddress(this.pop3TlsServer) };
   }
 
   async close(): Promise<void> {
     this.health?.stop();
-    const closed = Promise.all([new Promise<void>((r) => this.server.close(() => r())), new Promise<void>((r) => (this.tlsServer ? this.tlsServer.close(() => r()) : r()))]);
+    this.lmtp?.close();
+    const closed = Promise.all([this.server, this.tlsServer, this.pop3Server, this.pop3TlsServer, this.lmtpServer].map((srv) => new Promise<void>((r) => (srv ? srv.close(() => r()) : r()))));
     for (const s of this.sessions) s.session.bye('gateway shutting down');
     for (const c of this.clients) c.destroy();
     await closed;
@@ -283,12 +361,12 @@ export class Gateway {
   }
 
   /** A new client connection: counted against the limits, then greeted (or told BYE). */
-  private accept(client: net.Socket, secure: boolean): void {
+  private accept(client: net.Socket, secure: boolean, protocol: Protocol): void {
     client.on('error', () => client.destroy());
     const ip = clientIp(client);
     const fromIp = this.perIp.get(ip) ?? 0;
     if (this.clients.size >= (this.opts.maxConnections ?? 10_000) || fromIp >= (this.opts.maxConnectionsPerIp ?? 500)) {
-      client.end('* BYE [UNAVAILABLE] Too many connections, try again later\r\n');
+      client.end(TOO_MANY[protocol]);
       return;
     }
     this.perIp.set(ip, fromIp + 1);
@@ -297,22 +375,25 @@ export class Gateway {
       if (n <= 0) this.perIp.delete(ip);
       else this.perIp.set(ip, n);
     });
-    this.handle(client, secure);
+    this.handle(client, secure, protocol);
   }
 
-  private handle(client: net.Socket, secure: boolean, greet = true): void {
+  private handle(client: net.Socket, secure: boolean, protocol: Protocol, greet = true): void {
     this.clients.add(client);
     client.on('close', () => this.clients.delete(client));
     client.setNoDelay(true);
     client.on('error', () => client.destroy());
+    // LMTP has no login: its session keeps its own idle timeout.
+    if (protocol === 'lmtp') return this.lmtp!.handle(client);
     // As Dovecot's login processes: a client has 3 minutes from connecting to log in, however busy.
     const loginDeadline = setTimeout(() => {
-      client.end('* BYE Disconnected for inactivity.\r\n');
+      client.end(INACTIVE[protocol]);
       client.destroySoon();
     }, this.opts.preLoginTimeoutMs ?? 180_000);
     client.once('close', () => clearTimeout(loginDeadline));
     this.loginDeadlines.set(client, loginDeadline);
-    preLogin(this.preLoginHost, client, secure, greet);
+    if (protocol === 'pop3') this.pop3!.handle(client, secure, greet);
+    else preLogin(this.preLoginHost, client, secure, greet);
   }
 
   /**
@@ -320,7 +401,7 @@ export class Gateway {
    * client sent before it is discarded (a man in the middle could have
    * injected it), and the session starts over with no greeting.
    */
-  private startTls(client: net.Socket): void {
+  private startTls(client: net.Socket, protocol: Protocol): void {
     client.removeAllListeners('data');
     // The TLS socket over it gets a login deadline of its own once the handshake is done (a BYE
     // written here would not be TLS); a handshake gets 30 s.
@@ -330,7 +411,7 @@ export class Gateway {
     const secure = new tls.TLSSocket(client, { isServer: true, secureContext: this.secureContext });
     secure.once('secure', () => {
       clearTimeout(handshake);
-      this.handle(secure, true, false);
+      this.handle(secure, true, protocol, false);
     });
     secure.once('close', () => clearTimeout(handshake));
     secure.on('error', () => client.destroy());
@@ -342,22 +423,17 @@ export class Gateway {
   private async login(client: net.Socket, reader: CommandParser, tag: string, user: string, password: string | Credentials): Promise<LoginResult> {
     const ip = clientIp(client);
     const origin = { ip, port: client.remotePort ?? 0 };
-    // user@domain: the tenant that owns the domain, user id the local part; no domain: this
-    // gateway's tenant. Neither: refused like a wrong password (and nothing is written).
-    const at = user.lastIndexOf('@');
-    const domain = at >= 0 ? user.slice(at + 1).toLowerCase() : undefined;
-    const tenant = domain !== undefined ? this.agent.tenantOfDomain(domain) : this.opts.tenant;
-    const local = at >= 0 ? user.slice(0, at) : user;
-    // The local part names the user: in a tenant with domains user ids hold no "@". Either refusal
-    // is the router's (after the same penalty as any failed login).
-    const known = domain !== undefined && local.includes('@') ? undefined : tenant;
-    const dovecotUser = known === undefined ? local : this.dovecotName(known, local);
+    // user@domain: the tenant that owns the domain; no domain: this gateway's tenant. Neither is
+    // refused by the router like a wrong password (after the same penalty; nothing is written).
+    const { tenant: known, user: local, dovecotUser } = resolveName(this.agent, this.opts.tenant, user);
     const out = await this.router.login({
       tenant: known,
       user: local,
       ip,
       attempt: (address) => backendLogin(address, tag, dovecotUser, password, { client: origin, via: this.backends }),
-      abandon: (login) => login.socket.end(`${tag}x LOGOUT\r\n`),
+      abandon: (login) => {
+        login.socket.end(`${tag}x LOGOUT\r\n`);
+      },
       gone: () => client.destroyed,
     });
     if (!out || client.destroyed) return false;
@@ -381,19 +457,10 @@ export class Gateway {
     return false;
   }
 
-  /**
-   * A user's name at Dovecot: user@primary for a tenant with login domains
-   * (its first), the bare user id for one without (a stock multi-domain
-   * Dovecot needs no change).
-   */
   private dovecotName(tenant: string, user: string): string {
-    const primary = this.agent.domainsOf(tenant)[0];
-    return primary === undefined ? user : `${user}@${primary}`;
+    return dovecotName(this.agent, tenant, user);
   }
 
-  private mayServe(): boolean {
-    return this.router.mayServe();
-  }
 
   private unavailable(client: net.Socket, tag: string): false {
     if (!client.destroyed) client.write(`${tag} NO [UNAVAILABLE] This server cannot reach the rest of the cluster right now. Try again later.\r\n`);
@@ -430,6 +497,15 @@ export class Gateway {
       backend,
       reader,
     );
+    this.track(who, session, client);
+  }
+
+  /**
+   * Registers a logged-in session for fencing and idle expiry: it ends when
+   * the user's assignment changes or the node may no longer serve, and the
+   * agent counts it as the user's.
+   */
+  private track(who: SessionWho, session: FencedSession, client: net.Socket): void {
     const live: LiveSession = { tenant: who.tenant, user: who.user, epoch: who.epoch, session };
     this.sessions.add(live);
     this.agent.sessionOpened(who.tenant, who.user, who.node);
@@ -442,7 +518,34 @@ export class Gateway {
     const now = this.agent.locate(who.tenant, who.user);
     if (now && now.epoch !== who.epoch && now.revision >= who.epoch) session.bye('user moved to another node; reconnect');
   }
+}
 
+/** Listens on host:port, or on unix:PATH (a socket file left by an earlier run is replaced). */
+async function listen(server: net.Server, at: string): Promise<void> {
+  if (at.startsWith('unix:')) {
+    const file = at.slice(5);
+    const { rmSync, statSync } = await import('node:fs');
+    try {
+      if (statSync(file).isSocket()) rmSync(file);
+    } catch {
+      // none there
+    }
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(file, () => resolve());
+    });
+    return;
+  }
+  const colon = at.lastIndexOf(':');
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(Number(at.slice(colon + 1)), at.slice(0, colon), () => resolve());
+  });
+}
+
+function boundAddress(server: net.Server | undefined): string | undefined {
+  const a = server?.address() as net.AddressInfo | null | undefined;
+  return a ? `${a.address}:${a.port}` : undefined;
 }
 
 function clientIp(client: net.Socket): string {

@@ -75,10 +75,10 @@ export function eventToPb(e: StoreEvent, hideLeases = false): Event {
     }
     case 'node': {
       if (e.liveness) {
-        out.node = { name: e.id, imapAddress: '', weight: 0, zone: '', state: e.deleted ? 'down' : '', leaseId: e.deleted ? '' : (e.value?.toString() ?? ''), users: 0, revision: e.revision, downReason: '' };
+        out.node = { name: e.id, imapAddress: '', weight: 0, zone: '', state: e.deleted ? 'down' : '', leaseId: e.deleted ? '' : (e.value?.toString() ?? ''), users: 0, revision: e.revision, downReason: '', addresses: {} };
       } else {
         const c = e.value && !e.deleted ? decodeConfig(e.id, e.value, e.revision) : undefined;
-        out.node = c ? nodeToPb({ ...c, live: undefined, users: 0 }) : { name: e.id, imapAddress: '', weight: 0, zone: '', state: 'removed', leaseId: '', users: 0, revision: e.revision, downReason: '' };
+        out.node = c ? nodeToPb({ ...c, live: undefined, users: 0 }) : { name: e.id, imapAddress: '', weight: 0, zone: '', state: 'removed', leaseId: '', users: 0, revision: e.revision, downReason: '', addresses: {} };
         if (c) out.node.state = c.state;
       }
       if (hideLeases) out.node = hideLease(out.node);

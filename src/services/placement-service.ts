@@ -4,7 +4,7 @@ import { DomainError } from '../domain/errors.js';
 import { authorize } from '../domain/role.js';
 import { TENANT_ID_PATTERN, parseTenantId, parseUserId, printable } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
-import { DEFAULT_WEIGHT, parseWeight } from '../domain/placement.js';
+import { DEFAULT_WEIGHT, NODE_PROTOCOLS, parseWeight } from '../domain/placement.js';
 import type { Logger } from 'pino';
 import type {
   DrainProgress,
@@ -83,6 +83,7 @@ export function nodeToPb(n: NodeView): Node {
     registeredAt: n.registeredAt,
     revision: n.revision,
     downReason: n.live ? '' : n.downReason,
+    addresses: { ...n.addresses },
   };
 }
 
@@ -117,6 +118,16 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       if (!addressAllowed(imapAddress, deps.allowedAddresses)) {
         throw new DomainError('permission_denied', `imap_address: ${imapAddress} is not an address nodes may register (placement.allowedAddresses)`, { field: 'imap_address' });
       }
+      const addresses: Record<string, string> = {};
+      for (const [protocol, value] of Object.entries(req.addresses ?? {})) {
+        const field = `addresses[${protocol.slice(0, 20)}]`;
+        if (!NODE_PROTOCOLS.includes(protocol)) throw new DomainError('invalid_argument', `${field}: unknown protocol (one of ${NODE_PROTOCOLS.join(', ')})`, { field: 'addresses' });
+        const address = parseHostPort(value, field);
+        if (!addressAllowed(address, deps.allowedAddresses)) {
+          throw new DomainError('permission_denied', `${field}: ${address} is not an address nodes may register (placement.allowedAddresses)`, { field: 'addresses' });
+        }
+        addresses[protocol] = address;
+      }
       const weight = req.weight === 0 ? DEFAULT_WEIGHT : parseWeight(req.weight);
       if (req.zone !== '' && !TENANT_ID_PATTERN.test(req.zone)) {
         throw new DomainError('invalid_argument', 'zone: must be empty or 1-63 of a-z 0-9 . _ -', { field: 'zone' });
@@ -125,7 +136,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       if (!Number.isInteger(ttl) || ttl < MIN_TTL_SECONDS || ttl > MAX_TTL_SECONDS) {
         throw new DomainError('invalid_argument', `ttl_seconds: must be between ${MIN_TTL_SECONDS} and ${MAX_TTL_SECONDS}`, { field: 'ttl_seconds' });
       }
-      const r = await placement.register({ name, imapAddress, weight, zone: req.zone, ttlSeconds: ttl });
+      const r = await placement.register({ name, imapAddress, addresses, weight, zone: req.zone, ttlSeconds: ttl });
       ctx.log.info({ node: name, lease: r.leaseId, ttl: r.ttl }, 'node registered');
       return { leaseId: r.leaseId, ttlSeconds: r.ttl, node: nodeToPb({ ...r.node, live: { name, leaseId: r.leaseId }, users: 0 }) };
     }),

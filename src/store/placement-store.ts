@@ -19,6 +19,8 @@ export interface NodeConfig {
   readonly revision: number;
   /** Why the node last went down, when it said; '' otherwise. */
   readonly downReason: string;
+  /** The node's servers for other protocols ("lmtp", "pop3"): host:port. */
+  readonly addresses: Readonly<Record<string, string>>;
 }
 
 export interface NodeLive {
@@ -147,7 +149,7 @@ export class PlacementStore {
    * live on another lease, that lease is revoked first: its assignments
    * belong to a previous life of the node and must not survive.
    */
-  async register(req: { name: string; imapAddress: string; weight: number; zone: string; ttlSeconds: number }): Promise<{ leaseId: string; ttl: number; node: NodeConfig }> {
+  async register(req: { name: string; imapAddress: string; addresses?: Readonly<Record<string, string>>; weight: number; zone: string; ttlSeconds: number }): Promise<{ leaseId: string; ttl: number; node: NodeConfig }> {
     const old = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(req.name)).exec());
     const oldLease = old.kvs[0]?.value.toString();
     if (oldLease) await this.revoke(oldLease);
@@ -160,6 +162,7 @@ export class PlacementStore {
         const prev = kv ? decodeConfig(req.name, kv.value, Number(kv.mod_revision)) : undefined;
         const config = {
           imapAddress: req.imapAddress,
+          addresses: { ...(req.addresses ?? {}) },
           weight: req.weight,
           zone: req.zone,
           state: prev?.state ?? 'active',
@@ -263,7 +266,7 @@ export class PlacementStore {
     for (let attempt = 0; attempt < 50; attempt++) {
       const cur = await this.getNode(name);
       if (!cur) throw new DomainError('not_found', `name: node "${name}" is not registered`, { field: 'name' });
-      const next = { imapAddress: cur.imapAddress, weight: cur.weight, zone: cur.zone, state, registeredAt: cur.registeredAt.toISOString() };
+      const next = { imapAddress: cur.imapAddress, addresses: cur.addresses, weight: cur.weight, zone: cur.zone, state, registeredAt: cur.registeredAt.toISOString() };
       const res = await etcdOp('changing a node', () =>
         this.client.if(this.keys.node(name), 'Mod', '==', cur.revision).then(this.client.put(this.keys.node(name)).value(JSON.stringify(next))).commit(),
       );
@@ -588,8 +591,9 @@ export class PlacementStore {
 
 export function decodeConfig(name: string, value: Buffer, revision: number): NodeConfig | undefined {
   try {
-    const s = JSON.parse(value.toString()) as { imapAddress: string; weight: number; zone: string; state: NodeState; registeredAt: string; downReason?: string };
-    return { name, imapAddress: s.imapAddress, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision, downReason: typeof s.downReason === 'string' ? s.downReason : '' };
+    const s = JSON.parse(value.toString()) as { imapAddress: string; addresses?: Record<string, string>; weight: number; zone: string; state: NodeState; registeredAt: string; downReason?: string };
+    const addresses = s.addresses !== null && typeof s.addresses === 'object' ? s.addresses : {};
+    return { name, imapAddress: s.imapAddress, addresses, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision, downReason: typeof s.downReason === 'string' ? s.downReason : '' };
   } catch {
     return undefined;
   }

@@ -7,6 +7,10 @@ import { tempDir } from './tmp.js';
 
 export interface DovecotInstance {
   readonly address: string;
+  /** With `protocols` pop3: its POP3 address. */
+  readonly pop3Address?: string;
+  /** With `protocols` lmtp: its LMTP address. */
+  readonly lmtpAddress?: string;
   readonly pid: number;
   readonly dir: string;
   stop(): Promise<void>;
@@ -53,6 +57,8 @@ export async function startDovecot(opts: {
   maxUserIpConnections?: number;
   /** OAUTHBEARER and XOAUTH2 logins, tokens checked by POSTing them to this introspection URL (Dovecot's oauth2 passdb). */
   oauthIntrospection?: string;
+  /** Also serve these protocols, each on a free port of its own (Dovecot's pop3 and lmtp). */
+  protocols?: Array<'pop3' | 'lmtp'>;
 }): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
@@ -61,8 +67,12 @@ export async function startDovecot(opts: {
   mkdirSync(path.join(dir, 'run'));
   mkdirSync(path.join(dir, 'state'));
   const port = await getFreePort();
+  const pop3Port = opts.protocols?.includes('pop3') ? await getFreePort() : undefined;
+  const lmtpPort = opts.protocols?.includes('lmtp') ? await getFreePort() : undefined;
   writeFileSync(path.join(dir, 'master.passwd'), `${opts.master.user}:{PLAIN}${opts.master.password}\n`, { mode: 0o644 });
-  writeFileSync(path.join(dir, 'users.passwd'), Object.entries(opts.users).map(([u, p]) => `${u}:{PLAIN}${p}\n`).join(''), { mode: 0o644 });
+  // user:password:uid:gid:gecos:home:shell: the passdb and the userdb (home and uid come from default_fields).
+  const { uid, gid } = nobody();
+  writeFileSync(path.join(dir, 'users.passwd'), Object.entries(opts.users).map(([u, p]) => `${u}:{PLAIN}${p}:${uid}:${gid}::${opts.mailRoot}/${u}::\n`).join(''), { mode: 0o644 });
   if (opts.oauthIntrospection) {
     writeFileSync(
       path.join(dir, 'oauth2.conf.ext'),
@@ -77,7 +87,7 @@ export async function startDovecot(opts: {
 state_dir = ${dir}/state
 instance_name = mailshare-test-${opts.name}-${port}
 log_path = ${dir}/dovecot.log
-protocols = imap
+protocols = imap${pop3Port ? ' pop3' : ''}${lmtpPort ? ' lmtp' : ''}
 listen = 127.0.0.1
 ${opts.tls ? `ssl = required
 ssl_cert = <${opts.tls.cert}
@@ -128,9 +138,38 @@ ${
   args = ${dir}/users.passwd
 }`
 }
+# Users are the passwd file's (so LMTP knows who does not exist); all store mail as nobody.
 userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=${opts.mailRoot}/%u
+  driver = passwd-file
+  args = ${dir}/users.passwd
+  default_fields = uid=nobody gid=nogroup home=${opts.mailRoot}/%u
+}
+${
+  lmtpPort
+    ? `postmaster_address = postmaster@mailshare.test
+hostname = ${opts.name}.mailshare.test
+service lmtp {
+  inet_listener lmtp {
+    port = ${lmtpPort}
+  }
+}`
+    : ''
+}
+${
+  pop3Port
+    ? `service pop3-login {
+  service_count = 0
+  process_min_avail = 1
+  inet_listener pop3 {
+    port = ${pop3Port}
+  }
+}
+protocol pop3 {
+  # One POP3 session per maildrop at a time (a second one hears -ERR [IN-USE]).
+  pop3_lock_session = yes
+  mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
+}`
+    : ''
 }
 ${
   opts.quotaRules
@@ -177,6 +216,8 @@ service imap-login {
   };
   return {
     address: `127.0.0.1:${port}`,
+    ...(pop3Port ? { pop3Address: `127.0.0.1:${pop3Port}` } : {}),
+    ...(lmtpPort ? { lmtpAddress: `127.0.0.1:${lmtpPort}` } : {}),
     pid: current,
     dir,
     kill,

@@ -44,6 +44,8 @@ export async function startGatewayCluster(opts: {
   tap?: boolean;
   /** OAuth logins at every Dovecot, tokens checked at this introspection URL (see startDovecot). */
   oauthIntrospection?: string;
+  /** Every Dovecot also serves these, and every gateway fronts them (on a free port: see `pop3Address`, `lmtpAddress`). */
+  protocols?: Array<'pop3' | 'lmtp'>;
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
   gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
 }): Promise<GatewayCluster> {
@@ -71,7 +73,7 @@ export async function startGatewayCluster(opts: {
     if (opts.tenant) await admin.directory.createTenant({ id: 'acme', domains: [] });
     admin.close();
     for (const name of opts.nodes) {
-      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules, maxUserIpConnections: opts.maxUserIpConnections, oauthIntrospection: opts.oauthIntrospection });
+      const d = await startDovecot({ name, mailRoot: root.path, users: opts.users, master: MASTER, quotaRules: opts.quotaRules, maxUserIpConnections: opts.maxUserIpConnections, oauthIntrospection: opts.oauthIntrospection, protocols: opts.protocols });
       dovecots.push(d);
       let backend = d.address;
       if (opts.tap) {
@@ -79,6 +81,7 @@ export async function startGatewayCluster(opts: {
         taps.push(t);
         backend = t.address;
       }
+      const own = await opts.gateway?.(name, server);
       const g = createGateway({
         listen: '127.0.0.1:0',
         coordinators: [server.address],
@@ -87,7 +90,9 @@ export async function startGatewayCluster(opts: {
         tenant: 'acme',
         ttlSeconds: 3,
         master: MASTER,
-        ...(await opts.gateway?.(name, server)),
+        // POP3 on a free port, and on another for implicit TLS when the gateway has a certificate.
+        ...(d.pop3Address ? { pop3: { backend: d.pop3Address, listen: '127.0.0.1:0', ...(own?.tls ? { listenTls: '127.0.0.1:0' } : {}) } } : {}),
+        ...own,
       });
       await g.start();
       gateways.push(g);

@@ -15,9 +15,10 @@ export class RawImap {
     socket.on('error', () => undefined);
   }
 
-  static async connect(address: string): Promise<RawImap> {
+  /** `localAddress`: connect from this loopback address (e.g. 127.0.0.2), to be another client to penalties. */
+  static async connect(address: string, localAddress?: string): Promise<RawImap> {
     const [host, port] = address.split(':');
-    const c = new RawImap(net.connect(Number(port), host));
+    const c = new RawImap(net.connect({ port: Number(port), host, ...(localAddress ? { localAddress } : {}) }));
     await waitFor(() => c.out.includes('\r\n'), 5000, 'greeting');
     c.seen = c.out.length;
     return c;

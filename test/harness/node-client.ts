@@ -16,11 +16,11 @@ export interface TestNode {
   stop(): void;
 }
 
-export async function startTestNode(address: string, token: string, opts: { name: string; ttlSeconds?: number; weight?: number; intervalMs?: number }): Promise<TestNode> {
+export async function startTestNode(address: string, token: string, opts: { name: string; ttlSeconds?: number; weight?: number; intervalMs?: number; imapAddress?: string; addresses?: Record<string, string> }): Promise<TestNode> {
   const client = new PlacementServiceClient(address, grpc.credentials.createInsecure());
   const reg = await new Promise<{ leaseId: string; ttlSeconds: number }>((resolve, reject) =>
     client.registerNode(
-      { name: opts.name, imapAddress: `127.0.0.1:${1000 + (opts.name.length % 100)}`, weight: opts.weight ?? 0, zone: '', ttlSeconds: opts.ttlSeconds ?? 2 },
+      { name: opts.name, imapAddress: opts.imapAddress ?? `127.0.0.1:${1000 + (opts.name.length % 100)}`, weight: opts.weight ?? 0, zone: '', ttlSeconds: opts.ttlSeconds ?? 2, addresses: opts.addresses ?? {} },
       bearer(token),
       { deadline: Date.now() + 10_000 },
       (err, res) => (err ? reject(err) : resolve(res)),

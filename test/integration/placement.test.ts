@@ -216,7 +216,7 @@ describe('placement', () => {
   it('rejects bad input and wrong roles', async () => {
     const n1 = await tokenFor('n1');
     const reg = (req: Record<string, unknown>) =>
-      unaryCall(client.registerNode.bind(client), { name: 'n1', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, ...req }, n1);
+      unaryCall(client.registerNode.bind(client), { name: 'n1', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, addresses: {}, ...req }, n1);
     for (const [req, field] of [
       [{ name: 'Bad Name' }, 'name'],
       [{ imapAddress: 'nohost' }, 'imap_address'],
@@ -231,7 +231,7 @@ describe('placement', () => {
     expect((await codeOf(unaryCall(client.locate.bind(client), { tenant: 'acme', user: 'a', mailbox: 'a/b', assign: false }, nodeToken))).field).toBe('user');
     expect((await codeOf(unaryCall(client.release.bind(client), { tenant: 'acme', user: 'a', epoch: 0, ifUnheld: false }, nodeToken))).field).toBe('epoch');
     // Roles: only nodes register; only admins change nodes.
-    const asAdmin = unaryCall(client.registerNode.bind(client), { name: 'x', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0 }, server.adminToken);
+    const asAdmin = unaryCall(client.registerNode.bind(client), { name: 'x', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, addresses: {} }, server.adminToken);
     expect((await codeOf(asAdmin)).code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'active' }, nodeToken))).code).toBe(grpc.status.PERMISSION_DENIED);
     expect((await codeOf(unaryCall(client.removeNode.bind(client), { name: 'imap-b', force: false }, server.adminToken))).code).toBe(grpc.status.FAILED_PRECONDITION);
@@ -239,7 +239,7 @@ describe('placement', () => {
 
   it('binds a node token to its node: no other name, no unvouched address, no other lease', async () => {
     const n1 = await tokenFor('n1');
-    const reg = (name: string, imapAddress: string) => unaryCall(client.registerNode.bind(client), { name, imapAddress, weight: 0, zone: '', ttlSeconds: 0 }, n1);
+    const reg = (name: string, imapAddress: string) => unaryCall(client.registerNode.bind(client), { name, imapAddress, weight: 0, zone: '', ttlSeconds: 0, addresses: {} }, n1);
     expect(await codeOf(reg('imap-b', '127.0.0.1:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
     // Gateways would send passwords there: only addresses of placement.allowedAddresses (default: loopback and private).
     expect(await codeOf(reg('n1', '203.0.113.9:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'imap_address' });

@@ -194,7 +194,7 @@ describe('the constraints of the table', () => {
   it('a node registers, renews, deregisters, releases and holds for its own node only, and never sees lease ids', async () => {
     const c = placement();
     try {
-      await expect(unaryCall(c.registerNode.bind(c), { name: 'n2', imapAddress: '127.0.0.1:1', weight: 0, zone: '', ttlSeconds: 0 }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      await expect(unaryCall(c.registerNode.bind(c), { name: 'n2', imapAddress: '127.0.0.1:1', weight: 0, zone: '', ttlSeconds: 0, addresses: {} }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       await expect(unaryCall(c.deregisterNode.bind(c), { name: 'n2', leaseId: n2.leaseId, reason: '' }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       const ka = c.keepAlive(bearer(tokens.node));
       const refused = new Promise<grpc.ServiceError>((r) => ka.on('error', r));

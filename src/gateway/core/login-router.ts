@@ -40,16 +40,26 @@ export interface LoginPenalty {
  * in the front end's protocol.
  */
 export class LoginRouter {
-  readonly failures = new FailureLimiter();
+  readonly failures: FailureLimiter;
 
   constructor(
     private readonly opts: {
       agent: Agent;
-      /** This node: its name and its backend's address. */
+      /** This node: its name and its backend's address for the protocol. */
       node: { name: string; backend: string };
       penalty?: LoginPenalty;
+      /** Which of the nodes' servers logins go to (default "imap"). */
+      protocol?: string;
+      /** Failed logins counted with other front ends' (one limit for every protocol). */
+      failures?: FailureLimiter;
     },
-  ) {}
+  ) {
+    this.failures = opts.failures ?? new FailureLimiter();
+  }
+
+  private get protocol(): string {
+    return this.opts.protocol ?? 'imap';
+  }
 
   /**
    * Whether logins may be served: the node holds a provable lease and a fresh
@@ -68,8 +78,12 @@ export class LoginRouter {
     /** The client's address (penalties count per address). */
     ip: string;
     attempt: (address: string) => Promise<BackendLogin>;
-    /** A login at the checking node that is not the user's node: let it go. */
-    abandon: (login: BackendLogin) => void;
+    /**
+     * A login at the checking node that is not the user's node: let it go.
+     * A promise: the login at the home node waits for it (a POP3 session
+     * holds the maildrop's lock until it has quit).
+     */
+    abandon: (login: BackendLogin) => void | Promise<void>;
     /** The client went away while the penalty ran. */
     gone: () => boolean;
   }): Promise<LoginOutcome | undefined> {
@@ -87,8 +101,7 @@ export class LoginRouter {
     if (!this.mayServe()) return { kind: 'unavailable', cause: 'cluster' };
     const failed = (login?: BackendLogin): LoginOutcome => {
       // Refused for another reason than the credentials: the client hears that reason, and it is no failed login.
-      const code = login ? /^\S+ NO (\[[A-Z-]+\]) ?([^\r\n]*)/.exec(login.tagged.toString('latin1')) : null;
-      if (code && code[1] !== '[AUTHENTICATIONFAILED]') return { kind: 'refused', code: code[1]!, text: code[2]!.replace(/[^\x20-\x7e]/g, '') };
+      if (login?.refusal) return { kind: 'refused', code: login.refusal.code, text: login.refusal.text };
       this.failures.record(`ip:${ip}`);
       this.failures.record(`user:${user}`);
       return login?.challenge !== undefined ? { kind: 'failed', challenge: login.challenge } : { kind: 'failed' };
@@ -109,7 +122,7 @@ export class LoginRouter {
         if (!login.ok) return failed(login);
         home = (await this.home(tenant, user, true))!;
         if (home.address !== checker) {
-          req.abandon(login);
+          await req.abandon(login);
           login = await req.attempt(home.address);
           if (!login.ok) return failed(login);
         }
@@ -133,16 +146,19 @@ export class LoginRouter {
   async home(tenant: string, user: string, assign: boolean): Promise<Home | undefined> {
     const agent = this.opts.agent;
     const a = agent.locate(tenant, user);
-    const address = a && agent.nodeAddress(a.node);
+    const address = a && agent.nodeAddress(a.node, this.protocol);
     if (a && address) return { node: a.node, epoch: a.epoch, address };
+    if (a && agent.nodeAddress(a.node) !== undefined) throw new BackendUnavailable(`node ${a.node} registered no ${this.protocol} server`);
     if (!a && !assign) return undefined;
     const assigned = await agent.assign(tenant, user);
-    return { node: assigned.node, epoch: assigned.epoch, address: assigned.imapAddress };
+    const at = this.protocol === 'imap' ? assigned.imapAddress : agent.nodeAddress(assigned.node, this.protocol);
+    if (!at) throw new BackendUnavailable(`node ${assigned.node} registered no ${this.protocol} server`);
+    return { node: assigned.node, epoch: assigned.epoch, address: at };
   }
 
   /** Another live node's backend (to check credentials while ours is down). */
   private otherBackend(): string | undefined {
-    const others = this.opts.agent.liveNodes().filter((n) => n.node !== this.opts.node.name);
+    const others = this.opts.agent.liveNodes(this.protocol).filter((n) => n.node !== this.opts.node.name);
     return others[Math.floor(Math.random() * others.length)]?.address;
   }
 }

@@ -45,6 +45,16 @@ export interface Node {
    * server dead); empty otherwise. Cleared when the node registers again.
    */
   downReason: string;
+  /**
+   * The node's servers for other protocols, by protocol ("lmtp", "pop3"):
+   * host:port, as registered.
+   */
+  addresses: { [key: string]: string };
+}
+
+export interface Node_AddressesEntry {
+  key: string;
+  value: string;
 }
 
 export interface RegisterNodeRequest {
@@ -56,6 +66,16 @@ export interface RegisterNodeRequest {
   zone: string;
   /** Lease TTL in seconds, 2..300, default 5. */
   ttlSeconds: number;
+  /**
+   * host:port of the node's servers for other protocols, by protocol:
+   * "lmtp" (mail delivery, RFC 2033), "pop3" (RFC 1939).
+   */
+  addresses: { [key: string]: string };
+}
+
+export interface RegisterNodeRequest_AddressesEntry {
+  key: string;
+  value: string;
 }
 
 export interface RegisterNodeResponse {
@@ -236,6 +256,7 @@ function createBaseNode(): Node {
     registeredAt: undefined,
     revision: 0,
     downReason: "",
+    addresses: {},
   };
 }
 
@@ -271,6 +292,9 @@ export const Node: MessageFns<Node> = {
     if (message.downReason !== "") {
       writer.uint32(82).string(message.downReason);
     }
+    globalThis.Object.entries(message.addresses).forEach(([key, value]: [string, string]) => {
+      Node_AddressesEntry.encode({ key: key as any, value }, writer.uint32(90).fork()).join();
+    });
     return writer;
   },
 
@@ -361,6 +385,17 @@ export const Node: MessageFns<Node> = {
           message.downReason = reader.string();
           continue;
         }
+        case 11: {
+          if (tag !== 90) {
+            break;
+          }
+
+          const entry11 = Node_AddressesEntry.decode(reader, reader.uint32());
+          if (entry11.value !== undefined) {
+            message.addresses[entry11.key] = entry11.value;
+          }
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -382,6 +417,15 @@ export const Node: MessageFns<Node> = {
       registeredAt: isSet(object.registeredAt) ? fromJsonTimestamp(object.registeredAt) : undefined,
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
       downReason: isSet(object.downReason) ? globalThis.String(object.downReason) : "",
+      addresses: isObject(object.addresses)
+        ? (globalThis.Object.entries(object.addresses) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            acc[key] = globalThis.String(value);
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -417,6 +461,15 @@ export const Node: MessageFns<Node> = {
     if (message.downReason !== "") {
       obj.downReason = message.downReason;
     }
+    if (message.addresses) {
+      const entries = globalThis.Object.entries(message.addresses) as [string, string][];
+      if (entries.length > 0) {
+        obj.addresses = {};
+        entries.forEach(([k, v]) => {
+          obj.addresses[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -435,12 +488,97 @@ export const Node: MessageFns<Node> = {
     message.registeredAt = object.registeredAt ?? undefined;
     message.revision = object.revision ?? 0;
     message.downReason = object.downReason ?? "";
+    message.addresses = (globalThis.Object.entries(object.addresses ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseNode_AddressesEntry(): Node_AddressesEntry {
+  return { key: "", value: "" };
+}
+
+export const Node_AddressesEntry: MessageFns<Node_AddressesEntry> = {
+  encode(message: Node_AddressesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): Node_AddressesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseNode_AddressesEntry();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.key = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.value = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): Node_AddressesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: Node_AddressesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<Node_AddressesEntry>): Node_AddressesEntry {
+    return Node_AddressesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<Node_AddressesEntry>): Node_AddressesEntry {
+    const message = createBaseNode_AddressesEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
 
 function createBaseRegisterNodeRequest(): RegisterNodeRequest {
-  return { name: "", imapAddress: "", weight: 0, zone: "", ttlSeconds: 0 };
+  return { name: "", imapAddress: "", weight: 0, zone: "", ttlSeconds: 0, addresses: {} };
 }
 
 export const RegisterNodeRequest: MessageFns<RegisterNodeRequest> = {
@@ -460,6 +598,9 @@ export const RegisterNodeRequest: MessageFns<RegisterNodeRequest> = {
     if (message.ttlSeconds !== 0) {
       writer.uint32(40).int32(message.ttlSeconds);
     }
+    globalThis.Object.entries(message.addresses).forEach(([key, value]: [string, string]) => {
+      RegisterNodeRequest_AddressesEntry.encode({ key: key as any, value }, writer.uint32(50).fork()).join();
+    });
     return writer;
   },
 
@@ -510,6 +651,17 @@ export const RegisterNodeRequest: MessageFns<RegisterNodeRequest> = {
           message.ttlSeconds = reader.int32();
           continue;
         }
+        case 6: {
+          if (tag !== 50) {
+            break;
+          }
+
+          const entry6 = RegisterNodeRequest_AddressesEntry.decode(reader, reader.uint32());
+          if (entry6.value !== undefined) {
+            message.addresses[entry6.key] = entry6.value;
+          }
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -526,6 +678,15 @@ export const RegisterNodeRequest: MessageFns<RegisterNodeRequest> = {
       weight: isSet(object.weight) ? globalThis.Number(object.weight) : 0,
       zone: isSet(object.zone) ? globalThis.String(object.zone) : "",
       ttlSeconds: isSet(object.ttlSeconds) ? globalThis.Number(object.ttlSeconds) : 0,
+      addresses: isObject(object.addresses)
+        ? (globalThis.Object.entries(object.addresses) as [string, any][]).reduce(
+          (acc: { [key: string]: string }, [key, value]: [string, any]) => {
+            acc[key] = globalThis.String(value);
+            return acc;
+          },
+          {},
+        )
+        : {},
     };
   },
 
@@ -546,6 +707,15 @@ export const RegisterNodeRequest: MessageFns<RegisterNodeRequest> = {
     if (message.ttlSeconds !== 0) {
       obj.ttlSeconds = Math.round(message.ttlSeconds);
     }
+    if (message.addresses) {
+      const entries = globalThis.Object.entries(message.addresses) as [string, string][];
+      if (entries.length > 0) {
+        obj.addresses = {};
+        entries.forEach(([k, v]) => {
+          obj.addresses[k] = v;
+        });
+      }
+    }
     return obj;
   },
 
@@ -559,6 +729,91 @@ export const RegisterNodeRequest: MessageFns<RegisterNodeRequest> = {
     message.weight = object.weight ?? 0;
     message.zone = object.zone ?? "";
     message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.addresses = (globalThis.Object.entries(object.addresses ?? {}) as [string, string][]).reduce(
+      (acc: { [key: string]: string }, [key, value]: [string, string]) => {
+        if (value !== undefined) {
+          acc[key] = globalThis.String(value);
+        }
+        return acc;
+      },
+      {},
+    );
+    return message;
+  },
+};
+
+function createBaseRegisterNodeRequest_AddressesEntry(): RegisterNodeRequest_AddressesEntry {
+  return { key: "", value: "" };
+}
+
+export const RegisterNodeRequest_AddressesEntry: MessageFns<RegisterNodeRequest_AddressesEntry> = {
+  encode(message: RegisterNodeRequest_AddressesEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.key !== "") {
+      writer.uint32(10).string(message.key);
+    }
+    if (message.value !== "") {
+      writer.uint32(18).string(message.value);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RegisterNodeRequest_AddressesEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseRegisterNodeRequest_AddressesEntry();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.key = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.value = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): RegisterNodeRequest_AddressesEntry {
+    return {
+      key: isSet(object.key) ? globalThis.String(object.key) : "",
+      value: isSet(object.value) ? globalThis.String(object.value) : "",
+    };
+  },
+
+  toJSON(message: RegisterNodeRequest_AddressesEntry): unknown {
+    const obj: any = {};
+    if (message.key !== "") {
+      obj.key = message.key;
+    }
+    if (message.value !== "") {
+      obj.value = message.value;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RegisterNodeRequest_AddressesEntry>): RegisterNodeRequest_AddressesEntry {
+    return RegisterNodeRequest_AddressesEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RegisterNodeRequest_AddressesEntry>): RegisterNodeRequest_AddressesEntry {
+    const message = createBaseRegisterNodeRequest_AddressesEntry();
+    message.key = object.key ?? "";
+    message.value = object.value ?? "";
     return message;
   },
 };
@@ -3258,6 +3513,10 @@ function longToNumber(int64: { toString(): string }): number {
     throw new globalThis.Error("Value is smaller than Number.MIN_SAFE_INTEGER");
   }
   return num;
+}
+
+function isObject(value: any): boolean {
+  return typeof value === "object" && value !== null;
 }
 
 function isSet(value: any): boolean {

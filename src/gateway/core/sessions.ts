@@ -1,0 +1,23 @@
+import type net from 'node:net';
+
+/** A logged-in session of any protocol, as fencing sees it. */
+export interface FencedSession {
+  /** Ends the session now (its upstream first): the user moved, or the node may not serve. */
+  bye(reason: string): void;
+  /** Another user whose mailbox the session uses moved (`epoch`: the new assignment's, if any). */
+  ownerMoved(owner: string, epoch: number | undefined): void;
+  readonly done: Promise<void>;
+}
+
+/** Who a session is for: the user and the assignment it was opened under. */
+export interface SessionWho {
+  readonly tenant: string;
+  readonly user: string;
+  readonly epoch: number;
+  readonly node: string;
+}
+
+/** Keeps the sessions fencing must reach (the gateway's registry). */
+export interface SessionOwner {
+  track(who: SessionWho, session: FencedSession, client: net.Socket): void;
+}
