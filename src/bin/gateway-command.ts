@@ -14,6 +14,14 @@ const count = (v: string): number => {
   if (!/^\d{1,7}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
   return Number(v);
 };
+const lmtpListen = (v: string): string => {
+  if (/^unix:\/\S+$/.test(v)) return v;
+  return hostPort(v);
+};
+const bytes = (v: string): number => {
+  if (!/^\d{1,12}$/.test(v) || Number(v) < 1024) throw new InvalidArgumentError('must be a number of bytes, at least 1024');
+  return Number(v);
+};
 const poolSize = (v: string): number => {
   if (!/^\d{1,2}$/.test(v) || Number(v) > 64) throw new InvalidArgumentError('must be a whole number from 0 to 64');
   return Number(v);
@@ -51,6 +59,10 @@ export function registerGateway(program: Command): void {
     .option('--listen-pop3 <host:port>', 'where POP3 clients connect (e.g. 0.0.0.0:110; STLS with --tls-cert); needs --backend-pop3', hostPort)
     .option('--listen-pop3s <host:port>', 'also listen for POP3 over implicit TLS (e.g. 0.0.0.0:995); needs --tls-cert and --backend-pop3', hostPort)
     .option('--backend-pop3 <host:port>', "this node's Dovecot POP3 address (registered with the node: other gateways send its users' POP3 logins there)", hostPort)
+    .option('--listen-lmtp <address>', 'where MTAs deliver mail by LMTP: host:port (e.g. 0.0.0.0:24) or unix:PATH; needs --backend-lmtp', lmtpListen)
+    .option('--backend-lmtp <host:port>', "this node's Dovecot LMTP address (registered with the node: other gateways deliver its users' mail there)", hostPort)
+    .option('--lmtp-max-size <bytes>', 'largest message taken by LMTP, announced as SIZE (default 67108864)', bytes)
+    .option('--lmtp-max-recipients <n>', 'recipients per LMTP transaction at most (default 1000)', count)
     .option('--backend-ca <file>', "CA of the Dovecots' certificates: reach every node's Dovecot over implicit TLS, verified (--backend and other nodes' addresses are TLS ports)")
     .option('--backend-server-name <name>', "name expected in the Dovecots' certificates (default each address's host)")
     .option('--oauth', "offer AUTH=OAUTHBEARER and AUTH=XOAUTH2: tokens are verified by the user's home Dovecot (its oauth2 passdb)")
@@ -68,7 +80,7 @@ export function registerGateway(program: Command): void {
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .action(async (flags: { node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -116,6 +128,7 @@ export function registerGateway(program: Command): void {
       if ((flags.listenPop3 !== undefined || flags.listenPop3s !== undefined) && flags.backendPop3 === undefined) {
         throw new DomainError('invalid_argument', `${flags.listenPop3 !== undefined ? 'listen-pop3' : 'listen-pop3s'}: needs --backend-pop3 (this node's Dovecot POP3)`, { field: flags.listenPop3 !== undefined ? 'listen-pop3' : 'listen-pop3s' });
       }
+      if (flags.listenLmtp !== undefined && flags.backendLmtp === undefined) throw new DomainError('invalid_argument', "listen-lmtp: needs --backend-lmtp (this node's Dovecot LMTP)", { field: 'listen-lmtp' });
       if (flags.listenPop3s !== undefined && flags.tlsCert === undefined) throw new DomainError('invalid_argument', 'listen-pop3s: needs --tls-cert and --tls-key', { field: 'listen-pop3s' });
       if (flags.backendServerName !== undefined && flags.backendCa === undefined) throw new DomainError('invalid_argument', 'backend-server-name: needs --backend-ca', { field: 'backend-server-name' });
       if (flags.preloginTimeout === 0) throw new DomainError('invalid_argument', 'prelogin-timeout: must be more than 0', { field: 'prelogin-timeout' });
@@ -153,6 +166,7 @@ export function registerGateway(program: Command): void {
         tls: tlsFiles,
         listenTls: flags.listenTls,
         pop3: flags.backendPop3 === undefined ? undefined : { backend: flags.backendPop3, listen: flags.listenPop3, listenTls: flags.listenPop3s },
+        lmtp: flags.backendLmtp === undefined ? undefined : { backend: flags.backendLmtp, listen: flags.listenLmtp, maxSize: flags.lmtpMaxSize, maxRecipients: flags.lmtpMaxRecipients },
         backendTls,
         backendPool: flags.backendPool,
         oauth: flags.oauth,
@@ -166,7 +180,8 @@ export function registerGateway(program: Command): void {
       const address = await gateway.start();
       const tlsAt = gateway.tlsAddress();
       const pop3 = gateway.pop3Addresses();
-      const also = [tlsAt && `${tlsAt} (TLS)`, pop3.plain && `${pop3.plain} (POP3)`, pop3.tls && `${pop3.tls} (POP3 TLS)`].filter(Boolean).join(', ');
+      const lmtpAt = gateway.lmtpAddress();
+      const also = [tlsAt && `${tlsAt} (TLS)`, pop3.plain && `${pop3.plain} (POP3)`, pop3.tls && `${pop3.tls} (POP3 TLS)`, lmtpAt && `${lmtpAt} (LMTP)`].filter(Boolean).join(', ');
       process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${also ? ` and ${also}` : ''} (backend ${flags.backend}, ${tenant ? `tenant ${tenant}` : 'tenants by login domain'})\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {

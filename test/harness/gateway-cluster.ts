@@ -92,6 +92,7 @@ export async function startGatewayCluster(opts: {
         master: MASTER,
         // POP3 on a free port, and on another for implicit TLS when the gateway has a certificate.
         ...(d.pop3Address ? { pop3: { backend: d.pop3Address, listen: '127.0.0.1:0', ...(own?.tls ? { listenTls: '127.0.0.1:0' } : {}) } } : {}),
+        ...(d.lmtpAddress ? { lmtp: { backend: d.lmtpAddress, listen: '127.0.0.1:0' } } : {}),
         ...own,
       });
       await g.start();

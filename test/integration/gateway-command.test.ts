@@ -26,11 +26,11 @@ beforeAll(async () => {
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
   const tokens = nodeTokens(admin);
-  for (const name of ['imap1', 'imap2', 'imap4']) await tokens(name);
+  for (const name of ['imap1', 'imap2', 'imap4', 'mail1']) await tokens(name);
   tokenFor = tokens;
   admin.close();
   root = mailRoot();
-  dovecot = await startDovecot({ name: 'gw', mailRoot: root.path, users: { alice: 'alice-pw' }, master: { user: 'gateway', password: 'm' } });
+  dovecot = await startDovecot({ name: 'gw', mailRoot: root.path, users: { alice: 'alice-pw', dana: 'dana-pw' }, master: { user: 'gateway', password: 'm' }, protocols: ['pop3', 'lmtp'] });
 }, 60_000);
 afterAll(async () => {
   await dovecot?.stop();
@@ -160,6 +160,54 @@ describe('mailshare gateway (real binary)', () => {
     }
   }, 60_000);
 
+  it('serves POP3 and LMTP (on a unix socket) with --listen-pop3/--backend-pop3 and --listen-lmtp/--backend-lmtp, registered with the node', async () => {
+    const dir = tempDir('mailshare-gw-lmtp-');
+    const socket = `${dir.path}/lmtp.sock`;
+    const child = spawn(
+      process.execPath,
+      [BIN, 'gateway', '--node', 'mail1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--listen-pop3', '127.0.0.1:0', '--backend-pop3', dovecot.pop3Address!, '--listen-lmtp', `unix:${socket}`, '--backend-lmtp', dovecot.lmtpAddress!, '--lmtp-max-size', '1000000', '--coordinators', server.address, '--log-level', 'warn'],
+      { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('mail1') }), stdio: ['ignore', 'pipe', 'inherit'] },
+    );
+    let out = '';
+    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+    try {
+      await waitFor(() => /listening on/.test(out), 20_000, 'gateway listening');
+      const m = /and (\S+) \(POP3\), (unix:\S+) \(LMTP\)/.exec(out);
+      expect(m?.[2]).toBe(`unix:${socket}`);
+      const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+      try {
+        const nodes = await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken);
+        expect(nodes.nodes.find((n) => n.name === 'mail1')?.addresses).toEqual({ pop3: dovecot.pop3Address, lmtp: dovecot.lmtpAddress });
+      } finally {
+        placement.close();
+      }
+      // Deliver over the unix socket, then read it by POP3.
+      const lmtp = net.connect(socket);
+      let said = '';
+      lmtp.on('data', (c: Buffer) => (said += c.toString()));
+      const msg = 'Subject: over the socket\r\n\r\nhello\r\n';
+      lmtp.write(`LHLO mta\r\nMAIL FROM:<x@example.com> SIZE=${msg.length}\r\nRCPT TO:<dana>\r\nDATA\r\n`);
+      await waitFor(() => /^(354|503) /m.test(said), 10_000, "DATA answered");
+      expect(said).toMatch(/^354 /m);
+      expect(said).toMatch(/^250 SIZE 1000000\r$/m);
+      lmtp.write(`${msg}.\r\nQUIT\r\n`);
+      await waitFor(() => /^221 /m.test(said), 10_000, `221 (${said})`);
+      lmtp.destroy();
+      expect(said.split('\r\n').filter((l) => /^250 2\.0\.0 <dana> /.test(l))).toHaveLength(1);
+      const [host, port] = m![1]!.split(':');
+      const pop = net.connect(Number(port), host);
+      let popped = '';
+      pop.on('data', (c: Buffer) => (popped += c.toString()));
+      pop.write('USER dana\r\nPASS dana-pw\r\nTOP 1 0\r\nQUIT\r\n');
+      await waitFor(() => /\+OK Logging out/.test(popped), 10_000, `POP3 (${popped})`);
+      pop.destroy();
+      expect(popped).toMatch(/Subject: over the socket/);
+    } finally {
+      child.kill('SIGKILL');
+      dir.remove();
+    }
+  }, 60_000);
+
   it('refuses to start without a token or with bad flags, in one line', async () => {
     const noToken = await runCli(['gateway', '--node', 'imap1', '--backend', '127.0.0.1:1', '--tenant', 'acme']);
     expect(noToken.code).toBe(2);
@@ -200,6 +248,11 @@ describe('mailshare gateway (real binary)', () => {
       [['--health-user', 'probe'], 'mailshare: health-user: needs --master-user\n'],
       [['--backend-server-name', 'imap1'], 'mailshare: backend-server-name: needs --backend-ca\n'],
       [['--backend-ca', '/nonexistent'], 'mailshare: backend-ca: cannot read /nonexistent (ENOENT)\n'],
+      [['--listen-lmtp', '127.0.0.1:24'], "mailshare: listen-lmtp: needs --backend-lmtp (this node's Dovecot LMTP)\n"],
+      [['--listen-lmtp', 'unix:relative'], "mailshare: option '--listen-lmtp <address>' argument 'unix:relative' is invalid. must be host:port\n"],
+      [['--listen-pop3', '127.0.0.1:110'], "mailshare: listen-pop3: needs --backend-pop3 (this node's Dovecot POP3)\n"],
+      [['--listen-pop3s', '127.0.0.1:995', '--backend-pop3', '127.0.0.1:110'], 'mailshare: listen-pop3s: needs --tls-cert and --tls-key\n'],
+      [['--lmtp-max-size', '10'], "mailshare: option '--lmtp-max-size <bytes>' argument '10' is invalid. must be a number of bytes, at least 1024\n"],
       [['--backend-pool', '65'], "mailshare: option '--backend-pool <n>' argument '65' is invalid. must be a whole number from 0 to 64\n"],
     ] as const) {
       const r = await runCli([...base, ...flags], { env: { MAILSHARE_TOKEN: 'x' } });
