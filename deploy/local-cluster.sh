@@ -7,12 +7,17 @@
 # "-pw"); a name without a domain is acme's. alice is placed on n1 and bob
 # on n2, so that bob reading alice's folder crosses nodes. Ctrl-C (or
 # SIGTERM) stops everything; the data stays in DIR for the next start.
+# Each gateway also takes POP3 and mail delivery by LMTP, routed like IMAP.
 #
 #   bash deploy/local-cluster.sh [DIR]          (default ./.mailshare-cluster; run as root)
 #
 # Ports (override through the environment): COORDINATOR=127.0.0.1:7400,
-# GATEWAY1=127.0.0.1:1143, GATEWAY2=127.0.0.1:1144, DOVECOT1=127.0.0.1:10143,
-# DOVECOT2=127.0.0.1:10144.
+# GATEWAY1=127.0.0.1:1143, GATEWAY2=127.0.0.1:1144 (IMAP),
+# GATEWAY1_POP3=127.0.0.1:1110, GATEWAY2_POP3=127.0.0.1:1111,
+# GATEWAY1_LMTP=127.0.0.1:2424, GATEWAY2_LMTP=127.0.0.1:2425,
+# DOVECOT1=127.0.0.1:10143, DOVECOT2=127.0.0.1:10144 (IMAP),
+# DOVECOT1_POP3=127.0.0.1:10110, DOVECOT2_POP3=127.0.0.1:10111,
+# DOVECOT1_LMTP=127.0.0.1:10024, DOVECOT2_LMTP=127.0.0.1:10025.
 set -euo pipefail
 
 DIR=$(realpath -m "${1:-.mailshare-cluster}")
@@ -21,6 +26,14 @@ GATEWAY1=${GATEWAY1:-127.0.0.1:1143}
 GATEWAY2=${GATEWAY2:-127.0.0.1:1144}
 DOVECOT1=${DOVECOT1:-127.0.0.1:10143}
 DOVECOT2=${DOVECOT2:-127.0.0.1:10144}
+GATEWAY1_POP3=${GATEWAY1_POP3:-127.0.0.1:1110}
+GATEWAY2_POP3=${GATEWAY2_POP3:-127.0.0.1:1111}
+GATEWAY1_LMTP=${GATEWAY1_LMTP:-127.0.0.1:2424}
+GATEWAY2_LMTP=${GATEWAY2_LMTP:-127.0.0.1:2425}
+DOVECOT1_POP3=${DOVECOT1_POP3:-127.0.0.1:10110}
+DOVECOT2_POP3=${DOVECOT2_POP3:-127.0.0.1:10111}
+DOVECOT1_LMTP=${DOVECOT1_LMTP:-127.0.0.1:10024}
+DOVECOT2_LMTP=${DOVECOT2_LMTP:-127.0.0.1:10025}
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 for cmd in mailshare dovecot openssl; do command -v "$cmd" >/dev/null || die "$cmd not found (run: bash scripts/setup.sh)"; done
@@ -52,20 +65,25 @@ trap 'exit 0' INT TERM
 # owner, from the reader's address (a team behind one NAT address counts
 # against one owner+address pair), so the per user+address limit is raised.
 # Every session is one Dovecot process: process_limit bounds them all.
-start_dovecot() { # name host:port
-  local name=$1 host=${2%:*} port=${2##*:} dir="$DIR/$1"
+NOBODY_UID=$(id -u nobody)
+NOGROUP_GID=$(getent group nogroup | cut -d: -f3)
+start_dovecot() { # name imap-host:port pop3-port lmtp-port
+  local name=$1 host=${2%:*} port=${2##*:} pop3=$3 lmtp=$4 dir="$DIR/$1"
   mkdir -p "$dir/run" "$dir/state"
   printf 'gateway:{PLAIN}%s\n' "$MASTER_PASSWORD" > "$dir/master.passwd"
-  # A multi-domain Dovecot as any: users named user@domain (the tenants' primary domains).
-  printf '%s\n' 'alice@acme.test:{PLAIN}alice-pw' 'bob@acme.test:{PLAIN}bob-pw' 'carol@acme.test:{PLAIN}carol-pw' \
-    'dave@globex.test:{PLAIN}dave-pw' 'erin@globex.test:{PLAIN}erin-pw' > "$dir/users.passwd"
+  # A multi-domain Dovecot as any: users named user@domain (the tenants' primary domains), in
+  # one passwd-file for logins and the userdb (so LMTP refuses mail to names nobody has).
+  : > "$dir/users.passwd"
+  for u in alice@acme.test bob@acme.test carol@acme.test dave@globex.test erin@globex.test; do
+    printf '%s:{PLAIN}%s-pw:%s:%s::%s::\n' "$u" "${u%@*}" "$NOBODY_UID" "$NOGROUP_GID" "$DIR/mail/$u" >> "$dir/users.passwd"
+  done
   chmod 644 "$dir/master.passwd" "$dir/users.passwd"
   cat > "$dir/dovecot.conf" <<CONF
 base_dir = $dir/run
 state_dir = $dir/state
 instance_name = mailshare-$name-$port
 log_path = $dir/dovecot.log
-protocols = imap
+protocols = imap pop3 lmtp
 listen = $host
 ssl = no
 disable_plaintext_auth = no
@@ -83,6 +101,12 @@ namespace inbox {
 protocol imap {
   mail_max_userip_connections = 1000
 }
+protocol pop3 {
+  mail_max_userip_connections = 100
+}
+# LMTP: mail delivered by the gateways (each recipient by the node that holds the user).
+postmaster_address = postmaster@acme.test
+hostname = $name.local-cluster
 service imap {
   process_limit = 4096
 }
@@ -96,8 +120,9 @@ passdb {
   args = $dir/users.passwd
 }
 userdb {
-  driver = static
-  args = uid=nobody gid=nogroup home=$DIR/mail/%u
+  driver = passwd-file
+  args = $dir/users.passwd
+  default_fields = uid=nobody gid=nogroup home=$DIR/mail/%u
 }
 # Dovecot's high-performance login mode: a login process that already runs greets in well under a
 # millisecond, where a new one per connection (the default) takes ~9 ms, ~85 ms on a busy node, and
@@ -111,6 +136,22 @@ service imap-login {
   }
   inet_listener imaps {
     port = 0
+  }
+}
+service pop3-login {
+  service_count = 0
+  process_min_avail = 1
+  inet_listener pop3 {
+    port = ${pop3##*:}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    address = ${lmtp%:*}
+    port = ${lmtp##*:}
   }
 }
 CONF
@@ -128,8 +169,8 @@ wait_for() { # file pattern what
   die "$3 did not start (see $1)"
 }
 
-start_dovecot n1 "$DOVECOT1"
-start_dovecot n2 "$DOVECOT2"
+start_dovecot n1 "$DOVECOT1" "$DOVECOT1_POP3" "$DOVECOT1_LMTP"
+start_dovecot n2 "$DOVECOT2" "$DOVECOT2_POP3" "$DOVECOT2_LMTP"
 
 mailshare server --data-dir "$DIR/server" --listen "$COORDINATOR" --log-level warn > "$DIR/server.log" 2>&1 &
 pids+=($!)
@@ -141,18 +182,19 @@ for t in acme:acme.test globex:globex.test; do
   mailshare tenant domain add "${t%%:*}" "${t#*:}" >/dev/null
 done
 
-start_gateway() { # name dovecot listen
+start_gateway() { # name dovecot listen dovecot-pop3 listen-pop3 dovecot-lmtp listen-lmtp
   # One token per node: a node token can act for its own node (and tenant) only.
   local token
   token=$(mailshare token create --role node --node "$1" --tenants acme,globex --description "local-cluster gateway $1")
   MAILSHARE_TOKEN=$token MAILSHARE_MASTER_PASSWORD=$MASTER_PASSWORD \
     mailshare gateway --node "$1" --backend "$2" --tenant acme --listen "$3" --coordinators "$COORDINATOR" \
+      --backend-pop3 "$4" --listen-pop3 "$5" --backend-lmtp "$6" --listen-lmtp "$7" \
       --master-user gateway --log-level warn > "$DIR/$1/gateway.log" 2>&1 &
   pids+=($!)
   wait_for "$DIR/$1/gateway.log" "listening on" "gateway $1"
 }
-start_gateway n1 "$DOVECOT1" "$GATEWAY1"
-start_gateway n2 "$DOVECOT2" "$GATEWAY2"
+start_gateway n1 "$DOVECOT1" "$GATEWAY1" "$DOVECOT1_POP3" "$GATEWAY1_POP3" "$DOVECOT1_LMTP" "$GATEWAY1_LMTP"
+start_gateway n2 "$DOVECOT2" "$GATEWAY2" "$DOVECOT2_POP3" "$GATEWAY2_POP3" "$DOVECOT2_LMTP" "$GATEWAY2_LMTP"
 
 # alice on n1, bob on n2 (placement alone may put both on one node): moves after the start.
 place() { # user node
@@ -166,8 +208,8 @@ place bob n2
 cat <<INFO
 local-cluster: ready
   coordinator  $COORDINATOR   (CLI: export MAILSHARE_CREDENTIALS=$MAILSHARE_CREDENTIALS)
-  gateway n1   $GATEWAY1   -> Dovecot $DOVECOT1
-  gateway n2   $GATEWAY2   -> Dovecot $DOVECOT2
+  gateway n1   IMAP $GATEWAY1  POP3 $GATEWAY1_POP3  LMTP $GATEWAY1_LMTP   -> Dovecot $DOVECOT1 (POP3 $DOVECOT1_POP3, LMTP $DOVECOT1_LMTP)
+  gateway n2   IMAP $GATEWAY2  POP3 $GATEWAY2_POP3  LMTP $GATEWAY2_LMTP   -> Dovecot $DOVECOT2 (POP3 $DOVECOT2_POP3, LMTP $DOVECOT2_LMTP)
   tenant acme    alice@acme.test (on n1), bob@acme.test (on n2), carol@acme.test
   tenant globex  dave@globex.test, erin@globex.test      (passwords: name-pw, e.g. alice-pw)
   logs         $DIR/server.log, $DIR/n1/, $DIR/n2/

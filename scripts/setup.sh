@@ -12,8 +12,12 @@ command -v protoc >/dev/null 2>&1 || need+=(protobuf-compiler)
 command -v openssl >/dev/null 2>&1 || need+=(openssl)
 # A C compiler for the gateway's one native helper (TCP_QUICKACK; see src/native/).
 command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
-# Dovecot: the IMAP backend the gateway fronts (the tests run real instances).
+# Dovecot: the IMAP, POP3 and LMTP backend the gateway fronts (the tests run real instances).
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
+[[ -x /usr/lib/dovecot/pop3 ]] || need+=(dovecot-pop3d)
+[[ -x /usr/lib/dovecot/lmtp ]] || need+=(dovecot-lmtpd)
+# Python 3: the tests drive the gateway with real clients (imaplib, poplib, smtplib).
+command -v python3 >/dev/null 2>&1 || need+=(python3)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""

@@ -8,6 +8,7 @@ import { aclPropagation } from './acl-propagation.js';
 import { failover } from './failover.js';
 import { imapLatency } from './imap-latency.js';
 import { imapProxy } from './imap-proxy.js';
+import { lmtpBench } from './lmtp.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
 import { scale } from './scale.js';
@@ -29,6 +30,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   scale,
   'imap-proxy': imapProxy,
   'imap-latency': imapLatency,
+  lmtp: lmtpBench,
 };
 
 async function main(): Promise<void> {

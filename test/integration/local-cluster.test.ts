@@ -1,10 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { getFreePort } from '../../src/store/etcd-process.js';
 import { canConnect } from '../harness/gateway-cluster.js';
 import { RawImap, message } from '../harness/imap.js';
+import { python } from '../harness/lines.js';
 import { findProcesses, waitFor } from '../harness/process.js';
 import { BIN, REPO_ROOT, cleanEnv, runCli } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
@@ -33,9 +34,11 @@ describe('deploy/local-cluster.sh', () => {
     mkdirSync(bin);
     writeFileSync(path.join(bin, 'mailshare'), `#!/bin/sh\nexec "${process.execPath}" "${BIN}" "$@"\n`);
     chmodSync(path.join(bin, 'mailshare'), 0o755);
-    const ports = await Promise.all([1, 2, 3, 4, 5].map(() => getFreePort()));
+    const ports = await Promise.all(Array.from({ length: 13 }, () => getFreePort()));
     const addr = ports.map((p) => `127.0.0.1:${p}`);
-    const env = cleanEnv({ PATH: `${bin}:${process.env.PATH}`, COORDINATOR: addr[0], GATEWAY1: addr[1], GATEWAY2: addr[2], DOVECOT1: addr[3], DOVECOT2: addr[4] });
+    const names = ['COORDINATOR', 'GATEWAY1', 'GATEWAY2', 'DOVECOT1', 'DOVECOT2', 'GATEWAY1_POP3', 'GATEWAY2_POP3', 'GATEWAY1_LMTP', 'GATEWAY2_LMTP', 'DOVECOT1_POP3', 'DOVECOT2_POP3', 'DOVECOT1_LMTP', 'DOVECOT2_LMTP'];
+    const at = Object.fromEntries(names.map((n, i) => [n, addr[i]!]));
+    const env = cleanEnv({ PATH: `${bin}:${process.env.PATH}`, ...at });
     script = spawn('bash', [path.join(REPO_ROOT, 'deploy', 'local-cluster.sh'), path.join(dir.path, 'cluster')], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     script.stdout!.on('data', (c: Buffer) => (out += c.toString()));
@@ -83,6 +86,33 @@ describe('deploy/local-cluster.sh', () => {
     expect(await dave.cmd('LIST "" "*"')).not.toMatch(/alice|Shared/);
     expect(await dave.cmd('SELECT Shared/alice/Projects')).toMatch(/^t\d+ NO \[NONEXISTENT\]/m);
     dave.close();
+
+    // Mail for alice (on n1) delivered through n2's gateway by LMTP lands on n1, and POP3 through n2 reads it.
+    const delivered = await python(
+      `
+import smtplib, sys
+s = smtplib.LMTP(sys.argv[1], int(sys.argv[2]))
+print(s.sendmail('x@example.com', ['alice@acme.test', 'nobody@acme.test'], 'Subject: by lmtp\\r\\n\\r\\nhi\\r\\n'))
+s.quit()
+`,
+      at.GATEWAY2_LMTP!.split(':'),
+    );
+    expect(delivered).toMatch(/'nobody@acme.test': \(550/);
+    const n1Log = readFileSync(path.join(dir.path, 'cluster', 'n1', 'dovecot.log'), 'utf8');
+    expect(n1Log).toMatch(/lmtp\(alice@acme\.test\).*saved mail to INBOX/);
+    expect(readFileSync(path.join(dir.path, 'cluster', 'n2', 'dovecot.log'), 'utf8')).not.toMatch(/lmtp\(alice@acme\.test\)/);
+    const popped = await python(
+      `
+import poplib, sys
+p = poplib.POP3(sys.argv[1], int(sys.argv[2]))
+p.user('alice@acme.test'); p.pass_('alice-pw')
+print(b'\\n'.join(p.top(1, 0)[1]).decode())
+p.quit()
+`,
+      at.GATEWAY2_POP3!.split(':'),
+    );
+    expect(popped).toMatch(/Subject: by lmtp/);
+    expect((await runCli(['node', 'list'], { env: cliEnv })).stdout).toContain(at.DOVECOT1_LMTP!);
 
     process.kill(-script.pid!, 'SIGINT');
     expect(await exited).toBe(0);

@@ -98,9 +98,12 @@ export class ClientInput {
     const chunk = this.take();
     const out: Buffer[] = [];
     let pos = 0;
+    /** Start of the stretch of `chunk` that goes out as it came (lines ending in CRLF, none a lone dot). */
+    let run = 0;
     while (pos < chunk.length) {
       const eol = chunk.indexOf(10, pos);
       if (eol < 0) {
+        if (run < pos) out.push(chunk.subarray(run, pos));
         this.partial.push(chunk.subarray(pos));
         this.partialLen += chunk.length - pos;
         if (this.partialLen > LONG_LINE) {
@@ -112,27 +115,49 @@ export class ClientInput {
           this.partialLen = keep;
           this.midLine = true;
         }
-        break;
+        return { data: out.length === 1 ? out[0]! : Buffer.concat(out), end: false };
       }
-      this.partial.push(chunk.subarray(pos, eol));
-      const line = this.partial.length === 1 ? this.partial[0]! : Buffer.concat(this.partial);
-      this.partial = [];
-      this.partialLen = 0;
-      const crlf = line.length > 0 && line[line.length - 1] === 13;
-      const content = crlf ? line.subarray(0, line.length - 1) : line;
-      pos = eol + 1;
-      if (!this.midLine && content.length === 1 && content[0] === 0x2e) {
+      if (this.partial.length > 0 || this.midLine) {
+        // A line begun in an earlier chunk: put together, then judged like any other.
+        this.partial.push(chunk.subarray(pos, eol));
+        const line = Buffer.concat(this.partial);
+        this.partial = [];
+        this.partialLen = 0;
+        const crlf = line.length > 0 && line[line.length - 1] === 13;
+        const content = crlf ? line.subarray(0, line.length - 1) : line;
+        const wasMid = this.midLine;
+        this.midLine = false;
+        pos = eol + 1;
+        run = pos;
+        if (!wasMid && content.length === 1 && content[0] === 0x2e) {
+          if (crlf) {
+            this.unshift(chunk.subarray(pos));
+            return { data: Buffer.concat(out), end: true };
+          }
+          out.push(DOT_DOT);
+        } else out.push(content, CRLF);
+        continue;
+      }
+      const crlf = eol > pos && chunk[eol - 1] === 13;
+      const end = crlf ? eol - 1 : eol;
+      if (end - pos === 1 && chunk[pos] === 0x2e) {
+        if (run < pos) out.push(chunk.subarray(run, pos));
         if (crlf) {
-          this.unshift(chunk.subarray(pos));
-          return { data: Buffer.concat(out), end: true };
+          this.unshift(chunk.subarray(eol + 1));
+          return { data: out.length === 1 ? out[0]! : Buffer.concat(out), end: true };
         }
-        out.push(Buffer.from('..\r\n'));
-      } else {
-        out.push(content, CRLF);
+        // A lone dot ended by a bare LF: content, stuffed, so that it cannot end the data upstream.
+        out.push(DOT_DOT);
+        run = eol + 1;
+      } else if (!crlf) {
+        // A bare LF: the line goes on with CRLF.
+        out.push(chunk.subarray(run, eol), CRLF);
+        run = eol + 1;
       }
-      this.midLine = false;
+      pos = eol + 1;
     }
-    return { data: Buffer.concat(out), end: false };
+    if (run < chunk.length) out.push(chunk.subarray(run));
+    return { data: out.length === 1 ? out[0]! : Buffer.concat(out), end: false };
   }
 
   /** Up to `n` bytes of a BDAT chunk; undefined once the client is gone. */
@@ -150,3 +175,4 @@ export class ClientInput {
 }
 
 const CRLF = Buffer.from('\r\n');
+const DOT_DOT = Buffer.from('..\r\n');

@@ -222,29 +222,33 @@ export class LmtpSession {
     const route = await this.host.route(to);
     if (this.txn !== txn) return;
     if (route.kind === 'reply') return this.reply(route.reply);
-    let u = txn.upstreams.get(route.node);
-    if (!u) {
-      u = { node: route.node, address: route.address, up: undefined, recipients: [], final: false };
-      txn.upstreams.set(route.node, u);
-      const opened = await this.openUpstream(u, txn);
-      if (this.txn !== txn) return;
-      if (!opened) return this.reply({ ...u.failed!, text: `<${to}> ${u.failed!.text}` });
-    }
-    if (u.failed || !u.up) return this.reply({ ...(u.failed ?? TRY_LATER('server unavailable')), text: `<${to}> ${(u.failed ?? TRY_LATER('server unavailable')).text}` });
     const orcpt = params.find((p) => p.key === 'ORCPT');
     // ORCPT goes to a server that takes it (DSN, or Dovecot's LMTP, which takes it without saying).
-    const passOrcpt = orcpt && (u.up.caps.has('DSN') || u.up.dovecot);
+    const rcptLine = (up: LmtpUpstream): string => `RCPT TO:<${route.dovecotUser}>${orcpt && (up.caps.has('DSN') || up.dovecot) ? formatParams([orcpt]) : ''}`;
+    const withAddress = (x: Reply): Reply => ({ ...x, text: `<${to}> ${x.text}` });
+    const known = txn.upstreams.get(route.node);
+    const u: UpstreamTxn = known ?? { node: route.node, address: route.address, up: undefined, recipients: [], final: false };
     let r: Reply;
     try {
-      r = await u.up.command(`RCPT TO:<${route.dovecotUser}>${passOrcpt ? formatParams([orcpt]) : ''}`);
+      if (!known) {
+        txn.upstreams.set(route.node, u);
+        // The node's first recipient: its RCPT goes out with the MAIL that opens the share.
+        const first = await this.openUpstream(u, txn, rcptLine);
+        if (this.txn !== txn) return;
+        r = first ?? withAddress(u.failed ?? TRY_LATER('the mail server cannot be reached; try again later'));
+      } else if (u.failed || !u.up) {
+        r = withAddress(u.failed ?? TRY_LATER('the mail server cannot be reached; try again later'));
+      } else {
+        r = await u.up.command(rcptLine(u.up));
+      }
     } catch {
-      this.failUpstream(u, TRY_LATER('the mail server went away'));
+      this.failUpstream(u, TRY_LATER('the mail server went away; try again later'));
       r = TRY_LATER(`<${to}> the mail server went away; try again later`);
     }
     if (this.txn !== txn) return;
     // (The share may have failed while the RCPT was on its way: a move, the node's lease.)
     const failedMeanwhile = failure(u);
-    if (replyClass(r) === 2 && failedMeanwhile) r = { ...failedMeanwhile, text: `<${to}> ${failedMeanwhile.text}` };
+    if (replyClass(r) === 2 && failedMeanwhile) r = withAddress(failedMeanwhile);
     if (replyClass(r) === 2) {
       const rec: Recipient = { address: to, tenant: route.tenant, user: route.user, epoch: route.epoch, upstream: u };
       u.recipients.push(rec);
@@ -256,26 +260,37 @@ export class LmtpSession {
     this.reply(r);
   }
 
-  /** Connects to the node and starts its transaction (MAIL with what the server supports of the client's parameters). */
-  private async openUpstream(u: UpstreamTxn, txn: Transaction): Promise<boolean> {
+  /**
+   * Connects to the node and starts its transaction (MAIL with what the
+   * server supports of the client's parameters) and, pipelined with it when
+   * the server allows (RFC 2920), the first recipient's RCPT: its reply is
+   * returned.
+   */
+  private async openUpstream(u: UpstreamTxn, txn: Transaction, rcptLine: (up: LmtpUpstream) => string): Promise<Reply | undefined> {
     try {
       const up = await this.host.connect(u.address, this.origin);
       if (u.failed) {
         up.destroy();
-        return false;
+        return undefined;
       }
       const params = txn.params.filter((p) => (p.key === 'SIZE' ? up.caps.has('SIZE') : p.key === 'BODY' ? up.caps.has('8BITMIME') : p.key === 'SMTPUTF8' ? up.caps.has('SMTPUTF8') : false));
-      const r = await up.command(`MAIL FROM:<${txn.from}>${formatParams(params)}`);
-      if (replyClass(r) !== 2) {
+      const mailLine = `MAIL FROM:<${txn.from}>${formatParams(params)}\r\n`;
+      const pipelined = up.caps.has('PIPELINING');
+      const rcpt = rcptLine(up);
+      up.send(pipelined ? `${mailLine}${rcpt}\r\n` : mailLine);
+      const mail = await up.reply();
+      if (replyClass(mail) !== 2) {
         up.destroy();
-        u.failed = r;
-        return false;
+        u.failed = mail;
+        return undefined;
       }
       u.up = up;
-      return true;
+      return pipelined ? await up.reply() : await up.command(rcpt);
     } catch (err) {
-      u.failed = TRY_LATER(err instanceof BackendUnavailable ? 'the mail server cannot be reached; try again later' : 'delivery failed; try again later');
-      return false;
+      u.up?.destroy();
+      u.up = undefined;
+      u.failed ??= TRY_LATER(err instanceof BackendUnavailable ? 'the mail server cannot be reached; try again later' : 'delivery failed; try again later');
+      return undefined;
     }
   }
 
@@ -299,8 +314,9 @@ export class LmtpSession {
       this.reply(R(503, '5.5.1', 'No valid recipients'));
       return true;
     }
-    // Every node's DATA first: its 354 (or its failure, for its recipients).
-    await Promise.all(
+    // Every node's DATA, and the client's 354 at once: the nodes' 354s are awaited before the first
+    // bytes go to them (or their failure is their recipients'), which overlaps the two round trips.
+    const accepting = Promise.all(
       this.live(txn).map(async (u) => {
         try {
           const r = await u.up!.command('DATA');
@@ -311,8 +327,13 @@ export class LmtpSession {
       }),
     );
     this.reply('354 2.0.0 Start mail input; end with <CRLF>.<CRLF>\r\n');
+    let accepted = false;
     for (;;) {
       const piece = await this.input.data();
+      if (!accepted) {
+        await accepting;
+        accepted = true;
+      }
       if (!piece) return false;
       if (!txn.tooBig) {
         txn.size += piece.data.length;
