@@ -61,6 +61,11 @@ export class ClientInput {
     return out;
   }
 
+  /** Whether bytes the reader has not taken yet are here (the client pipelined more). */
+  get waiting(): boolean {
+    return this.buffered > 0;
+  }
+
   /** Puts bytes back in front (what followed a line or the end of data). */
   private unshift(b: Buffer): void {
     if (b.length === 0) return;

@@ -137,11 +137,29 @@ export class LmtpSession {
     u.up = undefined;
   }
 
+  /**
+   * Replies to pipelined commands (RFC 2920) leave together: the client
+   * socket is corked while the client has sent more than was read, and
+   * flushed before the gateway waits for it.
+   */
+  private corked = false;
+
+  private flush(): void {
+    if (!this.corked) return;
+    this.corked = false;
+    this.client.uncork();
+  }
+
   private async run(): Promise<void> {
     this.reply(`220 ${this.host.hostname} mailshare LMTP ready\r\n`);
     for (;;) {
+      if (!this.input.waiting) this.flush();
       const line = await this.input.line(MAX_LINE);
       if (line === undefined) return;
+      if (this.input.waiting && !this.corked) {
+        this.corked = true;
+        this.client.cork();
+      }
       if (line === 'too-long') {
         this.reply(R(500, '5.5.2', 'Line too long'));
         continue;
@@ -327,6 +345,7 @@ export class LmtpSession {
       }),
     );
     this.reply('354 2.0.0 Start mail input; end with <CRLF>.<CRLF>\r\n');
+    this.flush();
     let accepted = false;
     for (;;) {
       const piece = await this.input.data();
@@ -340,7 +359,11 @@ export class LmtpSession {
         if (txn.size > this.host.maxSize) {
           txn.tooBig = true;
           for (const u of txn.upstreams.values()) this.failUpstream(u, R(552, '5.3.4', 'Message too big'));
-        } else if (piece.data.length > 0) await this.forward(txn, piece.data);
+        } else if (piece.data.length > 0) {
+          // The last stretch and the end of data leave in one write.
+          if (piece.end) for (const u of this.live(txn)) u.up!.cork();
+          await this.forward(txn, piece.data);
+        }
       }
       if (piece.end) break;
     }
@@ -411,7 +434,11 @@ export class LmtpSession {
     const live = this.live(txn);
     let full = false;
     for (const u of live) if (!u.up!.send(data)) full = true;
-    if (full) await Promise.all(live.map((u) => u.up?.drained()));
+    if (full) {
+      // A corked socket never drains: let go of what was held for one write.
+      for (const u of live) u.up?.uncork();
+      await Promise.all(live.map((u) => u.up?.drained()));
+    }
   }
 
   /**
@@ -428,6 +455,7 @@ export class LmtpSession {
         if (u.failed || !u.up) return;
         u.final = true;
         if (dot) u.up.send(dot);
+        u.up.uncork();
         const replies: Reply[] = [];
         try {
           for (let i = 0; i < u.recipients.length; i++) replies.push(await u.up.reply(DELIVERY_TIMEOUT_MS));

@@ -73,6 +73,23 @@ export class LmtpUpstream {
     return this.conn.socket.write(data);
   }
 
+  /** Holds writes until the next `send` of the end of data (see `finish`), to leave in one write. */
+  cork(): void {
+    if (this.corks === 0 && this.usable) {
+      this.corks++;
+      this.conn.socket.cork();
+    }
+  }
+
+  private corks = 0;
+
+  /** Sends what cork() held. */
+  uncork(): void {
+    if (this.corks === 0) return;
+    this.corks = 0;
+    this.conn.socket.uncork();
+  }
+
   drained(): Promise<void> {
     const s = this.conn.socket;
     if (!s.writableNeedDrain || s.destroyed) return Promise.resolve();
