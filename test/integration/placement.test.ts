@@ -223,6 +223,8 @@ describe('placement', () => {
       [{ weight: 5000 }, 'weight'],
       [{ ttlSeconds: 1 }, 'ttl_seconds'],
       [{ zone: 'EU West' }, 'zone'],
+      [{ addresses: { smtp: '127.0.0.1:25' } }, 'addresses'],
+      [{ addresses: { lmtp: 'nohost' } }, 'addresses[lmtp]'],
     ] as const) {
       expect(await codeOf(reg(req))).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, field });
     }
@@ -244,6 +246,9 @@ describe('placement', () => {
     // Gateways would send passwords there: only addresses of placement.allowedAddresses (default: loopback and private).
     expect(await codeOf(reg('n1', '203.0.113.9:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'imap_address' });
     expect(await codeOf(reg('n1', 'mail.example.com:143'))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'imap_address' });
+    // The same for the node's other servers: mail is delivered there, passwords sent there.
+    const other = unaryCall(client.registerNode.bind(client), { name: 'n1', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, addresses: { lmtp: '203.0.113.9:24' } }, n1);
+    expect(await codeOf(other)).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'addresses' });
     expect((await listNodes()).nodes.some((n) => n.name === 'n1')).toBe(false);
     // Lease ids are shown to admins only; a node cannot renew or end another node's lease.
     const b = (await listNodes()).nodes.find((n) => n.name === 'imap-b')!;

@@ -4,6 +4,9 @@ import { ClientInput } from './input.js';
 import { type Param, type Reply, formatParams, formatReply, parseLmtpCommand, replyClass } from './syntax.js';
 import { DELIVERY_TIMEOUT_MS, type LmtpUpstream } from './upstream.js';
 
+/** Message bytes waiting for a node's socket before the client is read again. */
+const FORWARD_BACKLOG = 1 << 20;
+
 /** Longest command line (RFC 5321 §4.5.3.1.4: 512; parameters make it longer). */
 const MAX_LINE = 4096;
 
@@ -429,12 +432,15 @@ export class LmtpSession {
     return true;
   }
 
-  /** Message bytes to every live share, at the pace of the slowest. */
+  /**
+   * Message bytes to every live share, at the pace of the slowest: the
+   * client is read again once every node's backlog is under 1 MiB (waiting
+   * for each write to drain would make every chunk a round trip).
+   */
   private async forward(txn: Transaction, data: Buffer): Promise<void> {
     const live = this.live(txn);
-    let full = false;
-    for (const u of live) if (!u.up!.send(data)) full = true;
-    if (full) {
+    for (const u of live) u.up!.send(data);
+    if (live.some((u) => u.up!.backlog > FORWARD_BACKLOG)) {
       // A corked socket never drains: let go of what was held for one write.
       for (const u of live) u.up?.uncork();
       await Promise.all(live.map((u) => u.up?.drained()));

@@ -90,6 +90,11 @@ export class LmtpUpstream {
     this.conn.socket.uncork();
   }
 
+  /** Bytes written and not yet taken by the kernel. */
+  get backlog(): number {
+    return this.conn.socket.writableLength;
+  }
+
   drained(): Promise<void> {
     const s = this.conn.socket;
     if (!s.writableNeedDrain || s.destroyed) return Promise.resolve();
