@@ -148,6 +148,10 @@ ${
   lmtpPort
     ? `postmaster_address = postmaster@mailshare.test
 hostname = ${opts.name}.mailshare.test
+# Deliveries name the client's address (the MTA's, as the gateway passes it on with XCLIENT).
+protocol lmtp {
+  mail_log_prefix = "%s(%u)<%{pid}><%{session}> rip=%r: "
+}
 service lmtp {
   inet_listener lmtp {
     port = ${lmtpPort}

@@ -46,6 +46,8 @@ export async function startGatewayCluster(opts: {
   oauthIntrospection?: string;
   /** Every Dovecot also serves these, and every gateway fronts them (on a free port: see `pop3Address`, `lmtpAddress`). */
   protocols?: Array<'pop3' | 'lmtp'>;
+  /** Every gateway's LMTP limits (see LmtpOptions). */
+  lmtpLimits?: { maxSize?: number; maxRecipients?: number };
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
   gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
 }): Promise<GatewayCluster> {
@@ -92,7 +94,7 @@ export async function startGatewayCluster(opts: {
         master: MASTER,
         // POP3 on a free port, and on another for implicit TLS when the gateway has a certificate.
         ...(d.pop3Address ? { pop3: { backend: d.pop3Address, listen: '127.0.0.1:0', ...(own?.tls ? { listenTls: '127.0.0.1:0' } : {}) } } : {}),
-        ...(d.lmtpAddress ? { lmtp: { backend: d.lmtpAddress, listen: '127.0.0.1:0' } } : {}),
+        ...(d.lmtpAddress ? { lmtp: { backend: d.lmtpAddress, listen: '127.0.0.1:0', ...opts.lmtpLimits } } : {}),
         ...own,
       });
       await g.start();

@@ -54,6 +54,7 @@ beforeAll(async () => {
     users: USERS,
     tenant: true,
     protocols: ['lmtp'],
+    lmtpLimits: { maxSize: 22 << 20, maxRecipients: 5 },
     // n1's gateway reaches the coordinator through a proxy the test can cut.
     gateway: async (node, server) => {
       if (node !== 'n1') return {};
@@ -204,6 +205,56 @@ describe('LMTP through the gateway', () => {
     } finally {
       c.close();
     }
+  });
+
+  it('limits: recipients per transaction (452), and message data beyond the size limit (552 per recipient, nothing delivered)', async () => {
+    const c = await RawLines.connect(lmtp(0));
+    try {
+      await c.line();
+      c.write('LHLO mta.example\r\n');
+      let l: string;
+      do l = await c.line();
+      while (l.startsWith('250-'));
+      expect(await c.cmd('MAIL FROM:<x@example.com>')).toMatch(/^250 /);
+      for (let i = 0; i < 5; i++) expect(await c.cmd(i % 2 ? 'RCPT TO:<bob>' : 'RCPT TO:<alice>')).toMatch(/^250 /);
+      expect(await c.cmd('RCPT TO:<carol>')).toMatch(/^452 4\.5\.3 /);
+      expect(await c.cmd('RSET')).toMatch(/^250 /);
+      // No SIZE announced: the limit is found while the data streams, counted over every byte.
+      expect(await c.cmd('MAIL FROM:<x@example.com>')).toMatch(/^250 /);
+      expect(await c.cmd('RCPT TO:<alice>')).toMatch(/^250 /);
+      expect(await c.cmd('RCPT TO:<bob>')).toMatch(/^250 /);
+      expect(await c.cmd('DATA')).toMatch(/^354 /);
+      c.write('Subject: too big\r\n\r\n');
+      const block = `${'y'.repeat(1022)}\r\n`.repeat(1024);
+      for (let i = 0; i < 23; i++) {
+        if (!c.socket.write(block)) await new Promise((r) => c.socket.once('drain', r));
+      }
+      c.write('.\r\n');
+      expect(await c.line(30_000)).toMatch(/^552 5\.3\.4 <alice> /);
+      expect(await c.line()).toMatch(/^552 5\.3\.4 <bob> /);
+      expect(await c.cmd('NOOP')).toMatch(/^250 /);
+    } finally {
+      c.close();
+    }
+    expect(withSubject('alice', 'too big') + withSubject('bob', 'too big')).toBe(0);
+  });
+
+  it("passes the MTA's address on to Dovecot (XCLIENT): its log names the client, not the gateway", async () => {
+    const [host, port] = lmtp(1).split(':');
+    const c = await RawLines.connect(`${host}:${port}`, { localAddress: '127.0.0.9' });
+    try {
+      await c.line();
+      c.write('LHLO mta.example\r\nMAIL FROM:<x@example.com>\r\nRCPT TO:<bob>\r\nDATA\r\n');
+      let l: string;
+      do l = await c.line();
+      while (!l.startsWith('354'));
+      c.write('Subject: from nine\r\n\r\nhi\r\n.\r\n');
+      expect(await c.line()).toMatch(/^250 /);
+    } finally {
+      c.close();
+    }
+    // bob is on n1: n1's Dovecot took the delivery from n2's gateway, and saw 127.0.0.9.
+    await waitFor(() => saved(0, 'bob').some((x) => x.includes('rip=127.0.0.9:')), 5000, "the client's address in n1's delivery log");
   });
 
   it('a recipient that moves before the end of data gets 451, the others are delivered; the retry lands on the new node', async () => {

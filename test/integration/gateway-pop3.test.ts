@@ -136,6 +136,8 @@ print(json.dumps({'count': count, 'listing': len(listing), 'uidl': len(uidl), 't
     } finally {
       f.close();
     }
+    // Dovecot saw the client's address (XCLIENT), not the gateway's.
+    await waitFor(() => /pop3-login: .*user=<dave>.*rip=127\.0\.0\.2,/.test(log(0)), 5000, "the client's address in Dovecot's log");
   });
 
   it("an IMAP failed login for a name slows that name's POP3 logins down too (one count for every protocol)", async () => {
