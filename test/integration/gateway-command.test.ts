@@ -178,6 +178,8 @@ describe('mailshare gateway (real binary)', () => {
       try {
         const nodes = await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken);
         expect(nodes.nodes.find((n) => n.name === 'mail1')?.addresses).toEqual({ pop3: dovecot.pop3Address, lmtp: dovecot.lmtpAddress });
+        // dana on this node (other tests' nodes, without LMTP, may still be live).
+        await unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'dana', toNode: 'mail1', timeoutMs: 2000 }, server.adminToken);
       } finally {
         placement.close();
       }
