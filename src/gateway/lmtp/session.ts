@@ -453,6 +453,8 @@ export class LmtpSession {
    * accepted recipient, in RCPT order.
    */
   private async finish(txn: Transaction, dot: string | undefined): Promise<void> {
+    // The client waits for the deliveries (up to DELIVERY_TIMEOUT_MS): not idle meanwhile.
+    this.client.setTimeout(0);
     await Promise.all(
       this.live(txn).map(async (u) => {
         // Fencing, last look: a recipient that moved meanwhile fails its node's share before the end goes out.
@@ -480,6 +482,7 @@ export class LmtpSession {
       const reply = got ?? u.failed ?? TRY_LATER('the mail server went away before it answered; try again later');
       this.reply({ ...reply, text: got ? reply.text : `<${r.address}> ${reply.text}` });
     }
+    this.client.setTimeout(this.host.idleTimeoutMs);
     this.endTransaction(txn, true);
   }
 
