@@ -1,156 +1,25 @@
 import net from 'node:net';
 import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
-import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
-import { BackendConnector, type BackendTls, type Credentials, backendLogin } from './backend.js';
+import { type Agent, createAgent } from '../agent/agent.js';
+import { BackendConnector, type Credentials, backendLogin } from './backend.js';
 import { LoginRouter } from './core/login-router.js';
 import { dovecotName, resolveName } from './core/login-names.js';
 import { AUTH_FAILED, type LoginResult, type PreLoginHost, preLogin } from './imap/prelogin.js';
-import { BackendHealth, type BackendHealthOptions } from './backend-health.js';
+import { BackendHealth } from './backend-health.js';
 import { type CommandParser, POST_LOGIN_LIMITS } from './imap/parser.js';
 import { CoordinatorClients } from './coordinators.js';
 import { quickAckAvailable } from './quick-ack.js';
 import { OwnerPool } from './owner-pool.js';
 import { Session } from './session.js';
+import type { GatewayOptions } from './options.js';
+import { sessionCapabilities } from './imap/capabilities.js';
 import type { FencedSession, SessionWho } from './core/sessions.js';
 import { Pop3FrontEnd } from './pop3/front-end.js';
-import { LmtpFrontEnd, type LmtpOptions } from './lmtp/front-end.js';
+import { LmtpFrontEnd } from './lmtp/front-end.js';
 import { SharedNamespace } from './shared-namespace.js';
 
-export interface GatewayOptions {
-  /** host:port for IMAP clients; port 0 picks one. */
-  listen: string;
-  /** Coordinator addresses, used in order (the next one when one is unavailable). */
-  coordinators: string[];
-  /** To the coordinators; default insecure (loopback). grpc.credentials.createSsl(ca, key, cert) for TLS. */
-  credentials?: grpc.ChannelCredentials;
-  /** gRPC channel options, e.g. grpc.ssl_target_name_override. */
-  channelOptions?: grpc.ClientOptions;
-  /** This node's token (role node:<its name>). */
-  token: string;
-  /** This node: its name, and the address of its own Dovecot (what other gateways reach). */
-  node: { name: string; backend: string; weight?: number; zone?: string };
-  /** Tenant of every login through this gateway. */
-  /**
-   * Tenant of logins without a domain. Logins as user@domain go to the
-   * tenant that owns the domain, whatever this is; without it, logins
-   * without a domain are refused.
-   */
-  tenant?: string;
-  ttlSeconds?: number;
-  logger?: AgentLogger;
-  /**
-   * Failed logins slow the next attempts down, never refuse them: from a
-   * client address, each attempt after a failure waits 2^(n-1) × `baseMs`
-   * (n failures within a minute) up to `maxMs`; for a user name, attempts
-   * from anywhere wait up to `maxUserMs` (the owner's correct password still
-   * works, a little later). Defaults 500 ms, 15 s, 2 s.
-   */
-  loginPenalty?: { baseMs?: number; maxMs?: number; maxUserMs?: number };
-  /** Open client connections at most (others get BYE at once); default 10,000. */
-  maxConnections?: number;
-  /** Open client connections from one address at most; default 500. */
-  maxConnectionsPerIp?: number;
-  /** A client that has not logged in this long after connecting is disconnected; default 3 minutes (Dovecot's). */
-  preLoginTimeoutMs?: number;
-  /** A logged-in client silent this long is logged out; default 30 minutes (RFC 3501 §5.4's least). */
-  idleTimeoutMs?: number;
-  /**
-   * Dovecot master user (auth_master_user_separator "*"), used to open
-   * owners' mailboxes on their nodes. Without it shared mailboxes answer
-   * NO [UNAVAILABLE].
-   */
-  master?: { user: string; password: string };
-  /**
-   * A user with no session through any gateway for this long is released
-   * (next login may land on another node); default 15 minutes, 0 never.
-   */
-  userExpireMs?: number;
-  /** Prefix of the shared namespace (RFC 2342); default "Shared/". */
-  sharedPrefix?: string;
-  /**
-   * Certificate and key (PEM). With them the gateway offers STARTTLS and
-   * refuses authentication before it (LOGINDISABLED, RFC 3501 §6.2.3).
-   */
-  tls?: { cert: string | Buffer; key: string | Buffer };
-  /**
-   * TLS to the Dovecots (this node's and the others'): their registered
-   * addresses are implicit-TLS ports, verified against this CA.
-   * Recommended wherever the backend network is not private to the cluster.
-   */
-  backendTls?: BackendTls;
-  /**
-   * Connections kept greeted per Dovecot in recent use, ready for logins
-   * (default 2; 0: connect for each login).
-   */
-  backendPool?: number;
-  /**
-   * Offer AUTH=OAUTHBEARER and AUTH=XOAUTH2: the token goes to the user's
-   * home Dovecot, which must verify it (its oauth2 passdb); the gateway only
-   * reads the user name to route.
-   */
-  oauth?: boolean;
-  /**
-   * Health checks of this node's Dovecot (default: on, every second, down
-   * after 3 failures): while it is down the node claims no users (its lease
-   * is revoked, with the reason), and logins through this gateway go to
-   * other nodes. false turns them off.
-   */
-  health?: BackendHealthOptions | false;
-  /** host:port for implicit TLS (RFC 8314, usually port 993); needs `tls`. */
-  listenTls?: string;
-  /**
-   * POP3 (RFC 1939): `backend` is this node's Dovecot POP3 (registered with
-   * the node, so other gateways reach it); `listen` where POP3 clients
-   * connect, `listenTls` for implicit TLS (port 995; needs `tls`). With
-   * `tls`, STLS is offered and logins before it refused.
-   */
-  pop3?: { backend: string; listen?: string; listenTls?: string };
-  /**
-   * LMTP (RFC 2033) for mail delivery: `backend` is this node's Dovecot LMTP
-   * (registered with the node); `listen` where MTAs connect (host:port or
-   * unix:PATH). Each recipient is delivered by the node that holds the user.
-   */
-  lmtp?: LmtpOptions;
-}
-
-/**
- * Capabilities of the home Dovecot that survive the gateway: extensions
- * whose commands and responses carry no mailbox names the gateway would have
- * to map, or that it handles. Others (METADATA, UTF8=,
- * URLAUTH, QUOTA, …) are not offered.
- */
-const PASSED_CAPS = new Set([
-  'IMAP4REV1', 'LITERAL+', 'SASL-IR', 'ID', 'ENABLE', 'IDLE', 'SORT', 'SORT=DISPLAY', 'THREAD=REFERENCES', 'THREAD=REFS',
-  'THREAD=ORDEREDSUBJECT', 'MULTIAPPEND', 'UNSELECT', 'CHILDREN', 'NAMESPACE', 'UIDPLUS', 'I18NLEVEL=1', 'CONDSTORE', 'ESEARCH',
-  'ESORT', 'SEARCHRES', 'WITHIN', 'CONTEXT=SEARCH', 'BINARY', 'MOVE', 'SNIPPET=FUZZY', 'PREVIEW=FUZZY', 'PREVIEW', 'SPECIAL-USE', 'SAVEDATE',
-  // QRESYNC (RFC 7162): SELECT parameters and FETCH modifiers are checked, VANISHED carries no names, ENABLE is
-  // replayed on owners' connections and [CLOSED] is said when a SELECT moves between connections.
-  'QRESYNC', 'STATUS=SIZE',
-  // LIST-EXTENDED and LIST-STATUS (RFC 5258, 5819): the shared namespace's entries are added with the
-  // selection and return options applied, their STATUS from the owners' nodes.
-  'LIST-EXTENDED', 'LIST-STATUS',
-  // CATENATE (RFC 4469) with URL-PARTIAL (RFC 5550): the user's own mailboxes resolve URLs at home;
-  // into a shared mailbox only TEXT parts are taken (a URL there would be read as the owner's).
-  'CATENATE', 'URL-PARTIAL',
-  // NOTIFY (RFC 5465): split between the home Dovecot and the owners' nodes, reports renamed and
-  // kept to mailboxes the user may read.
-  'NOTIFY',
-]);
-// COMPRESS=DEFLATE (RFC 4978) is the gateway's own: it inflates what it parses and deflates what it sends.
-const OWN_CAPS = ['NAMESPACE', 'ACL', 'RIGHTS=texk', 'COMPRESS=DEFLATE'];
-
-/** The capabilities offered after login, from the home Dovecot's LOGIN response. */
-export function sessionCapabilities(tagged: string): string {
-  const m = /\[CAPABILITY ([^\]]*)\]/i.exec(tagged);
-  const all: string[] = [];
-  for (const c of (m?.[1] ?? 'IMAP4rev1').split(' ')) {
-    if (PASSED_CAPS.has(c.toUpperCase()) && !all.some((x) => x.toUpperCase() === c.toUpperCase())) all.push(c);
-  }
-  for (const c of OWN_CAPS) if (!all.some((x) => x.toUpperCase() === c.toUpperCase())) all.push(c);
-  return all.join(' ');
-}
-
+export type { GatewayOptions } from './options.js';
 
 interface LiveSession {
   readonly tenant: string;
@@ -174,9 +43,10 @@ const INACTIVE: Record<Protocol, string> = {
 };
 
 /**
- * The IMAP side of one backend node. Clients connect to any gateway; after
- * a successful login the session is relayed, byte for byte, to the Dovecot
- * of the node that holds the user. Credentials are checked by Dovecot: the
+ * The mail side of one backend node: IMAP, and with their options POP3
+ * (pop3/) and LMTP delivery (lmtp/). Clients connect to any gateway; after
+ * a successful login the session is relayed to the Dovecot of the node
+ * that holds the user. Credentials are checked by Dovecot: the
  * home node's when the user is assigned, else this node's, and only a
  * successful login creates an assignment. When the user's assignment
  * changes (move, failover), the session ends with BYE [UNAVAILABLE] and the

@@ -74,6 +74,17 @@ afterAll(async () => {
   await proxy?.close();
 });
 
+/** Reads the greeting, says LHLO and reads its reply (its lines). */
+async function lhlo(c: RawLines): Promise<string[]> {
+  expect(await c.line()).toMatch(/^220 /);
+  c.write('LHLO mta.example\r\n');
+  const lines: string[] = [];
+  let l: string;
+  do lines.push((l = await c.line()));
+  while (l.startsWith('250-'));
+  return lines;
+}
+
 const SEND = `
 import json, smtplib, sys
 host, port, sender, rcpts, subject, size = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4].split(','), sys.argv[5], int(sys.argv[6])
@@ -130,11 +141,7 @@ describe('LMTP through the gateway', () => {
   it('rebuilds the message data: a bare-LF dot line cannot end it upstream, so nothing after it is read as commands', async () => {
     const c = await RawLines.connect(lmtp(0));
     try {
-      expect(await c.line()).toMatch(/^220 /);
-      c.write('LHLO mta.example\r\n');
-      let l: string;
-      do l = await c.line();
-      while (l.startsWith('250-'));
+      await lhlo(c);
       expect(await c.cmd('MAIL FROM:<x@example.com>')).toMatch(/^250 /);
       expect(await c.cmd('RCPT TO:<alice>')).toMatch(/^250 /);
       expect(await c.cmd('DATA')).toMatch(/^354 /);
@@ -154,12 +161,7 @@ describe('LMTP through the gateway', () => {
   it('BDAT (CHUNKING): chunks streamed to every node, one reply per recipient after LAST', async () => {
     const c = await RawLines.connect(lmtp(1));
     try {
-      await c.line();
-      c.write('LHLO mta.example\r\n');
-      const caps: string[] = [];
-      let l: string;
-      do caps.push((l = await c.line()));
-      while (l.startsWith('250-'));
+      const caps = await lhlo(c);
       expect(caps.join('\n')).toMatch(/CHUNKING/);
       expect(caps.join('\n')).toMatch(/SIZE \d+/);
       c.write('MAIL FROM:<x@example.com> BODY=8BITMIME\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\n');
@@ -210,11 +212,7 @@ describe('LMTP through the gateway', () => {
   it('limits: recipients per transaction (452), and message data beyond the size limit (552 per recipient, nothing delivered)', async () => {
     const c = await RawLines.connect(lmtp(0));
     try {
-      await c.line();
-      c.write('LHLO mta.example\r\n');
-      let l: string;
-      do l = await c.line();
-      while (l.startsWith('250-'));
+      await lhlo(c);
       expect(await c.cmd('MAIL FROM:<x@example.com>')).toMatch(/^250 /);
       for (let i = 0; i < 5; i++) expect(await c.cmd(i % 2 ? 'RCPT TO:<bob>' : 'RCPT TO:<alice>')).toMatch(/^250 /);
       expect(await c.cmd('RCPT TO:<carol>')).toMatch(/^452 4\.5\.3 /);
@@ -260,11 +258,7 @@ describe('LMTP through the gateway', () => {
   it('a recipient that moves before the end of data gets 451, the others are delivered; the retry lands on the new node', async () => {
     const c = await RawLines.connect(lmtp(0));
     try {
-      await c.line();
-      c.write('LHLO mta.example\r\n');
-      let l: string;
-      do l = await c.line();
-      while (l.startsWith('250-'));
+      await lhlo(c);
       c.write('MAIL FROM:<x@example.com>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\n');
       for (let i = 0; i < 3; i++) expect(await c.line()).toMatch(/^250 /);
       expect(await c.line()).toMatch(/^354 /);
@@ -327,11 +321,7 @@ describe('LMTP through the gateway', () => {
     await cluster.pin('bob', 'n1');
     const c = await RawLines.connect(lmtp(0));
     try {
-      await c.line();
-      c.write('LHLO mta.example\r\n');
-      let l: string;
-      do l = await c.line();
-      while (l.startsWith('250-'));
+      await lhlo(c);
       c.write('MAIL FROM:<x@example.com>\r\nRCPT TO:<alice>\r\nRCPT TO:<bob>\r\nDATA\r\n');
       for (let i = 0; i < 3; i++) expect(await c.line()).toMatch(/^250 /);
       expect(await c.line()).toMatch(/^354 /);
