@@ -61,13 +61,13 @@ export async function lmtpBench(): Promise<BenchResult> {
     let met = true;
     for (const k of cases) {
       const label = `${k.senders} sender${k.senders > 1 ? 's' : ''}, ${k.size >= 1 << 20 ? '1 MB' : '10 kB'}`;
-      const runs: Record<string, Array<{ rate: number; p99: number }>> = { direct: [], gateway: [] };
+      const runs: Record<string, Array<{ rate: number; p50: number; p99: number }>> = { direct: [], gateway: [] };
       for (let round = 0; round < 2; round++) {
         for (const [name, address] of Object.entries(targets)) {
           process.stderr.write(`lmtp: ${label}, ${name}, round ${round + 1}\n`);
           const r = await load(address, k.senders, k.messages, k.size, rcpts);
           if (r.failed > 0) throw new Error(`${r.failed} deliveries failed (${name}, ${label})`);
-          runs[name]!.push({ rate: r.deliveries / r.secs, p99: r.p99 });
+          runs[name]!.push({ rate: r.deliveries / r.secs, p50: r.p50, p99: r.p99 });
         }
       }
       const mean = (xs: number[]): number => xs.reduce((a, b) => a + b, 0) / xs.length;
@@ -77,6 +77,8 @@ export async function lmtpBench(): Promise<BenchResult> {
       const gP99 = mean(runs.gateway!.map((r) => r.p99));
       figures[`${label}: direct msg/s`] = +dRate.toFixed(1);
       figures[`${label}: gateway msg/s`] = +gRate.toFixed(1);
+      figures[`${label}: direct p50 ms`] = +mean(runs.direct!.map((r) => r.p50)).toFixed(2);
+      figures[`${label}: gateway p50 ms`] = +mean(runs.gateway!.map((r) => r.p50)).toFixed(2);
       figures[`${label}: direct p99 ms`] = +dP99.toFixed(1);
       figures[`${label}: gateway p99 ms`] = +gP99.toFixed(1);
       worst = Math.min(worst, gRate / dRate);

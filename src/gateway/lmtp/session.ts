@@ -1,85 +1,15 @@
 import type net from 'node:net';
 import { BackendUnavailable } from '../backend.js';
 import { ClientInput } from './input.js';
+import { type DataPhaseHost, receiveBdat, receiveData } from './message-data.js';
 import { type Param, type Reply, formatParams, formatReply, parseLmtpCommand, replyClass } from './syntax.js';
-import { DELIVERY_TIMEOUT_MS, type LmtpUpstream } from './upstream.js';
+import { type LmtpHost, type Origin, R, type Recipient, TRY_LATER, type Transaction, type UpstreamTxn, failShare, failure, resetAndRelease } from './transaction.js';
+import type { LmtpUpstream } from './upstream.js';
 
-/** Message bytes waiting for a node's socket before the client is read again. */
-const FORWARD_BACKLOG = 1 << 20;
+export type { LmtpHost, Origin, RecipientRoute } from './transaction.js';
 
 /** Longest command line (RFC 5321 §4.5.3.1.4: 512; parameters make it longer). */
 const MAX_LINE = 4096;
-
-/** Where a recipient is delivered, as the front end resolved it. */
-export type RecipientRoute =
-  | { readonly kind: 'ok'; readonly tenant: string; readonly user: string; readonly dovecotUser: string; readonly node: string; readonly epoch: number; readonly address: string }
-  /** The reply for this recipient (unknown user 550, cluster trouble 451, …). */
-  | { readonly kind: 'reply'; readonly reply: Reply };
-
-/** What a session needs of the gateway. */
-export interface LmtpHost {
-  readonly hostname: string;
-  readonly maxSize: number;
-  readonly maxRecipients: number;
-  readonly idleTimeoutMs: number;
-  /** Resolves, checks and (if needed) assigns a recipient. */
-  route(address: string): Promise<RecipientRoute>;
-  /** An LMTP connection to a node's Dovecot (pooled per client address, which it forwards). */
-  connect(address: string, client: Origin | undefined): Promise<LmtpUpstream>;
-  /** Gives a connection back after a clean transaction. */
-  release(up: LmtpUpstream, client: Origin | undefined): void;
-  /** Whether the node may serve at all now (a provable lease and a fresh view). */
-  mayServe(): boolean;
-  /** Whether `epoch` is still the recipient's assignment. */
-  current(tenant: string, user: string, epoch: number): boolean;
-  /** Counts a delivery as a session of the user (it keeps the user where it is), and its end. */
-  opened(tenant: string, user: string, node: string): void;
-  closed(tenant: string, user: string): void;
-}
-
-/** The client's address (TCP; none on a unix socket). */
-export interface Origin {
-  readonly ip: string;
-  readonly port: number;
-}
-
-interface Recipient {
-  readonly address: string;
-  readonly tenant: string;
-  readonly user: string;
-  readonly epoch: number;
-  readonly upstream: UpstreamTxn;
-}
-
-/** One node's share of a transaction: its connection and the recipients it accepted. */
-interface UpstreamTxn {
-  readonly node: string;
-  readonly address: string;
-  up: LmtpUpstream | undefined;
-  readonly recipients: Recipient[];
-  /** The reply every recipient here gets instead (the node failed, or a recipient moved). */
-  failed?: Reply;
-  /** The end of data went out: what the server says now stands. */
-  final: boolean;
-  /** Per recipient, after the end of data. */
-  replies?: Reply[];
-}
-
-interface Transaction {
-  readonly from: string;
-  readonly params: readonly Param[];
-  readonly upstreams: Map<string, UpstreamTxn>;
-  readonly accepted: Recipient[];
-  rcpts: number;
-  /** BDAT chunks so far (DATA is refused after one). */
-  chunked: boolean;
-  /** Bytes of message data so far. */
-  size: number;
-  tooBig: boolean;
-}
-
-const R = (code: number, enhanced: string, text: string): Reply => ({ code, enhanced, text });
-const TRY_LATER = (why: string): Reply => R(451, '4.4.0', why);
 
 /**
  * One LMTP client (RFC 2033), usually an MTA: the envelope is parsed and
@@ -133,11 +63,21 @@ export class LmtpSession {
   }
 
   private failUpstream(u: UpstreamTxn, reply: Reply): void {
-    if (u.final || u.failed) return;
-    u.failed = reply;
-    // Closing before the end of data makes the server drop the transaction.
-    u.up?.destroy();
-    u.up = undefined;
+    failShare(u, reply);
+  }
+
+  /** What the message transfer needs of the session. */
+  private get phase(): DataPhaseHost {
+    return {
+      input: this.input,
+      host: this.host,
+      client: this.client,
+      reply: (r) => this.reply(r),
+      flush: () => this.flush(),
+      fence: (tenant, user, epoch) => this.fence(tenant, user, epoch),
+      fenceAll: (why) => this.fenceAll(why),
+      end: (txn, delivered) => this.endTransaction(txn, delivered),
+    };
   }
 
   /**
@@ -321,169 +261,13 @@ export class LmtpSession {
   }
 
   /** DATA: returns false when the client went away. */
-  private async data(): Promise<boolean> {
-    const txn = this.txn;
-    if (!txn) {
-      this.reply(R(503, '5.5.1', 'MAIL needed first'));
-      return true;
-    }
-    if (txn.chunked) {
-      this.reply(R(503, '5.5.1', 'DATA after BDAT'));
-      return true;
-    }
-    if (txn.accepted.length === 0) {
-      this.reply(R(503, '5.5.1', 'No valid recipients'));
-      return true;
-    }
-    // Every node's DATA, and the client's 354 at once: the nodes' 354s are awaited before the first
-    // bytes go to them (or their failure is their recipients'), which overlaps the two round trips.
-    const accepting = Promise.all(
-      this.live(txn).map(async (u) => {
-        try {
-          const r = await u.up!.command('DATA');
-          if (r.code !== 354) this.failUpstream(u, r);
-        } catch {
-          this.failUpstream(u, TRY_LATER('the mail server went away; try again later'));
-        }
-      }),
-    );
-    this.reply('354 2.0.0 Start mail input; end with <CRLF>.<CRLF>\r\n');
-    this.flush();
-    let accepted = false;
-    for (;;) {
-      const piece = await this.input.data();
-      if (!accepted) {
-        await accepting;
-        accepted = true;
-      }
-      if (!piece) return false;
-      if (!txn.tooBig) {
-        txn.size += piece.data.length;
-        if (txn.size > this.host.maxSize) {
-          txn.tooBig = true;
-          for (const u of txn.upstreams.values()) this.failUpstream(u, R(552, '5.3.4', 'Message too big'));
-        } else if (piece.data.length > 0) {
-          // The last stretch and the end of data leave in one write.
-          if (piece.end) for (const u of this.live(txn)) u.up!.cork();
-          await this.forward(txn, piece.data);
-        }
-      }
-      if (piece.end) break;
-    }
-    await this.finish(txn, '.\r\n');
-    return true;
+  private data(): Promise<boolean> {
+    return receiveData(this.phase, this.txn);
   }
 
-  /** BDAT (RFC 3030): the chunk's bytes to every node as a chunk of the same size. */
-  private async bdat(size: number, last: boolean): Promise<boolean> {
-    const txn = this.txn;
-    const ok = txn !== undefined && txn.accepted.length > 0 && !txn.tooBig;
-    if (txn && ok) {
-      txn.chunked = true;
-      txn.size += size;
-      if (txn.size > this.host.maxSize) {
-        txn.tooBig = true;
-        for (const u of txn.upstreams.values()) this.failUpstream(u, R(552, '5.3.4', 'Message too big'));
-      }
-    }
-    const forwarding = txn !== undefined && ok && !txn.tooBig;
-    if (forwarding) {
-      for (const u of this.live(txn)) {
-        if (!u.up!.caps.has('CHUNKING')) this.failUpstream(u, R(554, '5.5.1', 'the mail server does not take BDAT'));
-        else u.up!.send(`BDAT ${size}${last ? ' LAST' : ''}\r\n`);
-      }
-    }
-    // The chunk's bytes are read whatever happens: they are not commands.
-    let left = size;
-    while (left > 0) {
-      const b = await this.input.bytes(left);
-      if (!b) return false;
-      left -= b.length;
-      if (forwarding) await this.forward(txn, b);
-    }
-    if (!txn) {
-      this.reply(R(503, '5.5.1', 'MAIL needed first'));
-      return true;
-    }
-    if (txn.accepted.length === 0) {
-      this.reply(R(503, '5.5.1', 'No valid recipients'));
-      return true;
-    }
-    if (last) {
-      await this.finish(txn, undefined);
-      return true;
-    }
-    if (txn.tooBig) {
-      this.reply(R(552, '5.3.4', 'Message too big'));
-      return true;
-    }
-    // Each node confirms the chunk before the client hears it was taken.
-    await Promise.all(
-      this.live(txn).map(async (u) => {
-        try {
-          const r = await u.up!.reply();
-          if (replyClass(r) !== 2) this.failUpstream(u, r);
-        } catch {
-          this.failUpstream(u, TRY_LATER('the mail server went away; try again later'));
-        }
-      }),
-    );
-    this.reply(R(250, '2.0.0', `${size} octets received`));
-    return true;
-  }
-
-  /**
-   * Message bytes to every live share, at the pace of the slowest: the
-   * client is read again once every node's backlog is under 1 MiB (waiting
-   * for each write to drain would make every chunk a round trip).
-   */
-  private async forward(txn: Transaction, data: Buffer): Promise<void> {
-    const live = this.live(txn);
-    for (const u of live) u.up!.send(data);
-    if (live.some((u) => u.up!.backlog > FORWARD_BACKLOG)) {
-      // A corked socket never drains: let go of what was held for one write.
-      for (const u of live) u.up?.uncork();
-      await Promise.all(live.map((u) => u.up?.drained()));
-    }
-  }
-
-  /**
-   * The end of data (`dot`, or the last BDAT already sent): each share
-   * still current gets it and answers per recipient; then one reply per
-   * accepted recipient, in RCPT order.
-   */
-  private async finish(txn: Transaction, dot: string | undefined): Promise<void> {
-    // The client waits for the deliveries (up to DELIVERY_TIMEOUT_MS): not idle meanwhile.
-    this.client.setTimeout(0);
-    await Promise.all(
-      this.live(txn).map(async (u) => {
-        // Fencing, last look: a recipient that moved meanwhile fails its node's share before the end goes out.
-        for (const r of u.recipients) if (!this.host.current(r.tenant, r.user, r.epoch)) this.fence(r.tenant, r.user, undefined);
-        if (!this.host.mayServe()) this.fenceAll('This server cannot reach the rest of the cluster right now; try again later');
-        if (u.failed || !u.up) return;
-        u.final = true;
-        if (dot) u.up.send(dot);
-        u.up.uncork();
-        const replies: Reply[] = [];
-        try {
-          for (let i = 0; i < u.recipients.length; i++) replies.push(await u.up.reply(DELIVERY_TIMEOUT_MS));
-          u.replies = replies;
-        } catch {
-          // Replies that came stand; the rest are unknown: try again (a duplicate at worst, never a loss).
-          u.replies = replies;
-          u.up = undefined;
-        }
-      }),
-    );
-    for (const r of txn.accepted) {
-      const u = r.upstream;
-      const i = u.recipients.indexOf(r);
-      const got = u.replies?.[i];
-      const reply = got ?? u.failed ?? TRY_LATER('the mail server went away before it answered; try again later');
-      this.reply({ ...reply, text: got ? reply.text : `<${r.address}> ${reply.text}` });
-    }
-    this.client.setTimeout(this.host.idleTimeoutMs);
-    this.endTransaction(txn, true);
+  /** BDAT (RFC 3030). */
+  private bdat(size: number, last: boolean): Promise<boolean> {
+    return receiveBdat(this.phase, this.txn, size, last);
   }
 
   /** Ends the open transaction without delivering (RSET, LHLO, a lost client). */
@@ -508,17 +292,3 @@ export class LmtpSession {
   }
 }
 
-function failure(u: UpstreamTxn): Reply | undefined {
-  return u.failed;
-}
-
-/** RSET, then back to the pool; any trouble closes it. */
-async function resetAndRelease(host: LmtpHost, up: LmtpUpstream, origin: Origin | undefined): Promise<void> {
-  try {
-    const r = await up.command('RSET', 10_000);
-    if (r.code === 250) host.release(up, origin);
-    else up.destroy();
-  } catch {
-    up.destroy();
-  }
-}
