@@ -2,7 +2,8 @@ import type { Command } from 'commander';
 import * as grpc from '@grpc/grpc-js';
 import { type Event, EventServiceClient, type WatchResponse } from '../gen/mailshare/v1/events.js';
 import { makeClient, resolveConnection, type ConnectionFlags } from './connection.js';
-import { describeError } from './errors.js';
+import { EVENT_KINDS } from '../domain/event-kinds.js';
+import { CliError, describeError } from './errors.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption } from './io.js';
 import { parseRevisionOption } from './run.js';
 
@@ -15,10 +16,13 @@ export function registerEvents(program: Command, io: CliIo): void {
       .command('events')
       .description('tail changes (tenants, groups, mailboxes and ACLs, assignments, nodes) as they happen; -o json prints one JSON object per line')
       .option('--from <rev>', 'start at this etcd revision (default: now)', parseRevisionOption)
-      .option('--kind <kind...>', 'only these kinds: tenant group mailbox assignment node')
+      .option('--kind <kind...>', `only these kinds: ${EVENT_KINDS.join(' ')}`)
       .option('--tenant <tenant>', 'only this tenant')
       .addOption(outputOption()),
   ).action(async (flags: Flags) => {
+    // A usage error is said before anything starts (no "watching" first).
+    const bad = (flags.kind ?? []).find((k) => !(EVENT_KINDS as readonly string[]).includes(k));
+    if (bad !== undefined) throw new CliError(`kind: "${bad.slice(0, 40)}" is not one of ${EVENT_KINDS.join(', ')}`, 2);
     const conn = resolveConnection(flags, io.env, io.cwd);
     const client = makeClient(conn, EventServiceClient);
     try {

@@ -221,7 +221,7 @@ export class DirectoryStore {
           etcdOp('checking a tenant', () => this.client.getAll().prefix(this.keys.groupsPrefix(id)).revision(rev).limit(1).keys()),
         ]);
         if (mb.length > 0 || gr.length > 0) {
-          throw new DomainError('failed_precondition', `id: tenant "${id}" still has ${mb.length > 0 ? 'mailboxes' : 'groups'}; delete them first or use force`, { field: 'id' });
+          throw new DomainError('failed_precondition', `id: tenant "${id}" still has ${mb.length > 0 ? 'mailboxes' : 'groups'}; delete them first, or delete with force (mailshare tenant delete --force)`, { field: 'id' });
         }
       }
       const data = this.keys.tenantData(id);

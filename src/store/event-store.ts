@@ -3,8 +3,9 @@ import { DomainError } from '../domain/errors.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 
-export type EventKind = 'tenant' | 'group' | 'mailbox' | 'assignment' | 'node' | 'move';
-export const EVENT_KINDS: readonly EventKind[] = ['tenant', 'group', 'mailbox', 'assignment', 'node', 'move'];
+import type { EventKind } from '../domain/event-kinds.js';
+
+export { EVENT_KINDS, type EventKind } from '../domain/event-kinds.js';
 
 /** A change to one entity, decoded from one etcd key-value event. */
 export interface StoreEvent {

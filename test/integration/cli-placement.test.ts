@@ -94,4 +94,13 @@ describe('mailshare events', () => {
     const line = JSON.parse(json.out().split('\n')[0]!);
     expect(line).toMatchObject({ kind: 'group', tenant: 'evt', group: { name: 'sales', members: ['bob', 'carol'] } });
   });
+
+  it('events: a kind that does not exist is a usage error before anything starts; --help lists every kind', async () => {
+    const bad = await runCli(['events', '--kind', 'group', 'bogus'], { env, cwd: dir.path });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toBe('mailshare: kind: "bogus" is not one of tenant, group, mailbox, assignment, node, move\n');
+    expect(bad.stdout).toBe('');
+    const help = await runCli(['events', '--help'], { env, cwd: dir.path });
+    expect(help.stdout.replace(/\s+/g, ' ')).toMatch(/only these kinds: tenant group mailbox assignment node move/);
+  });
 });

@@ -89,7 +89,7 @@ describe('sharing from the CLI (README examples)', () => {
     await ok('mailbox', 'delete', 'acme', 'alice/Work');
     const refused = await ms('tenant', 'delete', 'acme');
     expect(refused.code).toBe(1);
-    expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: id: tenant "acme" still has groups; delete them first or use force\n$/);
+    expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: id: tenant "acme" still has groups; delete them first, or delete with force \(mailshare tenant delete --force\)\n$/);
     expect(await ok('tenant', 'delete', 'acme', '--force')).toBe('deleted tenant acme\n');
     expect((await json('tenant', 'list')).tenants).toEqual([]);
   }, 90_000);
