@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import { AclServiceClient } from '../gen/mailshare/v1/acl.js';
 import type { ConnectionFlags } from './connection.js';
+import { CliError } from './errors.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { parseRevisionOption, withService } from './run.js';
 
@@ -33,6 +34,8 @@ export function registerAcl(program: Command, io: CliIo): void {
       .addOption(outputOption()),
   ).action(async (tenant: string, mailbox: string, identifier: string, rights: string, flags: Flags) =>
     svc(flags, async (api) => {
+      // RFC 4314 SETACL with no rights removes the entry: say that with the verb that means it.
+      if (rights === '') throw new CliError(`rights: empty; to remove ${identifier.slice(0, 80)}'s entry use: mailshare acl delete ${tenant} ${mailbox} ${identifier}`, 2);
       const r = await api.setAcl({ tenant, mailbox, identifier, rights, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
       if (flags.output === 'json') printJson(io, { identifier, ...r });
       else io.out(`${identifier} ${r.rights || '(no entry)'}\n`);

@@ -119,4 +119,21 @@ describe('sharing from the CLI (README examples)', () => {
     expect(r.stderr).toMatch(/^mailshare: [^\n]+\n$/);
     expect(r.stderr).toMatch(message as RegExp);
   });
+
+  it('acl set with empty rights is refused (exit 2), pointing to acl delete, and the entry stays', async () => {
+    const api = connectApi(server.address, server.adminToken);
+    try {
+      await api.directory.createTenant({ id: 'acme3', domains: [] }).catch(() => undefined);
+      await api.mailbox.createMailbox({ tenant: 'acme3', owner: 'alice', name: 'P', actor: '' }).catch(() => undefined);
+      await api.acl.setAcl({ tenant: 'acme3', mailbox: 'alice/P', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
+      const r = await ms('acl', 'set', 'acme3', 'alice/P', 'bob', '');
+      expect(r.code).toBe(2);
+      expect(r.stdout).toBe('');
+      expect(r.stderr).toBe("mailshare: rights: empty; to remove bob's entry use: mailshare acl delete acme3 alice/P bob\n");
+      const acl = await api.acl.getAcl({ tenant: 'acme3', mailbox: 'alice/P', actor: '' });
+      expect(acl.entries).toContainEqual(expect.objectContaining({ identifier: 'bob', rights: 'lr' }));
+    } finally {
+      api.close();
+    }
+  });
 });
