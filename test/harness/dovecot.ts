@@ -211,13 +211,27 @@ service imap-login {
     return started;
   };
   let current = await launch();
-  const kill = (): void => {
+  /**
+   * Whether `pid` is still this instance's master: pids are reused (pid_max
+   * is 32768 here), and a signal to the pid of a Dovecot that died earlier
+   * could reach any other process, another test's or CI's own.
+   */
+  const ours = (pid: number): boolean => {
     try {
-      process.kill(current, 'SIGKILL');
+      return isAlive(pid) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').includes(conf);
+    } catch {
+      return false;
+    }
+  };
+  const signal = (sig: NodeJS.Signals): void => {
+    if (!ours(current)) return;
+    try {
+      process.kill(current, sig);
     } catch {
       // already gone
     }
   };
+  const kill = (): void => signal('SIGKILL');
   return {
     address: `127.0.0.1:${port}`,
     ...(pop3Port ? { pop3Address: `127.0.0.1:${pop3Port}` } : {}),
@@ -228,7 +242,7 @@ service imap-login {
     currentPid: () => current,
     restart: async () => {
       kill();
-      await waitFor(() => !isAlive(current), 10_000, 'dovecot gone');
+      await waitFor(() => !ours(current), 10_000, 'dovecot gone');
       rmSync(pidFile, { force: true });
       // Its children let go of the port a moment after the master died.
       let lastErr: unknown;
@@ -244,12 +258,8 @@ service imap-login {
       throw lastErr;
     },
     stop: async () => {
-      try {
-        process.kill(current, 'SIGTERM');
-      } catch {
-        // already gone
-      }
-      await waitFor(() => !isAlive(current), 10_000, 'dovecot to stop').catch(() => process.kill(current, 'SIGKILL'));
+      signal('SIGTERM');
+      await waitFor(() => !ours(current), 10_000, 'dovecot to stop').catch(() => signal('SIGKILL'));
       t.remove();
     },
   };
