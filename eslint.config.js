@@ -14,6 +14,7 @@ export const layerZones = [
   { target: './src/store', from: ['./src/services', './src/bin', './src/cli', './src/agent', './src/gateway', './src/gen'], message: 'store may import only domain (and config types).' },
   { target: './src/services', from: ['./src/bin', './src/cli', './src/agent', './src/gateway'], message: 'services may not import bin or the API clients.' },
   { target: ['./src/agent', './src/gateway', './src/cli'], from: ['./src/store', './src/services', './src/bin'], message: 'agent, gateway and cli are clients of the gRPC API: import only domain and gen.' },
+  { target: './src/metrics', from: './src', except: ['./domain', './metrics'], message: 'src/metrics (Prometheus registries, the HTTP listener) imports only domain: every layer may use it.' },
   { target: './src/config', from: ['./src/store', './src/services', './src/bin', './src/cli', './src/agent', './src/gateway'], message: 'config may import only domain.' },
 ];
 

@@ -17,7 +17,10 @@
 # GATEWAY1_LMTP=127.0.0.1:2424, GATEWAY2_LMTP=127.0.0.1:2425,
 # DOVECOT1=127.0.0.1:10143, DOVECOT2=127.0.0.1:10144 (IMAP),
 # DOVECOT1_POP3=127.0.0.1:10110, DOVECOT2_POP3=127.0.0.1:10111,
-# DOVECOT1_LMTP=127.0.0.1:10024, DOVECOT2_LMTP=127.0.0.1:10025.
+# DOVECOT1_LMTP=127.0.0.1:10024, DOVECOT2_LMTP=127.0.0.1:10025,
+# and Prometheus /metrics: COORDINATOR_HTTP=127.0.0.1:7480,
+# GATEWAY1_METRICS=127.0.0.1:9481, GATEWAY2_METRICS=127.0.0.1:9482 (the
+# targets of deploy/prometheus/prometheus.yml).
 set -euo pipefail
 
 DIR=$(realpath -m "${1:-.mailshare-cluster}")
@@ -34,6 +37,9 @@ DOVECOT1_POP3=${DOVECOT1_POP3:-127.0.0.1:10110}
 DOVECOT2_POP3=${DOVECOT2_POP3:-127.0.0.1:10111}
 DOVECOT1_LMTP=${DOVECOT1_LMTP:-127.0.0.1:10024}
 DOVECOT2_LMTP=${DOVECOT2_LMTP:-127.0.0.1:10025}
+COORDINATOR_HTTP=${COORDINATOR_HTTP:-127.0.0.1:7480}
+GATEWAY1_METRICS=${GATEWAY1_METRICS:-127.0.0.1:9481}
+GATEWAY2_METRICS=${GATEWAY2_METRICS:-127.0.0.1:9482}
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
 for cmd in mailshare dovecot openssl; do command -v "$cmd" >/dev/null || die "$cmd not found (run: bash scripts/setup.sh)"; done
@@ -172,7 +178,7 @@ wait_for() { # file pattern what
 start_dovecot n1 "$DOVECOT1" "$DOVECOT1_POP3" "$DOVECOT1_LMTP"
 start_dovecot n2 "$DOVECOT2" "$DOVECOT2_POP3" "$DOVECOT2_LMTP"
 
-mailshare server --data-dir "$DIR/server" --listen "$COORDINATOR" --log-level warn > "$DIR/server.log" 2>&1 &
+mailshare server --data-dir "$DIR/server" --listen "$COORDINATOR" --http-listen "$COORDINATOR_HTTP" --log-level warn > "$DIR/server.log" 2>&1 &
 pids+=($!)
 wait_for "$DIR/server.log" "listening on" "the coordinator"
 export MAILSHARE_CREDENTIALS="$DIR/server/credentials.json" MAILSHARE_ADDR="$COORDINATOR"
@@ -182,19 +188,34 @@ for t in acme:acme.test globex:globex.test; do
   mailshare tenant domain add "${t%%:*}" "${t#*:}" >/dev/null
 done
 
-start_gateway() { # name dovecot listen dovecot-pop3 listen-pop3 dovecot-lmtp listen-lmtp
+# The node token of a gateway, kept in DIR/NODE/node.token (0600) and reused on the next start
+# while the coordinator still knows it; a new one is minted only when it does not.
+node_token() { # name
+  local file="$DIR/$1/node.token" id
+  if [ -s "$file" ]; then
+    id=$(sed -n 's/^mst_\([0-9a-f]\{16\}\)_.*/\1/p' "$file")
+    if [ -n "$id" ] && mailshare token list -o json | node -e 'let s="";process.stdin.on("data",c=>s+=c).on("end",()=>process.exit(JSON.parse(s).tokens.some(t=>t.id===process.argv[1])?0:1))' "$id"; then
+      cat "$file"
+      return
+    fi
+  fi
+  (umask 077; mailshare token create --role node --node "$1" --tenants acme,globex --description "local-cluster gateway $1" > "$file")
+  cat "$file"
+}
+
+start_gateway() { # name dovecot listen dovecot-pop3 listen-pop3 dovecot-lmtp listen-lmtp metrics
   # One token per node: a node token can act for its own node (and tenant) only.
   local token
-  token=$(mailshare token create --role node --node "$1" --tenants acme,globex --description "local-cluster gateway $1")
+  token=$(node_token "$1")
   MAILSHARE_TOKEN=$token MAILSHARE_MASTER_PASSWORD=$MASTER_PASSWORD \
     mailshare gateway --node "$1" --backend "$2" --tenant acme --listen "$3" --coordinators "$COORDINATOR" \
-      --backend-pop3 "$4" --listen-pop3 "$5" --backend-lmtp "$6" --listen-lmtp "$7" \
+      --backend-pop3 "$4" --listen-pop3 "$5" --backend-lmtp "$6" --listen-lmtp "$7" --metrics-listen "$8" \
       --master-user gateway --log-level warn > "$DIR/$1/gateway.log" 2>&1 &
   pids+=($!)
   wait_for "$DIR/$1/gateway.log" "listening on" "gateway $1"
 }
-start_gateway n1 "$DOVECOT1" "$GATEWAY1" "$DOVECOT1_POP3" "$GATEWAY1_POP3" "$DOVECOT1_LMTP" "$GATEWAY1_LMTP"
-start_gateway n2 "$DOVECOT2" "$GATEWAY2" "$DOVECOT2_POP3" "$GATEWAY2_POP3" "$DOVECOT2_LMTP" "$GATEWAY2_LMTP"
+start_gateway n1 "$DOVECOT1" "$GATEWAY1" "$DOVECOT1_POP3" "$GATEWAY1_POP3" "$DOVECOT1_LMTP" "$GATEWAY1_LMTP" "$GATEWAY1_METRICS"
+start_gateway n2 "$DOVECOT2" "$GATEWAY2" "$DOVECOT2_POP3" "$GATEWAY2_POP3" "$DOVECOT2_LMTP" "$GATEWAY2_LMTP" "$GATEWAY2_METRICS"
 
 # alice on n1, bob on n2 (placement alone may put both on one node): moves after the start.
 place() { # user node
@@ -208,6 +229,7 @@ place bob n2
 cat <<INFO
 local-cluster: ready
   coordinator  $COORDINATOR   (CLI: export MAILSHARE_CREDENTIALS=$MAILSHARE_CREDENTIALS)
+  metrics      coordinator http://$COORDINATOR_HTTP/metrics, gateways http://$GATEWAY1_METRICS/metrics, http://$GATEWAY2_METRICS/metrics
   gateway n1   IMAP $GATEWAY1  POP3 $GATEWAY1_POP3  LMTP $GATEWAY1_LMTP   -> Dovecot $DOVECOT1 (POP3 $DOVECOT1_POP3, LMTP $DOVECOT1_LMTP)
   gateway n2   IMAP $GATEWAY2  POP3 $GATEWAY2_POP3  LMTP $GATEWAY2_LMTP   -> Dovecot $DOVECOT2 (POP3 $DOVECOT2_POP3, LMTP $DOVECOT2_LMTP)
   tenant acme    alice@acme.test (on n1), bob@acme.test (on n2), carol@acme.test

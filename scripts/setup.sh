@@ -16,6 +16,8 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 [[ -x /usr/lib/dovecot/pop3 ]] || need+=(dovecot-pop3d)
 [[ -x /usr/lib/dovecot/lmtp ]] || need+=(dovecot-lmtpd)
+# promtool (Debian's prometheus package): the tests check every /metrics scrape and deploy/prometheus/ with it.
+command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 # Python 3: the tests drive the gateway with real clients (imaplib, poplib, smtplib).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if ((${#need[@]})); then

@@ -233,6 +233,21 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.emit('servingChanged', { serving: s.ok, reason: s.reason });
   }
 
+  /** Milliseconds since the event stream last spoke (an event, a progress mark or a heartbeat). */
+  get lastHeardAgoMs(): number {
+    return this.lastHeard === 0 ? Number.POSITIVE_INFINITY : Date.now() - this.lastHeard;
+  }
+
+  /** The lease TTL in seconds (as granted; the requested one before a lease exists). */
+  get leaseTtlSeconds(): number {
+    return this.lease?.ttl ?? this.opts.ttlSeconds;
+  }
+
+  /** How long the lease is proven for from now (0 without one): it ends unless renewed within this time. */
+  get leaseRemainingMs(): number {
+    return this.lease ? Math.max(0, this.deadline - Date.now()) : 0;
+  }
+
   /** The etcd revision the caches are valid at. */
   get revision(): number {
     return this.cache.revision;

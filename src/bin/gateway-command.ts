@@ -79,8 +79,9 @@ export function registerGateway(program: Command): void {
     .option('--coordinator-cert <file>', 'client certificate for coordinators that require one (env MAILSHARE_TLS_CLIENT_CERT)')
     .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
     .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
+    .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here (plain HTTP, no token: counts only; default off)', hostPort)
     .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .action(async (flags: { metricsListen?: string; node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
@@ -175,13 +176,15 @@ export function registerGateway(program: Command): void {
         preLoginTimeoutMs: flags.preloginTimeout,
         idleTimeoutMs: flags.idleTimeout,
         health: flags.healthCheck === false ? false : { intervalMs: flags.healthInterval, failures: flags.healthFailures, loginUser: flags.healthUser },
+        metricsListen: flags.metricsListen,
         logger: logger.child({ component: 'agent', node: flags.node }),
       });
       const address = await gateway.start();
       const tlsAt = gateway.tlsAddress();
       const pop3 = gateway.pop3Addresses();
       const lmtpAt = gateway.lmtpAddress();
-      const also = [tlsAt && `${tlsAt} (TLS)`, pop3.plain && `${pop3.plain} (POP3)`, pop3.tls && `${pop3.tls} (POP3 TLS)`, lmtpAt && `${lmtpAt} (LMTP)`].filter(Boolean).join(', ');
+      const metricsAt = gateway.metricsAddress();
+      const also = [tlsAt && `${tlsAt} (TLS)`, pop3.plain && `${pop3.plain} (POP3)`, pop3.tls && `${pop3.tls} (POP3 TLS)`, lmtpAt && `${lmtpAt} (LMTP)`, metricsAt && `${metricsAt} (metrics)`].filter(Boolean).join(', ');
       process.stdout.write(`mailshare gateway ${flags.node} listening on ${address}${also ? ` and ${also}` : ''} (backend ${flags.backend}, ${tenant ? `tenant ${tenant}` : 'tenants by login domain'})\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {

@@ -40,6 +40,10 @@ export interface ServerConfig {
   readonly placementAllowedAddresses: readonly string[];
   /** Bytes an event watcher may have queued (client not reading) before it is cut off as too slow. */
   readonly eventsBufferLimit: number;
+  readonly http: {
+    /** host:port of the HTTP listener (/metrics); undefined = off. HTTPS when tls is set. */
+    readonly listen: string | undefined;
+  };
 }
 
 export const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -78,6 +82,7 @@ export const SERVER_SETTINGS: readonly Setting[] = [
   { key: 'placement.epsilon', flag: 'placementEpsilon', env: 'MAILSHARE_PLACEMENT_EPSILON' },
   { key: 'placement.allowedAddresses', flag: 'placementAllowedAddresses', env: 'MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES', isList: true },
   { key: 'events.bufferLimit', flag: 'eventsBufferLimit', env: 'MAILSHARE_EVENTS_BUFFER_LIMIT' },
+  { key: 'http.listen', flag: 'httpListen', env: 'MAILSHARE_HTTP_LISTEN' },
 ];
 
 export interface ConfigSources {
@@ -137,6 +142,10 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
 
   const listen = str('listen') ?? DEFAULT_LISTEN;
   checkListen(listen, raw.get('listen')?.source ?? 'listen');
+
+  const httpListen = str('http.listen');
+  if (httpListen !== undefined) checkListen(httpListen, raw.get('http.listen')!.source);
+  if (httpListen !== undefined && httpListen === listen && !listen.endsWith(":0")) throw new ConfigError(raw.get('http.listen')!.source, `"${httpListen}" is the gRPC listen address too; give the HTTP listener its own port`);
 
   const endpoints = parseEndpoints(raw.get('etcd.endpoints'));
   const prefix = str('etcd.prefix') ?? DEFAULT_ETCD_PREFIX;
@@ -213,6 +222,7 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     placementEpsilon,
     placementAllowedAddresses,
     eventsBufferLimit,
+    http: { listen: httpListen },
   });
 }
 
@@ -244,7 +254,7 @@ function readConfigFile(file: string): { name: string; dir: string; values: Map<
 function flatten(obj: Record<string, unknown>, prefix: string, out: Map<string, unknown>): void {
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix + k;
-    if (v !== null && typeof v === 'object' && !Array.isArray(v) && ['etcd', 'tls', 'log', 'audit', 'placement', 'events'].includes(key)) {
+    if (v !== null && typeof v === 'object' && !Array.isArray(v) && ['etcd', 'tls', 'log', 'audit', 'placement', 'events', 'http'].includes(key)) {
       flatten(v as Record<string, unknown>, `${key}.`, out);
     } else {
       out.set(key, v);

@@ -18,10 +18,13 @@ import type { FencedSession, SessionWho } from './core/sessions.js';
 import { Pop3FrontEnd } from './pop3/front-end.js';
 import { LmtpFrontEnd } from './lmtp/front-end.js';
 import { SharedNamespace } from './shared-namespace.js';
+import { GatewayMetrics, type GatewayView } from './metrics.js';
+import { HttpListener, metricsRoute } from '../metrics/http-listener.js';
 
 export type { GatewayOptions } from './options.js';
 
 interface LiveSession {
+  readonly protocol: 'imap' | 'pop3';
   readonly tenant: string;
   readonly user: string;
   readonly epoch: number;
@@ -69,7 +72,12 @@ export class Gateway {
   /** Logins: penalties, the serving rule, routing (the protocol-neutral core). */
   private readonly router: LoginRouter;
   private readonly preLoginHost: PreLoginHost;
-  private readonly clients = new Set<net.Socket>();
+  /** Every client connection open, with its protocol. */
+  private readonly clients = new Map<net.Socket, Protocol>();
+  /** Bytes of client connections already closed, by protocol (open ones are read off their sockets). */
+  private readonly closedBytes: Record<Protocol, { received: number; sent: number }> = { imap: { received: 0, sent: 0 }, pop3: { received: 0, sent: 0 }, lmtp: { received: 0, sent: 0 } };
+  readonly metrics: GatewayMetrics;
+  private readonly http: HttpListener | undefined;
   private readonly perIp = new Map<string, number>();
   private readonly backends: BackendConnector;
   /** Owner connections no session needs right now. */
@@ -105,18 +113,19 @@ export class Gateway {
       startTls: (client) => this.startTls(client, 'imap'),
       login: (client, reader, tag, user, credentials) => this.login(client, reader, tag, user, credentials),
     };
-    this.router = new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.node.backend }, penalty: opts.loginPenalty });
+    this.metrics = new GatewayMetrics(this.agent, this.metricsView());
+    this.router = new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.node.backend }, penalty: opts.loginPenalty, outcome: (r) => this.metrics.login('imap', r) });
     if (opts.pop3) {
       this.pop3 = new Pop3FrontEnd({
         agent: this.agent,
         // One failed-login count for every protocol: a password guessed over POP3 is guessed for IMAP too.
-        router: new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.pop3.backend }, penalty: opts.loginPenalty, protocol: 'pop3', failures: this.router.failures }),
+        router: new LoginRouter({ agent: this.agent, node: { name: opts.node.name, backend: opts.pop3.backend }, penalty: opts.loginPenalty, protocol: 'pop3', failures: this.router.failures, outcome: (r) => this.metrics.login('pop3', r) }),
         defaultTenant: opts.tenant,
         backendTls: opts.backendTls,
         tlsAvailable: opts.tls !== undefined,
         startTls: (client) => this.startTls(client, 'pop3'),
         idleTimeoutMs: 10 * 60_000,
-        sessions: { track: (who, session, client) => this.track(who, session, client) },
+        sessions: { track: (who, session, client) => this.track(who, session, client, 'pop3') },
         loggedIn: (client) => clearTimeout(this.loginDeadlines.get(client)),
       });
     }
@@ -159,10 +168,14 @@ export class Gateway {
         node: opts.node.name,
         backendTls: opts.backendTls,
         options: opts.lmtp,
+        recipientDone: (code) => this.metrics.lmtpRecipient(code),
       });
       if (opts.lmtp.listen) this.lmtpServer = net.createServer((socket) => this.accept(socket, false, 'lmtp'));
     }
     this.server = net.createServer((socket) => this.accept(socket, false, 'imap'));
+    if (opts.metricsListen !== undefined) {
+      this.http = new HttpListener({ listen: opts.metricsListen, routes: [metricsRoute(this.metrics.registry)], onError: (err) => opts.logger?.warn({ err: String(err) }, 'metrics handler failed') });
+    }
     if (opts.listenTls && !opts.tls) throw new Error('listenTls needs tls (certificate and key)');
     if (opts.pop3?.listenTls && !opts.tls) throw new Error('pop3.listenTls needs tls (certificate and key)');
     if (opts.pop3?.listen) this.pop3Server = net.createServer((socket) => this.accept(socket, false, 'pop3'));
@@ -188,6 +201,7 @@ export class Gateway {
     if (this.pop3Server) await listen(this.pop3Server, this.opts.pop3!.listen!);
     if (this.pop3TlsServer) await listen(this.pop3TlsServer, this.opts.pop3!.listenTls!);
     if (this.lmtpServer) await listen(this.lmtpServer, this.opts.lmtp!.listen!);
+    await this.http?.start();
     return this.address();
   }
 
@@ -206,6 +220,11 @@ export class Gateway {
     return boundAddress(this.tlsServer);
   }
 
+  /** Where Prometheus scrapes /metrics, when listening. */
+  metricsAddress(): string | undefined {
+    return this.http?.listening ? this.http.address() : undefined;
+  }
+
   /** Where MTAs deliver by LMTP (host:port or unix:PATH), when listening. */
   lmtpAddress(): string | undefined {
     if (this.opts.lmtp?.listen?.startsWith('unix:')) return this.lmtpServer?.listening ? this.opts.lmtp.listen : undefined;
@@ -222,8 +241,9 @@ export class Gateway {
     this.lmtp?.close();
     const closed = Promise.all([this.server, this.tlsServer, this.pop3Server, this.pop3TlsServer, this.lmtpServer].map((srv) => new Promise<void>((r) => (srv ? srv.close(() => r()) : r()))));
     for (const s of this.sessions) s.session.bye('gateway shutting down');
-    for (const c of this.clients) c.destroy();
+    for (const c of this.clients.keys()) c.destroy();
     await closed;
+    await this.http?.close();
     this.backends.close();
     this.owners.close();
     await this.agent.close();
@@ -249,8 +269,8 @@ export class Gateway {
   }
 
   private handle(client: net.Socket, secure: boolean, protocol: Protocol, greet = true): void {
-    this.clients.add(client);
-    client.on('close', () => this.clients.delete(client));
+    this.clients.set(client, protocol);
+    client.on('close', () => this.forgetClient(client));
     client.setNoDelay(true);
     client.on('error', () => client.destroy());
     // LMTP has no login: its session keeps its own idle timeout.
@@ -285,8 +305,49 @@ export class Gateway {
     });
     secure.once('close', () => clearTimeout(handshake));
     secure.on('error', () => client.destroy());
-    this.clients.delete(client);
-    this.clients.add(secure);
+    this.forgetClient(client);
+    this.clients.set(secure, protocol);
+  }
+
+  /** A client connection is gone (or became TLS): its bytes so far join the closed ones. */
+  private forgetClient(socket: net.Socket): void {
+    const protocol = this.clients.get(socket);
+    if (protocol === undefined) return;
+    this.clients.delete(socket);
+    this.closedBytes[protocol].received += socket.bytesRead;
+    this.closedBytes[protocol].sent += socket.bytesWritten;
+  }
+
+  /** What the metrics read at scrape time. */
+  private metricsView(): GatewayView {
+    return {
+      sessions: () => {
+        const out: Record<string, number> = { imap: 0, ...(this.pop3 ? { pop3: 0 } : {}) };
+        for (const s of this.sessions) out[s.protocol] = (out[s.protocol] ?? 0) + 1;
+        return out;
+      },
+      connections: () => {
+        const out: Record<string, number> = { imap: 0, ...(this.pop3 ? { pop3: 0 } : {}), ...(this.lmtp ? { lmtp: 0 } : {}) };
+        for (const p of this.clients.values()) out[p] = (out[p] ?? 0) + 1;
+        return out;
+      },
+      clientBytes: () => {
+        const out: Record<string, { received: number; sent: number }> = {};
+        for (const [p, b] of Object.entries(this.closedBytes)) out[p] = { ...b };
+        for (const [socket, p] of this.clients) {
+          out[p]!.received += socket.bytesRead;
+          out[p]!.sent += socket.bytesWritten;
+        }
+        if (!this.pop3) delete out.pop3;
+        if (!this.lmtp) delete out.lmtp;
+        return out;
+      },
+      ownerConnections: () => {
+        let inUse = 0;
+        for (const s of this.sessions) if (s.session instanceof Session) inUse += s.session.owners.size;
+        return { inUse, idle: this.owners.size };
+      },
+    };
   }
 
   /** Returns true when the session now relays (the pre-auth reader is done). */
@@ -362,12 +423,13 @@ export class Gateway {
         metadata: this.md,
         capabilities,
         log: this.opts.logger ?? { info: () => undefined, warn: () => undefined, debug: () => undefined },
+        metrics: this.metrics,
       },
       client,
       backend,
       reader,
     );
-    this.track(who, session, client);
+    this.track(who, session, client, 'imap');
   }
 
   /**
@@ -375,8 +437,8 @@ export class Gateway {
    * the user's assignment changes or the node may no longer serve, and the
    * agent counts it as the user's.
    */
-  private track(who: SessionWho, session: FencedSession, client: net.Socket): void {
-    const live: LiveSession = { tenant: who.tenant, user: who.user, epoch: who.epoch, session };
+  private track(who: SessionWho, session: FencedSession, client: net.Socket, protocol: 'imap' | 'pop3'): void {
+    const live: LiveSession = { protocol, tenant: who.tenant, user: who.user, epoch: who.epoch, session };
     this.sessions.add(live);
     this.agent.sessionOpened(who.tenant, who.user, who.node);
     const forget = (): void => {

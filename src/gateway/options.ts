@@ -99,4 +99,6 @@ export interface GatewayOptions {
    * unix:PATH). Each recipient is delivered by the node that holds the user.
    */
   lmtp?: LmtpOptions;
+  /** host:port where Prometheus scrapes /metrics (plain HTTP, no token: counts only); off when absent. */
+  metricsListen?: string;
 }

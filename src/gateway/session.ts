@@ -14,6 +14,7 @@ import { type CommandParser, type ImapValue, type ParserEvent, type Streaming, a
 import { I, R } from './imap/rights-table.js';
 import { ImapNo, type SessionCore, type Target, bad, nonexistent } from './imap/session-core.js';
 import { sharedSelected } from './imap/shared-selected.js';
+import { commandLabel } from './metrics.js';
 import { Conn, type ConnSink, type Pending, failPending, retag } from './imap/upstream.js';
 import { WireError, atom, command, commandHead, quote, str, wireAll } from './imap/wire.js';
 import type { CoordinatorClients } from './coordinators.js';
@@ -46,6 +47,8 @@ export interface SessionContext {
   readonly metadata: grpc.Metadata;
   readonly capabilities: string;
   readonly log: AgentLogger;
+  /** Told how long each command relayed to a Dovecot took, until its tagged response (the metrics). */
+  readonly metrics?: { command(label: string, seconds: number): void };
 }
 
 /** Output to a client that does not read is held up to this, then the servers wait. */
@@ -673,6 +676,7 @@ export class Session implements SessionCore, ConnSink {
 
   /** Sends a client command, written from its values; its tagged response is forwarded (or given to `done`). */
   async send(conn: Conn, clientTag: string, name: string, args: readonly ImapValue[], done?: Pending['done'], streaming?: Streaming): Promise<void> {
+    const timed = this.timer(name, args);
     await this.barrier(conn, false);
     while (conn.pending.length >= MAX_PIPELINE && !conn.closed && !this.closed) await new Promise<void>((r) => this.quietWaiters.push(r));
     if (conn.closed) throw new BackendUnavailable('connection closed');
@@ -686,6 +690,7 @@ export class Session implements SessionCore, ConnSink {
       known.set(tag, clientTag);
     }
     this.enqueue(conn, tag, clientTag, (status, raw, pieces) => {
+      timed();
       // Answered before the client sent its synchronizing literal: it will not send it.
       if (streaming && this.reader.cancelSyncLiteral(clientTag) && this.streamTo?.conn === conn) this.streamTo = undefined;
       if (done) done(status, raw, pieces);
@@ -712,6 +717,7 @@ export class Session implements SessionCore, ConnSink {
     } = {},
   ): Promise<void> {
     const { start, onStatus, after } = hooks;
+    const timed = this.timer(name, args);
     await this.barrier(conn, true);
     if (conn.closed) throw new BackendUnavailable('connection closed');
     const line = command(this.nextTag(), name, args);
@@ -719,6 +725,7 @@ export class Session implements SessionCore, ConnSink {
     const tag = line.slice(0, line.indexOf(' '));
     const result = await new Promise<{ status: string; raw: Buffer }>((resolve) => {
       this.enqueue(conn, tag, clientTag, (status, raw) => {
+        timed();
         onStatus?.(status);
         if (!after) this.forward(raw);
         resolve({ status, raw });
@@ -729,6 +736,21 @@ export class Session implements SessionCore, ConnSink {
       await after(result.status);
       this.forward(result.raw);
     }
+  }
+
+  /** Starts the clock of a client command; the function returned records it (once). */
+  private timer(name: string, args: readonly ImapValue[]): () => void {
+    const metrics = this.ctx.metrics;
+    if (!metrics) return () => undefined;
+    const started = performance.now();
+    const first = args[0];
+    const label = commandLabel(name, first?.type === 'atom' ? first.value : undefined);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      metrics.command(label, (performance.now() - started) / 1000);
+    };
   }
 
   /** A command of the gateway's own; its responses are captured, never shown to the client. */

@@ -10,6 +10,7 @@ import { createKeys } from '../store/keys.js';
 import { TokenStore } from '../store/token-store.js';
 import { hashSecret, mintToken } from './auth.js';
 import { Coordinator } from './coordinator.js';
+import { CoordinatorMetrics } from './coordinator-metrics.js';
 
 /** What the CLI reads to reach a server without copying secrets around. */
 export interface CredentialsFile {
@@ -21,6 +22,8 @@ export interface CredentialsFile {
 
 export interface RunningServer {
   readonly address: string;
+  /** The HTTP listener (/metrics), when configured. */
+  readonly httpAddress: string | undefined;
   readonly credentialsFile: string | undefined;
   readonly etcdEndpoints: readonly string[];
   readonly embeddedEtcd: EtcdMember | undefined;
@@ -62,7 +65,8 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       endpoints = [member.clientUrl];
     }
 
-    const client = createEtcdClient({ endpoints });
+    const metrics = new CoordinatorMetrics();
+    const client = createEtcdClient({ endpoints, interceptors: [metrics.etcdInterceptor] });
     cleanups.push(() => client.close());
     const keys = createKeys(config.etcd.prefix);
     const tokens = new TokenStore(client, keys, logger);
@@ -83,6 +87,8 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       placementEpsilon: config.placementEpsilon,
       placementAllowedAddresses: config.placementAllowedAddresses,
       eventsBufferLimit: config.eventsBufferLimit,
+      httpListen: config.http.listen,
+      metrics,
     });
     cleanups.push(() => coordinator.shutdown(config.shutdownTimeoutMs));
     const address = await coordinator.start();
@@ -92,6 +98,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
     let stopped: Promise<void> | undefined;
     return {
       address,
+      httpAddress: coordinator.httpAddress(),
       credentialsFile,
       etcdEndpoints: endpoints,
       embeddedEtcd: member,

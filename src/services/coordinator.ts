@@ -33,6 +33,8 @@ import { createAuthService } from './auth-service.js';
 import { createReflection } from './reflection.js';
 import { ANY_ROLE, authenticated, type RpcDeps } from './rpc.js';
 import { createSystemService } from './system-service.js';
+import { CoordinatorMetrics } from './coordinator-metrics.js';
+import { HttpListener, metricsRoute } from '../metrics/http-listener.js';
 
 export type CoordinatorState = 'starting' | 'serving' | 'draining' | 'stopped';
 
@@ -57,6 +59,13 @@ export interface CoordinatorOptions {
   placementAllowedAddresses?: readonly string[];
   /** Bytes an event watcher may have queued before it is cut off; default 8 MiB. */
   eventsBufferLimit?: number;
+  /**
+   * host:port of the HTTP listener (/metrics); off when absent. HTTPS with
+   * the gRPC certificate when `tls` is set (client certificates too).
+   */
+  httpListen?: string | undefined;
+  /** The metrics to serve (its etcd interceptor should be on `client`); default: new ones. */
+  metrics?: CoordinatorMetrics;
 }
 
 /** Services whose health is reported individually (plus "" for the server). */
@@ -90,10 +99,14 @@ export class Coordinator {
   private boundPort = 0;
   private readonly log: Logger;
   private readonly stopping = new AbortController();
+  readonly metrics: CoordinatorMetrics;
+  private readonly http: HttpListener | undefined;
 
   constructor(private readonly opts: CoordinatorOptions) {
     this.log = opts.logger.child({ component: 'coordinator' });
+    this.metrics = opts.metrics ?? new CoordinatorMetrics();
     this.server = new grpc.Server({
+      interceptors: [this.metrics.rpcInterceptor],
       'grpc.keepalive_time_ms': 30_000,
       'grpc.keepalive_timeout_ms': 10_000,
       'grpc.keepalive_permit_without_calls': 1,
@@ -127,9 +140,18 @@ export class Coordinator {
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
+    this.metrics.observePlacement(this.placement);
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
-    this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy }));
+    this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
+    if (opts.httpListen !== undefined) {
+      this.http = new HttpListener({
+        listen: opts.httpListen,
+        tls: opts.tls,
+        routes: [metricsRoute(this.metrics.registry)],
+        onError: (err, path) => this.log.error({ err, path }, 'HTTP handler failed'),
+      });
+    }
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
     createReflection().addToServer({
       addService: (def, impl) => {
@@ -152,6 +174,7 @@ export class Coordinator {
         else resolve(port);
       });
     });
+    await this.http?.start();
     await this.probeEtcd();
     this.healthTimer = setInterval(() => void this.probeEtcd(), this.opts.healthIntervalMs ?? 2000);
     this.healthTimer.unref();
@@ -160,13 +183,18 @@ export class Coordinator {
     this.pruneTimer.unref();
     void this.pruneAudit();
     this.state = 'serving';
-    this.log.info({ address: this.address(), tls: !!this.opts.tls, mtls: !!this.opts.tls?.clientCa }, 'serving');
+    this.log.info({ address: this.address(), http: this.httpAddress(), tls: !!this.opts.tls, mtls: !!this.opts.tls?.clientCa }, 'serving');
     return this.address();
   }
 
   address(): string {
     const host = this.opts.listen.slice(0, this.opts.listen.lastIndexOf(':'));
     return `${host}:${this.boundPort}`;
+  }
+
+  /** Where the HTTP listener (/metrics) is bound, when there is one. */
+  httpAddress(): string | undefined {
+    return this.http?.listening ? this.http.address() : undefined;
   }
 
   getState(): CoordinatorState {
@@ -197,6 +225,7 @@ export class Coordinator {
     });
     await Promise.race([graceful, forced]);
     clearTimeout(timer);
+    await this.http?.close();
     await this.placement.close();
     this.cluster.close();
     this.state = 'stopped';
@@ -204,6 +233,7 @@ export class Coordinator {
   }
 
   forceShutdown(): void {
+    void this.http?.close();
     if (this.healthTimer) clearInterval(this.healthTimer);
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.server.forceShutdown();
@@ -224,9 +254,11 @@ export class Coordinator {
   private async probeEtcd(): Promise<void> {
     let ok: boolean;
     try {
-      await this.opts.client.get(this.opts.keys.healthProbe).exec();
+      const res = await this.opts.client.get(this.opts.keys.healthProbe).exec();
+      this.metrics.probed(Number(res.header.revision));
       ok = true;
     } catch (err) {
+      this.metrics.probed(undefined);
       ok = false;
       if (this.etcdHealthy) this.log.warn({ err: (err as Error).message }, 'etcd unreachable; reporting NOT_SERVING');
     }

@@ -1,3 +1,4 @@
+import type { WatchRegistry, WatchTracker } from './coordinator-metrics.js';
 import { Metadata, type ServerWritableStream } from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
 import { parseTenantId } from '../domain/ids.js';
@@ -21,6 +22,8 @@ export interface EventServiceDeps extends RpcDeps {
   readonly healthy?: () => boolean;
   /** A quiet watch stream gets a heartbeat this often (ms); default 1000. */
   readonly heartbeatMs?: number;
+  /** Told of every stream served and the revisions it delivers (the lag metric). */
+  readonly watchers?: WatchRegistry;
 }
 
 function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
@@ -95,8 +98,11 @@ export function eventToPb(e: StoreEvent, hideLeases = false): Event {
  * Http2Stream's bufferSize; the slow-consumer test guards the assumption.
  */
 function queuedBytes(call: ServerWritableStream<unknown, unknown>): number {
-  const stream = (call as unknown as { call?: { stream?: { bufferSize?: number } } }).call?.stream;
-  return (stream?.bufferSize ?? 0) + call.writableLength;
+  // grpc-js internals: the HTTP/2 stream sits under the server interceptors' calls (nextCall).
+  type Layer = { stream?: { bufferSize?: number }; nextCall?: Layer };
+  let layer = (call as unknown as { call?: Layer }).call;
+  for (let i = 0; layer && !layer.stream && i < 8; i++) layer = layer.nextCall;
+  return (layer?.stream?.bufferSize ?? 0) + call.writableLength;
 }
 
 export function createEventService(deps: EventServiceDeps): EventServiceServer {
@@ -113,9 +119,10 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         const hide = principal.role.kind === 'node';
         let done = false;
         let wrote = false;
-        const held: { watcher?: Awaited<ReturnType<EventStore['watch']>>; heartbeat?: NodeJS.Timeout } = {};
+        const held: { watcher?: Awaited<ReturnType<EventStore['watch']>>; heartbeat?: NodeJS.Timeout; tracker?: WatchTracker } = {};
         const stop = (): void => {
           done = true;
+          held.tracker?.close();
           clearInterval(held.heartbeat);
           void held.watcher?.cancel().catch(() => undefined);
         };
@@ -131,6 +138,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
           filter,
           (events, revision) => {
             if (done) return;
+            held.tracker?.delivered(revision);
             const msg: WatchResponse = events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0 } : { events: [], progressRevision: revision };
             call.write(msg);
             wrote = true;
@@ -146,6 +154,9 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
           void held.watcher.cancel().catch(() => undefined);
           return;
         }
+        // Counted from here (a failed start leaves nothing behind); it only ever moves forward.
+        const role = principal.role;
+        held.tracker = deps.watchers?.watching(role.kind === 'node' ? `node:${role.node}` : `token:${principal.tokenId}`, req.fromRevision);
         // Headers only once the etcd watch exists: a client that waits for
         // them knows no later change can be missed.
         call.sendMetadata(new Metadata());

@@ -1,3 +1,4 @@
+import type { Interceptor } from '@grpc/grpc-js';
 import { Etcd3, isRecoverableError } from 'etcd3';
 import { ConsecutiveBreaker, ExponentialBackoff, circuitBreaker, handleWhen, retry } from 'cockatiel';
 
@@ -7,6 +8,8 @@ export interface EtcdClientOptions {
   callTimeoutMs?: number;
   /** Global retries of recoverable failures, each on another host. Default 2. */
   retries?: number;
+  /** gRPC client interceptors on every etcd call (the coordinator's request metrics). */
+  interceptors?: Interceptor[];
 }
 
 /**
@@ -25,6 +28,8 @@ export function createEtcdClient(opts: EtcdClientOptions): Etcd3 {
       'grpc.keepalive_time_ms': 10_000,
       'grpc.keepalive_timeout_ms': 5_000,
       'grpc.keepalive_permit_without_calls': 1,
+      // etcd3 hands these options to each grpc-js client it creates, where `interceptors` applies.
+      ...(opts.interceptors ? { interceptors: opts.interceptors } : {}),
     },
     faultHandling: {
       // A short half-open time: with one host, etcd3's default (5 s) turns a

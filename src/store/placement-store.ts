@@ -1,7 +1,7 @@
 import type { Etcd3, ICompare } from 'etcd3';
 import type { Logger } from 'pino';
 import { DomainError } from '../domain/errors.js';
-import { type Ring, buildRing, chooseNode } from '../domain/placement.js';
+import { type Ring, buildRing, capacity, chooseNode } from '../domain/placement.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 import { LeaseRenewer } from './lease-renewer.js';
@@ -254,6 +254,25 @@ export class PlacementStore {
       out.push({ ...c, live: this.lives.get(this.keys.liveNode(c.name)), users: this.counts.get(c.name) ?? 0 });
     }
     return out.sort((a, b) => (a.name < b.name ? -1 : 1));
+  }
+
+  /**
+   * Every known node with its state (down: no live lease), the users it
+   * holds, and its bounded-load capacity now (how many it may hold before
+   * the next new user goes elsewhere; 0 when it takes none): what the
+   * metrics and the status page show. From the watch-fed copies only.
+   */
+  loadReport(): { total: number; nodes: Array<{ name: string; state: NodeState | 'down'; users: number; capacity: number }> } {
+    const ring = this.activeRing();
+    return {
+      total: this.total,
+      nodes: this.listNodes().map((n) => ({
+        name: n.name,
+        state: n.live ? n.state : 'down',
+        users: n.users,
+        capacity: capacity(ring, n.name, this.total, this.epsilon),
+      })),
+    };
   }
 
   async getNode(name: string): Promise<NodeConfig | undefined> {

@@ -48,11 +48,13 @@ export async function startGatewayCluster(opts: {
   protocols?: Array<'pop3' | 'lmtp'>;
   /** Every gateway's LMTP limits (see LmtpOptions). */
   lmtpLimits?: { maxSize?: number; maxRecipients?: number };
+  /** Flags of the coordinator (e.g. httpListen). */
+  serverFlags?: Record<string, unknown>;
   /** Per node: options of its gateway (e.g. coordinators through a proxy). */
   gateway?: (node: string, server: InProcessServer) => Partial<GatewayOptions> | Promise<Partial<GatewayOptions>>;
 }): Promise<GatewayCluster> {
   const etcd = await startEtcd();
-  const server = await startInProcessServer({ endpoints: etcd.endpoints });
+  const server = await startInProcessServer({ endpoints: etcd.endpoints, flags: opts.serverFlags });
   const root = mailRoot();
   const dovecots: DovecotInstance[] = [];
   const gateways: Gateway[] = [];

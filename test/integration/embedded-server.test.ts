@@ -5,6 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { findProcesses, isAlive, waitFor } from '../harness/process.js';
 import { runCli, spawnServer, type ServerProcess } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
+import { scrape } from '../harness/metrics.js';
 
 const dir = tempDir('mailshare-embedded-');
 const running: ServerProcess[] = [];
@@ -65,9 +66,13 @@ describe('embedded etcd lifecycle (real binary)', () => {
     expect(down.stderr).toMatch(/^mailshare: cannot reach mailshare server at 127\.0\.0\.1:\d+: .+\n$/);
   });
 
-  it('finds its data again after a restart (tokens, bootstrap credentials)', async () => {
-    const srv = await spawnServer(['--listen', '127.0.0.1:0'], { cwd, env });
+  it('finds its data again after a restart (tokens, bootstrap credentials), and serves /metrics with --http-listen', async () => {
+    const srv = await spawnServer(['--listen', '127.0.0.1:0', '--http-listen', '127.0.0.1:0'], { cwd, env });
     running.push(srv);
+    const http = /; http on (127\.0\.0\.1:\d+);/.exec(srv.stdout())?.[1];
+    expect(http).toBeDefined();
+    const m = await scrape(http!);
+    expect(m.value('mailshare_etcd_up')).toBe(1);
     expect(JSON.parse((await cli('token', 'whoami', '-o', 'json')).stdout).tokenId).toBe(adminTokenId);
     const list = await cli('token', 'list', '-o', 'json');
     const ids = JSON.parse(list.stdout).tokens.map((t: { id: string }) => t.id);

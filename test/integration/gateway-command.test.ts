@@ -13,6 +13,7 @@ import { RawImap } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
 import { BIN, cleanEnv, runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
 import { makePki } from '../harness/tls.js';
+import { scrape } from '../harness/metrics.js';
 import { tempDir } from '../harness/tmp.js';
 
 let etcd: EtcdCluster;
@@ -165,15 +166,17 @@ describe('mailshare gateway (real binary)', () => {
     const socket = `${dir.path}/lmtp.sock`;
     const child = spawn(
       process.execPath,
-      [BIN, 'gateway', '--node', 'mail1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--listen-pop3', '127.0.0.1:0', '--backend-pop3', dovecot.pop3Address!, '--listen-lmtp', `unix:${socket}`, '--backend-lmtp', dovecot.lmtpAddress!, '--lmtp-max-size', '1000000', '--coordinators', server.address, '--log-level', 'warn'],
+      [BIN, 'gateway', '--node', 'mail1', '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--listen-pop3', '127.0.0.1:0', '--backend-pop3', dovecot.pop3Address!, '--listen-lmtp', `unix:${socket}`, '--backend-lmtp', dovecot.lmtpAddress!, '--lmtp-max-size', '1000000', '--metrics-listen', '127.0.0.1:0', '--coordinators', server.address, '--log-level', 'warn'],
       { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor('mail1') }), stdio: ['ignore', 'pipe', 'inherit'] },
     );
     let out = '';
     child.stdout.on('data', (c: Buffer) => (out += c.toString()));
     try {
       await waitFor(() => /listening on/.test(out), 20_000, 'gateway listening');
-      const m = /and (\S+) \(POP3\), (unix:\S+) \(LMTP\)/.exec(out);
+      const m = /and (\S+) \(POP3\), (unix:\S+) \(LMTP\), (\S+) \(metrics\)/.exec(out);
       expect(m?.[2]).toBe(`unix:${socket}`);
+      const before = await scrape(m![3]!);
+      expect(before.value('mailshare_gateway_connections', { protocol: 'lmtp' })).toBe(0);
       const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
       try {
         const nodes = await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken);
@@ -207,6 +210,7 @@ describe('mailshare gateway (real binary)', () => {
       await waitFor(() => /^221 /m.test(said), 10_000, `221 (${said})`);
       lmtp.destroy();
       expect(said.split('\r\n').filter((l) => /^250 2\.0\.0 <dana> /.test(l))).toHaveLength(1);
+      expect((await scrape(m![3]!)).value('mailshare_gateway_lmtp_recipients_total', { result: 'delivered' })).toBe(1);
       const [host, port] = m![1]!.split(':');
       const pop = net.connect(Number(port), host);
       let popped = '';

@@ -8,6 +8,7 @@ import { RawImap, message } from '../harness/imap.js';
 import { python } from '../harness/lines.js';
 import { findProcesses, waitFor } from '../harness/process.js';
 import { BIN, REPO_ROOT, cleanEnv, runCli } from '../harness/server.js';
+import { scrape } from '../harness/metrics.js';
 import { tempDir } from '../harness/tmp.js';
 
 /** The README walkthrough: deploy/local-cluster.sh (two tenants), then a share from IMAP and the CLI. */
@@ -34,20 +35,25 @@ describe('deploy/local-cluster.sh', () => {
     mkdirSync(bin);
     writeFileSync(path.join(bin, 'mailshare'), `#!/bin/sh\nexec "${process.execPath}" "${BIN}" "$@"\n`);
     chmodSync(path.join(bin, 'mailshare'), 0o755);
-    const ports = await Promise.all(Array.from({ length: 13 }, () => getFreePort()));
+    const ports = await Promise.all(Array.from({ length: 16 }, () => getFreePort()));
     const addr = ports.map((p) => `127.0.0.1:${p}`);
-    const names = ['COORDINATOR', 'GATEWAY1', 'GATEWAY2', 'DOVECOT1', 'DOVECOT2', 'GATEWAY1_POP3', 'GATEWAY2_POP3', 'GATEWAY1_LMTP', 'GATEWAY2_LMTP', 'DOVECOT1_POP3', 'DOVECOT2_POP3', 'DOVECOT1_LMTP', 'DOVECOT2_LMTP'];
+    const names = ['COORDINATOR', 'GATEWAY1', 'GATEWAY2', 'DOVECOT1', 'DOVECOT2', 'GATEWAY1_POP3', 'GATEWAY2_POP3', 'GATEWAY1_LMTP', 'GATEWAY2_LMTP', 'DOVECOT1_POP3', 'DOVECOT2_POP3', 'DOVECOT1_LMTP', 'DOVECOT2_LMTP', 'COORDINATOR_HTTP', 'GATEWAY1_METRICS', 'GATEWAY2_METRICS'];
     const at = Object.fromEntries(names.map((n, i) => [n, addr[i]!]));
     const env = cleanEnv({ PATH: `${bin}:${process.env.PATH}`, ...at });
-    script = spawn('bash', [path.join(REPO_ROOT, 'deploy', 'local-cluster.sh'), path.join(dir.path, 'cluster')], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
-    let out = '';
-    script.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-    script.stderr!.on('data', (c: Buffer) => (out += c.toString()));
-    const exited = new Promise<number | null>((r) => script!.on('exit', (code) => r(code)));
-    await waitFor(() => out.includes('local-cluster: ready'), 60_000, `cluster ready (${out})`);
+    const start = async (): Promise<{ output: () => string; exited: Promise<number | null> }> => {
+      script = spawn('bash', [path.join(REPO_ROOT, 'deploy', 'local-cluster.sh'), path.join(dir.path, 'cluster')], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
+      let text = '';
+      script.stdout!.on('data', (c: Buffer) => (text += c.toString()));
+      script.stderr!.on('data', (c: Buffer) => (text += c.toString()));
+      const exited = new Promise<number | null>((r) => script!.on('exit', (code) => r(code)));
+      await waitFor(() => text.includes('local-cluster: ready'), 60_000, `cluster ready (${text})`);
+      return { output: () => text, exited };
+    };
+    const first = await start();
 
     // alice, on gateway n1: a folder with a message, shared with bob for reading.
-    const cliEnv = { MAILSHARE_CREDENTIALS: path.join(dir.path, 'cluster', 'server', 'credentials.json'), MAILSHARE_ADDR: addr[0]! };
+    // The credentials file holds the coordinator's address (as the README says): no MAILSHARE_ADDR, whatever the ports.
+    const cliEnv = { MAILSHARE_CREDENTIALS: path.join(dir.path, 'cluster', 'server', 'credentials.json') };
     // alice and bob are placed on different nodes.
     expect((await runCli(['user', 'locate', 'acme', 'alice'], { env: cliEnv })).stdout).toMatch(/\bn1\b/);
     expect((await runCli(['user', 'locate', 'acme', 'bob'], { env: cliEnv })).stdout).toMatch(/\bn2\b/);
@@ -114,9 +120,35 @@ p.quit()
     expect(popped).toMatch(/Subject: by lmtp/);
     expect((await runCli(['node', 'list'], { env: cliEnv })).stdout).toContain(at.DOVECOT1_LMTP!);
 
-    process.kill(-script.pid!, 'SIGINT');
-    expect(await exited).toBe(0);
-    expect(out).toContain('local-cluster: stopped');
+    // Each process serves /metrics where the script says.
+    expect(first.output()).toContain(`coordinator http://${at.COORDINATOR_HTTP}/metrics`);
+    expect((await scrape(at.COORDINATOR_HTTP!)).value('mailshare_nodes', { state: 'active' })).toBe(2);
+    expect((await scrape(at.GATEWAY2_METRICS!)).value('mailshare_gateway_lmtp_recipients_total', { result: 'delivered' })).toBe(1);
+
+    process.kill(-script!.pid!, 'SIGINT');
+    expect(await first.exited).toBe(0);
+    expect(first.output()).toContain('local-cluster: stopped');
     for (const a of addr) expect(await canConnect(a), a).toBe(false);
-  }, 120_000);
+
+    // Started again on the same directory: the gateways reuse their node tokens (none is minted).
+    const nodeTokens = async (): Promise<string[]> =>
+      (JSON.parse((await runCli(['token', 'list', '-o', 'json'], { env: cliEnv })).stdout) as { tokens: Array<{ id: string; role: string }> }).tokens.filter((t) => t.role.startsWith('node')).map((t) => t.id).sort();
+    const second = await start();
+    const again = await nodeTokens();
+    expect(again).toHaveLength(2);
+    // A token the coordinator no longer knows is replaced at the next start, and only that one.
+    const saved = readFileSync(path.join(dir.path, 'cluster', 'n1', 'node.token'), 'utf8').trim();
+    const id = /^mst_([0-9a-f]{16})_/.exec(saved)![1]!;
+    expect(again).toContain(id);
+    expect((await runCli(['token', 'revoke', id], { env: cliEnv })).code).toBe(0);
+    process.kill(-script!.pid!, 'SIGINT');
+    expect(await second.exited).toBe(0);
+    const third = await start();
+    const now = await nodeTokens();
+    expect(now).toHaveLength(2);
+    expect(now).not.toContain(id);
+    expect(now.filter((t) => again.includes(t))).toHaveLength(1);
+    process.kill(-script!.pid!, 'SIGINT');
+    expect(await third.exited).toBe(0);
+  }, 180_000);
 });

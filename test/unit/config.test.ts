@@ -43,6 +43,10 @@ describe('server configuration', () => {
     expect(c.placementAllowedAddresses).toContain('10.0.0.0/8');
     expect(load({ placementAllowedAddresses: '10.1.0.0/16, imap1.example.net' }).placementAllowedAddresses).toEqual(['10.1.0.0/16', 'imap1.example.net']);
     expect(load({}, { MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES: '192.0.2.0/24' }).placementAllowedAddresses).toEqual(['192.0.2.0/24']);
+    expect(c.http.listen).toBeUndefined();
+    expect(load({ httpListen: '127.0.0.1:7480' }).http.listen).toBe('127.0.0.1:7480');
+    expect(load({}, { MAILSHARE_HTTP_LISTEN: '[::1]:7480' }).http.listen).toBe('[::1]:7480');
+    expect(load({}, {}, file('http.yaml', 'http:\n  listen: 0.0.0.0:7480\n')).http.listen).toBe('0.0.0.0:7480');
     expect(Object.isFrozen(c) && Object.isFrozen(c.etcd) && Object.isFrozen(c.tls)).toBe(true);
   });
 
@@ -95,6 +99,9 @@ describe('server configuration', () => {
     [{ tlsCert: 'cert.pem' }, {}, 'tls.key'],
     [{ tlsClientCa: 'ca.pem' }, {}, 'tls.clientCa'],
     [{ tlsCert: 'missing.pem', tlsKey: 'missing.key' }, {}, '--tls-cert'],
+    [{ httpListen: 'web' }, {}, '--http-listen'],
+    [{ httpListen: '127.0.0.1:7400' }, {}, 'is the gRPC listen address too'],
+    [{}, { MAILSHARE_HTTP_LISTEN: ':80' }, 'MAILSHARE_HTTP_LISTEN'],
   ] as Array<[Record<string, unknown>, Record<string, string>, string]>)('rejects %j %j naming %s', (flags, env, where) => {
     const e = errorOf(() => load(flags, env));
     expect(e.code).toBe('invalid_argument');
@@ -120,5 +127,6 @@ describe('deploy/server.example.yaml', () => {
     expect(c.etcd.endpoints).toHaveLength(3);
     expect(c.log).toEqual({ level: 'info', format: 'json' });
     expect(c.shutdownTimeoutMs).toBe(10_000);
+    expect(c.http.listen).toBe('0.0.0.0:7480');
   });
 });

@@ -24,6 +24,24 @@ export type LoginOutcome =
   /** This node cannot serve now (no provable lease or fresh view), or the backend cannot be reached. */
   | { readonly kind: 'unavailable'; readonly cause: 'cluster' | 'backend' | 'service' };
 
+/** One login to route: who, from where, and how to try it in the front end's protocol. */
+export interface LoginRequest {
+  /** undefined: no tenant owns the login's domain (or it has none and there is no default): refused as a wrong password. */
+  tenant: string | undefined;
+  user: string;
+  /** The client's address (penalties count per address). */
+  ip: string;
+  attempt: (address: string) => Promise<BackendLogin>;
+  /**
+   * A login at the checking node that is not the user's node: let it go.
+   * A promise: the login at the home node waits for it (a POP3 session
+   * holds the maildrop's lock until it has quit).
+   */
+  abandon: (login: BackendLogin) => void | Promise<void>;
+  /** The client went away while the penalty ran. */
+  gone: () => boolean;
+}
+
 export interface LoginPenalty {
   readonly baseMs?: number;
   readonly maxMs?: number;
@@ -52,6 +70,8 @@ export class LoginRouter {
       protocol?: string;
       /** Failed logins counted with other front ends' (one limit for every protocol). */
       failures?: FailureLimiter;
+      /** Told how each login ended: ok, failed, refused, unavailable (the login metrics). */
+      outcome?: (result: LoginOutcome['kind']) => void;
     },
   ) {
     this.failures = opts.failures ?? new FailureLimiter();
@@ -71,22 +91,13 @@ export class LoginRouter {
     return a.serving || (a.suspended !== undefined && a.viewFresh);
   }
 
-  async login(req: {
-    /** undefined: no tenant owns the login's domain (or it has none and there is no default): refused as a wrong password. */
-    tenant: string | undefined;
-    user: string;
-    /** The client's address (penalties count per address). */
-    ip: string;
-    attempt: (address: string) => Promise<BackendLogin>;
-    /**
-     * A login at the checking node that is not the user's node: let it go.
-     * A promise: the login at the home node waits for it (a POP3 session
-     * holds the maildrop's lock until it has quit).
-     */
-    abandon: (login: BackendLogin) => void | Promise<void>;
-    /** The client went away while the penalty ran. */
-    gone: () => boolean;
-  }): Promise<LoginOutcome | undefined> {
+  async login(req: LoginRequest): Promise<LoginOutcome | undefined> {
+    const out = await this.route(req);
+    if (out) this.opts.outcome?.(out.kind);
+    return out;
+  }
+
+  private async route(req: LoginRequest): Promise<LoginOutcome | undefined> {
     const { tenant, user, ip } = req;
     const penalty = this.opts.penalty ?? {};
     // After failures from this address, and, less, after failures for this name from anywhere.

@@ -45,6 +45,8 @@ export class LmtpFrontEnd {
       node: string;
       backendTls: BackendTls | undefined;
       options: LmtpOptions;
+      /** Told each recipient's final reply code (the metrics). */
+      recipientDone?: (code: number) => void;
     },
   ) {
     const hostname = os.hostname();
@@ -62,6 +64,7 @@ export class LmtpFrontEnd {
       current: (tenant, user, epoch) => agent.locate(tenant, user)?.epoch === epoch,
       opened: (tenant, user, node) => agent.sessionOpened(tenant, user, node),
       closed: (tenant, user) => agent.sessionClosed(tenant, user),
+      recipientDone: deps.recipientDone,
     };
   }
 

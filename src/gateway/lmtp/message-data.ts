@@ -184,6 +184,7 @@ async function finish(ph: DataPhaseHost, txn: Transaction, dot: string | undefin
     const i = u.recipients.indexOf(r);
     const got = u.replies?.[i];
     const reply = got ?? u.failed ?? TRY_LATER('the mail server went away before it answered; try again later');
+    ph.host.recipientDone?.(reply.code);
     ph.reply({ ...reply, text: got ? reply.text : `<${r.address}> ${reply.text}` });
   }
   ph.client.setTimeout(ph.host.idleTimeoutMs);

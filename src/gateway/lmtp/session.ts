@@ -179,10 +179,10 @@ export class LmtpSession {
     }
     if (txn.rcpts >= this.host.maxRecipients) return this.reply(R(452, '4.5.3', 'Too many recipients'));
     txn.rcpts++;
-    if (!this.host.mayServe()) return this.reply(R(451, '4.3.0', `<${to}> This server cannot reach the rest of the cluster right now; try again later`));
+    if (!this.host.mayServe()) return this.recipientReply(R(451, '4.3.0', `<${to}> This server cannot reach the rest of the cluster right now; try again later`));
     const route = await this.host.route(to);
     if (this.txn !== txn) return;
-    if (route.kind === 'reply') return this.reply(route.reply);
+    if (route.kind === 'reply') return this.recipientReply(route.reply);
     const orcpt = params.find((p) => p.key === 'ORCPT');
     // ORCPT goes to a server that takes it (DSN, or Dovecot's LMTP, which takes it without saying).
     const rcptLine = (up: LmtpUpstream): string => `RCPT TO:<${route.dovecotUser}>${orcpt && (up.caps.has('DSN') || up.dovecot) ? formatParams([orcpt]) : ''}`;
@@ -217,7 +217,14 @@ export class LmtpSession {
       this.host.opened(route.tenant, route.user, route.node);
       // It may have moved while the RCPT was on its way.
       if (!this.host.current(route.tenant, route.user, route.epoch)) this.fence(route.tenant, route.user, undefined);
+      return this.reply(r);
     }
+    this.recipientReply(r);
+  }
+
+  /** A recipient's RCPT refused: its final answer (the metrics count it). */
+  private recipientReply(r: Reply): void {
+    this.host.recipientDone?.(r.code);
     this.reply(r);
   }
 

@@ -26,6 +26,8 @@ export interface LmtpHost {
   /** Counts a delivery as a session of the user (it keeps the user where it is), and its end. */
   opened(tenant: string, user: string, node: string): void;
   closed(tenant: string, user: string): void;
+  /** A recipient got its final reply (after the data, or a refused RCPT): its code. */
+  recipientDone?(code: number): void;
 }
 
 /** The client's address (TCP; none on a unix socket). */
