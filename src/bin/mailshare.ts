@@ -2,7 +2,7 @@
 import { createRequire } from 'node:module';
 import { Command, CommanderError } from 'commander';
 import { describeError } from '../cli/errors.js';
-import type { CliIo } from '../cli/io.js';
+import { type CliIo, addGlobalConnectionOptions } from '../cli/io.js';
 import { registerAcl } from '../cli/acl.js';
 import { registerAudit } from '../cli/audit.js';
 import { registerEvents } from '../cli/events.js';
@@ -47,6 +47,7 @@ async function main(argv: string[]): Promise<number> {
     .exitOverride()
     .configureOutput({ outputError: (str, write) => write(`mailshare: ${oneLine(str.replace(/^error: /, ''))}\n`) })
     .showSuggestionAfterError(true);
+  addGlobalConnectionOptions(program);
 
   registerServer(program, version);
   registerGateway(program);

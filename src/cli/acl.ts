@@ -2,21 +2,21 @@ import type { Command } from 'commander';
 import { AclServiceClient } from '../gen/mailshare/v1/acl.js';
 import type { ConnectionFlags } from './connection.js';
 import { CliError } from './errors.js';
-import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
+import { type CliIo, type OutputFormat, addConnectionOptions, allowDashOperands, outputOption, printJson, table } from './io.js';
 import { parseRevisionOption, withService } from './run.js';
 
 type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
 
 /**
  * `mailshare acl get|set|delete|rights|listrights`. Negative identifiers
- * and "-RIGHTS" look like flags: put them after "--", e.g.
- * `mailshare acl set acme alice/Projects -- -bob w`.
+ * and "-RIGHTS" are operands, not flags (`mailshare acl set acme
+ * alice/Projects -bob w`); "--" before them works too.
  */
 export function registerAcl(program: Command, io: CliIo): void {
   const acl = program.command('acl').description('RFC 4314 access control lists of registered mailboxes');
   const svc = (flags: Flags, fn: Parameters<typeof withService<AclServiceClient>>[3]) => withService(io, flags, AclServiceClient, fn);
   const base = (name: string, description: string) =>
-    acl.command(name).description(description).argument('<tenant>', 'tenant id').argument('<mailbox>', 'OWNER/NAME');
+    allowDashOperands(acl.command(name).description(description).argument('<tenant>', 'tenant id').argument('<mailbox>', 'OWNER/NAME'));
 
   addConnectionOptions(base('get', 'show the ACL').addOption(outputOption())).action(async (tenant: string, mailbox: string, flags: Flags) =>
     svc(flags, async (api) => {
@@ -27,8 +27,8 @@ export function registerAcl(program: Command, io: CliIo): void {
   );
 
   addConnectionOptions(
-    base('set', 'set rights: "lrs" replaces, "+w" adds, "-w" removes (after --)')
-      .argument('<identifier>', 'user, anyone, authenticated, group:NAME, or -IDENTIFIER (after --)')
+    base('set', 'set rights: "lrs" replaces, "+w" adds, "-w" removes')
+      .argument('<identifier>', 'user, anyone, authenticated, group:NAME, or a negative -IDENTIFIER')
       .argument('<rights>', 'rights letters of lrswipkxtea (c, d accepted), optionally after + or -')
       .option('--expected-revision <rev>', 'apply only at this mailbox revision', parseRevisionOption)
       .addOption(outputOption()),
@@ -44,7 +44,7 @@ export function registerAcl(program: Command, io: CliIo): void {
 
   addConnectionOptions(
     base('delete', 'remove one identifier\'s entry ("bob" leaves "-bob")')
-      .argument('<identifier>', 'identifier (negative ones after --)')
+      .argument('<identifier>', 'identifier (negative ones too: -bob)')
       .option('--expected-revision <rev>', 'apply only at this mailbox revision', parseRevisionOption)
       .addOption(outputOption()),
   ).action(async (tenant: string, mailbox: string, identifier: string, flags: Flags) =>

@@ -30,15 +30,15 @@ export function registerGroup(program: Command, io: CliIo): void {
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
       svc(flags, async (api) => show(flags, await api.setGroupMembers({ tenant, name, members, expectedRevision: flags.expectedRevision ?? 0 }))),
     );
-  writeCmd('add', 'add a member (creates the group if needed)')
-    .argument('<member>', 'user id')
-    .action(async (tenant: string, name: string, member: string, flags: Flags) =>
-      svc(flags, async (api) => show(flags, await api.addGroupMember({ tenant, name, member, expectedRevision: flags.expectedRevision ?? 0 }))),
+  writeCmd('add', 'add members, all in one change (creates the group if needed)')
+    .argument('<members...>', 'user ids')
+    .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
+      svc(flags, async (api) => show(flags, await api.addGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
     );
-  writeCmd('remove', 'remove a member')
-    .argument('<member>', 'user id')
-    .action(async (tenant: string, name: string, member: string, flags: Flags) =>
-      svc(flags, async (api) => show(flags, await api.removeGroupMember({ tenant, name, member, expectedRevision: flags.expectedRevision ?? 0 }))),
+  writeCmd('remove', 'remove members, all in one change')
+    .argument('<members...>', 'user ids')
+    .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
+      svc(flags, async (api) => show(flags, await api.removeGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
     );
   writeCmd('delete', 'delete the group').action(async (tenant: string, name: string, flags: Flags) =>
     svc(flags, async (api) => {

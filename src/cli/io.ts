@@ -31,6 +31,66 @@ export function addConnectionOptions(cmd: Command): Command {
     .option('--timeout <duration>', 'deadline per call, e.g. 5s (env MAILSHARE_TIMEOUT)', undefined);
 }
 
+/**
+ * The connection flags before the command too (`mailshare --credentials F
+ * node list`): the program takes them, and each command that talks to a
+ * server gets those it was not given itself (its own win). A command that
+ * has no such flag (`server`, `gateway`) refuses them rather than ignore them.
+ */
+export function addGlobalConnectionOptions(program: Command): Command {
+  addConnectionOptions(program);
+  const names = program.options.map((o) => o.attributeName());
+  program.hook('preAction', (_program, action) => {
+    if (action === program) return;
+    const given = program.opts();
+    for (const name of names) {
+      if (given[name] === undefined) continue;
+      const flag = program.options.find((o) => o.attributeName() === name)!.long!;
+      if (!action.options.some((o) => o.attributeName() === name)) {
+        throw new CliError(`${flag}: not an option of "mailshare ${commandPath(action)}"; give it after the command`, 2);
+      }
+      if (action.getOptionValue(name) === undefined) action.setOptionValueWithSource(name, given[name], 'cli');
+    }
+  });
+  return program;
+}
+
+function commandPath(cmd: Command): string {
+  const names: string[] = [];
+  for (let c: Command | null = cmd; c?.parent; c = c.parent) names.unshift(c.name());
+  return names.join(' ');
+}
+
+const DASH_OPERAND = '\u0000';
+
+/**
+ * Lets a command's operands start with "-": negative ACL identifiers
+ * (`-bob`, `-group:team`) and rights to remove (`-w`) work without "--".
+ * A single-dash word is an operand unless it is exactly one of the
+ * command's short options (`-o`, `-h`) or one glued to a value it accepts
+ * (`-ojson`); "--" still ends the options as usual.
+ */
+export function allowDashOperands(cmd: Command): Command {
+  const parse = cmd.parseOptions.bind(cmd);
+  cmd.parseOptions = (args: string[]) => {
+    const shorts = new Map(cmd.options.filter((o) => o.short).map((o) => [o.short!, o]));
+    const takesValue = (a: string): boolean => cmd.options.some((o) => (o.long === a || o.short === a) && (o.required || o.optional));
+    const marked: string[] = [];
+    let literal = false;
+    for (const [i, a] of args.entries()) {
+      if (a === '--') literal = true;
+      const glued = shorts.get(a.slice(0, 2));
+      const isOption = a === '-h' || shorts.has(a) || (glued?.argChoices?.includes(a.slice(2)) ?? false);
+      const operand = !literal && /^-[^-]/.test(a) && !isOption && !(i > 0 && takesValue(args[i - 1]!));
+      marked.push(operand ? DASH_OPERAND + a : a);
+    }
+    const r = parse(marked);
+    const unmark = (x: string): string => (x.startsWith(DASH_OPERAND) ? x.slice(DASH_OPERAND.length) : x);
+    return { operands: r.operands.map(unmark), unknown: r.unknown.map(unmark) };
+  };
+  return cmd;
+}
+
 export function printJson(io: CliIo, value: unknown): void {
   io.out(JSON.stringify(value, null, 2) + '\n');
 }

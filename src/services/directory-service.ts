@@ -92,10 +92,11 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
     addGroupMember: unary(deps, 'AddGroupMember', ADMINS, async (req, ctx) => {
       const tenant = parseTenantId(req.tenant);
       const name = parseGroupName(req.name, 'name');
-      const member = parseUserId(req.member, 'member');
+      const named = memberArgs(req.member, req.members);
       requireTenantRole(ctx.principal.role, tenant, ADMINS);
-      await requireDomainlessUsers(directory, tenant, [{ id: member, field: 'member' }]);
-      const g = await directory.changeGroup(tenant, name, (cur) => [...cur, member], {
+      await requireDomainlessUsers(directory, tenant, named);
+      const ids = named.map((m) => m.id);
+      const g = await directory.changeGroup(tenant, name, (cur) => [...cur, ...ids.filter((id) => !cur.includes(id))], {
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: true,
         action: 'AddGroupMember',
@@ -107,9 +108,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
     removeGroupMember: unary(deps, 'RemoveGroupMember', ADMINS, async (req, ctx) => {
       const tenant = parseTenantId(req.tenant);
       const name = parseGroupName(req.name, 'name');
-      const member = parseUserId(req.member, 'member');
+      const ids = memberArgs(req.member, req.members).map((m) => m.id);
       requireTenantRole(ctx.principal.role, tenant, ADMINS);
-      const g = await directory.changeGroup(tenant, name, (cur) => cur.filter((m) => m !== member), {
+      const g = await directory.changeGroup(tenant, name, (cur) => cur.filter((m) => !ids.includes(m)), {
         expectedRevision: parseExpectedRevision(req.expectedRevision),
         create: false,
         action: 'RemoveGroupMember',
@@ -154,4 +155,14 @@ export async function requireTenantExists(directory: DirectoryStore, tenant: str
   if (!(await directory.getTenant(tenant))) {
     throw new DomainError('not_found', `tenant: tenant "${tenant}" does not exist`, { field: 'tenant' });
   }
+}
+
+/** `member` and `members` of a GroupMemberRequest: at least one user id, each named by its field, duplicates once. */
+function memberArgs(member: string, more: readonly string[]): Array<{ id: string; field: string }> {
+  const out: Array<{ id: string; field: string }> = [];
+  if (member !== '') out.push({ id: parseUserId(member, 'member'), field: 'member' });
+  if (more.length > 1000) throw new DomainError('invalid_argument', `members: at most 1000 in one call (got ${more.length})`, { field: 'members' });
+  more.forEach((m, i) => out.push({ id: parseUserId(m, `members[${i}]`), field: `members[${i}]` }));
+  if (out.length === 0) throw new DomainError('invalid_argument', 'member: give a member (or members)', { field: 'member' });
+  return out.filter((m, i) => out.findIndex((x) => x.id === m.id) === i);
 }

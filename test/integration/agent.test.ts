@@ -93,7 +93,7 @@ describe('agent SDK', () => {
     }
     expect(a.rights('acme', 'bob', 'alice/Nope').rights).toBeUndefined();
     // Group changes apply at once.
-    const g = await admin.directory.removeGroupMember({ tenant: 'acme', name: 'sales', member: 'bob', expectedRevision: 0 });
+    const g = await admin.directory.removeGroupMember({ tenant: 'acme', name: 'sales', member: 'bob', expectedRevision: 0, members: [] });
     await a.waitForRevision(g.revision);
     expect(a.sharedWith('acme', 'bob').mailboxes.map((m) => m.mailbox)).toEqual(['alice/Q']);
   });

@@ -32,6 +32,21 @@ const ok = async (...args: string[]) => {
 };
 const json = async (...args: string[]) => JSON.parse(await ok(...args, '-o', 'json'));
 
+describe('global options', () => {
+  it('are taken before the command too; a command without them refuses them', async () => {
+    const noAddr = { MAILSHARE_TOKEN: server.adminToken, XDG_CONFIG_HOME: dir.path };
+    const before = await runCli(['--addr', server.address, '--timeout', '5s', 'tenant', 'list'], { env: noAddr, cwd: dir.path });
+    expect(before.stderr).toBe('');
+    expect(before.code).toBe(0);
+    // Its own flag wins over one given before the command.
+    const both = await runCli(['--addr', '127.0.0.1:1', 'node', 'list', '--addr', server.address], { env: noAddr, cwd: dir.path });
+    expect(both.code).toBe(0);
+    const server_ = await runCli(['--credentials', 'x.json', 'server'], { env: noAddr, cwd: dir.path });
+    expect(server_.code).toBe(2);
+    expect(server_.stderr).toBe('mailshare: --credentials: not an option of "mailshare server"; give it after the command\n');
+  });
+});
+
 describe('sharing from the CLI (README examples)', () => {
   it('runs the documented flow: tenant, mailbox, ACL forms, groups, share list, audit', async () => {
     expect(await ok('tenant', 'create', 'acme')).toMatch(/^tenant:\s+acme$/m);
@@ -43,12 +58,26 @@ describe('sharing from the CLI (README examples)', () => {
     expect(await ok('mailbox', 'create', 'acme', 'alice', 'Projects')).toMatch(/^mailbox:\s+alice\/Projects$/m);
     expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', 'lrs')).toBe('bob lrs\n');
     expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', '+w')).toBe('bob lrsw\n');
-    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '--', '-bob', 'w')).toBe('-bob w\n');
-    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '--', 'bob', '-s')).toBe('bob lrw\n');
+    // Negative identifiers and rights to remove need no "--" (which still works).
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '-bob', 'w')).toBe('-bob w\n');
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', 'bob', '-s')).toBe('bob lrw\n');
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '-oscar', 'r', '-o', 'json')).toMatch(/"identifier": "-oscar"/);
+    expect(await ok('acl', 'delete', 'acme', 'alice/Projects', '-oscar')).toBe('deleted -oscar\n');
+    expect(await ok('acl', 'set', 'acme', 'alice/Projects', '--', '-group:temps', 'w')).toBe('-group:temps w\n');
+    expect(await ok('acl', 'delete', 'acme', 'alice/Projects', '-group:temps', '-ojson')).toMatch(/"identifier": "-group:temps"/);
     expect(await ok('acl', 'rights', 'acme', 'alice/Projects', 'bob')).toBe('lr\n');
     expect((await json('group', 'set', 'acme', 'sales', 'bob', 'carol')).members).toEqual(['bob', 'carol']);
     expect((await json('group', 'add', 'acme', 'sales', 'dave')).members).toEqual(['bob', 'carol', 'dave']);
-    expect((await json('group', 'remove', 'acme', 'sales', 'bob')).members).toEqual(['carol', 'dave']);
+    // Several members in one change (one revision), duplicates and members already there once.
+    const before = (await json('group', 'get', 'acme', 'sales')).revision;
+    const added = await json('group', 'add', 'acme', 'sales', 'erin', 'frank', 'erin', 'bob');
+    expect(added.members).toEqual(['bob', 'carol', 'dave', 'erin', 'frank']);
+    expect(added.revision).toBeGreaterThan(before);
+    expect((await json('group', 'remove', 'acme', 'sales', 'bob', 'erin', 'frank')).members).toEqual(['carol', 'dave']);
+    const badMember = await ms('group', 'add', 'acme', 'sales', 'gina', 'Not A User');
+    expect(badMember.code).toBe(1);
+    expect(badMember.stderr).toMatch(/^mailshare: INVALID_ARGUMENT: members\[1\]: [^\n]*\n$/);
+    expect((await json('group', 'get', 'acme', 'sales')).members).toEqual(['carol', 'dave']);
     expect(await ok('group', 'list', 'acme')).toMatch(/^sales\s+carol dave$/m);
     expect(await ok('group', 'get', 'acme', 'sales')).toBe('group:sales (2 members, revision ' + (await json('group', 'get', 'acme', 'sales')).revision + ')\n  carol\n  dave\n');
     await ok('group', 'set', 'acme', 'temp');
@@ -103,7 +132,7 @@ describe('sharing from the CLI (README examples)', () => {
     [['tenant', 'create', 'Acme'], 1, /^mailshare: INVALID_ARGUMENT: id: "Acme" is not a tenant id/],
     [['tenant', 'create', 'x', '--max-shares', '99'], 1, /^mailshare: INVALID_ARGUMENT: settings.max_shares_per_mailbox: must be between 1 and 50/],
     [['tenant', 'create', 'x', '--max-shares', 'many'], 2, /^mailshare: option '--max-shares <n>' argument 'many' is invalid/],
-    [['acl', 'set', 'acme2', 'alice/P', 'bob', '-w'], 2, /^mailshare: unknown option '-w'/],
+    [['acl', 'set', 'acme2', 'alice/P', 'bob', 'lr', '--expected', '3'], 2, /^mailshare: unknown option '--expected'/],
     [['mailbox', 'delete', 'acme2', 'alice/P', '--expected-revision', 'x'], 2, /argument 'x' is invalid/],
   ])('%j → exit %i with one line naming the problem', async (args, code, message) => {
     const api = connectApi(server.address, server.adminToken);

@@ -102,15 +102,15 @@ describe('groups', () => {
     await admin.directory.createTenant({ id: tenant, domains: [] });
     const g = await admin.directory.setGroupMembers({ tenant, name: 'sales', members: ['carol', 'bob', 'bob'], expectedRevision: 0 });
     expect(g.members).toEqual(['bob', 'carol']);
-    expect((await admin.directory.addGroupMember({ tenant, name: 'sales', member: 'dave', expectedRevision: 0 })).members).toEqual(['bob', 'carol', 'dave']);
-    expect((await admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'bob', expectedRevision: 0 })).members).toEqual(['carol', 'dave']);
+    expect((await admin.directory.addGroupMember({ tenant, name: 'sales', member: 'dave', expectedRevision: 0, members: [] })).members).toEqual(['bob', 'carol', 'dave']);
+    expect((await admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'bob', expectedRevision: 0, members: [] })).members).toEqual(['carol', 'dave']);
     await admin.directory.setGroupMembers({ tenant, name: 'eng', members: [], expectedRevision: 0 });
     expect((await admin.directory.listGroups({ tenant, pageSize: 1, pageToken: '' })).groups.map((x) => x.name)).toEqual(['eng']);
     const stale = await codeOf(admin.directory.setGroupMembers({ tenant, name: 'sales', members: [], expectedRevision: g.revision }));
     expect(stale.code).toBe(grpc.status.ABORTED);
     await admin.directory.deleteGroup({ tenant, name: 'sales', expectedRevision: 0 });
     expect((await codeOf(admin.directory.getGroup({ tenant, name: 'sales' }))).code).toBe(grpc.status.NOT_FOUND);
-    expect((await codeOf(admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'x', expectedRevision: 0 }))).code).toBe(grpc.status.NOT_FOUND);
+    expect((await codeOf(admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'x', expectedRevision: 0, members: [] }))).code).toBe(grpc.status.NOT_FOUND);
   });
 });
 
@@ -186,7 +186,7 @@ describe('mailboxes, ACLs and the shared-with index', () => {
     // Paging returns the same, one at a time.
     expect(await shared(tenant, 'dave', 1)).toEqual(await shared(tenant, 'dave'));
     // Group changes apply without touching the index.
-    await admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'dave', expectedRevision: 0 });
+    await admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'dave', expectedRevision: 0, members: [] });
     expect(await shared(tenant, 'dave')).toEqual([['erin/Public', 'lr']]);
 
     const mr = await admin.acl.myRights({ tenant, mailbox: 'carol/Team', user: 'bob' });
@@ -339,7 +339,7 @@ describe('authorization matrix', () => {
     const calls = (api: Api, tenant: string): Array<[string, () => Promise<unknown>]> => [
       ['GetTenant', () => api.directory.getTenant({ id: tenant })],
       ['SetGroupMembers', () => api.directory.setGroupMembers({ tenant, name: 'g', members: ['bob'], expectedRevision: 0 })],
-      ['AddGroupMember', () => api.directory.addGroupMember({ tenant, name: 'g', member: 'bob', expectedRevision: 0 })],
+      ['AddGroupMember', () => api.directory.addGroupMember({ tenant, name: 'g', member: 'bob', expectedRevision: 0, members: [] })],
       ['GetGroup', () => api.directory.getGroup({ tenant, name: 'g' })],
       ['ListGroups', () => api.directory.listGroups({ tenant, pageSize: 0, pageToken: '' })],
       ['CreateMailbox', () => api.mailbox.createMailbox({ tenant, owner: 'alice', name: `N${Math.random().toString(36).slice(2)}`, actor: '' })],
@@ -402,7 +402,7 @@ describe('bad input', () => {
       ['tenant', () => admin.directory.setGroupMembers({ tenant: '', name: 'g', members: [], expectedRevision: 0 })],
       ['name', () => admin.directory.setGroupMembers({ tenant, name: 'G!', members: [], expectedRevision: 0 })],
       ['members[1]', () => admin.directory.setGroupMembers({ tenant, name: 'g', members: ['ok', 'Not OK'], expectedRevision: 0 })],
-      ['member', () => admin.directory.addGroupMember({ tenant, name: 'g', member: 'anyone', expectedRevision: 0 })],
+      ['member', () => admin.directory.addGroupMember({ tenant, name: 'g', member: 'anyone', expectedRevision: 0, members: [] })],
       ['owner', () => admin.mailbox.createMailbox({ tenant, owner: 'ALICE', name: 'X', actor: '' })],
       ['name', () => admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'a//b', actor: '' })],
       ['name', () => admin.mailbox.createMailbox({ tenant, owner: 'alice', name: 'x\u0000', actor: '' })],

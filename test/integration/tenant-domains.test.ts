@@ -96,7 +96,7 @@ describe('user ids in a tenant with login domains', () => {
       [() => admin.acl.setAcl({ tenant: 'u-dom', mailbox: 'alice/Team', identifier: 'bob@u-dom.test', rights: 'lr', expectedRevision: 0, actor: '' }), 'identifier'],
       [() => admin.acl.setAcl({ tenant: 'u-dom', mailbox: 'alice/Team', identifier: '-bob@elsewhere.test', rights: 'r', expectedRevision: 0, actor: '' }), 'identifier'],
       [() => admin.directory.setGroupMembers({ tenant: 'u-dom', name: 'team', members: ['carol', 'dave@u-dom.test'], expectedRevision: 0 }), 'members[1]'],
-      [() => admin.directory.addGroupMember({ tenant: 'u-dom', name: 'team', member: 'erin@x.test', expectedRevision: 0 }), 'member'],
+      [() => admin.directory.addGroupMember({ tenant: 'u-dom', name: 'team', member: 'erin@x.test', expectedRevision: 0, members: [] }), 'member'],
       [() => admin.mailbox.createMailbox({ tenant: 'u-dom', owner: 'frank@u-dom.test', name: 'X', actor: '' }), 'owner'],
     ] as const) {
       const e = await codeOf(call());

@@ -117,8 +117,11 @@ export interface SetGroupMembersRequest {
 export interface GroupMemberRequest {
   tenant: string;
   name: string;
+  /** One member; with `members`, or empty when `members` names them all. */
   member: string;
   expectedRevision: number;
+  /** More members: all are added (or removed) in one guarded transaction. */
+  members: string[];
 }
 
 export interface GetGroupRequest {
@@ -1176,7 +1179,7 @@ export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
 };
 
 function createBaseGroupMemberRequest(): GroupMemberRequest {
-  return { tenant: "", name: "", member: "", expectedRevision: 0 };
+  return { tenant: "", name: "", member: "", expectedRevision: 0, members: [] };
 }
 
 export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
@@ -1192,6 +1195,9 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
     }
     if (message.expectedRevision !== 0) {
       writer.uint32(32).int64(message.expectedRevision);
+    }
+    for (const v of message.members) {
+      writer.uint32(42).string(v!);
     }
     return writer;
   },
@@ -1235,6 +1241,14 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
           message.expectedRevision = longToNumber(reader.int64());
           continue;
         }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.members.push(reader.string());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1250,6 +1264,7 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       member: isSet(object.member) ? globalThis.String(object.member) : "",
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
+      members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => globalThis.String(e)) : [],
     };
   },
 
@@ -1267,6 +1282,9 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
     if (message.expectedRevision !== 0) {
       obj.expectedRevision = Math.round(message.expectedRevision);
     }
+    if (message.members?.length) {
+      obj.members = message.members;
+    }
     return obj;
   },
 
@@ -1279,6 +1297,7 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
     message.name = object.name ?? "";
     message.member = object.member ?? "";
     message.expectedRevision = object.expectedRevision ?? 0;
+    message.members = object.members?.map((e) => e) || [];
     return message;
   },
 };
