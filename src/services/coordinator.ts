@@ -30,7 +30,7 @@ import type { Keys } from '../store/keys.js';
 import type { TokenStore } from '../store/token-store.js';
 import { Authenticator } from './auth.js';
 import { createAuthService } from './auth-service.js';
-import { createReflection } from './reflection.js';
+import { addReflection } from './reflection.js';
 import { ANY_ROLE, authenticated, type RpcDeps } from './rpc.js';
 import { createSystemService } from './system-service.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
@@ -153,15 +153,7 @@ export class Coordinator {
       });
     }
     // Reflection is served to authenticated callers only (grpcurl -H 'authorization: Bearer …').
-    createReflection().addToServer({
-      addService: (def, impl) => {
-        const wrapped: grpc.UntypedServiceImplementation = {};
-        for (const [name, handler] of Object.entries(impl)) {
-          wrapped[name] = authenticated(deps, name, ANY_ROLE, handler as (call: grpc.ServerDuplexStream<unknown, unknown>) => void);
-        }
-        this.server.addService(def, wrapped);
-      },
-    });
+    addReflection(this.server, (handler) => authenticated(deps, 'ServerReflectionInfo', ANY_ROLE, handler));
   }
 
   /** Binds, checks etcd once, and starts serving. Returns the bound address. */
