@@ -466,6 +466,10 @@ async function listen(server: net.Server, at: string): Promise<void> {
       server.once('error', reject);
       server.listen(file, () => resolve());
     });
+    // As Dovecot's own LMTP socket (mode 0666): the MTA beside the gateway runs as another user;
+    // who may reach the socket is the directory's to say.
+    const { chmodSync } = await import('node:fs');
+    chmodSync(file, 0o666);
     return;
   }
   const colon = at.lastIndexOf(':');

@@ -1,4 +1,5 @@
 import { spawn } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { readFileSync } from 'node:fs';
 import net from 'node:net';
 import * as grpc from '@grpc/grpc-js';
@@ -175,6 +176,8 @@ describe('mailshare gateway (real binary)', () => {
       await waitFor(() => /listening on/.test(out), 20_000, 'gateway listening');
       const m = /and (\S+) \(POP3\), (unix:\S+) \(LMTP\), (\S+) \(metrics\)/.exec(out);
       expect(m?.[2]).toBe(`unix:${socket}`);
+      // Like Dovecot's LMTP socket: an MTA running as another user can deliver.
+      expect(statSync(socket).mode & 0o777).toBe(0o666);
       const before = await scrape(m![3]!);
       expect(before.value('mailshare_gateway_connections', { protocol: 'lmtp' })).toBe(0);
       const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
