@@ -2,7 +2,7 @@ import { execFileSync, spawnSync } from 'node:child_process';
 import { chmodSync, chownSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { getFreePort } from '../../src/store/etcd-process.js';
-import { isAlive, waitFor } from './process.js';
+import { findProcesses, isAlive, waitFor } from './process.js';
 import { tempDir } from './tmp.js';
 
 export interface DovecotInstance {
@@ -67,6 +67,7 @@ export async function startDovecot(opts: {
   mkdirSync(path.join(dir, 'run'));
   mkdirSync(path.join(dir, 'state'));
   const port = await getFreePort();
+  const instanceName = `mailshare-test-${opts.name}-${port}`;
   const pop3Port = opts.protocols?.includes('pop3') ? await getFreePort() : undefined;
   const lmtpPort = opts.protocols?.includes('lmtp') ? await getFreePort() : undefined;
   writeFileSync(path.join(dir, 'master.passwd'), `${opts.master.user}:{PLAIN}${opts.master.password}\n`, { mode: 0o644 });
@@ -85,7 +86,7 @@ export async function startDovecot(opts: {
     conf,
     `base_dir = ${dir}/run
 state_dir = ${dir}/state
-instance_name = mailshare-test-${opts.name}-${port}
+instance_name = ${instanceName}
 log_path = ${dir}/dovecot.log
 protocols = imap${pop3Port ? ' pop3' : ''}${lmtpPort ? ' lmtp' : ''}
 listen = 127.0.0.1
@@ -232,6 +233,8 @@ service imap-login {
     }
   };
   const kill = (): void => signal('SIGKILL');
+  /** This instance's child processes (Dovecot names them "<instance_name>/<service>"). */
+  const children = (): number[] => findProcesses(`${instanceName}/`);
   return {
     address: `127.0.0.1:${port}`,
     ...(pop3Port ? { pop3Address: `127.0.0.1:${pop3Port}` } : {}),
@@ -260,6 +263,17 @@ service imap-login {
     stop: async () => {
       signal('SIGTERM');
       await waitFor(() => !ours(current), 10_000, 'dovecot to stop').catch(() => signal('SIGKILL'));
+      // Its children (named after the instance) outlive the master for a moment, or longer when
+      // it was killed: one finishing a delivery still writes into the mail root. None may be left.
+      await waitFor(() => children().length === 0, 5_000, 'dovecot children to exit').catch(() => undefined);
+      for (const pid of children()) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // gone meanwhile
+        }
+      }
+      await waitFor(() => children().length === 0, 5_000, 'dovecot children killed');
       t.remove();
     },
   };
