@@ -18,6 +18,8 @@ command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 [[ -x /usr/lib/dovecot/lmtp ]] || need+=(dovecot-lmtpd)
 # promtool (Debian's prometheus package): the tests check every /metrics scrape and deploy/prometheus/ with it.
 command -v promtool >/dev/null 2>&1 || need+=(prometheus)
+# Chromium: the status page is tested in a real browser (driven by playwright-core from npm).
+command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Python 3: the tests drive the gateway with real clients (imaplib, poplib, smtplib).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
 if ((${#need[@]})); then

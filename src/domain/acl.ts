@@ -90,6 +90,41 @@ export function effectiveRights(acl: Acl, subject: Subject, owner: string): Righ
   return withOwner(difference(pos, neg), subject, owner);
 }
 
+/** Why an ACL entry applies to a user. */
+export type MatchReason = 'user' | 'group' | 'anyone' | 'authenticated';
+
+export interface RightsExplanation {
+  /** The effective rights (exactly effectiveRights). */
+  readonly rights: Rights;
+  /** Every entry that covers the user, in ACL order, with why. */
+  readonly matched: ReadonlyArray<{ readonly identifier: string; readonly rights: Rights; readonly negative: boolean; readonly reason: MatchReason }>;
+  /** Union of the matched positive entries, and of the negative ones (taken away). */
+  readonly granted: Rights;
+  readonly denied: Rights;
+  /** The user owns the mailbox: l and a are kept whatever the entries say. */
+  readonly owner: boolean;
+}
+
+/**
+ * The effective rights with their reasons, by the same rule chain as
+ * effectiveRights (the status page and `acl explain` show this).
+ */
+export function explainRights(acl: Acl, subject: Subject, owner: string): RightsExplanation {
+  const matched: Array<RightsExplanation['matched'][number]> = [];
+  let granted: Rights = NO_RIGHTS;
+  let denied: Rights = NO_RIGHTS;
+  for (const [key, rights] of aclEntries(acl)) {
+    if (!covers(key, subject)) continue;
+    const negative = isNegative(key);
+    const bare = negative ? key.slice(1) : key;
+    const reason: MatchReason = bare === 'anyone' ? 'anyone' : bare === 'authenticated' ? 'authenticated' : bare.startsWith('group:') ? 'group' : 'user';
+    matched.push({ identifier: key, rights, negative, reason });
+    if (negative) denied = union(denied, rights);
+    else granted = union(granted, rights);
+  }
+  return { rights: withOwner(difference(granted, denied), subject, owner), matched, granted, denied, owner: subject.user === owner };
+}
+
 /**
  * Whether an ACL key (a formatted identifier, "-" first for negative rights)
  * covers the subject: "anyone", "authenticated", a group the subject is in,

@@ -5,12 +5,14 @@ import type net from 'node:net';
 import { DomainError } from '../domain/errors.js';
 import type { Registry } from './registry.js';
 
-/** What a route answers: status, headers, body (a string is sent as UTF-8). */
-export interface HttpAnswer {
-  status: number;
-  headers?: Record<string, string>;
-  body: string | Buffer;
-}
+/**
+ * What a route answers: status, headers, and a body (a string is sent as
+ * UTF-8), or `stream`, which is handed the response once the head is out
+ * (Server-Sent Events) and ends it itself.
+ */
+export type HttpAnswer =
+  | { status: number; headers?: Record<string, string>; body: string | Buffer }
+  | { status: number; headers?: Record<string, string>; stream: (res: http.ServerResponse, req: http.IncomingMessage) => void };
 
 export interface HttpRoute {
   method: 'GET' | 'POST';
@@ -127,11 +129,17 @@ export class HttpListener {
       this.opts.onError?.(err, url.pathname);
       answer = { status: 500, body: 'internal error\n' };
     }
+    if ('stream' in answer) {
+      if (res.destroyed) return;
+      res.writeHead(answer.status, { 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...answer.headers });
+      answer.stream(res, req);
+      return;
+    }
     send(res, answer);
   }
 }
 
-function send(res: http.ServerResponse, a: HttpAnswer): void {
+function send(res: http.ServerResponse, a: { status: number; headers?: Record<string, string>; body: string | Buffer }): void {
   if (res.destroyed) return;
   const body = typeof a.body === 'string' ? Buffer.from(a.body, 'utf8') : a.body;
   res.writeHead(a.status, { 'content-type': 'text/plain; charset=utf-8', 'cache-control': 'no-store', 'x-content-type-options': 'nosniff', ...a.headers, 'content-length': String(body.length) });

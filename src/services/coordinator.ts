@@ -31,6 +31,7 @@ import type { TokenStore } from '../store/token-store.js';
 import { Authenticator } from './auth.js';
 import { createAuthService } from './auth-service.js';
 import { addReflection } from './reflection.js';
+import { statusRoutes } from './status-page.js';
 import { ANY_ROLE, authenticated, type RpcDeps } from './rpc.js';
 import { createSystemService } from './system-service.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
@@ -142,13 +143,14 @@ export class Coordinator {
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.metrics.observePlacement(this.placement);
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
-    this.server.addService(EventServiceService, createEventService({ ...deps, events: new EventStore(opts.client, opts.keys), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
+    const events = new EventStore(opts.client, opts.keys);
+    this.server.addService(EventServiceService, createEventService({ ...deps, events, maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
     if (opts.httpListen !== undefined) {
       this.http = new HttpListener({
         listen: opts.httpListen,
         tls: opts.tls,
-        routes: [metricsRoute(this.metrics.registry)],
+        routes: [metricsRoute(this.metrics.registry), ...statusRoutes({ auth: deps.auth, placement: this.placement, directory, mailboxes, events, log: this.log })],
         onError: (err, path) => this.log.error({ err, path }, 'HTTP handler failed'),
       });
     }

@@ -259,6 +259,11 @@ export class DirectoryStore {
   }
 
   /** Every group of a tenant that has `user` as a member, read at `revision` (0 = now). */
+  /** How many groups a tenant has (a count-only read). */
+  async groupCount(tenant: string): Promise<number> {
+    return etcdOp('counting groups', () => this.client.getAll().prefix(this.keys.groupsPrefix(tenant)).count());
+  }
+
   async groupsOf(tenant: string, user: string, revision = 0): Promise<{ groups: Set<string>; revision: number }> {
     const b = this.client.getAll().prefix(this.keys.groupsPrefix(tenant));
     if (revision) b.revision(revision);

@@ -134,6 +134,11 @@ export class MailboxStore {
   }
 
   /** One owner's mailboxes (or the whole tenant's), in key order. */
+  /** How many mailboxes a tenant has registered (a count-only read). */
+  async count(tenant: string): Promise<number> {
+    return etcdOp('counting mailboxes', () => this.client.getAll().prefix(this.keys.mailboxesPrefix(tenant)).count());
+  }
+
   async list(tenant: string, owner: string | undefined, limit: number, afterKey: string | undefined): Promise<{ mailboxes: MailboxRecord[]; lastKey: string | undefined }> {
     const prefix = owner === undefined ? this.keys.mailboxesPrefix(tenant) : this.keys.ownerMailboxesPrefix(tenant, owner);
     if (afterKey !== undefined && !afterKey.startsWith(prefix)) {

@@ -64,6 +64,8 @@ export class PlacementStore {
   /** Every assignment, watch-fed: Locate answers from here, and node loads are counted from it. */
   private readonly assignments: PrefixCache<CachedAssignment>;
   private readonly counts = new Map<string, number>();
+  /** Assignments per tenant (the status page). */
+  private readonly tenantCounts = new Map<string, number>();
   /** Assignments per lease, so a revoke can wait until this cache saw them go. */
   private readonly perLease = new Map<string, number>();
   private total = 0;
@@ -108,10 +110,18 @@ export class PlacementStore {
       },
       onReset: () => {
         this.counts.clear();
+        this.tenantCounts.clear();
         this.perLease.clear();
         this.total = 0;
       },
-      onChange: (_key, before, after) => {
+      onChange: (key, before, after) => {
+        const tenant = key.slice(keys.assignmentsPrefix.length, key.indexOf('/', keys.assignmentsPrefix.length));
+        const delta = (after !== undefined ? 1 : 0) - (before !== undefined ? 1 : 0);
+        if (delta !== 0) {
+          const n = (this.tenantCounts.get(tenant) ?? 0) + delta;
+          if (n > 0) this.tenantCounts.set(tenant, n);
+          else this.tenantCounts.delete(tenant);
+        }
         if (before !== undefined) {
           this.counts.set(before.node, (this.counts.get(before.node) ?? 1) - 1);
           const left = (this.perLease.get(before.leaseId) ?? 1) - 1;
@@ -273,6 +283,24 @@ export class PlacementStore {
         capacity: capacity(ring, n.name, this.total, this.epsilon),
       })),
     };
+  }
+
+  /** Users assigned in a tenant (from the watch-fed copy). */
+  assignedIn(tenant: string): number {
+    return this.tenantCounts.get(tenant) ?? 0;
+  }
+
+  /** The assignment of a user as this coordinator's copy has it (no etcd read). */
+  cachedAssignment(tenant: string, user: string): { node: string; epoch: number } | undefined {
+    const a = this.assignments.get(this.keys.assignment(tenant, user));
+    return a ? { node: a.node, epoch: a.epoch } : undefined;
+  }
+
+  /** Seconds left on a lease (etcd's view), undefined when it is gone. */
+  async leaseSecondsLeft(leaseId: string): Promise<number | undefined> {
+    const res = await etcdOp('reading a lease', () => this.client.leaseClient.leaseTimeToLive({ ID: leaseId }));
+    const ttl = Number(res.TTL);
+    return ttl > 0 ? ttl : undefined;
   }
 
   async getNode(name: string): Promise<NodeConfig | undefined> {

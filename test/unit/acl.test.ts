@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type Acl, EMPTY_ACL, aclEntries, deleteAcl, effectivePackedRights, effectiveRights, listRights, packAcl, packedEntries, setAcl } from '../../src/domain/acl.js';
+import { type Acl, EMPTY_ACL, aclEntries, deleteAcl, effectivePackedRights, effectiveRights, explainRights, listRights, packAcl, packedEntries, setAcl } from '../../src/domain/acl.js';
 import { formatIdentifier, parseIdentifier } from '../../src/domain/identifier.js';
 import { type Rights, formatRights, formatRightsForResponse, parseRights, parseRightsChange } from '../../src/domain/rights.js';
 
@@ -109,6 +109,42 @@ describe('effective rights (RFC 4314 §2: ∪ positive − ∪ negative)', () =>
         expect(effectivePackedRights(packed, subject, owner)).toBe(effectiveRights(acl, subject, owner));
       }),
       { numRuns: 2000 },
+    );
+  });
+});
+
+describe('explainRights', () => {
+  it('names every entry that applies and why, and comes to exactly the effective rights', () => {
+    let acl = set(EMPTY_ACL, 'bob', 'lr');
+    acl = set(acl, 'group:team', 'lrsw');
+    acl = set(acl, 'anyone', 'l');
+    acl = set(acl, '-group:temps', 'w');
+    acl = set(acl, 'carol', 'lrswi');
+    const e = explainRights(acl, { user: 'bob', groups: new Set(['team', 'temps']) }, 'alice');
+    expect(e.matched.map((m) => [m.identifier, formatRights(m.rights), m.reason, m.negative])).toEqual([
+      ['anyone', 'l', 'anyone', false],
+      ['bob', 'lr', 'user', false],
+      ['group:team', 'lrsw', 'group', false],
+      ['-group:temps', 'w', 'group', true],
+    ]);
+    expect([formatRights(e.granted), formatRights(e.denied), formatRights(e.rights), e.owner]).toEqual(['lrsw', 'w', 'lrs', false]);
+    const owner = explainRights(set(EMPTY_ACL, '-alice', 'la'), { user: 'alice', groups: new Set() }, 'alice');
+    expect([formatRights(owner.rights), owner.owner]).toEqual(['la', true]);
+  });
+
+  it('agrees with effectiveRights on random ACLs', () => {
+    const names = ['u1', 'u2', 'any', 'group', 'g1'];
+    const groups = ['g1', 'g2', 'u1'];
+    const ident = fc.constantFrom(...names, ...groups.map((g) => `group:${g}`), 'anyone', 'authenticated');
+    const entry = fc.tuple(fc.boolean(), ident, fc.integer({ min: 0, max: 2047 }));
+    fc.assert(
+      fc.property(fc.array(entry, { maxLength: 12 }), fc.constantFrom(...names), fc.subarray(groups), fc.constantFrom(...names), (entries, user, memberOf, owner) => {
+        let acl: Acl = EMPTY_ACL;
+        for (const [neg, who, r] of entries) acl = setAcl(acl, id((neg ? '-' : '') + who), { mode: 'replace', rights: r as Rights });
+        const subject = { user, groups: new Set(memberOf) };
+        expect(explainRights(acl, subject, owner).rights).toBe(effectiveRights(acl, subject, owner));
+      }),
+      { numRuns: 1000 },
     );
   });
 });
