@@ -13,7 +13,7 @@ export const layerZones = [
   { target: './src/domain', from: './src', except: ['./domain'], message: 'src/domain is pure: it imports nothing else from src/.' },
   { target: './src/store', from: ['./src/services', './src/bin', './src/cli', './src/agent', './src/gateway', './src/gen'], message: 'store may import only domain (and config types).' },
   { target: './src/services', from: ['./src/bin', './src/cli', './src/agent', './src/gateway'], message: 'services may not import bin or the API clients.' },
-  { target: ['./src/agent', './src/gateway', './src/cli'], from: ['./src/store', './src/services', './src/bin'], message: 'agent, gateway and cli are clients of the gRPC API: import only domain and gen.' },
+  { target: ['./src/agent', './src/gateway', './src/cli', './src/sidecar'], from: ['./src/store', './src/services', './src/bin'], message: 'agent, gateway, sidecar and cli are clients of the gRPC API: import only domain and gen.' },
   { target: './src/metrics', from: './src', except: ['./domain', './metrics'], message: 'src/metrics (Prometheus registries, the HTTP listener) imports only domain: every layer may use it.' },
   { target: './src/config', from: ['./src/store', './src/services', './src/bin', './src/cli', './src/agent', './src/gateway'], message: 'config may import only domain.' },
 ];
@@ -47,7 +47,7 @@ export default tseslint.config(
     },
   },
   {
-    files: ['src/agent/**/*.ts', 'src/gateway/**/*.ts', 'src/cli/**/*.ts'],
+    files: ['src/agent/**/*.ts', 'src/gateway/**/*.ts', 'src/cli/**/*.ts', 'src/sidecar/**/*.ts'],
     rules: { 'no-restricted-imports': ['error', { paths: [{ name: 'etcd3', message: 'clients talk to the gRPC API, never to etcd.' }] }] },
   },
   {

@@ -315,6 +315,13 @@ export class Agent extends EventEmitter<AgentEvents> {
     return !this.controller.signal.aborted && Date.now() < this.deadline && lease !== undefined && a !== undefined && a.node === this.opts.node.name && a.epoch === epoch && a.epoch > lease.revision;
   }
 
+  /** Whether this node holds the user now (under its current lease, by its view). */
+  isHolding(tenant: string, user: string): boolean {
+    const a = this.cache.locate(tenant, user);
+    const lease = this.lease;
+    return lease !== undefined && a !== undefined && a.node === this.opts.node.name && a.epoch > lease.revision;
+  }
+
   /** Users this node holds under its current lease. */
   users(): CachedAssignment[] {
     const lease = this.lease;

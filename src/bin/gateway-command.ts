@@ -1,19 +1,7 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import type { ChannelCredentials } from '@grpc/grpc-js';
+import { coordinatorCredentials, count, duration, hostPort, positive, readFlagFile } from './flags.js';
 
-const hostPort = (v: string): string => {
-  if (!/^[^\s/]+:\d{1,5}$/.test(v)) throw new InvalidArgumentError('must be host:port');
-  return v;
-};
-const positive = (v: string): number => {
-  if (!/^\d{1,4}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
-  return Number(v);
-};
-const count = (v: string): number => {
-  if (!/^\d{1,7}$/.test(v) || Number(v) === 0) throw new InvalidArgumentError('must be a positive whole number');
-  return Number(v);
-};
 const lmtpListen = (v: string): string => {
   if (/^unix:\/\S+$/.test(v)) return v;
   return hostPort(v);
@@ -26,13 +14,6 @@ const poolSize = (v: string): number => {
   if (!/^\d{1,2}$/.test(v) || Number(v) > 64) throw new InvalidArgumentError('must be a whole number from 0 to 64');
   return Number(v);
 };
-const duration = (v: string): number => {
-  if (v === '0') return 0;
-  const m = /^(\d{1,9})(ms|s|m|h)$/.exec(v);
-  if (!m) throw new InvalidArgumentError('must be a duration with its unit, e.g. 15m, 90s, or 0 (never)');
-  return Number(m[1]) * { ms: 1, s: 1000, m: 60_000, h: 3600_000 }[m[2]!]!;
-};
-
 /**
  * `mailshare gateway`: the IMAP side of one backend node. Owns the process
  * (signals, exit codes): SIGINT/SIGTERM lets users leave, revokes the
@@ -107,15 +88,7 @@ export function registerGateway(program: Command): void {
       }
       if ((flags.tlsCert === undefined) !== (flags.tlsKey === undefined)) throw new DomainError('invalid_argument', 'tls-cert: give both --tls-cert and --tls-key', { field: 'tls-cert' });
       if (flags.listenTls !== undefined && flags.tlsCert === undefined) throw new DomainError('invalid_argument', 'listen-tls: needs --tls-cert and --tls-key', { field: 'listen-tls' });
-      const { readFileSync } = await import('node:fs');
-      /** A certificate or key file named by a flag; an unreadable one is that flag's error. */
-      const read = (file: string, field: string): Buffer => {
-        try {
-          return readFileSync(file);
-        } catch (err) {
-          throw new DomainError('invalid_argument', `${field}: cannot read ${file} (${(err as NodeJS.ErrnoException).code ?? String(err)})`, { field });
-        }
-      };
+      const read = readFlagFile;
       let tlsFiles: { cert: Buffer; key: Buffer } | undefined;
       if (flags.tlsCert !== undefined && flags.tlsKey !== undefined) {
         tlsFiles = { cert: read(flags.tlsCert, 'tls-cert'), key: read(flags.tlsKey, 'tls-key') };
@@ -140,18 +113,7 @@ export function registerGateway(program: Command): void {
       const logger = createLogger(level as 'info', 'auto');
       const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
       // TLS to the coordinators: a CA (or a client certificate) turns it on.
-      const coordCa = flags.coordinatorCa ?? process.env.MAILSHARE_TLS_CA;
-      const coordCert = flags.coordinatorCert ?? process.env.MAILSHARE_TLS_CLIENT_CERT;
-      const coordKey = flags.coordinatorKey ?? process.env.MAILSHARE_TLS_CLIENT_KEY;
-      if ((coordCert === undefined) !== (coordKey === undefined)) {
-        throw new DomainError('invalid_argument', 'coordinator-cert: give both --coordinator-cert and --coordinator-key', { field: 'coordinator-cert' });
-      }
-      let credentials: ChannelCredentials | undefined;
-      if (coordCa !== undefined || coordCert !== undefined || flags.coordinatorServerName !== undefined) {
-        const grpc = await import('@grpc/grpc-js');
-        const optional = (file: string | undefined, field: string): Buffer | null => (file === undefined ? null : read(file, field));
-        credentials = grpc.credentials.createSsl(optional(coordCa, 'coordinator-ca'), optional(coordKey, 'coordinator-key'), optional(coordCert, 'coordinator-cert'));
-      }
+      const credentials = await coordinatorCredentials(flags);
       const gateway = createGateway({
         listen: flags.listen ?? '127.0.0.1:1143',
         coordinators,

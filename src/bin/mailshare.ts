@@ -13,6 +13,7 @@ import { registerStatus } from '../cli/status.js';
 import { registerTenant } from '../cli/tenant.js';
 import { registerToken } from '../cli/token.js';
 import { DomainError } from '../domain/errors.js';
+import { registerAgent } from './agent-command.js';
 import { registerGateway } from './gateway-command.js';
 import { registerServer } from './server-command.js';
 
@@ -51,6 +52,7 @@ async function main(argv: string[]): Promise<number> {
 
   registerServer(program, version);
   registerGateway(program);
+  registerAgent(program);
   registerStatus(program, io);
   registerToken(program, io);
   registerTenant(program, io);

@@ -4,7 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Agent, createAgent } from '../agent/agent.js';
 import { BackendConnector, type Credentials, backendLogin } from './backend.js';
 import { LoginRouter } from './core/login-router.js';
-import { dovecotName, resolveName } from './core/login-names.js';
+import { dovecotName, resolveName } from '../agent/names.js';
 import { AUTH_FAILED, type LoginResult, type PreLoginHost, preLogin } from './imap/prelogin.js';
 import { BackendHealth } from './backend-health.js';
 import { type CommandParser, POST_LOGIN_LIMITS } from './imap/parser.js';

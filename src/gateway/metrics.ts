@@ -1,5 +1,6 @@
 import { Counter, Gauge, Histogram, LATENCY_BUCKETS, type Registry, createRegistry } from '../metrics/registry.js';
 import type { Agent } from '../agent/agent.js';
+import { addAgentGauges } from '../agent/metrics.js';
 
 /** IMAP commands measured under their own name; any other is "OTHER" (a client cannot add labels). */
 const IMAP_COMMANDS = new Set(
@@ -75,14 +76,7 @@ export class GatewayMetrics {
       g.set({ state: 'in_use' }, o.inUse);
       g.set({ state: 'idle' }, o.idle);
     });
-    gauge({ name: 'mailshare_lease_remaining_seconds', help: 'How long this node can still prove its lease without another renewal (0: none).' }, (g) => g.set(agent.leaseRemainingMs / 1000));
-    gauge({ name: 'mailshare_lease_ttl_seconds', help: "The node's lease TTL: renewals keep the remaining time above two thirds of it." }, (g) => g.set(agent.leaseTtlSeconds));
-    gauge({ name: 'mailshare_serving', help: '1 while this node may serve (provable lease, fresh view of the cluster), else 0.' }, (g) => g.set(agent.serving ? 1 : 0));
-    gauge({ name: 'mailshare_event_stream_silence_seconds', help: 'Seconds since the event stream last spoke (events or heartbeat); past the lease TTL the node stops serving.' }, (g) => {
-      const ms = agent.lastHeardAgoMs;
-      g.set(Number.isFinite(ms) ? ms / 1000 : -1);
-    });
-    gauge({ name: 'mailshare_cache_revision', help: "The etcd revision this node's caches are valid at." }, (g) => g.set(agent.revision));
+    addAgentGauges(this.registry, agent);
   }
 
   login(protocol: GatewayProtocol, result: string): void {

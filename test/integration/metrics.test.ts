@@ -6,7 +6,8 @@ import { REPO_ROOT } from '../harness/server.js';
 import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
 import { RawImap } from '../harness/imap.js';
 import { python } from '../harness/lines.js';
-import { connectApi } from '../harness/api.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
+import { Sidecar } from '../../src/sidecar/sidecar.js';
 import { httpGet, scrape } from '../harness/metrics.js';
 import { waitFor } from '../harness/process.js';
 
@@ -168,10 +169,21 @@ describe('deploy/prometheus', () => {
     }
   });
 
-  it('alerts only on metrics the coordinator and the gateways export', async () => {
+  it('alerts only on metrics the coordinator, the gateways and mailshare agent export', async () => {
     const names = new Set(readFileSync(path.join(dir, 'alerts.yml'), 'utf8').match(/\bmailshare_[a-z_]+/g));
     expect(names.size).toBeGreaterThan(5);
-    const exported = (await scrape(coordinator())).text + (await scrape(gatewayMetrics(0))).text;
-    for (const name of names) expect(exported, name).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));
+    // An agent beside n1's Dovecot, as a third node (the other tests are done with the node counts).
+    const admin = connectApi(cluster.server.address, cluster.server.adminToken);
+    const token = await nodeTokens(admin)('n3');
+    admin.close();
+    const d = cluster.dovecots[0]!;
+    const agent = new Sidecar({ coordinators: [cluster.server.address], token, node: { name: 'n3', imap: d.address }, doveadm: { config: path.join(d.dir, 'dovecot.conf') }, metricsListen: '127.0.0.1:0' });
+    await agent.start();
+    try {
+      const exported = (await scrape(coordinator())).text + (await scrape(gatewayMetrics(0))).text + (await scrape(agent.metricsAddress()!)).text;
+      for (const name of names) expect(exported, name).toMatch(new RegExp(`^# TYPE ${name} `, 'm'));
+    } finally {
+      await agent.close();
+    }
   });
 });

@@ -17,13 +17,13 @@ afterAll(() => tmp.remove());
 const available = spawnSync('systemd-analyze', ['--version']).status === 0;
 
 describe.skipIf(!available)('deploy/systemd', () => {
-  it('ships a unit for the coordinator and one for the gateway', () => {
-    expect(units).toEqual(['mailshare-gateway.service', 'mailshare-server.service']);
+  it('ships a unit for the coordinator, the gateway and the agent', () => {
+    expect(units).toEqual(['mailshare-agent.service', 'mailshare-gateway.service', 'mailshare-server.service']);
   });
 
   it.each(units)('%s passes systemd-analyze verify and is hardened (exposure below 2.5)', (unit) => {
     const text = readFileSync(path.join(dir, unit), 'utf8');
-    expect(text).toMatch(/^ExecStart=\/usr\/bin\/mailshare (server|gateway) /m);
+    expect(text).toMatch(/^ExecStart=\/usr\/bin\/mailshare (server|gateway|agent) /m);
     const file = path.join(tmp.path, unit);
     writeFileSync(file, text.replaceAll('/usr/bin/mailshare', BIN));
     const verify = spawnSync('systemd-analyze', ['verify', file], { encoding: 'utf8' });

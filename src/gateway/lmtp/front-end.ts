@@ -3,7 +3,7 @@ import type net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import { USER_ID_PATTERN } from '../../domain/ids.js';
 import type { BackendTls } from '../backend.js';
-import { resolveName } from '../core/login-names.js';
+import { resolveName } from '../../agent/names.js';
 import type { LoginRouter } from '../core/login-router.js';
 import { type LmtpHost, LmtpSession, type RecipientRoute } from './session.js';
 import { type Reply, replyClass } from './syntax.js';

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { Agent } from '../../agent/agent.js';
 import type { BackendTls } from '../backend.js';
-import { resolveName } from '../core/login-names.js';
+import { resolveName } from '../../agent/names.js';
 import type { LoginRouter } from '../core/login-router.js';
 import type { FencedSession, SessionOwner } from '../core/sessions.js';
 import { pop3Login } from './backend.js';

@@ -1,4 +1,4 @@
-import type { Agent } from '../../agent/agent.js';
+import type { Agent } from './agent.js';
 
 /** Whom a login (or a mail recipient) names, resolved from the agent's memory. */
 export interface NamedUser {

@@ -1,0 +1,186 @@
+import type * as grpc from '@grpc/grpc-js';
+import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
+import { addAgentGauges } from '../agent/metrics.js';
+import { dovecotName, resolveName } from '../agent/names.js';
+import { HttpListener, metricsRoute } from '../metrics/http-listener.js';
+import { Counter, Gauge, type Registry, createRegistry } from '../metrics/registry.js';
+import { Doveadm, type DoveadmOptions, type DovecotSession } from './doveadm.js';
+
+export interface SidecarOptions {
+  coordinators: string[];
+  credentials?: grpc.ChannelCredentials;
+  channelOptions?: grpc.ClientOptions;
+  /** This node's token (role node:<its name>). */
+  token: string;
+  /** This node: its name, its Dovecot's IMAP address, and its other protocols' (pop3, lmtp, sieve, submission). */
+  node: { name: string; imap: string; addresses?: Record<string, string>; weight?: number; zone?: string };
+  /** Tenant of Dovecot login names without a domain. */
+  tenant?: string;
+  ttlSeconds?: number;
+  /** A user with no session on any node for this long is released; default 15 minutes, 0 never. */
+  userExpireMs?: number;
+  doveadm?: DoveadmOptions;
+  /** How often Dovecot is asked who is logged in (doveadm who); default 1 s. */
+  whoIntervalMs?: number;
+  /** host:port for Prometheus /metrics; off when absent. */
+  metricsListen?: string;
+  logger?: AgentLogger;
+}
+
+/**
+ * `mailshare agent`: the sidecar of a stock Dovecot backend, for clusters
+ * whose proxies are Dovecot's own (no mailshare gateway in front). It
+ * registers the node with every protocol's address and keeps its lease
+ * (the agent SDK), and enforces the assignment on the local Dovecot: a
+ * user who leaves this node (move, drain, kick) has their sessions kicked
+ * before the node releases them, the node that loses its lease or its view
+ * of the cluster kicks everyone, and a session of a user this node does
+ * not hold (seen twice in a row) is kicked too. Who is logged in comes
+ * from Dovecot itself (doveadm who, every protocol), reported to the agent
+ * so idle users expire as with the gateway.
+ */
+export class Sidecar {
+  readonly agent: Agent;
+  readonly registry: Registry = createRegistry();
+  private readonly doveadm: Doveadm;
+  private readonly http: HttpListener | undefined;
+  private readonly kicks: Counter;
+  private readonly doveadmErrors: Counter;
+  private timer: NodeJS.Timeout | undefined;
+  private polling: Promise<void> | undefined;
+  /** Users with sessions here at the last poll ("tenant/user"), and those seen that are not ours. */
+  private present = new Map<string, { tenant: string; user: string; login: string }>();
+  private strays = new Set<string>();
+  private lastSessions: DovecotSession[] = [];
+  private closed = false;
+  private readonly log: AgentLogger;
+
+  constructor(private readonly opts: SidecarOptions) {
+    this.log = opts.logger ?? { info: () => undefined, warn: () => undefined, debug: () => undefined };
+    this.doveadm = new Doveadm(opts.doveadm);
+    this.agent = createAgent({
+      coordinators: opts.coordinators,
+      token: opts.token,
+      credentials: opts.credentials,
+      channelOptions: opts.channelOptions,
+      node: { name: opts.node.name, imapAddress: opts.node.imap, addresses: opts.node.addresses ?? {}, weight: opts.node.weight, zone: opts.node.zone },
+      ttlSeconds: opts.ttlSeconds,
+      logger: opts.logger,
+      userExpireMs: opts.userExpireMs ?? 15 * 60_000,
+      // The old node lets a user go only once Dovecot has ended their sessions.
+      onUserLeaving: (u) => this.kick(u.tenant, u.user, 'moved'),
+    });
+    const registers = [this.registry];
+    addAgentGauges(this.registry, this.agent);
+    this.kicks = new Counter({ name: 'mailshare_agent_kicks_total', help: 'doveadm kicks by reason (moved: the user left this node; lease: the node lost its lease or view; stray: a session of a user this node does not hold) and result.', labelNames: ['reason', 'result'], registers });
+    this.doveadmErrors = new Counter({ name: 'mailshare_agent_doveadm_errors_total', help: 'doveadm calls that failed, by command.', labelNames: ['command'], registers });
+    const sessions: Gauge = new Gauge({
+      name: 'mailshare_agent_dovecot_sessions',
+      help: 'Connections logged in at the local Dovecot (doveadm who), by protocol.',
+      labelNames: ['protocol'],
+      registers,
+      collect: () => {
+        sessions.reset();
+        const by = new Map<string, number>();
+        for (const s of this.lastSessions) by.set(s.protocol, (by.get(s.protocol) ?? 0) + s.connections);
+        for (const [protocol, n] of by) sessions.set({ protocol }, n);
+      },
+    });
+    this.agent.on('leaseLost', () => void this.kickAll('the node lost its lease'));
+    this.agent.on('servingChanged', ({ serving, reason }) => {
+      if (!serving) void this.kickAll(reason);
+    });
+    if (opts.metricsListen !== undefined) {
+      this.http = new HttpListener({ listen: opts.metricsListen, routes: [metricsRoute(this.registry)], onError: (err) => this.log.warn({ err: String(err) }, 'metrics handler failed') });
+    }
+  }
+
+  async start(): Promise<void> {
+    await this.agent.ready;
+    await this.http?.start();
+    const every = this.opts.whoIntervalMs ?? 1000;
+    const tick = (): void => {
+      this.polling = this.poll().finally(() => {
+        if (!this.closed) this.timer = setTimeout(tick, every);
+      });
+    };
+    tick();
+  }
+
+  metricsAddress(): string | undefined {
+    return this.http?.listening ? this.http.address() : undefined;
+  }
+
+  /** Graceful: every user leaves (kicked, then released), the lease is revoked, polling stops. */
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.timer);
+    await this.polling?.catch(() => undefined);
+    await this.agent.close();
+    await this.http?.close();
+  }
+
+  private async kick(tenant: string, user: string, reason: string): Promise<void> {
+    const login = dovecotName(this.agent, tenant, user);
+    try {
+      await this.doveadm.kick(login);
+      this.kicks.inc({ reason, result: 'ok' });
+      this.log.info({ tenant, user, reason }, 'sessions kicked');
+    } catch (err) {
+      this.kicks.inc({ reason, result: 'failed' });
+      this.doveadmErrors.inc({ command: 'kick' });
+      this.log.warn({ tenant, user, err: String(err) }, 'kick failed');
+      throw err;
+    }
+  }
+
+  private async kickAll(why: string): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.doveadm.kickAll();
+      this.kicks.inc({ reason: 'lease', result: 'ok' });
+      this.log.warn({ why }, 'every session kicked');
+    } catch (err) {
+      this.kicks.inc({ reason: 'lease', result: 'failed' });
+      this.doveadmErrors.inc({ command: 'kick' });
+      this.log.warn({ why, err: String(err) }, 'kicking every session failed');
+    }
+  }
+
+  /** Who is logged in now: sessions reported to the agent, strays kicked. */
+  private async poll(): Promise<void> {
+    let sessions: DovecotSession[];
+    try {
+      sessions = await this.doveadm.who();
+    } catch (err) {
+      this.doveadmErrors.inc({ command: 'who' });
+      this.log.warn({ err: String(err) }, 'doveadm who failed');
+      return;
+    }
+    this.lastSessions = sessions;
+    const now = new Map<string, { tenant: string; user: string; login: string }>();
+    for (const s of sessions) {
+      const named = resolveName(this.agent, this.opts.tenant, s.user);
+      if (named.tenant === undefined) continue;
+      now.set(`${named.tenant}/${named.user}`, { tenant: named.tenant, user: named.user, login: s.user });
+    }
+    for (const [k, u] of now) if (!this.present.has(k)) this.agent.sessionOpened(u.tenant, u.user, this.opts.node.name);
+    for (const [k, u] of this.present) if (!now.has(k)) this.agent.sessionClosed(u.tenant, u.user);
+    this.present = now;
+    // A session of a user this node does not hold: twice in a row (an assignment made a moment
+    // ago may not have reached this node's view yet), while the view is fresh.
+    const strays = new Set<string>();
+    if (!this.agent.serving) {
+      // Nobody is provably this node's: whoever logged in meanwhile goes too.
+      if (sessions.length > 0) await this.kickAll('the node cannot prove its lease');
+    } else {
+      for (const [k, u] of now) {
+        if (this.agent.isHolding(u.tenant, u.user)) continue;
+        if (this.strays.has(k)) await this.kick(u.tenant, u.user, 'stray').catch(() => undefined);
+        else strays.add(k);
+      }
+    }
+    this.strays = strays;
+  }
+}
