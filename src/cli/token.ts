@@ -15,7 +15,7 @@ export function registerToken(program: Command, io: CliIo): void {
     token
       .command('create')
       .description('create a token; prints the secret once')
-      .requiredOption('--role <role>', 'admin | node | tenant-admin:<tenant>')
+      .requiredOption('--role <role>', 'admin | node | tenant-admin:<tenant> | proxy (a Dovecot proxy: /v1/route only)')
       .option('--node <name>', 'with --role node: the node the token is for (it can act for no other)')
       .option('--tenants <list>', 'with --role node: comma-separated tenants the node serves (default every tenant)')
       .option('--description <text>', 'note for operators', '')

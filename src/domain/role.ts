@@ -11,16 +11,20 @@ import { TENANT_ID_PATTERN, parseTenantId, printable } from './ids.js';
  *   `node:<name>:<tenant>,<tenant>…`. A bare `node` is refused: a node
  *   token that could speak for any node could register any name at any
  *   address, and collect the passwords gateways send there.
+ * - proxy: a Dovecot proxy asking where users live (the coordinator's
+ *   /v1/route endpoint); it may do nothing else.
  */
 export type Role =
   | { readonly kind: 'admin' }
   | { readonly kind: 'tenant-admin'; readonly tenant: string }
-  | { readonly kind: 'node'; readonly node: string; readonly tenants?: readonly string[] };
+  | { readonly kind: 'node'; readonly node: string; readonly tenants?: readonly string[] }
+  | { readonly kind: 'proxy' };
 
 export type RoleKind = Role['kind'];
 
 export function parseRole(value: string, field = 'role'): Role {
   if (value === 'admin') return { kind: 'admin' };
+  if (value === 'proxy') return { kind: 'proxy' };
   if (value === 'node') throw invalidArgument(field, 'a node token names its node: node:<name> (mailshare token create --role node --node <name>)');
   if (value.startsWith('node:')) {
     const [name = '', tenants, ...extra] = value.slice('node:'.length).split(':');
@@ -32,7 +36,7 @@ export function parseRole(value: string, field = 'role'): Role {
   if (value.startsWith('tenant-admin:')) {
     return { kind: 'tenant-admin', tenant: parseTenantId(value.slice('tenant-admin:'.length), field) };
   }
-  throw invalidArgument(field, `unknown role "${printable(value)}" (expected admin, node:<name>[:<tenant>,…] or tenant-admin:<tenant>)`);
+  throw invalidArgument(field, `unknown role "${printable(value)}" (expected admin, node:<name>[:<tenant>,…], tenant-admin:<tenant> or proxy)`);
 }
 
 export function formatRole(role: Role): string {
@@ -43,6 +47,8 @@ export function formatRole(role: Role): string {
       return `tenant-admin:${role.tenant}`;
     case 'node':
       return `node:${role.node}${role.tenants ? `:${role.tenants.join(',')}` : ''}`;
+    case 'proxy':
+      return 'proxy';
   }
 }
 

@@ -1,4 +1,4 @@
-import { Gauge, type Registry, createRegistry } from '../metrics/registry.js';
+import { Gauge, Histogram, LATENCY_BUCKETS, type Registry, createRegistry } from '../metrics/registry.js';
 import { etcdClientMetrics, rpcServerMetrics } from '../metrics/grpc-metrics.js';
 import type { PlacementStore } from '../store/placement-store.js';
 
@@ -30,6 +30,13 @@ export class CoordinatorMetrics implements WatchRegistry {
   private etcdUp = false;
   private readonly streams = new Set<{ consumer: string; revision: number }>();
   private placement: PlacementStore | undefined;
+  private readonly routes = new Histogram({
+    name: 'mailshare_route_duration_seconds',
+    help: 'Time to answer POST /v1/route (Dovecot proxies asking where a user lives), by HTTP status.',
+    labelNames: ['status'],
+    buckets: LATENCY_BUCKETS,
+    registers: [this.registry],
+  });
 
   constructor() {
     const gauge = (opts: { name: string; help: string; labelNames?: string[] }, fill: (g: Gauge) => void): void => {
@@ -65,6 +72,10 @@ export class CoordinatorMetrics implements WatchRegistry {
       for (const n of nodes()) g.set({ node: n.name }, n.capacity);
     });
     gauge({ name: 'mailshare_assignments', help: 'Users assigned to any node.' }, (g) => g.set(this.placement?.loadReport().total ?? 0));
+  }
+
+  observeRoute(status: number, seconds: number): void {
+    this.routes.observe({ status: String(status) }, seconds);
   }
 
   /** The placement store whose caches the node gauges read (set once it exists). */

@@ -32,6 +32,8 @@ import { Authenticator } from './auth.js';
 import { createAuthService } from './auth-service.js';
 import { addReflection } from './reflection.js';
 import { statusRoutes } from './status-page.js';
+import { routeEndpoint } from './route-endpoint.js';
+import { TenantCache } from '../store/tenant-cache.js';
 import { ANY_ROLE, authenticated, type RpcDeps } from './rpc.js';
 import { createSystemService } from './system-service.js';
 import { CoordinatorMetrics } from './coordinator-metrics.js';
@@ -96,6 +98,8 @@ export class Coordinator {
   private pruneTimer: NodeJS.Timeout | undefined;
   private readonly audit: AuditStore;
   private readonly placement: PlacementStore;
+  /** Tenants' login domains, watch-fed (the route endpoint). */
+  private readonly tenants: TenantCache;
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
@@ -140,6 +144,7 @@ export class Coordinator {
     this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes }));
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
+    this.tenants = new TenantCache(opts.client, opts.keys, opts.logger.child({ component: 'tenants' }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.metrics.observePlacement(this.placement);
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
@@ -150,7 +155,11 @@ export class Coordinator {
       this.http = new HttpListener({
         listen: opts.httpListen,
         tls: opts.tls,
-        routes: [metricsRoute(this.metrics.registry), ...statusRoutes({ auth: deps.auth, placement: this.placement, directory, mailboxes, events, log: this.log })],
+        routes: [
+          metricsRoute(this.metrics.registry),
+          routeEndpoint({ auth: deps.auth, placement: this.placement, tenants: this.tenants, log: this.log, observe: (status, seconds) => this.metrics.observeRoute(status, seconds) }),
+          ...statusRoutes({ auth: deps.auth, placement: this.placement, directory, mailboxes, events, log: this.log }),
+        ],
         onError: (err, path) => this.log.error({ err, path }, 'HTTP handler failed'),
       });
     }
@@ -162,6 +171,7 @@ export class Coordinator {
   async start(): Promise<string> {
     const creds = this.credentials();
     await this.placement.start();
+    await this.tenants.ready;
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.opts.listen, creds, (err, port) => {
         if (err) reject(new DomainError('unavailable', `listen: cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
@@ -221,6 +231,7 @@ export class Coordinator {
     clearTimeout(timer);
     await this.http?.close();
     await this.placement.close();
+    await this.tenants.close();
     this.cluster.close();
     this.state = 'stopped';
     this.log.info('stopped');
@@ -232,6 +243,7 @@ export class Coordinator {
     if (this.pruneTimer) clearInterval(this.pruneTimer);
     this.server.forceShutdown();
     void this.placement.close();
+    void this.tenants.close();
     this.cluster.close();
     this.state = 'stopped';
   }

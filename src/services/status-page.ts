@@ -69,7 +69,7 @@ export function statusRoutes(deps: StatusPageDeps): HttpRoute[] {
     const header = req.headers.authorization;
     if (typeof header === 'string') md.set('authorization', header);
     const p = await deps.auth.authenticate(md);
-    if (p.role.kind === 'node') throw new DomainError('permission_denied', 'token: node tokens cannot read the status page; use an admin or tenant-admin token', { field: 'token' });
+    if (p.role.kind !== 'admin' && p.role.kind !== 'tenant-admin') throw new DomainError('permission_denied', `token: ${p.role.kind} tokens cannot read the status page; use an admin or tenant-admin token`, { field: 'token' });
     return p as never;
   };
   const api = (path: string, fn: (req: http.IncomingMessage, p: Awaited<ReturnType<typeof principalOf>>) => Promise<HttpAnswer>): HttpRoute => ({

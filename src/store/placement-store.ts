@@ -619,6 +619,18 @@ export class PlacementStore {
     }
   }
 
+  /** Whether the node holds a live lease (by this coordinator's copy). */
+  isLive(node: string): boolean {
+    return this.lives.get(this.keys.liveNode(node)) !== undefined;
+  }
+
+  /** The node's server for a protocol ("imap", or one it registered), from the cache. */
+  addressOf(node: string, protocol: string): string | undefined {
+    const c = this.configs.get(this.keys.node(node));
+    if (!c) return undefined;
+    return (protocol === 'imap' ? c.imapAddress : c.addresses[protocol]) || undefined;
+  }
+
   imapAddressOf(node: string): string {
     return this.configs.get(this.keys.node(node))?.imapAddress ?? '';
   }

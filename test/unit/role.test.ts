@@ -5,12 +5,13 @@ import { authorize, formatRole, parseRole } from '../../src/domain/role.js';
 import { TENANT_ID_PATTERN } from '../../src/domain/ids.js';
 
 describe('roles', () => {
-  it('parses the three role kinds and formats them back', () => {
+  it('parses the four role kinds and formats them back', () => {
     expect(parseRole('admin')).toEqual({ kind: 'admin' });
+    expect(parseRole('proxy')).toEqual({ kind: 'proxy' });
     expect(parseRole('node:n1')).toEqual({ kind: 'node', node: 'n1' });
     expect(parseRole('node:n1:beta,acme,acme')).toEqual({ kind: 'node', node: 'n1', tenants: ['acme', 'beta'] });
     expect(parseRole('tenant-admin:acme')).toEqual({ kind: 'tenant-admin', tenant: 'acme' });
-    for (const r of ['admin', 'node:n1', 'node:imap-1.a:acme,beta', 'tenant-admin:acme', 'tenant-admin:a.b_c-1']) expect(formatRole(parseRole(r))).toBe(r);
+    for (const r of ['admin', 'proxy', 'node:n1', 'node:imap-1.a:acme,beta', 'tenant-admin:acme', 'tenant-admin:a.b_c-1']) expect(formatRole(parseRole(r))).toBe(r);
   });
 
   it.each(['', 'Admin', 'root', 'tenant-admin:', 'tenant-admin:ACME', 'tenant-admin:a/b', 'tenant-admin:-x', 'node ', 'node', 'node:', 'node:N1', 'node:n1:', 'node:n1:acme:x', 'node:n1:ac/me'])(
@@ -53,6 +54,8 @@ describe('roles', () => {
     expect(() => authorize(node, { roles: ['node'], node: 'n2' })).toThrow(/only for node n1/);
     expect(() => authorize(node, { roles: ['node'], tenant: 'other' })).toThrow(/tenant other/);
     expect(() => authorize(anyTenantNode, { roles: ['node'], node: 'n2', tenant: 'other' })).not.toThrow();
+    // A proxy token passes nothing that does not name it.
+    expect(() => authorize(parseRole('proxy'), { roles: ['admin', 'tenant-admin', 'node'] })).toThrow(/role proxy may not/);
     try {
       authorize(node, { roles: ['admin'] });
     } catch (e) {
