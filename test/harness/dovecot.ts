@@ -59,6 +59,11 @@ export async function startDovecot(opts: {
   oauthIntrospection?: string;
   /** Also serve these protocols, each on a free port of its own (Dovecot's pop3 and lmtp). */
   protocols?: Array<'pop3' | 'lmtp'>;
+  /**
+   * Authentication of its own instead of the users' passwd-file passdb and userdb (the master
+   * passdb stays): given the instance's directory (where users.passwd is), the config text.
+   */
+  auth?: (dir: string) => string;
 }): Promise<DovecotInstance> {
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
@@ -81,6 +86,24 @@ export async function startDovecot(opts: {
       { mode: 0o644 },
     );
   }
+  const defaultAuth = `${
+  opts.proxyTo
+    ? `passdb {
+  driver = static
+  args = proxy=y host=${opts.proxyTo.split(':')[0]} port=${opts.proxyTo.split(':')[1]} nopassword=y
+}`
+    : `passdb {
+  driver = passwd-file
+  args = ${dir}/users.passwd
+}`
+}
+# Users are the passwd file's (so LMTP knows who does not exist); all store mail as nobody.
+userdb {
+  driver = passwd-file
+  args = ${dir}/users.passwd
+  default_fields = uid=nobody gid=nogroup home=${opts.mailRoot}/%u
+}
+`;
   const conf = path.join(dir, 'dovecot.conf');
   writeFileSync(
     conf,
@@ -128,23 +151,7 @@ ${
 }`
     : ''
 }
-${
-  opts.proxyTo
-    ? `passdb {
-  driver = static
-  args = proxy=y host=${opts.proxyTo.split(':')[0]} port=${opts.proxyTo.split(':')[1]} nopassword=y
-}`
-    : `passdb {
-  driver = passwd-file
-  args = ${dir}/users.passwd
-}`
-}
-# Users are the passwd file's (so LMTP knows who does not exist); all store mail as nobody.
-userdb {
-  driver = passwd-file
-  args = ${dir}/users.passwd
-  default_fields = uid=nobody gid=nogroup home=${opts.mailRoot}/%u
-}
+${opts.auth ? opts.auth(dir) : defaultAuth}
 ${
   lmtpPort
     ? `postmaster_address = postmaster@mailshare.test
