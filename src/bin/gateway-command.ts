@@ -1,6 +1,6 @@
 import type { Command } from 'commander';
 import { InvalidArgumentError } from 'commander';
-import { coordinatorCredentials, count, duration, hostPort, positive, readFlagFile } from './flags.js';
+import { type NodeFlags, addNodeOptions, count, duration, hostPort, nodeSettings, positive, readFlagFile } from './flags.js';
 
 const lmtpListen = (v: string): string => {
   if (/^unix:\/\S+$/.test(v)) return v;
@@ -20,18 +20,13 @@ const poolSize = (v: string): number => {
  * node's lease and exits 0.
  */
 export function registerGateway(program: Command): void {
-  program
+  const cmd = program
     .command('gateway')
     .description("run the IMAP gateway of one node: routes logins to the user's node and relays the session to its Dovecot")
     .requiredOption('--node <name>', 'this node\'s name (1-63 of a-z 0-9 . _ -)')
     .requiredOption('--backend <host:port>', "this node's Dovecot IMAP address (reachable by the other gateways)", hostPort)
     .option('--tenant <tenant>', 'tenant of logins without a domain (user@domain logins go to the tenant owning the domain); without it such logins are refused')
     .option('--listen <host:port>', 'where IMAP clients connect (default 127.0.0.1:1143)', hostPort)
-    .option('--coordinators <list>', 'comma-separated coordinator addresses (env MAILSHARE_COORDINATORS; default MAILSHARE_ADDR or 127.0.0.1:7400)')
-    .option('--weight <n>', 'relative capacity 1-1000 (default 100)', positive)
-    .option('--zone <zone>', 'zone label')
-    .option('--ttl <seconds>', 'lease TTL (default 5)', positive)
-    .option('--user-expire <duration>', 'release a user with no session through any gateway for this long, e.g. 15m (default 15m; 0 never)', duration)
     .option('--master-user <name>', "Dovecot master user for reaching other users' shared mailboxes (password in env MAILSHARE_MASTER_PASSWORD)")
     .option('--shared-prefix <prefix>', 'where other users\' mailboxes appear (default "Shared/")')
     .option('--tls-cert <file>', 'PEM certificate: offers STARTTLS and refuses logins before it')
@@ -55,26 +50,12 @@ export function registerGateway(program: Command): void {
     .option('--health-interval <duration>', "probe this node's Dovecot this often (default 1s)", duration)
     .option('--health-failures <n>', 'failed probes in a row before the node lets its users go (and passes before it takes them again; default 3)', positive)
     .option('--health-user <name>', 'now and then log in as this user through --master-user, as a deeper probe')
-    .option('--no-health-check', "do not probe this node's Dovecot")
-    .option('--coordinator-ca <file>', 'CA that signed the coordinators\' certificates: talk to them over TLS (env MAILSHARE_TLS_CA)')
-    .option('--coordinator-cert <file>', 'client certificate for coordinators that require one (env MAILSHARE_TLS_CLIENT_CERT)')
-    .option('--coordinator-key <file>', 'private key of --coordinator-cert (env MAILSHARE_TLS_CLIENT_KEY)')
-    .option('--coordinator-server-name <name>', 'name expected in the coordinators\' certificates')
-    .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here (plain HTTP, no token: counts only; default off)', hostPort)
-    .option('--log-level <level>', 'trace|debug|info|warn|error|fatal|silent (default info)')
-    .action(async (flags: { metricsListen?: string; node: string; backend: string; tenant?: string; listen?: string; coordinators?: string; weight?: number; zone?: string; ttl?: number; userExpire?: number; logLevel?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; coordinatorCa?: string; coordinatorCert?: string; coordinatorKey?: string; coordinatorServerName?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .option('--no-health-check', "do not probe this node's Dovecot");
+  addNodeOptions(cmd, 'release a user with no session through any gateway for this long').action(async (flags: NodeFlags & { backend: string; listen?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
-      const { parseTenantId, TENANT_ID_PATTERN } = await import('../domain/ids.js');
       const { createLogger } = await import('./logger.js');
       const { createGateway } = await import('../gateway/gateway.js');
-      const token = process.env.MAILSHARE_TOKEN;
-      if (!token) throw new DomainError('invalid_argument', 'token: set MAILSHARE_TOKEN to a token with role node', { field: 'token' });
-      if (!TENANT_ID_PATTERN.test(flags.node)) throw new DomainError('invalid_argument', `node: "${flags.node}" is not a node name`, { field: 'node' });
-      const tenant = flags.tenant === undefined ? undefined : parseTenantId(flags.tenant, 'tenant');
-      const level = flags.logLevel ?? 'info';
-      if (!['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'].includes(level)) {
-        throw new DomainError('invalid_argument', `log-level: "${level}" is not a log level`, { field: 'log-level' });
-      }
+      const { token, tenant, level, coordinators, credentials, channelOptions } = await nodeSettings(flags);
       let master: { user: string; password: string } | undefined;
       if (flags.masterUser !== undefined) {
         const password = process.env.MAILSHARE_MASTER_PASSWORD;
@@ -110,15 +91,12 @@ export function registerGateway(program: Command): void {
       if (flags.healthUser !== undefined && master === undefined) throw new DomainError('invalid_argument', 'health-user: needs --master-user', { field: 'health-user' });
       if (flags.healthInterval === 0) throw new DomainError('invalid_argument', 'health-interval: must be more than 0', { field: 'health-interval' });
       const backendTls = flags.backendCa === undefined ? undefined : { ca: read(flags.backendCa, 'backend-ca'), servername: flags.backendServerName };
-      const logger = createLogger(level as 'info', 'auto');
-      const coordinators = (flags.coordinators ?? process.env.MAILSHARE_COORDINATORS ?? process.env.MAILSHARE_ADDR ?? '127.0.0.1:7400').split(',').map((s) => s.trim()).filter(Boolean);
-      // TLS to the coordinators: a CA (or a client certificate) turns it on.
-      const credentials = await coordinatorCredentials(flags);
+      const logger = createLogger(level, 'auto');
       const gateway = createGateway({
         listen: flags.listen ?? '127.0.0.1:1143',
         coordinators,
         credentials,
-        channelOptions: flags.coordinatorServerName ? { 'grpc.ssl_target_name_override': flags.coordinatorServerName } : undefined,
+        channelOptions,
         token,
         node: { name: flags.node, backend: flags.backend, weight: flags.weight, zone: flags.zone },
         tenant,

@@ -11,6 +11,7 @@ import { imapProxy } from './imap-proxy.js';
 import { lmtpBench } from './lmtp.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
+import { routeBench } from './route.js';
 import { scale } from './scale.js';
 
 export interface BenchResult {
@@ -31,6 +32,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'imap-proxy': imapProxy,
   'imap-latency': imapLatency,
   lmtp: lmtpBench,
+  route: routeBench,
 };
 
 async function main(): Promise<void> {
