@@ -103,6 +103,8 @@ async function route(deps: RouteDeps, req: http.IncomingMessage, body: Buffer): 
   }
   if (!servesTenant(role, tenant)) throw new DomainError('permission_denied', `token: ${role.kind} token may not route users of tenant ${tenant}`, { field: 'token' });
   const user = parseUserId(local, 'user');
+  // Between nodes: the old one is ending the user's sessions; the login waits for the new one.
+  if (deps.placement.isMoving(tenant, user)) throw new DomainError('unavailable', `user: ${user} of ${tenant} is moving to another node; try again in a moment`, { field: 'user' });
 
   let a = deps.placement.cachedAssignment(tenant, user);
   if (a && !deps.placement.isLive(a.node)) a = undefined;

@@ -63,6 +63,8 @@ export class PlacementStore {
   private readonly lives: PrefixCache<NodeLive>;
   /** Every assignment, watch-fed: Locate answers from here, and node loads are counted from it. */
   private readonly assignments: PrefixCache<CachedAssignment>;
+  /** Move intents in flight (a user between nodes): new logins wait for them to end. */
+  private readonly moves: PrefixCache<true>;
   private readonly counts = new Map<string, number>();
   /** Assignments per tenant (the status page). */
   private readonly tenantCounts = new Map<string, number>();
@@ -100,6 +102,7 @@ export class PlacementStore {
       logger,
       decode: (key, value) => ({ name: key.slice(keys.liveNodesPrefix.length), leaseId: value.toString() }),
     });
+    this.moves = createPrefixCache<true>({ client, prefix: keys.movesPrefix, logger, decode: () => true });
     this.assignments = createPrefixCache<CachedAssignment>({
       client,
       prefix: keys.assignmentsPrefix,
@@ -139,7 +142,7 @@ export class PlacementStore {
   }
 
   async start(): Promise<void> {
-    await Promise.all([this.configs.ready, this.lives.ready, this.assignments.ready]);
+    await Promise.all([this.configs.ready, this.lives.ready, this.assignments.ready, this.moves.ready]);
   }
 
   async close(): Promise<void> {
@@ -151,7 +154,7 @@ export class PlacementStore {
       await this.revoke(moves.id).catch(() => undefined);
     }
     this.renewer.close();
-    await Promise.all([this.configs.close(), this.lives.close(), this.assignments.close()]);
+    await Promise.all([this.configs.close(), this.lives.close(), this.assignments.close(), this.moves.close()]);
   }
 
   /**
@@ -617,6 +620,11 @@ export class PlacementStore {
     } catch {
       // unreadable request: leave it to its mover
     }
+  }
+
+  /** Whether a move of the user is in progress (by this coordinator's copy). */
+  isMoving(tenant: string, user: string): boolean {
+    return this.moves.get(this.keys.move(tenant, user)) !== undefined;
   }
 
   /** Whether the node holds a live lease (by this coordinator's copy). */

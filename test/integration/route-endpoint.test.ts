@@ -100,6 +100,24 @@ describe('POST /v1/route', () => {
     expect((err as grpc.ServiceError).code).toBe(grpc.status.PERMISSION_DENIED);
   });
 
+  it('holds logins of a user being moved (503, retry_after) and then routes them to the new node', async () => {
+    const first = await route({ user: 'frank@acme.test', assign: true });
+    const from = first.body.node as string;
+    const to = from === 'n1' ? 'n2' : 'n1';
+    // The test nodes never release by themselves: the move waits its timeout, then ends the assignment.
+    const moving = unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'frank', toNode: to, timeoutMs: 1500 }, server.adminToken);
+    let held: Awaited<ReturnType<typeof route>> | undefined;
+    for (let i = 0; i < 100 && held?.status !== 503; i++) {
+      held = await route({ user: 'frank@acme.test', assign: true });
+      if (held.status !== 503) await new Promise((r) => setTimeout(r, 20));
+    }
+    expect(held).toMatchObject({ status: 503, retryAfter: '1', body: { error: 'user: frank of acme is moving to another node; try again in a moment', retry_after: 1 } });
+    expect((await moving).node).toBe(to);
+    const after = await route({ user: 'frank@acme.test', assign: true });
+    expect(after).toMatchObject({ status: 200, body: { node: to } });
+    expect(after.body.epoch).toBeGreaterThan(first.body.epoch as number);
+  });
+
   it('answers 503 with retry_after when no node takes users, and routes to the only active one', async () => {
     await unaryCall(placement.setNodeState.bind(placement), { name: 'n1', state: 'draining' }, server.adminToken);
     await unaryCall(placement.setNodeState.bind(placement), { name: 'n2', state: 'draining' }, server.adminToken);
