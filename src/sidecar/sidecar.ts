@@ -49,7 +49,7 @@ export class Sidecar {
   private timer: NodeJS.Timeout | undefined;
   private polling: Promise<void> | undefined;
   /** Users with sessions here at the last poll ("tenant/user"), and those seen that are not ours. */
-  private present = new Map<string, { tenant: string; user: string; login: string }>();
+  private present = new Map<string, { tenant: string; user: string; logins: Set<string> }>();
   private strays = new Set<string>();
   private lastSessions: DovecotSession[] = [];
   private closed = false;
@@ -121,8 +121,8 @@ export class Sidecar {
     await this.http?.close();
   }
 
-  private async kick(tenant: string, user: string, reason: string): Promise<void> {
-    const login = dovecotName(this.agent, tenant, user);
+  /** Ends the user's sessions; `login` the name Dovecot shows them by (default: user@primary domain). */
+  private async kick(tenant: string, user: string, reason: string, login = dovecotName(this.agent, tenant, user)): Promise<void> {
     try {
       await this.doveadm.kick(login);
       this.kicks.inc({ reason, result: 'ok' });
@@ -159,11 +159,14 @@ export class Sidecar {
       return;
     }
     this.lastSessions = sessions;
-    const now = new Map<string, { tenant: string; user: string; login: string }>();
+    const now = new Map<string, { tenant: string; user: string; logins: Set<string> }>();
     for (const s of sessions) {
       const named = resolveName(this.agent, this.opts.tenant, s.user);
       if (named.tenant === undefined) continue;
-      now.set(`${named.tenant}/${named.user}`, { tenant: named.tenant, user: named.user, login: s.user });
+      const k = `${named.tenant}/${named.user}`;
+      const seen = now.get(k) ?? { tenant: named.tenant, user: named.user, logins: new Set<string>() };
+      seen.logins.add(s.user);
+      now.set(k, seen);
     }
     for (const [k, u] of now) if (!this.present.has(k)) this.agent.sessionOpened(u.tenant, u.user, this.opts.node.name);
     for (const [k, u] of this.present) if (!now.has(k)) this.agent.sessionClosed(u.tenant, u.user);
@@ -177,7 +180,8 @@ export class Sidecar {
     } else {
       for (const [k, u] of now) {
         if (this.agent.isHolding(u.tenant, u.user)) continue;
-        if (this.strays.has(k)) await this.kick(u.tenant, u.user, 'stray').catch(() => undefined);
+        // By the names it logged in with: a direct login may use another of the tenant's domains.
+        if (this.strays.has(k)) for (const login of u.logins) await this.kick(u.tenant, u.user, 'stray', login).catch(() => undefined);
         else strays.add(k);
       }
     }
