@@ -42,7 +42,14 @@ export class CoordinatorMetrics implements WatchRegistry {
     const gauge = (opts: { name: string; help: string; labelNames?: string[] }, fill: (g: Gauge) => void): void => {
       const g: Gauge = new Gauge({ ...opts, labelNames: opts.labelNames ?? [], registers: [this.registry], collect: () => fill(g) });
     };
-    const nodes = (): ReturnType<PlacementStore['loadReport']>['nodes'] => this.placement?.loadReport().nodes ?? [];
+    // One report per scrape for the four gauges that read it (each builds the node list and the ring).
+    let memo: { at: number; report: ReturnType<PlacementStore['loadReport']> } | undefined;
+    const report = (): ReturnType<PlacementStore['loadReport']> => {
+      if (!this.placement) return { total: 0, nodes: [] };
+      if (!memo || performance.now() - memo.at > 10) memo = { at: performance.now(), report: this.placement.loadReport() };
+      return memo.report;
+    };
+    const nodes = (): ReturnType<PlacementStore['loadReport']>['nodes'] => report().nodes;
     gauge({ name: 'mailshare_etcd_head_revision', help: 'The newest etcd revision this coordinator has seen (in any etcd response; probed every 2 s).' }, (g) => g.set(this.head));
     gauge({ name: 'mailshare_etcd_up', help: '1 when the last probe reached etcd, else 0 (the coordinator then reports NOT_SERVING).' }, (g) => g.set(this.etcdUp ? 1 : 0));
     gauge(
@@ -71,7 +78,7 @@ export class CoordinatorMetrics implements WatchRegistry {
       g.reset();
       for (const n of nodes()) g.set({ node: n.name }, n.capacity);
     });
-    gauge({ name: 'mailshare_assignments', help: 'Users assigned to any node.' }, (g) => g.set(this.placement?.loadReport().total ?? 0));
+    gauge({ name: 'mailshare_assignments', help: 'Users assigned to any node.' }, (g) => g.set(report().total));
   }
 
   observeRoute(status: number, seconds: number): void {
