@@ -1,4 +1,4 @@
-import { readFileSync, readdirSync, statSync } from 'node:fs';
+import { readFileSync, readdirSync, statSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -156,6 +156,46 @@ describe('LMTP through the gateway', () => {
     const m = inbox('alice').find((x) => hasSubject(x.text(), 'smuggle'))!;
     expect(m.text()).toContain('RCPT TO:<bob>');
     expect(withSubject('bob', 'smuggled')).toBe(0);
+  });
+
+  it('a client that pipelines DATA behind its RCPTs is answered at once; a recipient the server then refuses gets that after the data, alone; a client that waits gets the refusal at RCPT', async () => {
+    // carol is n1's, but n1's Dovecot no longer knows her (a user removed from the backend).
+    await cluster.pin('carol', 'n1');
+    const passwd = path.join(cluster.dovecots[0]!.dir, 'users.passwd');
+    const before = readFileSync(passwd, 'utf8');
+    writeFileSync(passwd, before.split('\n').filter((l) => !l.startsWith('carol:')).join('\n'));
+    const c = await RawLines.connect(lmtp(1));
+    try {
+      await lhlo(c);
+      // An address probe (RCPT, then waiting for its reply) hears the server's verdict itself
+      // (once Dovecot has read its changed passwd-file: it looks at most once a second).
+      await waitFor(async () => {
+        expect(await c.cmd('MAIL FROM:<>')).toMatch(/^250 /);
+        const r = await c.cmd('RCPT TO:<carol>');
+        expect(await c.cmd('RSET')).toMatch(/^250 /);
+        return /^550 5\.1\.1 /.test(r);
+      }, 5000, "n1's Dovecot refuses carol");
+      c.write('MAIL FROM:<x@example.com>\r\nRCPT TO:<carol>\r\nRCPT TO:<bob>\r\nRCPT TO:<alice>\r\nDATA\r\n');
+      const envelope = [await c.line(), await c.line(), await c.line(), await c.line(), await c.line()];
+      expect(envelope.map((l) => l.slice(0, 4))).toEqual(['250 ', '250 ', '250 ', '250 ', '354 ']);
+      c.write('Subject: pipelined\r\n\r\nhello\r\n.\r\n');
+      // One reply per recipient in RCPT order: carol's is n1's refusal of her RCPT.
+      const [carol, bob, alice] = [await c.line(), await c.line(), await c.line()];
+      expect(carol).toMatch(/^550 5\.1\.1 /);
+      expect(bob).toMatch(/^250 /);
+      expect(alice).toMatch(/^250 /);
+      expect(await c.cmd('MAIL FROM:<>')).toMatch(/^250 /);
+      expect(await c.cmd('RCPT TO:<carol>')).toMatch(/^550 5\.1\.1 /);
+      expect(await c.cmd('RCPT TO:<bob>')).toMatch(/^250 /);
+      expect(await c.cmd('RSET')).toMatch(/^250 /);
+      expect(await c.cmd('QUIT')).toMatch(/^221 /);
+    } finally {
+      c.close();
+      writeFileSync(passwd, before);
+    }
+    await waitFor(() => withSubject('bob', 'pipelined') === 1 && withSubject('alice', 'pipelined') === 1, 5000, 'delivered to bob and alice');
+    expect(withSubject('carol', 'pipelined')).toBe(0);
+    expect(saved(0, 'bob').length).toBeGreaterThan(0);
   });
 
   it('BDAT (CHUNKING): chunks streamed to every node, one reply per recipient after LAST', async () => {

@@ -2,6 +2,8 @@ import type net from 'node:net';
 
 /** A line of message data longer than this is passed on in pieces (it is not the end-of-data dot). */
 const LONG_LINE = 64 * 1024;
+/** How far ahead `dataFollows` looks for the client's DATA (a few dozen pipelined RCPTs). */
+const PEEK = 16 * 1024;
 
 /**
  * The client's bytes, pulled by one reader as command lines, as
@@ -64,6 +66,30 @@ export class ClientInput {
   /** Whether bytes the reader has not taken yet are here (the client pipelined more). */
   get waiting(): boolean {
     return this.buffered > 0;
+  }
+
+  /**
+   * Whether the client has already sent, behind the command being handled,
+   * only more RCPTs and then DATA or BDAT (RFC 2920 pipelining): it does not
+   * wait for the replies to its recipients before the message. Only
+   * complete command lines count, and nothing after the DATA or BDAT line is
+   * looked at (a chunk's bytes follow BDAT at once).
+   */
+  dataFollows(): boolean {
+    let pos = 0;
+    let text = '';
+    for (const c of this.chunks) {
+      text += c.toString('latin1', 0, Math.min(c.length, PEEK - text.length));
+      if (text.length >= PEEK) break;
+    }
+    for (;;) {
+      const eol = text.indexOf('\n', pos);
+      if (eol < 0) return false;
+      const line = text.slice(pos, eol).replace(/\r$/, '').toUpperCase();
+      if (line === 'DATA' || line.startsWith('BDAT ')) return true;
+      if (!line.startsWith('RCPT ')) return false;
+      pos = eol + 1;
+    }
   }
 
   /** Puts bytes back in front (what followed a line or the end of data). */

@@ -1,7 +1,7 @@
 import type net from 'node:net';
 import type { ClientInput } from './input.js';
 import { type Reply, replyClass } from './syntax.js';
-import { R, TRY_LATER, type LmtpHost, type Transaction, failShare, liveShares } from './transaction.js';
+import { R, TRY_LATER, type LmtpHost, type Transaction, delivering, expect, failShare, liveShares, openShares, queue, settle } from './transaction.js';
 import { DELIVERY_TIMEOUT_MS } from './upstream.js';
 
 /** Message bytes waiting for a node's socket before the client is read again. */
@@ -40,18 +40,16 @@ export async function receiveData(ph: DataPhaseHost, txn: Transaction | undefine
     ph.reply(R(503, '5.5.1', 'No valid recipients'));
     return true;
   }
-  // Every node's DATA, and the client's 354 at once: the nodes' 354s are awaited before the first
-  // bytes go to them (or their failure is their recipients'), which overlaps the two round trips.
+  // Every node's DATA (behind its RCPTs), and the client's 354 at once: the nodes' verdicts on
+  // the recipients and their 354s are awaited before the first bytes go to them (or their failure is
+  // their recipients'), which overlaps the two round trips.
   const accepting = Promise.all(
-    liveShares(txn).map(async (u) => {
-      try {
-        const r = await u.up!.command('DATA');
-        if (r.code !== 354) failShare(u, r);
-      } catch {
-        failShare(u, TRY_LATER('the mail server went away; try again later'));
-      }
+    openShares(txn).map(async (u) => {
+      u.dataSent = true;
+      const r = await queue(u, () => 'DATA');
+      if (r.code !== 354) failShare(u, r);
     }),
-  );
+  ).then(() => settle(txn));
   ph.reply('354 2.0.0 Start mail input; end with <CRLF>.<CRLF>\r\n');
   ph.flush();
   let accepted = false;
@@ -92,9 +90,16 @@ export async function receiveBdat(ph: DataPhaseHost, txn: Transaction | undefine
   }
   const forwarding = txn !== undefined && ok && !txn.tooBig;
   if (forwarding) {
+    // The servers' verdicts on the recipients first (settled after the first chunk): a chunk goes
+    // only where a recipient was taken.
+    await Promise.all(openShares(txn).map((u) => u.ready));
+    await settle(txn);
     for (const u of liveShares(txn)) {
       if (!u.up!.caps.has('CHUNKING')) failShare(u, R(554, '5.5.1', 'the mail server does not take BDAT'));
-      else u.up!.send(`BDAT ${size}${last ? ' LAST' : ''}\r\n`);
+      else {
+        u.dataSent = true;
+        u.up!.send(`BDAT ${size}${last ? ' LAST' : ''}\r\n`);
+      }
     }
   }
   // The chunk's bytes are read whatever happens: they are not commands.
@@ -125,7 +130,7 @@ export async function receiveBdat(ph: DataPhaseHost, txn: Transaction | undefine
   await Promise.all(
     liveShares(txn).map(async (u) => {
       try {
-        const r = await u.up!.reply();
+        const r = await expect(u, u.up!);
         if (replyClass(r) !== 2) failShare(u, r);
       } catch {
         failShare(u, TRY_LATER('the mail server went away; try again later'));
@@ -169,8 +174,9 @@ async function finish(ph: DataPhaseHost, txn: Transaction, dot: string | undefin
       if (dot) u.up.send(dot);
       u.up.uncork();
       const replies: Reply[] = [];
+      const up = u.up;
       try {
-        for (let i = 0; i < u.recipients.length; i++) replies.push(await u.up.reply(DELIVERY_TIMEOUT_MS));
+        for (let i = delivering(u).length; i > 0; i--) replies.push(await expect(u, up, DELIVERY_TIMEOUT_MS));
         u.replies = replies;
       } catch {
         // Replies that came stand; the rest are unknown: try again (a duplicate at worst, never a loss).
@@ -181,8 +187,7 @@ async function finish(ph: DataPhaseHost, txn: Transaction, dot: string | undefin
   );
   for (const r of txn.accepted) {
     const u = r.upstream;
-    const i = u.recipients.indexOf(r);
-    const got = u.replies?.[i];
+    const got = r.refused ?? u.replies?.[delivering(u).indexOf(r)];
     const reply = got ?? u.failed ?? TRY_LATER('the mail server went away before it answered; try again later');
     ph.host.recipientDone?.(reply.code);
     ph.reply({ ...reply, text: got ? reply.text : `<${r.address}> ${reply.text}` });

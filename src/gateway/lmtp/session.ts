@@ -1,9 +1,8 @@
 import type net from 'node:net';
-import { BackendUnavailable } from '../backend.js';
 import { ClientInput } from './input.js';
 import { type DataPhaseHost, receiveBdat, receiveData } from './message-data.js';
 import { type Param, type Reply, formatParams, formatReply, parseLmtpCommand, replyClass } from './syntax.js';
-import { type LmtpHost, type Origin, R, type Recipient, TRY_LATER, type Transaction, type UpstreamTxn, failShare, failure, resetAndRelease } from './transaction.js';
+import { type LmtpHost, type Origin, R, type Recipient, TRY_LATER, type Transaction, type UpstreamTxn, delivering, failShare, openShare, queue, resetAndRelease } from './transaction.js';
 import type { LmtpUpstream } from './upstream.js';
 
 export type { LmtpHost, Origin, RecipientRoute } from './transaction.js';
@@ -186,37 +185,35 @@ export class LmtpSession {
     const orcpt = params.find((p) => p.key === 'ORCPT');
     // ORCPT goes to a server that takes it (DSN, or Dovecot's LMTP, which takes it without saying).
     const rcptLine = (up: LmtpUpstream): string => `RCPT TO:<${route.dovecotUser}>${orcpt && (up.caps.has('DSN') || up.dovecot) ? formatParams([orcpt]) : ''}`;
-    const withAddress = (x: Reply): Reply => ({ ...x, text: `<${to}> ${x.text}` });
-    const known = txn.upstreams.get(route.node);
-    const u: UpstreamTxn = known ?? { node: route.node, address: route.address, up: undefined, recipients: [], final: false };
-    let r: Reply;
-    try {
-      if (!known) {
-        txn.upstreams.set(route.node, u);
-        // The node's first recipient: its RCPT goes out with the MAIL that opens the share.
-        const first = await this.openUpstream(u, txn, rcptLine);
-        if (this.txn !== txn) return;
-        r = first ?? withAddress(u.failed ?? TRY_LATER('the mail server cannot be reached; try again later'));
-      } else if (u.failed || !u.up) {
-        r = withAddress(u.failed ?? TRY_LATER('the mail server cannot be reached; try again later'));
-      } else {
-        r = await u.up.command(rcptLine(u.up));
-      }
-    } catch {
-      this.failUpstream(u, TRY_LATER('the mail server went away; try again later'));
-      r = TRY_LATER(`<${to}> the mail server went away; try again later`);
+    let u = txn.upstreams.get(route.node);
+    if (!u) {
+      // The node's first recipient: its RCPT goes out right behind the MAIL that opens the share.
+      u = openShare(this.host, route.node, route.address, txn, this.origin);
+      txn.upstreams.set(route.node, u);
     }
-    if (this.txn !== txn) return;
-    // (The share may have failed while the RCPT was on its way: a move, the node's lease.)
-    const failedMeanwhile = failure(u);
-    if (replyClass(r) === 2 && failedMeanwhile) r = withAddress(failedMeanwhile);
-    if (replyClass(r) === 2) {
-      const rec: Recipient = { address: to, tenant: route.tenant, user: route.user, epoch: route.epoch, upstream: u };
-      u.recipients.push(rec);
+    const share = u;
+    const verdict = queue(share, rcptLine);
+    const accept = (): void => {
+      const rec: Recipient = { address: to, tenant: route.tenant, user: route.user, epoch: route.epoch, upstream: share, verdict };
+      share.recipients.push(rec);
       txn.accepted.push(rec);
       this.host.opened(route.tenant, route.user, route.node);
       // It may have moved while the RCPT was on its way.
       if (!this.host.current(route.tenant, route.user, route.epoch)) this.fence(route.tenant, route.user, undefined);
+    };
+    if (!share.failed && this.input.dataFollows()) {
+      // The client sent its DATA (or BDAT) behind this RCPT without waiting for the reply (RFC 2920):
+      // the gateway answers for a recipient it routed, and the server's verdict becomes the
+      // recipient's reply after the data (RFC 2033 §4.2 has one per recipient) if it refuses.
+      // A client that waits for the reply (an address probe) gets the server's own.
+      accept();
+      return this.reply(R(250, '2.1.5', 'OK'));
+    }
+    let r = await verdict;
+    if (this.txn !== txn) return;
+    if (replyClass(r) !== 2 && share.failed === r) r = { ...r, text: `<${to}> ${r.text}` };
+    if (replyClass(r) === 2) {
+      accept();
       return this.reply(r);
     }
     this.recipientReply(r);
@@ -226,45 +223,6 @@ export class LmtpSession {
   private recipientReply(r: Reply): void {
     this.host.recipientDone?.(r.code);
     this.reply(r);
-  }
-
-  /**
-   * Connects to the node and starts its transaction (MAIL with what the
-   * server supports of the client's parameters) and, pipelined with it when
-   * the server allows (RFC 2920), the first recipient's RCPT: its reply is
-   * returned.
-   */
-  private async openUpstream(u: UpstreamTxn, txn: Transaction, rcptLine: (up: LmtpUpstream) => string): Promise<Reply | undefined> {
-    try {
-      const up = await this.host.connect(u.address, this.origin);
-      if (u.failed) {
-        up.destroy();
-        return undefined;
-      }
-      const params = txn.params.filter((p) => (p.key === 'SIZE' ? up.caps.has('SIZE') : p.key === 'BODY' ? up.caps.has('8BITMIME') : p.key === 'SMTPUTF8' ? up.caps.has('SMTPUTF8') : false));
-      const mailLine = `MAIL FROM:<${txn.from}>${formatParams(params)}\r\n`;
-      const pipelined = up.caps.has('PIPELINING');
-      const rcpt = rcptLine(up);
-      up.send(pipelined ? `${mailLine}${rcpt}\r\n` : mailLine);
-      const mail = await up.reply();
-      if (replyClass(mail) !== 2) {
-        up.destroy();
-        u.failed = mail;
-        return undefined;
-      }
-      u.up = up;
-      return pipelined ? await up.reply() : await up.command(rcpt);
-    } catch (err) {
-      u.up?.destroy();
-      u.up = undefined;
-      u.failed ??= TRY_LATER(err instanceof BackendUnavailable ? 'the mail server cannot be reached; try again later' : 'delivery failed; try again later');
-      return undefined;
-    }
-  }
-
-  /** The shares that get the message: a live connection and recipients. */
-  private live(txn: Transaction): UpstreamTxn[] {
-    return [...txn.upstreams.values()].filter((u) => !u.failed && u.up && u.recipients.length > 0);
   }
 
   /** DATA: returns false when the client went away. */
@@ -293,8 +251,9 @@ export class LmtpSession {
       const up = u.up;
       u.up = undefined;
       if (!up) continue;
-      if (delivered && u.replies?.length === u.recipients.length) this.host.release(up, this.origin);
-      else void resetAndRelease(this.host, up, this.origin);
+      if (delivered && u.final && u.replies?.length === delivering(u).length) this.host.release(up, this.origin);
+      else if (u.dataSent) up.destroy();
+      else void resetAndRelease(this.host, u, up, this.origin);
     }
   }
 }

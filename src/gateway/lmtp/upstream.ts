@@ -67,11 +67,27 @@ export class LmtpUpstream {
     return this.reply(timeoutMs);
   }
 
-  /** Writes bytes (commands, message data); false when the socket's buffer is full (wait for `drained`). */
+  /**
+   * Writes bytes (commands, message data); false when the socket's buffer
+   * is full (wait for `drained`). What is sent while the gateway handles one
+   * batch of the client's input (the commands it pipelined) leaves in one
+   * write, once that work is done.
+   */
   send(data: string | Buffer): boolean {
     if (!this.usable) return true;
-    return this.conn.socket.write(data);
+    const s = this.conn.socket;
+    if (!this.batching) {
+      this.batching = true;
+      s.cork();
+      process.nextTick(() => {
+        this.batching = false;
+        s.uncork();
+      });
+    }
+    return s.write(data);
   }
+
+  private batching = false;
 
   /** Holds writes until the next `send` of the end of data (see `finish`), to leave in one write. */
   cork(): void {
