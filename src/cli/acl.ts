@@ -8,7 +8,7 @@ import { parseRevisionOption, withService } from './run.js';
 type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
 
 /**
- * `mailshare acl get|set|delete|rights|listrights`. Negative identifiers
+ * `mailshare acl get|set|delete|rights|explain|listrights`. Negative identifiers
  * and "-RIGHTS" are operands, not flags (`mailshare acl set acme
  * alice/Projects -bob w`); "--" before them works too.
  */
@@ -64,6 +64,27 @@ export function registerAcl(program: Command, io: CliIo): void {
       }),
   );
 
+  addConnectionOptions(base('explain', "a user's effective rights and why: every entry, the rules, where the mailbox is served").argument('<user>', 'user id').addOption(outputOption())).action(
+    async (tenant: string, mailbox: string, user: string, flags: Flags) =>
+      svc(flags, async (api) => {
+        const r = await api.explainRights({ tenant, mailbox, user });
+        if (flags.output === 'json') return printJson(io, { tenant, mailbox, user, ...r });
+        const lines = [`${user} on ${mailbox} (tenant ${tenant}, revision ${r.revision}): ${r.rights || '(none)'}`];
+        lines.push(`groups: ${r.groups.length ? r.groups.join(', ') : '(none)'}`);
+        lines.push(
+          table(
+            ['', 'IDENTIFIER', 'RIGHTS', 'WHY'],
+            r.entries.map((e) => [e.applies ? (e.negative ? '-' : '+') : ' ', e.identifier, e.rights, explainReason(e.reason, user, e.identifier)]),
+          ).trimEnd(),
+        );
+        lines.push(`granted ${r.granted || '(none)'}, taken away ${r.denied || '(none)'}${r.owner ? ', owner keeps la' : ''}: ${r.rights || '(none)'}`);
+        for (const rule of r.rules) lines.push(`rule: ${rule}`);
+        lines.push(`visible: ${r.listed ? 'listed (l)' : r.exists ? 'not listed (no l), but exists for the user' : 'no: the mailbox does not exist for the user'}`);
+        lines.push(`served by: ${r.ownerNode ? `${r.ownerNode} (epoch ${r.ownerEpoch}), the owner's node` : 'no node holds the owner now (the first access assigns one)'}; ${user}'s node: ${r.userNode || '(none)'}`);
+        io.out(`${lines.join('\n')}\n`);
+      }),
+  );
+
   addConnectionOptions(base('listrights', 'rights an identifier always has, then the grantable ones (RFC 4314 LISTRIGHTS)').argument('<identifier>', 'identifier').addOption(outputOption())).action(
     async (tenant: string, mailbox: string, identifier: string, flags: Flags) =>
       svc(flags, async (api) => {
@@ -72,4 +93,25 @@ export function registerAcl(program: Command, io: CliIo): void {
         else io.out(`${[r.required === '' ? '""' : r.required, ...r.optional].join(' ')}\n`);
       }),
   );
+}
+
+/** An entry's reason, in words. */
+function explainReason(reason: string, user: string, identifier: string): string {
+  const group = identifier.replace(/^-?group:/, '');
+  switch (reason) {
+    case 'user':
+      return `applies: names ${user}`;
+    case 'group':
+      return `applies: ${user} is in group ${group}`;
+    case 'anyone':
+      return 'applies: anyone';
+    case 'authenticated':
+      return 'applies: every logged-in user';
+    case 'not-in-group':
+      return `does not apply: ${user} is not in group ${group}`;
+    case 'other-user':
+      return 'does not apply: another user';
+    default:
+      return reason;
+  }
 }

@@ -92,12 +92,22 @@ export function effectiveRights(acl: Acl, subject: Subject, owner: string): Righ
 
 /** Why an ACL entry applies to a user. */
 export type MatchReason = 'user' | 'group' | 'anyone' | 'authenticated';
+/** Why an entry does not: it names someone else, or a group the user is not in. */
+export type MissReason = 'other-user' | 'not-in-group';
+
+export interface ExplainedEntry {
+  readonly identifier: string;
+  readonly rights: Rights;
+  readonly negative: boolean;
+}
 
 export interface RightsExplanation {
   /** The effective rights (exactly effectiveRights). */
   readonly rights: Rights;
   /** Every entry that covers the user, in ACL order, with why. */
-  readonly matched: ReadonlyArray<{ readonly identifier: string; readonly rights: Rights; readonly negative: boolean; readonly reason: MatchReason }>;
+  readonly matched: ReadonlyArray<ExplainedEntry & { readonly reason: MatchReason }>;
+  /** The entries that do not, with why not. */
+  readonly unmatched: ReadonlyArray<ExplainedEntry & { readonly reason: MissReason }>;
   /** Union of the matched positive entries, and of the negative ones (taken away). */
   readonly granted: Rights;
   readonly denied: Rights;
@@ -111,18 +121,22 @@ export interface RightsExplanation {
  */
 export function explainRights(acl: Acl, subject: Subject, owner: string): RightsExplanation {
   const matched: Array<RightsExplanation['matched'][number]> = [];
+  const unmatched: Array<RightsExplanation['unmatched'][number]> = [];
   let granted: Rights = NO_RIGHTS;
   let denied: Rights = NO_RIGHTS;
   for (const [key, rights] of aclEntries(acl)) {
-    if (!covers(key, subject)) continue;
     const negative = isNegative(key);
     const bare = negative ? key.slice(1) : key;
+    if (!covers(key, subject)) {
+      unmatched.push({ identifier: key, rights, negative, reason: bare.startsWith('group:') ? 'not-in-group' : 'other-user' });
+      continue;
+    }
     const reason: MatchReason = bare === 'anyone' ? 'anyone' : bare === 'authenticated' ? 'authenticated' : bare.startsWith('group:') ? 'group' : 'user';
     matched.push({ identifier: key, rights, negative, reason });
     if (negative) denied = union(denied, rights);
     else granted = union(granted, rights);
   }
-  return { rights: withOwner(difference(granted, denied), subject, owner), matched, granted, denied, owner: subject.user === owner };
+  return { rights: withOwner(difference(granted, denied), subject, owner), matched, unmatched, granted, denied, owner: subject.user === owner };
 }
 
 /**

@@ -14,10 +14,14 @@ import { REVEALING, requireActorRights, rightsOf } from './mailbox-access.js';
 import { optionalUser } from './mailbox-service.js';
 import { type CallContext, type RpcDeps, unary } from './rpc.js';
 import { requireDomainlessUsers } from './user-names.js';
+import { explainAccess } from './explain.js';
+import type { PlacementStore } from '../store/placement-store.js';
 
 export interface AclServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
   readonly mailboxes: MailboxStore;
+  /** Where owners and users are served (ExplainRights says). */
+  readonly placement?: Pick<PlacementStore, 'cachedAssignment'>;
 }
 
 const ROLES = ['admin', 'tenant-admin', 'node'] as const;
@@ -106,6 +110,17 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
       // mailbox does not exist for them (RFC 4314 §6).
       if (ctx.principal.role.kind === 'node' && !hasAny(rights, REVEALING)) throw mailboxNotFound(tenant, ref.owner, ref.name);
       return { rights: rightsToPb(rights), revision: m.revision };
+    }),
+
+    explainRights: unary(deps, 'ExplainRights', ['admin', 'tenant-admin'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const user = parseUserId(req.user, 'user');
+      requireTenantRole(ctx.principal.role, tenant, ['admin', 'tenant-admin']);
+      const t = await directory.requireTenant(tenant);
+      const m = await mailboxes.require(tenant, ref.owner, ref.name);
+      const { groups } = await directory.groupsOf(tenant, user);
+      return explainAccess(m, { user, groups, settings: t.settings, placement: deps.placement });
     }),
   };
 }

@@ -142,11 +142,11 @@ export class Coordinator {
     const mailboxes = new MailboxStore(opts.client, opts.keys, this.audit, directory);
     this.server.addService(DirectoryServiceService, createDirectoryService({ ...deps, directory }));
     this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes }));
-    this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.tenants = new TenantCache(opts.client, opts.keys, opts.logger.child({ component: 'tenants' }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.metrics.observePlacement(this.placement);
+    this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes, placement: this.placement }));
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     const events = new EventStore(opts.client, opts.keys);
     this.server.addService(EventServiceService, createEventService({ ...deps, events, maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));

@@ -1,16 +1,15 @@
 import type http from 'node:http';
 import { Metadata } from '@grpc/grpc-js';
-import { explainRights } from '../domain/acl.js';
 import { DomainError } from '../domain/errors.js';
 import { EVENT_KINDS } from '../domain/event-kinds.js';
 import { parseDomain, parseTenantId, parseUserId } from '../domain/ids.js';
-import { formatRights } from '../domain/rights.js';
 import type { HttpAnswer, HttpRoute } from '../metrics/http-listener.js';
 import type { DirectoryStore } from '../store/directory-store.js';
 import type { EventStore } from '../store/event-store.js';
 import type { MailboxStore } from '../store/mailbox-store.js';
 import type { PlacementStore } from '../store/placement-store.js';
 import { requireTenantRole } from './access.js';
+import { explainAccess } from './explain.js';
 import type { Authenticator, Principal } from './auth.js';
 import { STATUS_CSS, STATUS_HTML, STATUS_JS } from './status-assets.js';
 
@@ -150,7 +149,7 @@ export function statusRoutes(deps: StatusPageDeps): HttpRoute[] {
         tenant = parseTenantId(given, 'tenant');
       }
       requireTenantRole(p.role, tenant, ['admin', 'tenant-admin']);
-      await deps.directory.requireTenant(tenant);
+      const { settings } = await deps.directory.requireTenant(tenant);
       const user = parseUserId(local, 'user');
       const { groups } = await deps.directory.groupsOf(tenant, user);
       const shared = await deps.mailboxes.sharedWith(tenant, user, 200, undefined);
@@ -161,15 +160,16 @@ export function statusRoutes(deps: StatusPageDeps): HttpRoute[] {
         node: assignment ? { name: assignment.node, epoch: assignment.epoch, imap: deps.placement.imapAddressOf(assignment.node) } : null,
         groups: [...groups].sort(),
         shares: shared.items.map(({ record }) => {
-          const e = explainRights(record.acl, { user, groups }, record.owner);
+          // The explanation `acl explain` gives (ExplainRights): the same code.
+          const e = explainAccess(record, { user, groups, settings, placement: deps.placement });
           return {
             mailbox: `${record.owner}/${record.name}`,
             owner: record.owner,
-            ownerNode: deps.placement.cachedAssignment(tenant, record.owner)?.node ?? null,
-            rights: formatRights(e.rights),
-            granted: formatRights(e.granted),
-            denied: formatRights(e.denied),
-            because: e.matched.map((m) => ({ identifier: m.identifier, rights: formatRights(m.rights), negative: m.negative, reason: m.reason })),
+            ownerNode: e.ownerNode || null,
+            rights: e.rights,
+            granted: e.granted,
+            denied: e.denied,
+            because: e.entries.filter((x) => x.applies).map((x) => ({ identifier: x.identifier, rights: x.rights, negative: x.negative, reason: x.reason })),
           };
         }),
         more: shared.lastRef !== undefined,

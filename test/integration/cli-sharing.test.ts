@@ -1,6 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectApi } from '../harness/api.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { startTestNode } from '../harness/node-client.js';
+import { waitFor } from '../harness/process.js';
 import { runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
 
@@ -162,6 +164,77 @@ describe('sharing from the CLI (README examples)', () => {
       const acl = await api.acl.getAcl({ tenant: 'acme3', mailbox: 'alice/P', actor: '' });
       expect(acl.entries).toContainEqual(expect.objectContaining({ identifier: 'bob', rights: 'lr' }));
     } finally {
+      api.close();
+    }
+  });
+});
+
+describe('acl explain', () => {
+  it("says why a user has the rights they have: every entry, the rules, visibility, and the owner's node", async () => {
+    const api = connectApi(server.address, server.adminToken);
+    const nodeToken = (await api.auth.createToken({ role: 'node:imap1', description: '' })).token;
+    const node = await startTestNode(server.address, nodeToken, { name: 'imap1', ttlSeconds: 5 });
+    try {
+      await api.directory.createTenant({ id: 'expl', domains: [] });
+      await api.mailbox.createMailbox({ tenant: 'expl', owner: 'alice', name: 'Team', actor: '' });
+      for (const [identifier, rights] of [['bob', 'lr'], ['group:sales', 'lrsw'], ['-group:temps', 'w'], ['carol', 'lrswi'], ['authenticated', 'l']] as const) {
+        await api.acl.setAcl({ tenant: 'expl', mailbox: 'alice/Team', identifier, rights, expectedRevision: 0, actor: '' });
+      }
+      await api.directory.setGroupMembers({ tenant: 'expl', name: 'sales', members: ['bob', 'dave'], expectedRevision: 0 });
+      await api.directory.setGroupMembers({ tenant: 'expl', name: 'temps', members: ['bob'], expectedRevision: 0 });
+      await waitFor(async () => /^imap1\s+active\s/m.test(await ok('node', 'list')), 5000, 'imap1 listed');
+      const at = await json('user', 'locate', 'expl', 'alice', '--assign');
+      expect(at).toMatchObject({ node: 'imap1', assigned: true });
+
+      const bob = await json('acl', 'explain', 'expl', 'alice/Team', 'bob');
+      expect(bob).toMatchObject({ user: 'bob', rights: 'lrs', granted: 'lrsw', denied: 'w', owner: false, listed: true, exists: true, groups: ['sales', 'temps'] });
+      expect(bob.entries.map((e: { identifier: string; applies: boolean; reason: string }) => [e.identifier, e.applies, e.reason])).toEqual([
+        ['alice', false, 'other-user'],
+        ['authenticated', true, 'authenticated'],
+        ['bob', true, 'user'],
+        ['carol', false, 'other-user'],
+        ['group:sales', true, 'group'],
+        ['-group:temps', true, 'group'],
+      ]);
+      expect(bob).toMatchObject({ ownerNode: 'imap1', ownerEpoch: at.epoch, userNode: '' });
+      // The same rights as `acl rights` (MyRights).
+      expect(await ok('acl', 'rights', 'expl', 'alice/Team', 'bob')).toBe('lrs\n');
+
+      const text = await ok('acl', 'explain', 'expl', 'alice/Team', 'bob');
+      expect(text).toMatch(/^bob on alice\/Team \(tenant expl, revision \d+\): lrs$/m);
+      expect(text).toMatch(/^-\s+-group:temps\s+w\s+applies: bob is in group temps$/m);
+      expect(text).toMatch(/^\s+carol\s+lrswi\s+does not apply: another user$/m);
+      expect(text).toMatch(/^granted lrsw, taken away w: lrs$/m);
+      expect(text).toMatch(/^rule: the rights of every entry that applies are added up/m);
+      expect(text).toMatch(new RegExp(`^served by: imap1 \\(epoch ${at.epoch}\\), the owner's node; bob's node: \\(none\\)$`, 'm'));
+
+      // Someone in no group, outside every entry but authenticated: listed with l only.
+      const erin = await json('acl', 'explain', 'expl', 'alice/Team', 'erin');
+      expect(erin).toMatchObject({ rights: 'l', listed: true, groups: [] });
+      expect(erin.entries.find((e: { identifier: string }) => e.identifier === 'group:sales')).toMatchObject({ applies: false, reason: 'not-in-group' });
+      // Without any revealing right the mailbox does not exist for the user; the owner keeps l and a.
+      await api.acl.deleteAcl({ tenant: 'expl', mailbox: 'alice/Team', identifier: 'authenticated', expectedRevision: 0, actor: '' });
+      const gone = await json('acl', 'explain', 'expl', 'alice/Team', 'erin');
+      expect(gone).toMatchObject({ rights: '', listed: false, exists: false });
+      expect(gone.rules).toContainEqual(expect.stringMatching(/does not exist for erin \(RFC 4314 §6\)/));
+      expect(await ok('acl', 'explain', 'expl', 'alice/Team', 'erin')).toMatch(/^visible: no: the mailbox does not exist for the user$/m);
+      await api.acl.setAcl({ tenant: 'expl', mailbox: 'alice/Team', identifier: '-alice', rights: 'lrs', expectedRevision: 0, actor: '' });
+      const owner = await json('acl', 'explain', 'expl', 'alice/Team', 'alice');
+      expect(owner.owner).toBe(true);
+      expect(owner.rights).toContain('l');
+      expect(owner.rights).toContain('a');
+      expect(owner.rights).not.toContain('r');
+      expect(owner.rules).toContainEqual('alice owns the mailbox: l and a are kept whatever the entries say');
+
+      // Bad input: one line on stderr naming the field, exit 1.
+      const badUser = await ms('acl', 'explain', 'expl', 'alice/Team', 'Not A User');
+      expect([badUser.code, badUser.stdout]).toEqual([1, '']);
+      expect(badUser.stderr).toMatch(/^mailshare: INVALID_ARGUMENT: user: [^\n]*\n$/);
+      const missing = await ms('acl', 'explain', 'expl', 'alice/Nope', 'bob');
+      expect(missing.code).toBe(1);
+      expect(missing.stderr).toMatch(/^mailshare: NOT_FOUND: [^\n]*\n$/);
+    } finally {
+      node.stop();
       api.close();
     }
   });

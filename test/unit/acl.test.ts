@@ -130,6 +130,14 @@ describe('explainRights', () => {
       ['-group:temps', 'w', 'group', true],
     ]);
     expect([formatRights(e.granted), formatRights(e.denied), formatRights(e.rights), e.owner]).toEqual(['lrsw', 'w', 'lrs', false]);
+    // Every other entry is there too, with why it does not apply.
+    const other = explainRights(set(acl, '-group:others', 'r'), { user: 'bob', groups: new Set(['team']) }, 'alice');
+    expect(other.unmatched.map((m) => [m.identifier, m.reason])).toEqual([
+      ['carol', 'other-user'],
+      ['-group:others', 'not-in-group'],
+      ['-group:temps', 'not-in-group'],
+    ]);
+    expect(other.matched.length + other.unmatched.length).toBe(6);
     const owner = explainRights(set(EMPTY_ACL, '-alice', 'la'), { user: 'alice', groups: new Set() }, 'alice');
     expect([formatRights(owner.rights), owner.owner]).toEqual(['la', true]);
   });

@@ -86,6 +86,58 @@ export interface MyRightsResponse {
   revision: number;
 }
 
+export interface ExplainRightsRequest {
+  tenant: string;
+  mailbox: string;
+  user: string;
+}
+
+export interface ExplainedEntry {
+  identifier: string;
+  rights: string;
+  negative: boolean;
+  /** Whether the entry covers the user. */
+  applies: boolean;
+  /**
+   * Why: "user", "group", "anyone", "authenticated"; or why not:
+   * "other-user", "not-in-group".
+   */
+  reason: string;
+}
+
+export interface ExplainRightsResponse {
+  /** The effective rights (exactly what MyRights answers). */
+  rights: string;
+  /** Every ACL entry, positive before negative, then by identifier. */
+  entries: ExplainedEntry[];
+  /** Union of the positive entries that apply, and of the negative ones. */
+  granted: string;
+  denied: string;
+  /** The user owns the mailbox (keeps l and a whatever the entries say). */
+  owner: boolean;
+  /** l: IMAP LIST shows the mailbox to the user. */
+  listed: boolean;
+  /**
+   * Any of l r i k x a: without them the mailbox does not exist for the
+   * user (RFC 4314 §6: NOT_FOUND, "NO" to SELECT, no LIST entry).
+   */
+  exists: boolean;
+  /** The groups the user is in. */
+  groups: string[];
+  /** The rules applied, in words (combining rule, owner rule, tenant policy). */
+  rules: string[];
+  /**
+   * The owner's node and assignment epoch ("" and 0: no node holds the
+   * owner now; the first access assigns one).
+   */
+  ownerNode: string;
+  ownerEpoch: number;
+  /** The node that holds the user ("" when none). */
+  userNode: string;
+  /** The mailbox's revision. */
+  revision: number;
+}
+
 function createBaseGetAclRequest(): GetAclRequest {
   return { tenant: "", mailbox: "", actor: "" };
 }
@@ -1020,6 +1072,490 @@ export const MyRightsResponse: MessageFns<MyRightsResponse> = {
   },
 };
 
+function createBaseExplainRightsRequest(): ExplainRightsRequest {
+  return { tenant: "", mailbox: "", user: "" };
+}
+
+export const ExplainRightsRequest: MessageFns<ExplainRightsRequest> = {
+  encode(message: ExplainRightsRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.mailbox !== "") {
+      writer.uint32(18).string(message.mailbox);
+    }
+    if (message.user !== "") {
+      writer.uint32(26).string(message.user);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainRightsRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseExplainRightsRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.mailbox = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): ExplainRightsRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      mailbox: isSet(object.mailbox) ? globalThis.String(object.mailbox) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+    };
+  },
+
+  toJSON(message: ExplainRightsRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.mailbox !== "") {
+      obj.mailbox = message.mailbox;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExplainRightsRequest>): ExplainRightsRequest {
+    return ExplainRightsRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExplainRightsRequest>): ExplainRightsRequest {
+    const message = createBaseExplainRightsRequest();
+    message.tenant = object.tenant ?? "";
+    message.mailbox = object.mailbox ?? "";
+    message.user = object.user ?? "";
+    return message;
+  },
+};
+
+function createBaseExplainedEntry(): ExplainedEntry {
+  return { identifier: "", rights: "", negative: false, applies: false, reason: "" };
+}
+
+export const ExplainedEntry: MessageFns<ExplainedEntry> = {
+  encode(message: ExplainedEntry, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.identifier !== "") {
+      writer.uint32(10).string(message.identifier);
+    }
+    if (message.rights !== "") {
+      writer.uint32(18).string(message.rights);
+    }
+    if (message.negative !== false) {
+      writer.uint32(24).bool(message.negative);
+    }
+    if (message.applies !== false) {
+      writer.uint32(32).bool(message.applies);
+    }
+    if (message.reason !== "") {
+      writer.uint32(42).string(message.reason);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainedEntry {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseExplainedEntry();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.identifier = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.rights = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.negative = reader.bool();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.applies = reader.bool();
+          continue;
+        }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.reason = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): ExplainedEntry {
+    return {
+      identifier: isSet(object.identifier) ? globalThis.String(object.identifier) : "",
+      rights: isSet(object.rights) ? globalThis.String(object.rights) : "",
+      negative: isSet(object.negative) ? globalThis.Boolean(object.negative) : false,
+      applies: isSet(object.applies) ? globalThis.Boolean(object.applies) : false,
+      reason: isSet(object.reason) ? globalThis.String(object.reason) : "",
+    };
+  },
+
+  toJSON(message: ExplainedEntry): unknown {
+    const obj: any = {};
+    if (message.identifier !== "") {
+      obj.identifier = message.identifier;
+    }
+    if (message.rights !== "") {
+      obj.rights = message.rights;
+    }
+    if (message.negative !== false) {
+      obj.negative = message.negative;
+    }
+    if (message.applies !== false) {
+      obj.applies = message.applies;
+    }
+    if (message.reason !== "") {
+      obj.reason = message.reason;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExplainedEntry>): ExplainedEntry {
+    return ExplainedEntry.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExplainedEntry>): ExplainedEntry {
+    const message = createBaseExplainedEntry();
+    message.identifier = object.identifier ?? "";
+    message.rights = object.rights ?? "";
+    message.negative = object.negative ?? false;
+    message.applies = object.applies ?? false;
+    message.reason = object.reason ?? "";
+    return message;
+  },
+};
+
+function createBaseExplainRightsResponse(): ExplainRightsResponse {
+  return {
+    rights: "",
+    entries: [],
+    granted: "",
+    denied: "",
+    owner: false,
+    listed: false,
+    exists: false,
+    groups: [],
+    rules: [],
+    ownerNode: "",
+    ownerEpoch: 0,
+    userNode: "",
+    revision: 0,
+  };
+}
+
+export const ExplainRightsResponse: MessageFns<ExplainRightsResponse> = {
+  encode(message: ExplainRightsResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.rights !== "") {
+      writer.uint32(10).string(message.rights);
+    }
+    for (const v of message.entries) {
+      ExplainedEntry.encode(v!, writer.uint32(18).fork()).join();
+    }
+    if (message.granted !== "") {
+      writer.uint32(26).string(message.granted);
+    }
+    if (message.denied !== "") {
+      writer.uint32(34).string(message.denied);
+    }
+    if (message.owner !== false) {
+      writer.uint32(40).bool(message.owner);
+    }
+    if (message.listed !== false) {
+      writer.uint32(48).bool(message.listed);
+    }
+    if (message.exists !== false) {
+      writer.uint32(56).bool(message.exists);
+    }
+    for (const v of message.groups) {
+      writer.uint32(66).string(v!);
+    }
+    for (const v of message.rules) {
+      writer.uint32(74).string(v!);
+    }
+    if (message.ownerNode !== "") {
+      writer.uint32(82).string(message.ownerNode);
+    }
+    if (message.ownerEpoch !== 0) {
+      writer.uint32(88).int64(message.ownerEpoch);
+    }
+    if (message.userNode !== "") {
+      writer.uint32(98).string(message.userNode);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(104).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ExplainRightsResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseExplainRightsResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.rights = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.entries.push(ExplainedEntry.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.granted = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.denied = reader.string();
+          continue;
+        }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.owner = reader.bool();
+          continue;
+        }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.listed = reader.bool();
+          continue;
+        }
+        case 7: {
+          if (tag !== 56) {
+            break;
+          }
+
+          message.exists = reader.bool();
+          continue;
+        }
+        case 8: {
+          if (tag !== 66) {
+            break;
+          }
+
+          message.groups.push(reader.string());
+          continue;
+        }
+        case 9: {
+          if (tag !== 74) {
+            break;
+          }
+
+          message.rules.push(reader.string());
+          continue;
+        }
+        case 10: {
+          if (tag !== 82) {
+            break;
+          }
+
+          message.ownerNode = reader.string();
+          continue;
+        }
+        case 11: {
+          if (tag !== 88) {
+            break;
+          }
+
+          message.ownerEpoch = longToNumber(reader.int64());
+          continue;
+        }
+        case 12: {
+          if (tag !== 98) {
+            break;
+          }
+
+          message.userNode = reader.string();
+          continue;
+        }
+        case 13: {
+          if (tag !== 104) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): ExplainRightsResponse {
+    return {
+      rights: isSet(object.rights) ? globalThis.String(object.rights) : "",
+      entries: globalThis.Array.isArray(object?.entries)
+        ? object.entries.map((e: any) => ExplainedEntry.fromJSON(e))
+        : [],
+      granted: isSet(object.granted) ? globalThis.String(object.granted) : "",
+      denied: isSet(object.denied) ? globalThis.String(object.denied) : "",
+      owner: isSet(object.owner) ? globalThis.Boolean(object.owner) : false,
+      listed: isSet(object.listed) ? globalThis.Boolean(object.listed) : false,
+      exists: isSet(object.exists) ? globalThis.Boolean(object.exists) : false,
+      groups: globalThis.Array.isArray(object?.groups) ? object.groups.map((e: any) => globalThis.String(e)) : [],
+      rules: globalThis.Array.isArray(object?.rules) ? object.rules.map((e: any) => globalThis.String(e)) : [],
+      ownerNode: isSet(object.ownerNode) ? globalThis.String(object.ownerNode) : "",
+      ownerEpoch: isSet(object.ownerEpoch) ? globalThis.Number(object.ownerEpoch) : 0,
+      userNode: isSet(object.userNode) ? globalThis.String(object.userNode) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: ExplainRightsResponse): unknown {
+    const obj: any = {};
+    if (message.rights !== "") {
+      obj.rights = message.rights;
+    }
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => ExplainedEntry.toJSON(e));
+    }
+    if (message.granted !== "") {
+      obj.granted = message.granted;
+    }
+    if (message.denied !== "") {
+      obj.denied = message.denied;
+    }
+    if (message.owner !== false) {
+      obj.owner = message.owner;
+    }
+    if (message.listed !== false) {
+      obj.listed = message.listed;
+    }
+    if (message.exists !== false) {
+      obj.exists = message.exists;
+    }
+    if (message.groups?.length) {
+      obj.groups = message.groups;
+    }
+    if (message.rules?.length) {
+      obj.rules = message.rules;
+    }
+    if (message.ownerNode !== "") {
+      obj.ownerNode = message.ownerNode;
+    }
+    if (message.ownerEpoch !== 0) {
+      obj.ownerEpoch = Math.round(message.ownerEpoch);
+    }
+    if (message.userNode !== "") {
+      obj.userNode = message.userNode;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ExplainRightsResponse>): ExplainRightsResponse {
+    return ExplainRightsResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ExplainRightsResponse>): ExplainRightsResponse {
+    const message = createBaseExplainRightsResponse();
+    message.rights = object.rights ?? "";
+    message.entries = object.entries?.map((e) => ExplainedEntry.fromPartial(e)) || [];
+    message.granted = object.granted ?? "";
+    message.denied = object.denied ?? "";
+    message.owner = object.owner ?? false;
+    message.listed = object.listed ?? false;
+    message.exists = object.exists ?? false;
+    message.groups = object.groups?.map((e) => e) || [];
+    message.rules = object.rules?.map((e) => e) || [];
+    message.ownerNode = object.ownerNode ?? "";
+    message.ownerEpoch = object.ownerEpoch ?? 0;
+    message.userNode = object.userNode ?? "";
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
 /**
  * AclService: RFC 4314 access control lists of registered mailboxes.
  *
@@ -1088,6 +1624,23 @@ export const AclServiceService = {
     responseSerialize: (value: MyRightsResponse): Buffer => Buffer.from(MyRightsResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): MyRightsResponse => MyRightsResponse.decode(value),
   },
+  /**
+   * ExplainRights (admin, tenant-admin): a user's effective rights on a
+   * mailbox and why: every entry with whether it covers the user and why
+   * (or why not), the combining rule, the owner rule, the tenant's policy,
+   * whether the mailbox is visible to the user, and where it is served.
+   * The status page's lookup shows the same.
+   */
+  explainRights: {
+    path: "/mailshare.v1.AclService/ExplainRights",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: ExplainRightsRequest): Buffer => Buffer.from(ExplainRightsRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ExplainRightsRequest => ExplainRightsRequest.decode(value),
+    responseSerialize: (value: ExplainRightsResponse): Buffer =>
+      Buffer.from(ExplainRightsResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ExplainRightsResponse => ExplainRightsResponse.decode(value),
+  },
 } as const;
 
 export interface AclServiceServer extends UntypedServiceImplementation {
@@ -1107,6 +1660,14 @@ export interface AclServiceServer extends UntypedServiceImplementation {
    * user holding none of l r i k x a gets NOT_FOUND.
    */
   myRights: handleUnaryCall<MyRightsRequest, MyRightsResponse>;
+  /**
+   * ExplainRights (admin, tenant-admin): a user's effective rights on a
+   * mailbox and why: every entry with whether it covers the user and why
+   * (or why not), the combining rule, the owner rule, the tenant's policy,
+   * whether the mailbox is visible to the user, and where it is served.
+   * The status page's lookup shows the same.
+   */
+  explainRights: handleUnaryCall<ExplainRightsRequest, ExplainRightsResponse>;
 }
 
 export interface AclServiceClient extends Client {
@@ -1195,6 +1756,28 @@ export interface AclServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: MyRightsResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ExplainRights (admin, tenant-admin): a user's effective rights on a
+   * mailbox and why: every entry with whether it covers the user and why
+   * (or why not), the combining rule, the owner rule, the tenant's policy,
+   * whether the mailbox is visible to the user, and where it is served.
+   * The status page's lookup shows the same.
+   */
+  explainRights(
+    request: ExplainRightsRequest,
+    callback: (error: ServiceError | null, response: ExplainRightsResponse) => void,
+  ): ClientUnaryCall;
+  explainRights(
+    request: ExplainRightsRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ExplainRightsResponse) => void,
+  ): ClientUnaryCall;
+  explainRights(
+    request: ExplainRightsRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ExplainRightsResponse) => void,
   ): ClientUnaryCall;
 }
 
