@@ -7,6 +7,7 @@ import { registerAcl } from '../cli/acl.js';
 import { registerAudit } from '../cli/audit.js';
 import { registerEvents } from '../cli/events.js';
 import { registerGroup } from '../cli/group.js';
+import { registerIndex } from '../cli/index-check.js';
 import { registerMailbox } from '../cli/mailbox.js';
 import { registerNode } from '../cli/node.js';
 import { registerStatus } from '../cli/status.js';
@@ -58,6 +59,7 @@ async function main(argv: string[]): Promise<number> {
   registerTenant(program, io);
   registerGroup(program, io);
   registerMailbox(program, io);
+  registerIndex(program, io);
   registerAcl(program, io);
   registerAudit(program, io);
   registerNode(program, io);

@@ -22,6 +22,7 @@ import { AuditStore } from '../store/audit-store.js';
 import { DirectoryStore } from '../store/directory-store.js';
 import { MailboxStore } from '../store/mailbox-store.js';
 import { createAclService } from './acl-service.js';
+import { IndexChecker } from '../store/index-check.js';
 import { createAuditService } from './audit-service.js';
 import { createDirectoryService } from './directory-service.js';
 import { createMailboxService } from './mailbox-service.js';
@@ -141,7 +142,7 @@ export class Coordinator {
     const directory = new DirectoryStore(opts.client, opts.keys, this.audit);
     const mailboxes = new MailboxStore(opts.client, opts.keys, this.audit, directory);
     this.server.addService(DirectoryServiceService, createDirectoryService({ ...deps, directory }));
-    this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes }));
+    this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes, index: new IndexChecker({ client: opts.client, keys: opts.keys, audit: this.audit }) }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.tenants = new TenantCache(opts.client, opts.keys, opts.logger.child({ component: 'tenants' }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);

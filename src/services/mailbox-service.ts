@@ -5,6 +5,7 @@ import { decodePageToken, encodePageToken, parsePageSize } from '../domain/pagin
 import { parseRights } from '../domain/rights.js';
 import type { MailboxServiceServer } from '../gen/mailshare/v1/mailbox.js';
 import type { DirectoryStore } from '../store/directory-store.js';
+import type { IndexChecker } from '../store/index-check.js';
 import type { MailboxStore } from '../store/mailbox-store.js';
 import { auditContext, requireActorForNode, requireTenantRole } from './access.js';
 import { mailboxToPb, parseExpectedRevision, rightsToPb } from './convert.js';
@@ -16,6 +17,7 @@ import { requireDomainlessUsers } from './user-names.js';
 export interface MailboxServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
   readonly mailboxes: MailboxStore;
+  readonly index: IndexChecker;
 }
 
 const ROLES = ['admin', 'tenant-admin', 'node'] as const;
@@ -123,6 +125,28 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
         nextPageToken: res.lastRef ? encodePageToken(res.lastRef) : '',
         revision: res.revision,
       };
+    }),
+
+    checkIndex: unary(deps, 'CheckIndex', ['admin', 'tenant-admin'], async (req, ctx) => {
+      let tenants: string[];
+      if (req.tenant !== '') {
+        const tenant = parseTenantId(req.tenant);
+        requireTenantRole(ctx.principal.role, tenant, ['admin', 'tenant-admin']);
+        await directory.requireTenant(tenant);
+        tenants = [tenant];
+      } else {
+        if (ctx.principal.role.kind !== 'admin') throw new DomainError('permission_denied', 'tenant: a tenant admin checks its own tenant: name it', { field: 'tenant' });
+        tenants = [];
+        let after: string | undefined;
+        do {
+          const page = await directory.listTenants(1000, after);
+          tenants.push(...page.tenants.map((t) => t.id));
+          after = page.lastKey;
+        } while (after !== undefined);
+      }
+      const reports = [];
+      for (const tenant of tenants) reports.push(await deps.index.check(tenant, { repair: req.repair, ctx: auditContext(ctx.principal, undefined, ctx.signal) }));
+      return { tenants: reports };
     }),
   };
 }

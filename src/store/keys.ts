@@ -53,6 +53,8 @@ export interface Keys {
   mailboxRefFromKey(tenant: string, key: string): string;
 
   sharedPrefix(tenant: string, grantee: string): string;
+  /** Every "shared with" index entry of a tenant. */
+  sharedTenantPrefix(tenant: string): string;
   shared(tenant: string, grantee: string, owner: string, name: string): string;
   /** "owner/name" from an index key of this grantee. */
   sharedRefFromKey(tenant: string, grantee: string, key: string): string;
@@ -116,6 +118,7 @@ export function createKeys(prefix: string): Keys {
     mailboxRefFromKey: (tenant: string, key: string) => key.slice(`${t(tenant)}mbox/`.length),
 
     sharedPrefix: (tenant: string, grantee: string) => `${t(tenant)}shared/${grantee}/`,
+    sharedTenantPrefix: (tenant: string) => `${t(tenant)}shared/`,
     shared: (tenant: string, grantee: string, owner: string, name: string) => `${t(tenant)}shared/${grantee}/${owner}/${name}`,
     sharedRefFromKey: (tenant: string, grantee: string, key: string) => key.slice(`${t(tenant)}shared/${grantee}/`.length),
 

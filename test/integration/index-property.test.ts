@@ -156,6 +156,9 @@ describe('shared-with index (property, real etcd)', () => {
         c.close();
         const implied = [...model.mailboxes.values()].flatMap((m) => [...shareGrantees(m.acl, m.owner)].map((g) => `${g}/${m.owner}/${m.name}`)).sort();
         expect(index).toEqual(implied);
+        // `mailshare index check` comes to the same (what it proves on a live system).
+        const check = await api.mailbox.checkIndex({ tenant, repair: false });
+        expect(check.tenants[0]).toMatchObject({ tenant, missing: 0, stale: 0, wrongId: 0, expected: implied.length, entries: implied.length, differences: [] });
 
         // ListSharedWith equals the definition for every user.
         for (const user of USERS) {

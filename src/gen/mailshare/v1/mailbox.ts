@@ -117,6 +117,48 @@ export interface ListSharedWithResponse {
   revision: number;
 }
 
+export interface CheckIndexRequest {
+  /** Empty: every tenant (admin only). */
+  tenant: string;
+  repair: boolean;
+}
+
+export interface IndexDifference {
+  /**
+   * "missing": the ACL grants l and no entry says so; "stale": an entry no
+   * ACL backs; "wrong-id": the entry names another mailbox id.
+   */
+  kind: string;
+  grantee: string;
+  /** OWNER/NAME */
+  mailbox: string;
+}
+
+export interface TenantIndexReport {
+  tenant: string;
+  /** Everything was read at this revision. */
+  revision: number;
+  mailboxes: number;
+  /** Index entries found, and those the ACLs imply. */
+  entries: number;
+  expected: number;
+  missing: number;
+  stale: number;
+  wrongId: number;
+  /** The first differences (at most 20), by mailbox. */
+  differences: IndexDifference[];
+  /**
+   * With repair: mailboxes put right, and those skipped because they
+   * changed since the check (run it again).
+   */
+  repaired: number;
+  skipped: number;
+}
+
+export interface CheckIndexResponse {
+  tenants: TenantIndexReport[];
+}
+
 function createBaseAclEntry(): AclEntry {
   return { identifier: "", rights: "" };
 }
@@ -1414,6 +1456,470 @@ export const ListSharedWithResponse: MessageFns<ListSharedWithResponse> = {
   },
 };
 
+function createBaseCheckIndexRequest(): CheckIndexRequest {
+  return { tenant: "", repair: false };
+}
+
+export const CheckIndexRequest: MessageFns<CheckIndexRequest> = {
+  encode(message: CheckIndexRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.repair !== false) {
+      writer.uint32(16).bool(message.repair);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckIndexRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseCheckIndexRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.repair = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): CheckIndexRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      repair: isSet(object.repair) ? globalThis.Boolean(object.repair) : false,
+    };
+  },
+
+  toJSON(message: CheckIndexRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.repair !== false) {
+      obj.repair = message.repair;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CheckIndexRequest>): CheckIndexRequest {
+    return CheckIndexRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CheckIndexRequest>): CheckIndexRequest {
+    const message = createBaseCheckIndexRequest();
+    message.tenant = object.tenant ?? "";
+    message.repair = object.repair ?? false;
+    return message;
+  },
+};
+
+function createBaseIndexDifference(): IndexDifference {
+  return { kind: "", grantee: "", mailbox: "" };
+}
+
+export const IndexDifference: MessageFns<IndexDifference> = {
+  encode(message: IndexDifference, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.kind !== "") {
+      writer.uint32(10).string(message.kind);
+    }
+    if (message.grantee !== "") {
+      writer.uint32(18).string(message.grantee);
+    }
+    if (message.mailbox !== "") {
+      writer.uint32(26).string(message.mailbox);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): IndexDifference {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseIndexDifference();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.kind = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.grantee = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.mailbox = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): IndexDifference {
+    return {
+      kind: isSet(object.kind) ? globalThis.String(object.kind) : "",
+      grantee: isSet(object.grantee) ? globalThis.String(object.grantee) : "",
+      mailbox: isSet(object.mailbox) ? globalThis.String(object.mailbox) : "",
+    };
+  },
+
+  toJSON(message: IndexDifference): unknown {
+    const obj: any = {};
+    if (message.kind !== "") {
+      obj.kind = message.kind;
+    }
+    if (message.grantee !== "") {
+      obj.grantee = message.grantee;
+    }
+    if (message.mailbox !== "") {
+      obj.mailbox = message.mailbox;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<IndexDifference>): IndexDifference {
+    return IndexDifference.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<IndexDifference>): IndexDifference {
+    const message = createBaseIndexDifference();
+    message.kind = object.kind ?? "";
+    message.grantee = object.grantee ?? "";
+    message.mailbox = object.mailbox ?? "";
+    return message;
+  },
+};
+
+function createBaseTenantIndexReport(): TenantIndexReport {
+  return {
+    tenant: "",
+    revision: 0,
+    mailboxes: 0,
+    entries: 0,
+    expected: 0,
+    missing: 0,
+    stale: 0,
+    wrongId: 0,
+    differences: [],
+    repaired: 0,
+    skipped: 0,
+  };
+}
+
+export const TenantIndexReport: MessageFns<TenantIndexReport> = {
+  encode(message: TenantIndexReport, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    if (message.mailboxes !== 0) {
+      writer.uint32(24).int64(message.mailboxes);
+    }
+    if (message.entries !== 0) {
+      writer.uint32(32).int64(message.entries);
+    }
+    if (message.expected !== 0) {
+      writer.uint32(40).int64(message.expected);
+    }
+    if (message.missing !== 0) {
+      writer.uint32(48).int64(message.missing);
+    }
+    if (message.stale !== 0) {
+      writer.uint32(56).int64(message.stale);
+    }
+    if (message.wrongId !== 0) {
+      writer.uint32(64).int64(message.wrongId);
+    }
+    for (const v of message.differences) {
+      IndexDifference.encode(v!, writer.uint32(74).fork()).join();
+    }
+    if (message.repaired !== 0) {
+      writer.uint32(80).int64(message.repaired);
+    }
+    if (message.skipped !== 0) {
+      writer.uint32(88).int64(message.skipped);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): TenantIndexReport {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseTenantIndexReport();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.mailboxes = longToNumber(reader.int64());
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.entries = longToNumber(reader.int64());
+          continue;
+        }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.expected = longToNumber(reader.int64());
+          continue;
+        }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.missing = longToNumber(reader.int64());
+          continue;
+        }
+        case 7: {
+          if (tag !== 56) {
+            break;
+          }
+
+          message.stale = longToNumber(reader.int64());
+          continue;
+        }
+        case 8: {
+          if (tag !== 64) {
+            break;
+          }
+
+          message.wrongId = longToNumber(reader.int64());
+          continue;
+        }
+        case 9: {
+          if (tag !== 74) {
+            break;
+          }
+
+          message.differences.push(IndexDifference.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 10: {
+          if (tag !== 80) {
+            break;
+          }
+
+          message.repaired = longToNumber(reader.int64());
+          continue;
+        }
+        case 11: {
+          if (tag !== 88) {
+            break;
+          }
+
+          message.skipped = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): TenantIndexReport {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      mailboxes: isSet(object.mailboxes) ? globalThis.Number(object.mailboxes) : 0,
+      entries: isSet(object.entries) ? globalThis.Number(object.entries) : 0,
+      expected: isSet(object.expected) ? globalThis.Number(object.expected) : 0,
+      missing: isSet(object.missing) ? globalThis.Number(object.missing) : 0,
+      stale: isSet(object.stale) ? globalThis.Number(object.stale) : 0,
+      wrongId: isSet(object.wrongId) ? globalThis.Number(object.wrongId) : 0,
+      differences: globalThis.Array.isArray(object?.differences)
+        ? object.differences.map((e: any) => IndexDifference.fromJSON(e))
+        : [],
+      repaired: isSet(object.repaired) ? globalThis.Number(object.repaired) : 0,
+      skipped: isSet(object.skipped) ? globalThis.Number(object.skipped) : 0,
+    };
+  },
+
+  toJSON(message: TenantIndexReport): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.mailboxes !== 0) {
+      obj.mailboxes = Math.round(message.mailboxes);
+    }
+    if (message.entries !== 0) {
+      obj.entries = Math.round(message.entries);
+    }
+    if (message.expected !== 0) {
+      obj.expected = Math.round(message.expected);
+    }
+    if (message.missing !== 0) {
+      obj.missing = Math.round(message.missing);
+    }
+    if (message.stale !== 0) {
+      obj.stale = Math.round(message.stale);
+    }
+    if (message.wrongId !== 0) {
+      obj.wrongId = Math.round(message.wrongId);
+    }
+    if (message.differences?.length) {
+      obj.differences = message.differences.map((e) => IndexDifference.toJSON(e));
+    }
+    if (message.repaired !== 0) {
+      obj.repaired = Math.round(message.repaired);
+    }
+    if (message.skipped !== 0) {
+      obj.skipped = Math.round(message.skipped);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<TenantIndexReport>): TenantIndexReport {
+    return TenantIndexReport.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<TenantIndexReport>): TenantIndexReport {
+    const message = createBaseTenantIndexReport();
+    message.tenant = object.tenant ?? "";
+    message.revision = object.revision ?? 0;
+    message.mailboxes = object.mailboxes ?? 0;
+    message.entries = object.entries ?? 0;
+    message.expected = object.expected ?? 0;
+    message.missing = object.missing ?? 0;
+    message.stale = object.stale ?? 0;
+    message.wrongId = object.wrongId ?? 0;
+    message.differences = object.differences?.map((e) => IndexDifference.fromPartial(e)) || [];
+    message.repaired = object.repaired ?? 0;
+    message.skipped = object.skipped ?? 0;
+    return message;
+  },
+};
+
+function createBaseCheckIndexResponse(): CheckIndexResponse {
+  return { tenants: [] };
+}
+
+export const CheckIndexResponse: MessageFns<CheckIndexResponse> = {
+  encode(message: CheckIndexResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.tenants) {
+      TenantIndexReport.encode(v!, writer.uint32(10).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): CheckIndexResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseCheckIndexResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenants.push(TenantIndexReport.decode(reader, reader.uint32()));
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): CheckIndexResponse {
+    return {
+      tenants: globalThis.Array.isArray(object?.tenants)
+        ? object.tenants.map((e: any) => TenantIndexReport.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: CheckIndexResponse): unknown {
+    const obj: any = {};
+    if (message.tenants?.length) {
+      obj.tenants = message.tenants.map((e) => TenantIndexReport.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<CheckIndexResponse>): CheckIndexResponse {
+    return CheckIndexResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<CheckIndexResponse>): CheckIndexResponse {
+    const message = createBaseCheckIndexResponse();
+    message.tenants = object.tenants?.map((e) => TenantIndexReport.fromPartial(e)) || [];
+    return message;
+  },
+};
+
 /**
  * MailboxService registers shared mailboxes and answers "shared with me".
  * A mailbox is addressed as "OWNER/NAME" inside a tenant, "/" separating
@@ -1498,6 +2004,21 @@ export const MailboxServiceService = {
       Buffer.from(ListSharedWithResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): ListSharedWithResponse => ListSharedWithResponse.decode(value),
   },
+  /**
+   * CheckIndex (admin; tenant-admin for its tenant) verifies the "shared
+   * with" index against the ACLs at one revision, and with `repair` puts
+   * it right, one guarded transaction per mailbox. Without a tenant (admin
+   * only), every tenant.
+   */
+  checkIndex: {
+    path: "/mailshare.v1.MailboxService/CheckIndex",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: CheckIndexRequest): Buffer => Buffer.from(CheckIndexRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): CheckIndexRequest => CheckIndexRequest.decode(value),
+    responseSerialize: (value: CheckIndexResponse): Buffer => Buffer.from(CheckIndexResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): CheckIndexResponse => CheckIndexResponse.decode(value),
+  },
 } as const;
 
 export interface MailboxServiceServer extends UntypedServiceImplementation {
@@ -1521,6 +2042,13 @@ export interface MailboxServiceServer extends UntypedServiceImplementation {
    * l right, with the user's effective rights.
    */
   listSharedWith: handleUnaryCall<ListSharedWithRequest, ListSharedWithResponse>;
+  /**
+   * CheckIndex (admin; tenant-admin for its tenant) verifies the "shared
+   * with" index against the ACLs at one revision, and with `repair` puts
+   * it right, one guarded transaction per mailbox. Without a tenant (admin
+   * only), every tenant.
+   */
+  checkIndex: handleUnaryCall<CheckIndexRequest, CheckIndexResponse>;
 }
 
 export interface MailboxServiceClient extends Client {
@@ -1627,6 +2155,27 @@ export interface MailboxServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: ListSharedWithResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * CheckIndex (admin; tenant-admin for its tenant) verifies the "shared
+   * with" index against the ACLs at one revision, and with `repair` puts
+   * it right, one guarded transaction per mailbox. Without a tenant (admin
+   * only), every tenant.
+   */
+  checkIndex(
+    request: CheckIndexRequest,
+    callback: (error: ServiceError | null, response: CheckIndexResponse) => void,
+  ): ClientUnaryCall;
+  checkIndex(
+    request: CheckIndexRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: CheckIndexResponse) => void,
+  ): ClientUnaryCall;
+  checkIndex(
+    request: CheckIndexRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: CheckIndexResponse) => void,
   ): ClientUnaryCall;
 }
 
