@@ -6,6 +6,7 @@ import { type CliIo, addGlobalConnectionOptions } from '../cli/io.js';
 import { registerAcl } from '../cli/acl.js';
 import { registerAudit } from '../cli/audit.js';
 import { registerEvents } from '../cli/events.js';
+import { registerDovecotMigration } from '../cli/dovecot-migrate.js';
 import { registerGroup } from '../cli/group.js';
 import { registerIndex } from '../cli/index-check.js';
 import { registerMailbox } from '../cli/mailbox.js';
@@ -60,6 +61,7 @@ async function main(argv: string[]): Promise<number> {
   registerGroup(program, io);
   registerMailbox(program, io);
   registerIndex(program, io);
+  registerDovecotMigration(program, io);
   registerAcl(program, io);
   registerAudit(program, io);
   registerNode(program, io);

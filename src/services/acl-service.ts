@@ -1,9 +1,9 @@
 import { type Acl, listRights, shareCount } from '../domain/acl.js';
 import { DomainError } from '../domain/errors.js';
-import { type Identifier, parseIdentifier } from '../domain/identifier.js';
+import { type Identifier, formatIdentifier, parseIdentifier } from '../domain/identifier.js';
 import { parseTenantId, parseUserId } from '../domain/ids.js';
 import { parseMailboxRef } from '../domain/mailbox-name.js';
-import { A, ALL_RIGHTS, NO_RIGHTS, hasAny, parseRightsChange } from '../domain/rights.js';
+import { A, ALL_RIGHTS, NO_RIGHTS, type Rights, hasAny, parseRightsChange } from '../domain/rights.js';
 import type { AclServiceServer } from '../gen/mailshare/v1/acl.js';
 import type { Role } from '../domain/role.js';
 import type { DirectoryStore, TenantSettings } from '../store/directory-store.js';
@@ -82,6 +82,37 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
       const change = parseRightsChange(req.rights, 'rights');
       const res = await writeAcl(ctx, req, { kind: 'set', identifier, change });
       return { rights: rightsToPb(res.rights), revision: res.record.revision };
+    }),
+
+    replaceAcl: unary(deps, 'ReplaceAcl', ['admin', 'tenant-admin'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const ref = parseMailboxRef(req.mailbox);
+      const expected = parseExpectedRevision(req.expectedRevision);
+      requireTenantRole(ctx.principal.role, tenant, ['admin', 'tenant-admin']);
+      const acl = new Map<string, Rights>();
+      const users: Array<{ id: string; field: string }> = [];
+      req.entries.forEach((e, i) => {
+        const field = `entries[${i}]`;
+        const id = parseIdentifier(e.identifier, `${field}.identifier`);
+        const key = formatIdentifier(id);
+        if (acl.has(key)) throw new DomainError('invalid_argument', `${field}.identifier: ${key} is given twice`, { field: `${field}.identifier` });
+        const change = parseRightsChange(e.rights, `${field}.rights`);
+        if (change.mode !== 'replace') throw new DomainError('invalid_argument', `${field}.rights: "${e.rights.slice(0, 20)}" adds or removes; ReplaceAcl takes the rights themselves`, { field: `${field}.rights` });
+        if (change.rights === NO_RIGHTS) throw new DomainError('invalid_argument', `${field}.rights: empty; leave the entry out`, { field: `${field}.rights` });
+        if (id.principal.kind === 'user') users.push({ id: id.principal.name, field: `${field}.identifier` });
+        acl.set(key, change.rights);
+      });
+      await requireDomainlessUsers(directory, tenant, users);
+      const rec = await mailboxes.replaceAcl(tenant, ref.owner, ref.name, acl, expected, auditContext(ctx.principal, undefined, ctx.signal), (settings, before, after) => {
+        if (!settings.allowAnyone && (after.get('anyone') ?? NO_RIGHTS) !== NO_RIGHTS && (before.get('anyone') ?? NO_RIGHTS) === NO_RIGHTS) {
+          throw new DomainError('permission_denied', 'entries: this tenant does not allow sharing with anyone', { field: 'entries' });
+        }
+        const n = shareCount(after, ref.owner);
+        if (n > shareCount(before, ref.owner) && n > settings.maxSharesPerMailbox) {
+          throw new DomainError('resource_exhausted', `entries: a mailbox may have at most ${settings.maxSharesPerMailbox} ACL entries in this tenant; use a group`, { field: 'entries' });
+        }
+      });
+      return { entries: aclToPb(rec.acl), revision: rec.revision };
     }),
 
     deleteAcl: unary(deps, 'DeleteAcl', ROLES, async (req, ctx) => {

@@ -242,16 +242,57 @@ export class MailboxStore {
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
   ): Promise<{ record: MailboxRecord; rights: Rights }> {
     const ident = formatIdentifier(change.identifier);
+    const res = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, (cur) => {
+      const acl = change.kind === 'set' ? setAcl(cur, change.identifier, change.change) : deleteAcl(cur, change.identifier);
+      const before = cur.get(ident) ?? NO_RIGHTS;
+      const after = acl.get(ident) ?? NO_RIGHTS;
+      return { acl, audit: { action: change.kind === 'set' ? 'SetAcl' : 'DeleteAcl', identifier: ident, before: formatRights(before), after: formatRights(after) } };
+    });
+    return { record: res, rights: res.acl.get(ident) ?? NO_RIGHTS };
+  }
+
+  /**
+   * The whole ACL at once (an import): one transaction, like changeAcl,
+   * and one audit record with the ACL before and after.
+   */
+  async replaceAcl(
+    tenant: string,
+    owner: string,
+    name: string,
+    acl: Acl,
+    expectedRevision: number,
+    ctx: AuditContext,
+    check: (settings: TenantSettings, before: Acl, after: Acl) => void,
+  ): Promise<MailboxRecord> {
+    return this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, (cur) => ({
+      acl,
+      audit: { action: 'ReplaceAcl', identifier: '', before: formatAcl(cur), after: formatAcl(acl) },
+    }));
+  }
+
+  /**
+   * An ACL write: the mailbox's new ACL and the index entries it implies
+   * in one transaction, guarded by the mailbox's and the tenant's
+   * revisions. Without an expected revision, lost races are retried from a
+   * fresh read, so concurrent "+r" / "-w" changes all land.
+   */
+  private async writeAcl(
+    tenant: string,
+    owner: string,
+    name: string,
+    expectedRevision: number,
+    ctx: AuditContext,
+    check: (settings: TenantSettings, before: Acl, after: Acl) => void,
+    compute: (cur: Acl) => { acl: Acl; audit: { action: string; identifier: string; before: string; after: string } },
+  ): Promise<MailboxRecord> {
     return withCasRetry(async () => {
       const t = await this.directory.getTenant(tenant);
       if (!t) throw tenantNotFound(tenant);
       const cur = await this.get(tenant, owner, name);
       if (!cur) throw mailboxNotFound(tenant, owner, name);
       checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
-      const acl = change.kind === 'set' ? setAcl(cur.acl, change.identifier, change.change) : deleteAcl(cur.acl, change.identifier);
-      const before = cur.acl.get(ident) ?? NO_RIGHTS;
-      const after = acl.get(ident) ?? NO_RIGHTS;
-      if (before === after && acl.size === cur.acl.size) return { record: cur, rights: after };
+      const { acl, audit } = compute(cur.acl);
+      if (sameAcl(acl, cur.acl)) return cur;
       check(t.settings, cur.acl, acl);
 
       const oldG = shareGrantees(cur.acl, owner);
@@ -266,20 +307,12 @@ export class MailboxStore {
             this.client.put(key).value(encodeMailbox(next)),
             ...[...newG].filter((g) => !oldG.has(g)).map((g) => this.client.put(this.keys.shared(tenant, g, owner, name)).value(cur.id)),
             ...[...oldG].filter((g) => !newG.has(g)).map((g) => this.client.delete().key(this.keys.shared(tenant, g, owner, name))),
-            ...this.audit.ops({
-              tenant,
-              ...ctx,
-              action: change.kind === 'set' ? 'SetAcl' : 'DeleteAcl',
-              target: `${owner}/${name}`,
-              identifier: ident,
-              before: formatRights(before),
-              after: formatRights(after),
-            }),
+            ...this.audit.ops({ tenant, ...ctx, target: `${owner}/${name}`, ...audit }),
           )
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-      return { record: { ...next, revision: Number(res.header.revision) }, rights: after };
+      return { ...next, revision: Number(res.header.revision) };
     }, ctx.signal);
   }
 
@@ -361,4 +394,10 @@ export function formatAcl(acl: Acl): string {
   return aclEntries(acl)
     .map(([k, r]) => `${k}=${formatRights(r)}`)
     .join(' ');
+}
+
+function sameAcl(a: Acl, b: Acl): boolean {
+  if (a.size !== b.size) return false;
+  for (const [k, r] of a) if (b.get(k) !== r) return false;
+  return true;
 }

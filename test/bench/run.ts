@@ -7,6 +7,7 @@ import { writeFileSync } from 'node:fs';
 import { aclPropagation } from './acl-propagation.js';
 import { failover } from './failover.js';
 import { imapLatency } from './imap-latency.js';
+import { importBench } from './import.js';
 import { imapProxy } from './imap-proxy.js';
 import { lmtpBench } from './lmtp.js';
 import { locateCache } from './locate-cache.js';
@@ -33,6 +34,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   'imap-latency': imapLatency,
   lmtp: lmtpBench,
   route: routeBench,
+  import: importBench,
 };
 
 async function main(): Promise<void> {

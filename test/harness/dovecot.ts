@@ -57,6 +57,8 @@ export async function startDovecot(opts: {
   maxUserIpConnections?: number;
   /** OAUTHBEARER and XOAUTH2 logins, tokens checked by POSTing them to this introspection URL (Dovecot's oauth2 passdb). */
   oauthIntrospection?: string;
+  /** Dovecot's own ACLs (the acl plugin, vfile: a dovecot-acl file per folder) and IMAP ACL commands. */
+  acl?: boolean;
   /** Also serve these protocols, each on a free port of its own (Dovecot's pop3 and lmtp). */
   protocols?: Array<'pop3' | 'lmtp'>;
   /**
@@ -133,7 +135,7 @@ namespace inbox {
 # The readers of a shared folder each open a connection as its owner (see deploy/local-cluster.sh).
 protocol imap {
   mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
-}
+${opts.acl ? '  mail_plugins = $mail_plugins acl imap_acl\n' : ''}}
 service imap {
   process_limit = 4096
 }
@@ -180,6 +182,25 @@ protocol pop3 {
   # One POP3 session per maildrop at a time (a second one hears -ERR [IN-USE]).
   pop3_lock_session = yes
   mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
+}`
+    : ''
+}
+${
+  opts.acl
+    ? `mail_plugins = $mail_plugins acl
+plugin {
+  acl = vfile
+  # IMAP SETACL may name anyone and authenticated.
+  acl_anyone = allow
+}
+# Other users' folders as shared/OWNER/NAME (what they are shared with decides).
+namespace shared {
+  type = shared
+  separator = /
+  prefix = shared/%%u/
+  location = maildir:${opts.mailRoot}/%%u
+  subscriptions = no
+  list = children
 }`
     : ''
 }

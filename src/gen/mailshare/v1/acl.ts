@@ -138,6 +138,19 @@ export interface ExplainRightsResponse {
   revision: number;
 }
 
+export interface ReplaceAclRequest {
+  tenant: string;
+  mailbox: string;
+  /** Each identifier at most once, rights as in SetAcl without "+" or "-". */
+  entries: AclEntry[];
+  expectedRevision: number;
+}
+
+export interface ReplaceAclResponse {
+  entries: AclEntry[];
+  revision: number;
+}
+
 function createBaseGetAclRequest(): GetAclRequest {
   return { tenant: "", mailbox: "", actor: "" };
 }
@@ -1556,6 +1569,190 @@ export const ExplainRightsResponse: MessageFns<ExplainRightsResponse> = {
   },
 };
 
+function createBaseReplaceAclRequest(): ReplaceAclRequest {
+  return { tenant: "", mailbox: "", entries: [], expectedRevision: 0 };
+}
+
+export const ReplaceAclRequest: MessageFns<ReplaceAclRequest> = {
+  encode(message: ReplaceAclRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.mailbox !== "") {
+      writer.uint32(18).string(message.mailbox);
+    }
+    for (const v of message.entries) {
+      AclEntry.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.expectedRevision !== 0) {
+      writer.uint32(32).int64(message.expectedRevision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplaceAclRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseReplaceAclRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.mailbox = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.entries.push(AclEntry.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.expectedRevision = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): ReplaceAclRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      mailbox: isSet(object.mailbox) ? globalThis.String(object.mailbox) : "",
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => AclEntry.fromJSON(e)) : [],
+      expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
+    };
+  },
+
+  toJSON(message: ReplaceAclRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.mailbox !== "") {
+      obj.mailbox = message.mailbox;
+    }
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => AclEntry.toJSON(e));
+    }
+    if (message.expectedRevision !== 0) {
+      obj.expectedRevision = Math.round(message.expectedRevision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReplaceAclRequest>): ReplaceAclRequest {
+    return ReplaceAclRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplaceAclRequest>): ReplaceAclRequest {
+    const message = createBaseReplaceAclRequest();
+    message.tenant = object.tenant ?? "";
+    message.mailbox = object.mailbox ?? "";
+    message.entries = object.entries?.map((e) => AclEntry.fromPartial(e)) || [];
+    message.expectedRevision = object.expectedRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseReplaceAclResponse(): ReplaceAclResponse {
+  return { entries: [], revision: 0 };
+}
+
+export const ReplaceAclResponse: MessageFns<ReplaceAclResponse> = {
+  encode(message: ReplaceAclResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.entries) {
+      AclEntry.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): ReplaceAclResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseReplaceAclResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.entries.push(AclEntry.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): ReplaceAclResponse {
+    return {
+      entries: globalThis.Array.isArray(object?.entries) ? object.entries.map((e: any) => AclEntry.fromJSON(e)) : [],
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: ReplaceAclResponse): unknown {
+    const obj: any = {};
+    if (message.entries?.length) {
+      obj.entries = message.entries.map((e) => AclEntry.toJSON(e));
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<ReplaceAclResponse>): ReplaceAclResponse {
+    return ReplaceAclResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<ReplaceAclResponse>): ReplaceAclResponse {
+    const message = createBaseReplaceAclResponse();
+    message.entries = object.entries?.map((e) => AclEntry.fromPartial(e)) || [];
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
 /**
  * AclService: RFC 4314 access control lists of registered mailboxes.
  *
@@ -1600,6 +1797,20 @@ export const AclServiceService = {
     requestDeserialize: (value: Buffer): DeleteAclRequest => DeleteAclRequest.decode(value),
     responseSerialize: (value: DeleteAclResponse): Buffer => Buffer.from(DeleteAclResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): DeleteAclResponse => DeleteAclResponse.decode(value),
+  },
+  /**
+   * ReplaceAcl (admin, tenant-admin) sets the whole ACL in one guarded
+   * transaction (an import): entries not given are removed, the tenant's
+   * policy applies to the result, one audit record says before and after.
+   */
+  replaceAcl: {
+    path: "/mailshare.v1.AclService/ReplaceAcl",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: ReplaceAclRequest): Buffer => Buffer.from(ReplaceAclRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): ReplaceAclRequest => ReplaceAclRequest.decode(value),
+    responseSerialize: (value: ReplaceAclResponse): Buffer => Buffer.from(ReplaceAclResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): ReplaceAclResponse => ReplaceAclResponse.decode(value),
   },
   /** ListRights: rights always granted, then the grantable ones (RFC 4314 §3.7). */
   listRights: {
@@ -1653,6 +1864,12 @@ export interface AclServiceServer extends UntypedServiceImplementation {
   setAcl: handleUnaryCall<SetAclRequest, SetAclResponse>;
   /** DeleteAcl removes one identifier's entry ("bob" leaves "-bob"). */
   deleteAcl: handleUnaryCall<DeleteAclRequest, DeleteAclResponse>;
+  /**
+   * ReplaceAcl (admin, tenant-admin) sets the whole ACL in one guarded
+   * transaction (an import): entries not given are removed, the tenant's
+   * policy applies to the result, one audit record says before and after.
+   */
+  replaceAcl: handleUnaryCall<ReplaceAclRequest, ReplaceAclResponse>;
   /** ListRights: rights always granted, then the grantable ones (RFC 4314 §3.7). */
   listRights: handleUnaryCall<ListRightsRequest, ListRightsResponse>;
   /**
@@ -1721,6 +1938,26 @@ export interface AclServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: DeleteAclResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * ReplaceAcl (admin, tenant-admin) sets the whole ACL in one guarded
+   * transaction (an import): entries not given are removed, the tenant's
+   * policy applies to the result, one audit record says before and after.
+   */
+  replaceAcl(
+    request: ReplaceAclRequest,
+    callback: (error: ServiceError | null, response: ReplaceAclResponse) => void,
+  ): ClientUnaryCall;
+  replaceAcl(
+    request: ReplaceAclRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: ReplaceAclResponse) => void,
+  ): ClientUnaryCall;
+  replaceAcl(
+    request: ReplaceAclRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: ReplaceAclResponse) => void,
   ): ClientUnaryCall;
   /** ListRights: rights always granted, then the grantable ones (RFC 4314 §3.7). */
   listRights(
