@@ -6,6 +6,7 @@ import { type CliIo, addGlobalConnectionOptions } from '../cli/io.js';
 import { registerAcl } from '../cli/acl.js';
 import { registerAudit } from '../cli/audit.js';
 import { registerEvents } from '../cli/events.js';
+import { registerCompletion } from '../cli/completion.js';
 import { registerDovecotMigration } from '../cli/dovecot-migrate.js';
 import { registerGroup } from '../cli/group.js';
 import { registerIndex } from '../cli/index-check.js';
@@ -66,6 +67,7 @@ async function main(argv: string[]): Promise<number> {
   registerAudit(program, io);
   registerNode(program, io);
   registerEvents(program, io);
+  registerCompletion(program, io);
 
   try {
     await program.parseAsync(argv);
