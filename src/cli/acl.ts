@@ -5,7 +5,7 @@ import { CliError } from './errors.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, allowDashOperands, outputOption, printJson, table } from './io.js';
 import { parseRevisionOption, withService } from './run.js';
 
-type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
+type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number; dryRun?: boolean };
 
 /**
  * `mailshare acl get|set|delete|rights|explain|listrights`. Negative identifiers
@@ -31,13 +31,16 @@ export function registerAcl(program: Command, io: CliIo): void {
       .argument('<identifier>', 'user, anyone, authenticated, group:NAME, or a negative -IDENTIFIER')
       .argument('<rights>', 'rights letters of lrswipkxtea (c, d accepted), optionally after + or -')
       .option('--expected-revision <rev>', 'apply only at this mailbox revision', parseRevisionOption)
+      .option('--dry-run', 'check and compute exactly as the real change, write nothing: the new entry and whose rights would change')
       .addOption(outputOption()),
   ).action(async (tenant: string, mailbox: string, identifier: string, rights: string, flags: Flags) =>
     svc(flags, async (api) => {
       // RFC 4314 SETACL with no rights removes the entry: say that with the verb that means it.
       if (rights === '') throw new CliError(`rights: empty; to remove ${identifier.slice(0, 80)}'s entry use: mailshare acl delete ${tenant} ${mailbox} ${identifier}`, 2);
-      const r = await api.setAcl({ tenant, mailbox, identifier, rights, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
-      if (flags.output === 'json') printJson(io, { identifier, ...r });
+      const dryRun = flags.dryRun === true;
+      const r = await api.setAcl({ tenant, mailbox, identifier, rights, expectedRevision: flags.expectedRevision ?? 0, actor: '', dryRun });
+      if (flags.output === 'json') printJson(io, dryRun ? { identifier, dryRun, ...r } : { identifier, rights: r.rights, revision: r.revision });
+      else if (dryRun) io.out(dryRunText(`${identifier} ${r.rights || '(no entry)'}`, r.before, r.changes));
       else io.out(`${identifier} ${r.rights || '(no entry)'}\n`);
     }),
   );
@@ -46,11 +49,14 @@ export function registerAcl(program: Command, io: CliIo): void {
     base('delete', 'remove one identifier\'s entry ("bob" leaves "-bob")')
       .argument('<identifier>', 'identifier (negative ones too: -bob)')
       .option('--expected-revision <rev>', 'apply only at this mailbox revision', parseRevisionOption)
+      .option('--dry-run', 'check exactly as the real change, write nothing: whose rights would change')
       .addOption(outputOption()),
   ).action(async (tenant: string, mailbox: string, identifier: string, flags: Flags) =>
     svc(flags, async (api) => {
-      const r = await api.deleteAcl({ tenant, mailbox, identifier, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
-      if (flags.output === 'json') printJson(io, { identifier, ...r });
+      const dryRun = flags.dryRun === true;
+      const r = await api.deleteAcl({ tenant, mailbox, identifier, expectedRevision: flags.expectedRevision ?? 0, actor: '', dryRun });
+      if (flags.output === 'json') printJson(io, dryRun ? { identifier, dryRun, ...r } : { identifier, revision: r.revision });
+      else if (dryRun) io.out(dryRunText(`${identifier} (no entry)`, r.before, r.changes));
       else io.out(`deleted ${identifier}\n`);
     }),
   );
@@ -114,4 +120,12 @@ function explainReason(reason: string, user: string, identifier: string): string
     default:
       return reason;
   }
+}
+
+/** What a dry run found: the entry as it would be, and whose effective rights would change. */
+function dryRunText(entry: string, before: string, changes: ReadonlyArray<{ who: string; before: string; after: string }>): string {
+  const lines = [`would make ${entry} (now ${before || 'no entry'}); nothing written`];
+  if (changes.length === 0) lines.push("no user's effective rights would change");
+  else lines.push('effective rights that would change:', ...changes.map((c) => (c.before || c.after ? `  ${c.who}: ${c.before || '(none)'} -> ${c.after || '(none)'}` : `  ${c.who}`)));
+  return `${lines.join('\n')}\n`;
 }

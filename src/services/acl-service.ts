@@ -1,4 +1,4 @@
-import { type Acl, listRights, shareCount } from '../domain/acl.js';
+import { type Acl, effectiveRights, groupsReferenced, listRights, shareCount, usersReferenced } from '../domain/acl.js';
 import { DomainError } from '../domain/errors.js';
 import { type Identifier, formatIdentifier, parseIdentifier } from '../domain/identifier.js';
 import { parseTenantId, parseUserId } from '../domain/ids.js';
@@ -60,14 +60,20 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
   /** SETACL and DELETEACL: validate, authorize (actor needs "a"), then one guarded transaction. */
   const writeAcl = async (
     ctx: CallContext,
-    req: { tenant: string; mailbox: string; actor: string; expectedRevision: number },
+    req: { tenant: string; mailbox: string; actor: string; expectedRevision: number; dryRun?: boolean | undefined },
     change: AclChange,
   ) => {
     const tenant = parseTenantId(req.tenant);
     const ref = parseMailboxRef(req.mailbox);
     const expected = parseExpectedRevision(req.expectedRevision);
     const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
-    return mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner));
+    const dryRun = req.dryRun === true;
+    const res = await mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner), dryRun);
+    const ident = formatIdentifier(change.identifier);
+    return {
+      ...res,
+      dry: dryRun ? { before: rightsToPb(res.before.get(ident) ?? NO_RIGHTS), changes: await rightsDiffs(directory, tenant, ref.owner, res.before, res.record.acl) } : { before: '', changes: [] },
+    };
   };
 
   return {
@@ -81,7 +87,7 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
       if (identifier.principal.kind === 'user') await requireDomainlessUsers(directory, parseTenantId(req.tenant), [{ id: identifier.principal.name, field: 'identifier' }]);
       const change = parseRightsChange(req.rights, 'rights');
       const res = await writeAcl(ctx, req, { kind: 'set', identifier, change });
-      return { rights: rightsToPb(res.rights), revision: res.record.revision };
+      return { rights: rightsToPb(res.rights), revision: res.record.revision, ...res.dry };
     }),
 
     replaceAcl: unary(deps, 'ReplaceAcl', ['admin', 'tenant-admin'], async (req, ctx) => {
@@ -118,7 +124,7 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
     deleteAcl: unary(deps, 'DeleteAcl', ROLES, async (req, ctx) => {
       const identifier = parseIdentifier(req.identifier, 'identifier');
       const res = await writeAcl(ctx, req, { kind: 'delete', identifier });
-      return { revision: res.record.revision };
+      return { revision: res.record.revision, ...res.dry };
     }),
 
     listRights: unary(deps, 'ListRights', ROLES, async (req, ctx) => {
@@ -154,4 +160,35 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
       return explainAccess(m, { user, groups, settings: t.settings, placement: deps.placement });
     }),
   };
+}
+
+/** Most users a dry run lists (a group of thousands would drown the answer). */
+const MAX_DIFFS = 500;
+
+/**
+ * Whose effective rights differ between two ACLs of a mailbox: the owner,
+ * every user either names, every member of a group either names, and
+ * "anyone else" (users reached only by anyone or authenticated).
+ */
+async function rightsDiffs(directory: DirectoryStore, tenant: string, owner: string, before: Acl, after: Acl): Promise<Array<{ who: string; before: string; after: string }>> {
+  const users = new Set<string>([owner]);
+  const groups = new Map<string, readonly string[]>();
+  for (const acl of [before, after]) {
+    for (const u of usersReferenced(acl)) users.add(u);
+    for (const g of groupsReferenced(acl)) if (!groups.has(g)) groups.set(g, (await directory.getGroup(tenant, g))?.members ?? []);
+  }
+  for (const members of groups.values()) for (const m of members) users.add(m);
+  const out: Array<{ who: string; before: string; after: string }> = [];
+  const subject = (user: string) => ({ user, groups: new Set([...groups].filter(([, ms]) => ms.includes(user)).map(([g]) => g)) });
+  for (const user of [...users].sort()) {
+    const s = subject(user);
+    const b = effectiveRights(before, s, owner);
+    const a = effectiveRights(after, s, owner);
+    if (a !== b) out.push({ who: user, before: rightsToPb(b), after: rightsToPb(a) });
+  }
+  const other = { user: '\0anyone-else', groups: new Set<string>() };
+  const ob = effectiveRights(before, other, owner);
+  const oa = effectiveRights(after, other, owner);
+  if (oa !== ob) out.push({ who: 'anyone else', before: rightsToPb(ob), after: rightsToPb(oa) });
+  return out.length > MAX_DIFFS ? [...out.slice(0, MAX_DIFFS), { who: `(${out.length - MAX_DIFFS} more users)`, before: '', after: '' }] : out;
 }

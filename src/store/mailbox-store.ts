@@ -240,15 +240,16 @@ export class MailboxStore {
     expectedRevision: number,
     ctx: AuditContext,
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
-  ): Promise<{ record: MailboxRecord; rights: Rights }> {
+    dryRun = false,
+  ): Promise<{ record: MailboxRecord; rights: Rights; before: Acl }> {
     const ident = formatIdentifier(change.identifier);
-    const res = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, (cur) => {
+    const { record, before } = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, dryRun, (cur) => {
       const acl = change.kind === 'set' ? setAcl(cur, change.identifier, change.change) : deleteAcl(cur, change.identifier);
       const before = cur.get(ident) ?? NO_RIGHTS;
       const after = acl.get(ident) ?? NO_RIGHTS;
       return { acl, audit: { action: change.kind === 'set' ? 'SetAcl' : 'DeleteAcl', identifier: ident, before: formatRights(before), after: formatRights(after) } };
     });
-    return { record: res, rights: res.acl.get(ident) ?? NO_RIGHTS };
+    return { record, rights: record.acl.get(ident) ?? NO_RIGHTS, before };
   }
 
   /**
@@ -264,17 +265,20 @@ export class MailboxStore {
     ctx: AuditContext,
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
   ): Promise<MailboxRecord> {
-    return this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, (cur) => ({
+    const { record } = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, false, (cur) => ({
       acl,
       audit: { action: 'ReplaceAcl', identifier: '', before: formatAcl(cur), after: formatAcl(acl) },
     }));
+    return record;
   }
 
   /**
    * An ACL write: the mailbox's new ACL and the index entries it implies
    * in one transaction, guarded by the mailbox's and the tenant's
    * revisions. Without an expected revision, lost races are retried from a
-   * fresh read, so concurrent "+r" / "-w" changes all land.
+   * fresh read, so concurrent "+r" / "-w" changes all land. A dry run goes
+   * the same way up to the transaction, and answers what would be (at the
+   * mailbox's current revision) without writing.
    */
   private async writeAcl(
     tenant: string,
@@ -283,8 +287,9 @@ export class MailboxStore {
     expectedRevision: number,
     ctx: AuditContext,
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
+    dryRun: boolean,
     compute: (cur: Acl) => { acl: Acl; audit: { action: string; identifier: string; before: string; after: string } },
-  ): Promise<MailboxRecord> {
+  ): Promise<{ record: MailboxRecord; before: Acl }> {
     return withCasRetry(async () => {
       const t = await this.directory.getTenant(tenant);
       if (!t) throw tenantNotFound(tenant);
@@ -292,8 +297,9 @@ export class MailboxStore {
       if (!cur) throw mailboxNotFound(tenant, owner, name);
       checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
       const { acl, audit } = compute(cur.acl);
-      if (sameAcl(acl, cur.acl)) return cur;
+      if (sameAcl(acl, cur.acl)) return { record: cur, before: cur.acl };
       check(t.settings, cur.acl, acl);
+      if (dryRun) return { record: { ...cur, acl }, before: cur.acl };
 
       const oldG = shareGrantees(cur.acl, owner);
       const newG = shareGrantees(acl, owner);
@@ -312,7 +318,7 @@ export class MailboxStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-      return { ...next, revision: Number(res.header.revision) };
+      return { record: { ...next, revision: Number(res.header.revision) }, before: cur.acl };
     }, ctx.signal);
   }
 

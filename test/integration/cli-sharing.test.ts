@@ -239,3 +239,41 @@ describe('acl explain', () => {
     }
   });
 });
+
+describe('acl set|delete --dry-run', () => {
+  it('checks and computes as the real change, writes nothing, and says whose effective rights would change', async () => {
+    const api = connectApi(server.address, server.adminToken);
+    try {
+      await api.directory.createTenant({ id: 'dry', domains: [] });
+      await api.mailbox.createMailbox({ tenant: 'dry', owner: 'alice', name: 'P', actor: '' });
+      await api.acl.setAcl({ tenant: 'dry', mailbox: 'alice/P', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
+      await api.acl.setAcl({ tenant: 'dry', mailbox: 'alice/P', identifier: 'group:sales', rights: 'lr', expectedRevision: 0, actor: '' });
+      await api.directory.setGroupMembers({ tenant: 'dry', name: 'sales', members: ['carol', 'dave', 'bob'], expectedRevision: 0 });
+      const before = await api.acl.getAcl({ tenant: 'dry', mailbox: 'alice/P', actor: '' });
+      const audits = (await api.audit.listAudit({ tenant: 'dry', pageSize: 1000, pageToken: '' })).records.length;
+
+      expect(await ok('acl', 'set', 'dry', 'alice/P', 'group:sales', '+s', '--dry-run')).toBe(
+        'would make group:sales lrs (now lr); nothing written\neffective rights that would change:\n  bob: lr -> lrs\n  carol: lr -> lrs\n  dave: lr -> lrs\n',
+      );
+      const del = await json('acl', 'delete', 'dry', 'alice/P', 'group:sales', '--dry-run');
+      expect(del).toMatchObject({ identifier: 'group:sales', dryRun: true, before: 'lr', revision: before.revision });
+      expect(del.changes).toEqual([
+        { who: 'carol', before: 'lr', after: '' },
+        { who: 'dave', before: 'lr', after: '' },
+      ]);
+      expect(await ok('acl', 'set', 'dry', 'alice/P', 'authenticated', 'l', '--dry-run')).toMatch(/^ {2}anyone else: \(none\) -> l$/m);
+      expect(await ok('acl', 'set', 'dry', 'alice/P', 'bob', 'lr', '--dry-run')).toMatch(/^no user's effective rights would change$/m);
+      // Refused as the real call would be.
+      await api.directory.updateTenant({ id: 'dry', settings: { allowAnyone: false, maxSharesPerMailbox: 20 }, expectedRevision: 0 });
+      const refused = await ms('acl', 'set', 'dry', 'alice/P', 'anyone', 'l', '--dry-run');
+      expect([refused.code, refused.stdout]).toEqual([1, '']);
+      expect(refused.stderr).toMatch(/^mailshare: PERMISSION_DENIED: identifier: this tenant does not allow sharing with anyone\n$/);
+      // Nothing was written: same ACL, same revision, no audit record.
+      expect(await api.acl.getAcl({ tenant: 'dry', mailbox: 'alice/P', actor: '' })).toEqual(before);
+      // (the one record since is the tenant's own update)
+      expect((await api.audit.listAudit({ tenant: 'dry', pageSize: 1000, pageToken: '' })).records.map((r) => r.action).slice(audits)).toEqual(['UpdateTenant']);
+    } finally {
+      api.close();
+    }
+  });
+});

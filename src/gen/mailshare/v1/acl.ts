@@ -41,12 +41,31 @@ export interface SetAclRequest {
   /** When non-zero, applies only if the mailbox is at this revision (else ABORTED). */
   expectedRevision: number;
   actor: string;
+  /**
+   * Validate, authorize and compute exactly as the real call, write nothing:
+   * the answer says what would be (revision: the mailbox's current one).
+   */
+  dryRun?: boolean | undefined;
+}
+
+/** A user whose effective rights a change alters (or would alter). */
+export interface RightsDiff {
+  /** A user id, or "anyone else" for users the ACL names in no other way. */
+  who: string;
+  before: string;
+  after: string;
 }
 
 export interface SetAclResponse {
   /** The identifier's rights after the change ("" when the entry is gone). */
   rights: string;
   revision: number;
+  /**
+   * With dry_run: the identifier's rights before, and whose effective
+   * rights would change (every user the ACL names or whose groups it names).
+   */
+  before: string;
+  changes: RightsDiff[];
 }
 
 export interface DeleteAclRequest {
@@ -55,10 +74,15 @@ export interface DeleteAclRequest {
   identifier: string;
   expectedRevision: number;
   actor: string;
+  /** As in SetAclRequest. */
+  dryRun?: boolean | undefined;
 }
 
 export interface DeleteAclResponse {
   revision: number;
+  /** With dry_run, as in SetAclResponse. */
+  before: string;
+  changes: RightsDiff[];
 }
 
 export interface ListRightsRequest {
@@ -320,7 +344,7 @@ export const GetAclResponse: MessageFns<GetAclResponse> = {
 };
 
 function createBaseSetAclRequest(): SetAclRequest {
-  return { tenant: "", mailbox: "", identifier: "", rights: "", expectedRevision: 0, actor: "" };
+  return { tenant: "", mailbox: "", identifier: "", rights: "", expectedRevision: 0, actor: "", dryRun: undefined };
 }
 
 export const SetAclRequest: MessageFns<SetAclRequest> = {
@@ -342,6 +366,9 @@ export const SetAclRequest: MessageFns<SetAclRequest> = {
     }
     if (message.actor !== "") {
       writer.uint32(50).string(message.actor);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(56).bool(message.dryRun);
     }
     return writer;
   },
@@ -401,6 +428,14 @@ export const SetAclRequest: MessageFns<SetAclRequest> = {
           message.actor = reader.string();
           continue;
         }
+        case 7: {
+          if (tag !== 56) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -418,6 +453,7 @@ export const SetAclRequest: MessageFns<SetAclRequest> = {
       rights: isSet(object.rights) ? globalThis.String(object.rights) : "",
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -441,6 +477,9 @@ export const SetAclRequest: MessageFns<SetAclRequest> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -455,12 +494,105 @@ export const SetAclRequest: MessageFns<SetAclRequest> = {
     message.rights = object.rights ?? "";
     message.expectedRevision = object.expectedRevision ?? 0;
     message.actor = object.actor ?? "";
+    message.dryRun = object.dryRun ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRightsDiff(): RightsDiff {
+  return { who: "", before: "", after: "" };
+}
+
+export const RightsDiff: MessageFns<RightsDiff> = {
+  encode(message: RightsDiff, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.who !== "") {
+      writer.uint32(10).string(message.who);
+    }
+    if (message.before !== "") {
+      writer.uint32(18).string(message.before);
+    }
+    if (message.after !== "") {
+      writer.uint32(26).string(message.after);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RightsDiff {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseRightsDiff();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.who = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.before = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.after = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): RightsDiff {
+    return {
+      who: isSet(object.who) ? globalThis.String(object.who) : "",
+      before: isSet(object.before) ? globalThis.String(object.before) : "",
+      after: isSet(object.after) ? globalThis.String(object.after) : "",
+    };
+  },
+
+  toJSON(message: RightsDiff): unknown {
+    const obj: any = {};
+    if (message.who !== "") {
+      obj.who = message.who;
+    }
+    if (message.before !== "") {
+      obj.before = message.before;
+    }
+    if (message.after !== "") {
+      obj.after = message.after;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RightsDiff>): RightsDiff {
+    return RightsDiff.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RightsDiff>): RightsDiff {
+    const message = createBaseRightsDiff();
+    message.who = object.who ?? "";
+    message.before = object.before ?? "";
+    message.after = object.after ?? "";
     return message;
   },
 };
 
 function createBaseSetAclResponse(): SetAclResponse {
-  return { rights: "", revision: 0 };
+  return { rights: "", revision: 0, before: "", changes: [] };
 }
 
 export const SetAclResponse: MessageFns<SetAclResponse> = {
@@ -470,6 +602,12 @@ export const SetAclResponse: MessageFns<SetAclResponse> = {
     }
     if (message.revision !== 0) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.before !== "") {
+      writer.uint32(26).string(message.before);
+    }
+    for (const v of message.changes) {
+      RightsDiff.encode(v!, writer.uint32(34).fork()).join();
     }
     return writer;
   },
@@ -497,6 +635,22 @@ export const SetAclResponse: MessageFns<SetAclResponse> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.before = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.changes.push(RightsDiff.decode(reader, reader.uint32()));
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -510,6 +664,8 @@ export const SetAclResponse: MessageFns<SetAclResponse> = {
     return {
       rights: isSet(object.rights) ? globalThis.String(object.rights) : "",
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      before: isSet(object.before) ? globalThis.String(object.before) : "",
+      changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => RightsDiff.fromJSON(e)) : [],
     };
   },
 
@@ -521,6 +677,12 @@ export const SetAclResponse: MessageFns<SetAclResponse> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.before !== "") {
+      obj.before = message.before;
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => RightsDiff.toJSON(e));
+    }
     return obj;
   },
 
@@ -531,12 +693,14 @@ export const SetAclResponse: MessageFns<SetAclResponse> = {
     const message = createBaseSetAclResponse();
     message.rights = object.rights ?? "";
     message.revision = object.revision ?? 0;
+    message.before = object.before ?? "";
+    message.changes = object.changes?.map((e) => RightsDiff.fromPartial(e)) || [];
     return message;
   },
 };
 
 function createBaseDeleteAclRequest(): DeleteAclRequest {
-  return { tenant: "", mailbox: "", identifier: "", expectedRevision: 0, actor: "" };
+  return { tenant: "", mailbox: "", identifier: "", expectedRevision: 0, actor: "", dryRun: undefined };
 }
 
 export const DeleteAclRequest: MessageFns<DeleteAclRequest> = {
@@ -555,6 +719,9 @@ export const DeleteAclRequest: MessageFns<DeleteAclRequest> = {
     }
     if (message.actor !== "") {
       writer.uint32(42).string(message.actor);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(48).bool(message.dryRun);
     }
     return writer;
   },
@@ -606,6 +773,14 @@ export const DeleteAclRequest: MessageFns<DeleteAclRequest> = {
           message.actor = reader.string();
           continue;
         }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -622,6 +797,7 @@ export const DeleteAclRequest: MessageFns<DeleteAclRequest> = {
       identifier: isSet(object.identifier) ? globalThis.String(object.identifier) : "",
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -642,6 +818,9 @@ export const DeleteAclRequest: MessageFns<DeleteAclRequest> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -655,18 +834,25 @@ export const DeleteAclRequest: MessageFns<DeleteAclRequest> = {
     message.identifier = object.identifier ?? "";
     message.expectedRevision = object.expectedRevision ?? 0;
     message.actor = object.actor ?? "";
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
 
 function createBaseDeleteAclResponse(): DeleteAclResponse {
-  return { revision: 0 };
+  return { revision: 0, before: "", changes: [] };
 }
 
 export const DeleteAclResponse: MessageFns<DeleteAclResponse> = {
   encode(message: DeleteAclResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.revision !== 0) {
       writer.uint32(8).int64(message.revision);
+    }
+    if (message.before !== "") {
+      writer.uint32(18).string(message.before);
+    }
+    for (const v of message.changes) {
+      RightsDiff.encode(v!, writer.uint32(26).fork()).join();
     }
     return writer;
   },
@@ -686,6 +872,22 @@ export const DeleteAclResponse: MessageFns<DeleteAclResponse> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.before = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.changes.push(RightsDiff.decode(reader, reader.uint32()));
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -696,13 +898,23 @@ export const DeleteAclResponse: MessageFns<DeleteAclResponse> = {
   },
 
   fromJSON(object: any): DeleteAclResponse {
-    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
+    return {
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      before: isSet(object.before) ? globalThis.String(object.before) : "",
+      changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => RightsDiff.fromJSON(e)) : [],
+    };
   },
 
   toJSON(message: DeleteAclResponse): unknown {
     const obj: any = {};
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
+    }
+    if (message.before !== "") {
+      obj.before = message.before;
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => RightsDiff.toJSON(e));
     }
     return obj;
   },
@@ -713,6 +925,8 @@ export const DeleteAclResponse: MessageFns<DeleteAclResponse> = {
   fromPartial(object: DeepPartial<DeleteAclResponse>): DeleteAclResponse {
     const message = createBaseDeleteAclResponse();
     message.revision = object.revision ?? 0;
+    message.before = object.before ?? "";
+    message.changes = object.changes?.map((e) => RightsDiff.fromPartial(e)) || [];
     return message;
   },
 };
