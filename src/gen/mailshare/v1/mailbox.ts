@@ -118,7 +118,7 @@ export interface ListSharedWithResponse {
 }
 
 export interface CheckIndexRequest {
-  /** Empty: every tenant (admin only). */
+  /** Empty: every tenant (admin), its own (tenant-admin). */
   tenant: string;
   repair: boolean;
 }
@@ -2007,8 +2007,8 @@ export const MailboxServiceService = {
   /**
    * CheckIndex (admin; tenant-admin for its tenant) verifies the "shared
    * with" index against the ACLs at one revision, and with `repair` puts
-   * it right, one guarded transaction per mailbox. Without a tenant (admin
-   * only), every tenant.
+   * it right, one guarded transaction per mailbox. Without a tenant: every
+   * tenant (admin), its own (tenant-admin).
    */
   checkIndex: {
     path: "/mailshare.v1.MailboxService/CheckIndex",
@@ -2045,8 +2045,8 @@ export interface MailboxServiceServer extends UntypedServiceImplementation {
   /**
    * CheckIndex (admin; tenant-admin for its tenant) verifies the "shared
    * with" index against the ACLs at one revision, and with `repair` puts
-   * it right, one guarded transaction per mailbox. Without a tenant (admin
-   * only), every tenant.
+   * it right, one guarded transaction per mailbox. Without a tenant: every
+   * tenant (admin), its own (tenant-admin).
    */
   checkIndex: handleUnaryCall<CheckIndexRequest, CheckIndexResponse>;
 }
@@ -2159,8 +2159,8 @@ export interface MailboxServiceClient extends Client {
   /**
    * CheckIndex (admin; tenant-admin for its tenant) verifies the "shared
    * with" index against the ACLs at one revision, and with `repair` puts
-   * it right, one guarded transaction per mailbox. Without a tenant (admin
-   * only), every tenant.
+   * it right, one guarded transaction per mailbox. Without a tenant: every
+   * tenant (admin), its own (tenant-admin).
    */
   checkIndex(
     request: CheckIndexRequest,
