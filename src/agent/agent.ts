@@ -565,6 +565,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       const stream = this.placement.keepAlive(this.md) as grpc.ClientDuplexStream<unknown, KeepAliveResponse>;
       this.keepalive = stream;
       stream.on('data', (r: KeepAliveResponse) => {
+        // Not a renewal: an operator waits for every node to apply a revision.
+        if (r.barrierId) return this.answerBarrier(r.barrierId, r.barrierRevision);
         const at = sent.shift() ?? Date.now();
         if (r.leaseId !== lease.id || this.lease !== lease) return;
         if (r.ttlSeconds <= 0) return this.loseLease('etcd says the lease is gone');
@@ -594,6 +596,22 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (this.lease === lease && Date.now() > this.deadline) this.loseLease('no renewal acknowledged in time');
     }, 50);
     this.timers.push(beat, watchdog);
+  }
+
+  /** Once the caches have applied the barrier's revision, says so (AckBarrier). */
+  private answerBarrier(id: string, revision: number): void {
+    void this.waitForRevision(revision, 60_000)
+      .then(() => {
+        const lease = this.lease;
+        if (!lease) return;
+        return new Promise<void>((resolve) =>
+          this.placement.ackBarrier({ node: this.opts.node.name, leaseId: lease.id, barrierId: id, revision: this.cache.revision }, this.md, { deadline: Date.now() + 10_000 }, (err) => {
+            if (err) this.log.debug({ barrier: id, err: err.details }, 'barrier answer failed');
+            resolve();
+          }),
+        );
+      })
+      .catch((err: unknown) => this.log.debug({ barrier: id, err: String(err) }, 'barrier not reached'));
   }
 
   private stopKeepalive(): void {

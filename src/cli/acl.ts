@@ -4,8 +4,9 @@ import type { ConnectionFlags } from './connection.js';
 import { CliError } from './errors.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, allowDashOperands, outputOption, printJson, table } from './io.js';
 import { parseRevisionOption, withService } from './run.js';
+import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 
-type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number; dryRun?: boolean };
+type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number; dryRun?: boolean };
 
 /**
  * `mailshare acl get|set|delete|rights|explain|listrights`. Negative identifiers
@@ -32,6 +33,7 @@ export function registerAcl(program: Command, io: CliIo): void {
       .argument('<rights>', 'rights letters of lrswipkxtea (c, d accepted), optionally after + or -')
       .option('--expected-revision <rev>', 'apply only at this mailbox revision', parseRevisionOption)
       .option('--dry-run', 'check and compute exactly as the real change, write nothing: the new entry and whose rights would change')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, mailbox: string, identifier: string, rights: string, flags: Flags) =>
     svc(flags, async (api) => {
@@ -39,9 +41,11 @@ export function registerAcl(program: Command, io: CliIo): void {
       if (rights === '') throw new CliError(`rights: empty; to remove ${identifier.slice(0, 80)}'s entry use: mailshare acl delete ${tenant} ${mailbox} ${identifier}`, 2);
       const dryRun = flags.dryRun === true;
       const r = await api.setAcl({ tenant, mailbox, identifier, rights, expectedRevision: flags.expectedRevision ?? 0, actor: '', dryRun });
-      if (flags.output === 'json') printJson(io, dryRun ? { identifier, dryRun, ...r } : { identifier, rights: r.rights, revision: r.revision });
+      const applied = dryRun ? undefined : await waitApplied(io, flags, r.revision);
+      if (flags.output === 'json') printJson(io, dryRun ? { identifier, dryRun, ...r } : { identifier, rights: r.rights, revision: r.revision, ...(applied ? { applied } : {}) });
       else if (dryRun) io.out(dryRunText(`${identifier} ${r.rights || '(no entry)'}`, r.before, r.changes));
-      else io.out(`${identifier} ${r.rights || '(no entry)'}\n`);
+      else io.out(`${identifier} ${r.rights || '(no entry)'}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 
@@ -50,14 +54,17 @@ export function registerAcl(program: Command, io: CliIo): void {
       .argument('<identifier>', 'identifier (negative ones too: -bob)')
       .option('--expected-revision <rev>', 'apply only at this mailbox revision', parseRevisionOption)
       .option('--dry-run', 'check exactly as the real change, write nothing: whose rights would change')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, mailbox: string, identifier: string, flags: Flags) =>
     svc(flags, async (api) => {
       const dryRun = flags.dryRun === true;
       const r = await api.deleteAcl({ tenant, mailbox, identifier, expectedRevision: flags.expectedRevision ?? 0, actor: '', dryRun });
-      if (flags.output === 'json') printJson(io, dryRun ? { identifier, dryRun, ...r } : { identifier, revision: r.revision });
+      const applied = dryRun ? undefined : await waitApplied(io, flags, r.revision);
+      if (flags.output === 'json') printJson(io, dryRun ? { identifier, dryRun, ...r } : { identifier, revision: r.revision, ...(applied ? { applied } : {}) });
       else if (dryRun) io.out(dryRunText(`${identifier} (no entry)`, r.before, r.changes));
-      else io.out(`deleted ${identifier}\n`);
+      else io.out(`deleted ${identifier}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 

@@ -108,7 +108,7 @@ export function resolveConnection(flags: ConnectionFlags, env: NodeJS.ProcessEnv
   return { addr, channelCredentials, callCredentials: metadata, options, timeoutMs, credentialsFile: file };
 }
 
-function parseTimeout(value: string): number {
+export function parseTimeout(value: string): number {
   const m = /^(\d+)(ms|s|m)?$/.exec(value.trim());
   if (!m || Number(m[1]) === 0) throw new DomainError('invalid_argument', `timeout: "${value}" is not a duration (e.g. 500ms, 10s)`, { field: 'timeout' });
   return Number(m[1]) * (m[2] === 'ms' ? 1 : m[2] === 'm' ? 60_000 : m[2] === 's' || m[2] === undefined ? 1000 : 1);

@@ -3,8 +3,9 @@ import { DirectoryServiceClient, type Group } from '../gen/mailshare/v1/director
 import type { ConnectionFlags } from './connection.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { allPages, parseRevisionOption, withService } from './run.js';
+import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 
-type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
+type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number };
 
 /** `mailshare group set|add|remove|get|list|delete` (admin or tenant-admin). */
 export function registerGroup(program: Command, io: CliIo): void {
@@ -13,6 +14,17 @@ export function registerGroup(program: Command, io: CliIo): void {
   const show = (flags: Flags, g: Group): void => {
     if (flags.output === 'json') printJson(io, g);
     else io.out(`group:${g.name} (${g.members.length} members, revision ${g.revision})\n${g.members.map((m) => `  ${m}\n`).join('')}`);
+  };
+  /** A change's answer, after waiting until every node applied it when asked to. */
+  const changed = async (flags: Flags, g: Group): Promise<void> => {
+    const applied = await waitApplied(io, flags, g.revision);
+    if (!applied) return show(flags, g);
+    if (flags.output === 'json') printJson(io, { ...g, applied });
+    else {
+      show(flags, g);
+      io.out(appliedLine(applied));
+    }
+    requireApplied(applied);
   };
   const writeCmd = (name: string, description: string) =>
     addConnectionOptions(
@@ -25,20 +37,22 @@ export function registerGroup(program: Command, io: CliIo): void {
         .addOption(outputOption()),
     );
 
-  writeCmd('set', "create the group or replace its members")
+  const changeCmd = (name: string, description: string) => writeCmd(name, description).addOption(waitAppliedOption());
+
+  changeCmd('set', "create the group or replace its members")
     .argument('[members...]', 'user ids')
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
-      svc(flags, async (api) => show(flags, await api.setGroupMembers({ tenant, name, members, expectedRevision: flags.expectedRevision ?? 0 }))),
+      svc(flags, async (api) => changed(flags, await api.setGroupMembers({ tenant, name, members, expectedRevision: flags.expectedRevision ?? 0 }))),
     );
-  writeCmd('add', 'add members, all in one change (creates the group if needed)')
+  changeCmd('add', 'add members, all in one change (creates the group if needed)')
     .argument('<members...>', 'user ids')
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
-      svc(flags, async (api) => show(flags, await api.addGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
+      svc(flags, async (api) => changed(flags, await api.addGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
     );
-  writeCmd('remove', 'remove members, all in one change')
+  changeCmd('remove', 'remove members, all in one change')
     .argument('<members...>', 'user ids')
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
-      svc(flags, async (api) => show(flags, await api.removeGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
+      svc(flags, async (api) => changed(flags, await api.removeGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
     );
   writeCmd('delete', 'delete the group').action(async (tenant: string, name: string, flags: Flags) =>
     svc(flags, async (api) => {

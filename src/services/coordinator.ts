@@ -23,6 +23,7 @@ import { DirectoryStore } from '../store/directory-store.js';
 import { MailboxStore } from '../store/mailbox-store.js';
 import { createAclService } from './acl-service.js';
 import { IndexChecker } from '../store/index-check.js';
+import { BarrierStore } from '../store/barrier-store.js';
 import { createAuditService } from './audit-service.js';
 import { createDirectoryService } from './directory-service.js';
 import { createMailboxService } from './mailbox-service.js';
@@ -101,6 +102,7 @@ export class Coordinator {
   private readonly placement: PlacementStore;
   /** Tenants' login domains, watch-fed (the route endpoint). */
   private readonly tenants: TenantCache;
+  private readonly barriers: BarrierStore;
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
@@ -148,7 +150,8 @@ export class Coordinator {
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.metrics.observePlacement(this.placement);
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes, placement: this.placement }));
-    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
+    this.barriers = new BarrierStore(opts.client, opts.keys, opts.logger.child({ component: 'barriers' }));
+    this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, barriers: this.barriers, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     const events = new EventStore(opts.client, opts.keys);
     this.server.addService(EventServiceService, createEventService({ ...deps, events, maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
@@ -173,6 +176,7 @@ export class Coordinator {
     const creds = this.credentials();
     await this.placement.start();
     await this.tenants.ready;
+    await this.barriers.ready;
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.opts.listen, creds, (err, port) => {
         if (err) reject(new DomainError('unavailable', `listen: cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
@@ -233,6 +237,7 @@ export class Coordinator {
     await this.http?.close();
     await this.placement.close();
     await this.tenants.close();
+    await this.barriers.close();
     this.cluster.close();
     this.state = 'stopped';
     this.log.info('stopped');
@@ -245,6 +250,7 @@ export class Coordinator {
     this.server.forceShutdown();
     void this.placement.close();
     void this.tenants.close();
+    void this.barriers.close();
     this.cluster.close();
     this.state = 'stopped';
   }

@@ -21,6 +21,7 @@ import type {
   PlacementServiceServer,
 } from '../gen/mailshare/v1/placement.js';
 import type { NodeView, PlacementStore } from '../store/placement-store.js';
+import type { BarrierStore } from '../store/barrier-store.js';
 import type { DirectoryStore } from '../store/directory-store.js';
 import { requireTenantRole } from './access.js';
 import type { Principal } from './auth.js';
@@ -34,6 +35,8 @@ export interface PlacementServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
   /** Addresses a node may register (gateways send users' and the master password there). */
   readonly allowedAddresses: readonly AllowEntry[];
+  /** "Wait until applied" barriers (WaitApplied, AckBarrier, and their push down keepalive streams). */
+  readonly barriers?: BarrierStore;
 }
 
 export const DEFAULT_TTL_SECONDS = 5;
@@ -110,7 +113,40 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
     };
   };
 
+  // The keepalive streams this coordinator holds: a new barrier is told to every node on them.
+  const keepalives = new Set<ServerDuplexStream<KeepAliveRequest, KeepAliveResponse>>();
+  deps.barriers?.onBarrier((b) => {
+    for (const call of keepalives) if (!call.writableEnded) call.write({ leaseId: '', ttlSeconds: 0, barrierId: b.id, barrierRevision: b.revision });
+  });
+
   return {
+    ackBarrier: unary(deps, 'AckBarrier', ['node'], async (req, ctx) => {
+      const name = parseNodeName(req.node, 'node');
+      authorize(ctx.principal.role, { roles: ['node'], node: name });
+      const leaseId = parseLeaseId(req.leaseId);
+      if (!/^[0-9a-f]{16}$/.test(req.barrierId)) throw new DomainError('invalid_argument', 'barrier_id: not a barrier id', { field: 'barrier_id' });
+      if (!Number.isSafeInteger(req.revision) || req.revision <= 0) throw new DomainError('invalid_argument', 'revision: must be a positive revision', { field: 'revision' });
+      if (!(await placement.isLeaseOf(name, leaseId))) throw new DomainError('permission_denied', `lease_id: not the lease of node ${name}`, { field: 'lease_id' });
+      if (!deps.barriers || !(await deps.barriers.ack(req.barrierId, name, req.revision))) throw new DomainError('not_found', 'barrier_id: no such barrier (it ended)', { field: 'barrier_id' });
+      return {};
+    }),
+
+    waitApplied: unary(deps, 'WaitApplied', ['admin', 'tenant-admin'], async (req) => {
+      if (!Number.isSafeInteger(req.revision) || req.revision <= 0) throw new DomainError('invalid_argument', 'revision: must be the positive revision a write answered with', { field: 'revision' });
+      const timeoutMs = req.timeoutMs === 0 ? 10_000 : req.timeoutMs;
+      if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw new DomainError('invalid_argument', 'timeout_ms: must be between 1 and 600000', { field: 'timeout_ms' });
+      if (!deps.barriers) throw new DomainError('unavailable', 'this coordinator does not serve WaitApplied');
+      const nodes = placement.listNodes().filter((n) => n.live !== undefined).map((n) => n.name).sort();
+      const { id, leaseId } = await deps.barriers.create(req.revision, Math.ceil(timeoutMs / 1000) + 5);
+      try {
+        const complete = await deps.barriers.waitAll(id, nodes, timeoutMs);
+        const answers = deps.barriers.answers(id);
+        return { nodes: nodes.map((node) => ({ node, revision: answers.get(node) ?? 0 })), complete };
+      } finally {
+        await deps.barriers.end(leaseId);
+      }
+    }),
+
     registerNode: unary(deps, 'RegisterNode', ['node'], async (req, ctx) => {
       const name = parseNodeName(req.name);
       authorize(ctx.principal.role, { roles: ['node'], node: name });
@@ -143,6 +179,11 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
 
     keepAlive: authenticated(deps, 'KeepAlive', ['node'], (call: ServerDuplexStream<KeepAliveRequest, KeepAliveResponse>, principal) => {
       endOnShutdown(deps, call);
+      keepalives.add(call);
+      const forget = (): void => void keepalives.delete(call);
+      call.on('cancelled', forget);
+      call.on('close', forget);
+      call.on('finish', forget);
       let chain = Promise.resolve();
       const node = principal.role.kind === 'node' ? principal.role.node : '';
       call.on('data', (req: KeepAliveRequest) => {
@@ -154,7 +195,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
               throw new DomainError('permission_denied', `lease_id: not the lease of node ${node}`, { field: 'lease_id' });
             }
             const ttl = await placement.keepAlive(leaseId);
-            call.write({ leaseId, ttlSeconds: ttl });
+            call.write({ leaseId, ttlSeconds: ttl, barrierId: '', barrierRevision: 0 });
           } catch (err) {
             call.emit('error', toGrpcError(err, deps.log));
           }

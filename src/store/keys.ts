@@ -18,6 +18,8 @@
  *   <prefix>v1/assign/<tenant>/<user>                user → node assignment, attached to the
  *                                                    node's lease; its create revision is the epoch
  *   <prefix>v1/moves/<tenant>/<user>                 move/kick request to the node holding the user
+ *   <prefix>v1/barriers/<id>[/<node>]                a revision an operator waits for every node to
+ *                                                    apply, and each node's answer (on a lease)
  *   <prefix>v1/audit/<tenant>/<time>-<random>        audit record
  *   <prefix>v1/audit-tenants/<tenant>                tenants that have audit records (for pruning)
  *
@@ -73,6 +75,9 @@ export interface Keys {
   hold(tenant: string, user: string, node: string): string;
 
   readonly movesPrefix: string;
+  /** `barriers/<id>` (the revision an operator waits for) and `barriers/<id>/<node>` (a node's answer). */
+  readonly barriersPrefix: string;
+  barrier(id: string): string;
   move(tenant: string, user: string): string;
   moveFromKey(key: string): [string, string];
 
@@ -138,6 +143,8 @@ export function createKeys(prefix: string): Keys {
     hold: (tenant: string, user: string, node: string) => `${root}holds/${tenant}/${user}/${node}`,
 
     movesPrefix: `${root}moves/`,
+    barriersPrefix: `${root}barriers/`,
+    barrier: (id: string) => `${root}barriers/${id}`,
     move: (tenant: string, user: string) => `${root}moves/${tenant}/${user}`,
     moveFromKey: (key: string): [string, string] => {
       const rest = key.slice(`${root}moves/`.length);

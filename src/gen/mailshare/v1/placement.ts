@@ -93,6 +93,44 @@ export interface KeepAliveResponse {
   leaseId: string;
   /** Remaining TTL after this renewal; 0 means the lease is gone. */
   ttlSeconds: number;
+  /**
+   * Set (and nothing else) on a message that is no renewal: an operator
+   * waits until every node applied `barrier_revision`; the node answers with
+   * AckBarrier once its caches have.
+   */
+  barrierId: string;
+  barrierRevision: number;
+}
+
+export interface AckBarrierRequest {
+  node: string;
+  leaseId: string;
+  barrierId: string;
+  /** The revision the node's caches are at (at least the barrier's). */
+  revision: number;
+}
+
+export interface AckBarrierResponse {
+}
+
+export interface WaitAppliedRequest {
+  /** A revision a write answered with. */
+  revision: number;
+  /** How long to wait at most; 0: 10 s (at most 10 minutes). */
+  timeoutMs: number;
+}
+
+export interface NodeApplied {
+  node: string;
+  /** The revision the node said its caches were at; 0: it did not answer in time. */
+  revision: number;
+}
+
+export interface WaitAppliedResponse {
+  /** Every node that was live when the wait began. */
+  nodes: NodeApplied[];
+  /** Every one of them applied the revision. */
+  complete: boolean;
 }
 
 export interface DeregisterNodeRequest {
@@ -987,7 +1025,7 @@ export const KeepAliveRequest: MessageFns<KeepAliveRequest> = {
 };
 
 function createBaseKeepAliveResponse(): KeepAliveResponse {
-  return { leaseId: "", ttlSeconds: 0 };
+  return { leaseId: "", ttlSeconds: 0, barrierId: "", barrierRevision: 0 };
 }
 
 export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
@@ -997,6 +1035,12 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
     }
     if (message.ttlSeconds !== 0) {
       writer.uint32(16).int64(message.ttlSeconds);
+    }
+    if (message.barrierId !== "") {
+      writer.uint32(26).string(message.barrierId);
+    }
+    if (message.barrierRevision !== 0) {
+      writer.uint32(32).int64(message.barrierRevision);
     }
     return writer;
   },
@@ -1024,6 +1068,22 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
           message.ttlSeconds = longToNumber(reader.int64());
           continue;
         }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.barrierId = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.barrierRevision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1037,6 +1097,8 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
     return {
       leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : "",
       ttlSeconds: isSet(object.ttlSeconds) ? globalThis.Number(object.ttlSeconds) : 0,
+      barrierId: isSet(object.barrierId) ? globalThis.String(object.barrierId) : "",
+      barrierRevision: isSet(object.barrierRevision) ? globalThis.Number(object.barrierRevision) : 0,
     };
   },
 
@@ -1048,6 +1110,12 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
     if (message.ttlSeconds !== 0) {
       obj.ttlSeconds = Math.round(message.ttlSeconds);
     }
+    if (message.barrierId !== "") {
+      obj.barrierId = message.barrierId;
+    }
+    if (message.barrierRevision !== 0) {
+      obj.barrierRevision = Math.round(message.barrierRevision);
+    }
     return obj;
   },
 
@@ -1058,6 +1126,387 @@ export const KeepAliveResponse: MessageFns<KeepAliveResponse> = {
     const message = createBaseKeepAliveResponse();
     message.leaseId = object.leaseId ?? "";
     message.ttlSeconds = object.ttlSeconds ?? 0;
+    message.barrierId = object.barrierId ?? "";
+    message.barrierRevision = object.barrierRevision ?? 0;
+    return message;
+  },
+};
+
+function createBaseAckBarrierRequest(): AckBarrierRequest {
+  return { node: "", leaseId: "", barrierId: "", revision: 0 };
+}
+
+export const AckBarrierRequest: MessageFns<AckBarrierRequest> = {
+  encode(message: AckBarrierRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.leaseId !== "") {
+      writer.uint32(18).string(message.leaseId);
+    }
+    if (message.barrierId !== "") {
+      writer.uint32(26).string(message.barrierId);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(32).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AckBarrierRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseAckBarrierRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.node = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.leaseId = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.barrierId = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): AckBarrierRequest {
+    return {
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+      leaseId: isSet(object.leaseId) ? globalThis.String(object.leaseId) : "",
+      barrierId: isSet(object.barrierId) ? globalThis.String(object.barrierId) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: AckBarrierRequest): unknown {
+    const obj: any = {};
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    if (message.leaseId !== "") {
+      obj.leaseId = message.leaseId;
+    }
+    if (message.barrierId !== "") {
+      obj.barrierId = message.barrierId;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AckBarrierRequest>): AckBarrierRequest {
+    return AckBarrierRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AckBarrierRequest>): AckBarrierRequest {
+    const message = createBaseAckBarrierRequest();
+    message.node = object.node ?? "";
+    message.leaseId = object.leaseId ?? "";
+    message.barrierId = object.barrierId ?? "";
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseAckBarrierResponse(): AckBarrierResponse {
+  return {};
+}
+
+export const AckBarrierResponse: MessageFns<AckBarrierResponse> = {
+  encode(_: AckBarrierResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AckBarrierResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseAckBarrierResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(_: any): AckBarrierResponse {
+    return {};
+  },
+
+  toJSON(_: AckBarrierResponse): unknown {
+    const obj: any = {};
+    return obj;
+  },
+
+  create(base?: DeepPartial<AckBarrierResponse>): AckBarrierResponse {
+    return AckBarrierResponse.fromPartial(base ?? {});
+  },
+  fromPartial(_: DeepPartial<AckBarrierResponse>): AckBarrierResponse {
+    const message = createBaseAckBarrierResponse();
+    return message;
+  },
+};
+
+function createBaseWaitAppliedRequest(): WaitAppliedRequest {
+  return { revision: 0, timeoutMs: 0 };
+}
+
+export const WaitAppliedRequest: MessageFns<WaitAppliedRequest> = {
+  encode(message: WaitAppliedRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
+    if (message.timeoutMs !== 0) {
+      writer.uint32(16).int64(message.timeoutMs);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitAppliedRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseWaitAppliedRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.timeoutMs = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): WaitAppliedRequest {
+    return {
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+    };
+  },
+
+  toJSON(message: WaitAppliedRequest): unknown {
+    const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    if (message.timeoutMs !== 0) {
+      obj.timeoutMs = Math.round(message.timeoutMs);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WaitAppliedRequest>): WaitAppliedRequest {
+    return WaitAppliedRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WaitAppliedRequest>): WaitAppliedRequest {
+    const message = createBaseWaitAppliedRequest();
+    message.revision = object.revision ?? 0;
+    message.timeoutMs = object.timeoutMs ?? 0;
+    return message;
+  },
+};
+
+function createBaseNodeApplied(): NodeApplied {
+  return { node: "", revision: 0 };
+}
+
+export const NodeApplied: MessageFns<NodeApplied> = {
+  encode(message: NodeApplied, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.node !== "") {
+      writer.uint32(10).string(message.node);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): NodeApplied {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseNodeApplied();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.node = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): NodeApplied {
+    return {
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
+  },
+
+  toJSON(message: NodeApplied): unknown {
+    const obj: any = {};
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<NodeApplied>): NodeApplied {
+    return NodeApplied.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<NodeApplied>): NodeApplied {
+    const message = createBaseNodeApplied();
+    message.node = object.node ?? "";
+    message.revision = object.revision ?? 0;
+    return message;
+  },
+};
+
+function createBaseWaitAppliedResponse(): WaitAppliedResponse {
+  return { nodes: [], complete: false };
+}
+
+export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
+  encode(message: WaitAppliedResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    for (const v of message.nodes) {
+      NodeApplied.encode(v!, writer.uint32(10).fork()).join();
+    }
+    if (message.complete !== false) {
+      writer.uint32(16).bool(message.complete);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): WaitAppliedResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseWaitAppliedResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.nodes.push(NodeApplied.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.complete = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): WaitAppliedResponse {
+    return {
+      nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeApplied.fromJSON(e)) : [],
+      complete: isSet(object.complete) ? globalThis.Boolean(object.complete) : false,
+    };
+  },
+
+  toJSON(message: WaitAppliedResponse): unknown {
+    const obj: any = {};
+    if (message.nodes?.length) {
+      obj.nodes = message.nodes.map((e) => NodeApplied.toJSON(e));
+    }
+    if (message.complete !== false) {
+      obj.complete = message.complete;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<WaitAppliedResponse>): WaitAppliedResponse {
+    return WaitAppliedResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<WaitAppliedResponse>): WaitAppliedResponse {
+    const message = createBaseWaitAppliedResponse();
+    message.nodes = object.nodes?.map((e) => NodeApplied.fromPartial(e)) || [];
+    message.complete = object.complete ?? false;
     return message;
   },
 };
@@ -2997,6 +3446,34 @@ export const PlacementServiceService = {
     responseDeserialize: (value: Buffer): KeepAliveResponse => KeepAliveResponse.decode(value),
   },
   /**
+   * AckBarrier (role node, own node): the node's caches reached a barrier's
+   * revision (see WaitApplied).
+   */
+  ackBarrier: {
+    path: "/mailshare.v1.PlacementService/AckBarrier",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: AckBarrierRequest): Buffer => Buffer.from(AckBarrierRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AckBarrierRequest => AckBarrierRequest.decode(value),
+    responseSerialize: (value: AckBarrierResponse): Buffer => Buffer.from(AckBarrierResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AckBarrierResponse => AckBarrierResponse.decode(value),
+  },
+  /**
+   * WaitApplied (admin, tenant-admin): returns once every live node (a
+   * gateway or mailshare agent) has applied a revision, or at the timeout
+   * with those that had not. A barrier in etcd reaches every coordinator,
+   * which tells the nodes on the keepalive streams it holds.
+   */
+  waitApplied: {
+    path: "/mailshare.v1.PlacementService/WaitApplied",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: WaitAppliedRequest): Buffer => Buffer.from(WaitAppliedRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): WaitAppliedRequest => WaitAppliedRequest.decode(value),
+    responseSerialize: (value: WaitAppliedResponse): Buffer => Buffer.from(WaitAppliedResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WaitAppliedResponse => WaitAppliedResponse.decode(value),
+  },
+  /**
    * DeregisterNode (role node): a graceful goodbye. Revokes the node's lease
    * at once, ending its users' assignments (they move on their next Locate).
    */
@@ -3173,6 +3650,18 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
    */
   keepAlive: handleBidiStreamingCall<KeepAliveRequest, KeepAliveResponse>;
   /**
+   * AckBarrier (role node, own node): the node's caches reached a barrier's
+   * revision (see WaitApplied).
+   */
+  ackBarrier: handleUnaryCall<AckBarrierRequest, AckBarrierResponse>;
+  /**
+   * WaitApplied (admin, tenant-admin): returns once every live node (a
+   * gateway or mailshare agent) has applied a revision, or at the timeout
+   * with those that had not. A barrier in etcd reaches every coordinator,
+   * which tells the nodes on the keepalive streams it holds.
+   */
+  waitApplied: handleUnaryCall<WaitAppliedRequest, WaitAppliedResponse>;
+  /**
    * DeregisterNode (role node): a graceful goodbye. Revokes the node's lease
    * at once, ending its users' assignments (they move on their next Locate).
    */
@@ -3268,6 +3757,46 @@ export interface PlacementServiceClient extends Client {
     metadata: Metadata,
     options?: Partial<CallOptions>,
   ): ClientDuplexStream<KeepAliveRequest, KeepAliveResponse>;
+  /**
+   * AckBarrier (role node, own node): the node's caches reached a barrier's
+   * revision (see WaitApplied).
+   */
+  ackBarrier(
+    request: AckBarrierRequest,
+    callback: (error: ServiceError | null, response: AckBarrierResponse) => void,
+  ): ClientUnaryCall;
+  ackBarrier(
+    request: AckBarrierRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AckBarrierResponse) => void,
+  ): ClientUnaryCall;
+  ackBarrier(
+    request: AckBarrierRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AckBarrierResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * WaitApplied (admin, tenant-admin): returns once every live node (a
+   * gateway or mailshare agent) has applied a revision, or at the timeout
+   * with those that had not. A barrier in etcd reaches every coordinator,
+   * which tells the nodes on the keepalive streams it holds.
+   */
+  waitApplied(
+    request: WaitAppliedRequest,
+    callback: (error: ServiceError | null, response: WaitAppliedResponse) => void,
+  ): ClientUnaryCall;
+  waitApplied(
+    request: WaitAppliedRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: WaitAppliedResponse) => void,
+  ): ClientUnaryCall;
+  waitApplied(
+    request: WaitAppliedRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: WaitAppliedResponse) => void,
+  ): ClientUnaryCall;
   /**
    * DeregisterNode (role node): a graceful goodbye. Revokes the node's lease
    * at once, ending its users' assignments (they move on their next Locate).

@@ -1,0 +1,95 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { type Agent, createAgent } from '../../src/agent/agent.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { connectApi, nodeTokens } from '../harness/api.js';
+import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
+import { waitFor } from '../harness/process.js';
+import { runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { type TcpProxy, startTcpProxy } from '../harness/tcp-proxy.js';
+import { tempDir } from '../harness/tmp.js';
+
+/**
+ * `--wait-applied`: a write returns only once every live node has applied
+ * it. Two coordinators on one etcd, an agent on each (n2's through a proxy
+ * the test cuts): the barrier reaches both coordinators through etcd, each
+ * tells the agents on its keepalive streams, and a node that cannot answer
+ * is named.
+ */
+let etcd: EtcdCluster;
+let c1: InProcessServer;
+let c2: InProcessServer;
+let proxy: TcpProxy;
+const agents: Agent[] = [];
+const dir = tempDir('mailshare-wait-applied-');
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  etcd = await startEtcd();
+  c1 = await startInProcessServer({ endpoints: etcd.endpoints });
+  c2 = await startInProcessServer({ endpoints: etcd.endpoints, prefix: c1.prefix });
+  env = { MAILSHARE_ADDR: c1.address, MAILSHARE_TOKEN: c1.adminToken, XDG_CONFIG_HOME: dir.path };
+  const api = connectApi(c1.address, c1.adminToken);
+  const tokenOf = nodeTokens(api);
+  await api.directory.createTenant({ id: 'w', domains: [] });
+  await api.mailbox.createMailbox({ tenant: 'w', owner: 'alice', name: 'P', actor: '' });
+  proxy = await startTcpProxy(c2.address);
+  agents.push(createAgent({ coordinators: [c1.address], token: await tokenOf('n1'), node: { name: 'n1', imapAddress: '127.0.0.1:2001' }, ttlSeconds: 30 }));
+  agents.push(createAgent({ coordinators: [proxy.address], token: await tokenOf('n2'), node: { name: 'n2', imapAddress: '127.0.0.1:2002' }, ttlSeconds: 30 }));
+  api.close();
+  await Promise.all(agents.map((a) => a.ready));
+});
+afterAll(async () => {
+  await Promise.all(agents.map((a) => a.close().catch(() => undefined)));
+  await proxy?.close();
+  await c2?.stop();
+  await c1?.stop();
+  await etcd?.stop();
+  dir.remove();
+});
+
+const ms = (...args: string[]) => runCli(args, { env, cwd: dir.path, timeoutMs: 60_000 });
+
+describe('--wait-applied', () => {
+  it('returns once every live node applied the change, behind either coordinator', async () => {
+    await waitFor(async () => (await ms('node', 'list')).stdout.split('\n').filter((l) => /^n[12]\s+active\s/.test(l)).length === 2, 10_000, 'both nodes live');
+    const r = await ms('acl', 'set', 'w', 'alice/P', 'bob', 'lr', '--wait-applied=5s');
+    expect([r.code, r.stderr]).toEqual([0, '']);
+    expect(r.stdout).toBe('bob lr\napplied on 2 of 2 live nodes: n1, n2\n');
+    // Applied means applied: both caches answer with the new rights now, without waiting.
+    for (const a of agents) expect(a.rights('w', 'bob', 'alice/P').rights).toBe('lr');
+
+    const g = JSON.parse((await ms('group', 'add', 'w', 'sales', 'carol', '--wait-applied', '-o', 'json')).stdout);
+    expect(g).toMatchObject({ name: 'sales', members: ['carol'], applied: { complete: true } });
+    expect(g.applied.nodes.map((n: { node: string; revision: number }) => [n.node, n.revision >= g.revision])).toEqual([
+      ['n1', true],
+      ['n2', true],
+    ]);
+
+    const del = await ms('acl', 'delete', 'w', 'alice/P', 'bob', '--wait-applied');
+    expect([del.code, del.stdout]).toEqual([0, 'deleted bob\napplied on 2 of 2 live nodes: n1, n2\n']);
+    for (const a of agents) expect(a.rights('w', 'bob', 'alice/P').rights).toBe('');
+  });
+
+  it('names the node that has not applied it in time (exit 1); the barrier leaves nothing behind', async () => {
+    // n2 keeps its lease (TTL 30 s) but hears nothing: its coordinator link is cut.
+    proxy.blackhole();
+    try {
+      const r = await ms('acl', 'set', 'w', 'alice/P', 'bob', 'lrs', '--wait-applied=1500ms');
+      expect(r.code).toBe(1);
+      expect(r.stdout).toBe('bob lrs\napplied on 1 of 2 live nodes: n1\n');
+      expect(r.stderr).toBe('mailshare: not applied in time on 1 of 2 nodes: n2\n');
+      expect(agents[0]!.rights('w', 'bob', 'alice/P').rights).toBe('lrs');
+      expect(agents[1]!.rights('w', 'bob', 'alice/P').rights).toBe('');
+    } finally {
+      proxy.restore();
+    }
+    const c = createEtcdClient({ endpoints: etcd.endpoints });
+    try {
+      await waitFor(async () => (await c.getAll().prefix(`${c1.prefix}v1/barriers/`).keys()).length === 0, 5000, 'barriers gone');
+    } finally {
+      c.close();
+    }
+    const bad = await ms('acl', 'set', 'w', 'alice/P', 'bob', 'lr', '--wait-applied=soon');
+    expect([bad.code, bad.stderr]).toEqual([2, 'mailshare: --wait-applied: "soon" is not a duration (e.g. 5s, 500ms, 2m)\n']);
+  });
+});
