@@ -3,8 +3,9 @@ import { type Mailbox, MailboxServiceClient } from '../gen/mailshare/v1/mailbox.
 import type { ConnectionFlags } from './connection.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { allPages, parseRevisionOption, withService } from './run.js';
+import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 
-type Flags = ConnectionFlags & { output: OutputFormat; expectedRevision?: number };
+type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number };
 
 /** `mailshare mailbox create|get|list|rename|delete` and `mailshare share list`. */
 export function registerMailbox(program: Command, io: CliIo): void {
@@ -22,9 +23,17 @@ export function registerMailbox(program: Command, io: CliIo): void {
       .argument('<tenant>', 'tenant id')
       .argument('<owner>', 'owner user id')
       .argument('<name>', 'mailbox name, "/" between levels')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, owner: string, name: string, flags: Flags) =>
-    svc(flags, async (api) => show(flags, await api.createMailbox({ tenant, owner, name, actor: '' }))),
+    svc(flags, async (api) => {
+      const m = await api.createMailbox({ tenant, owner, name, actor: '' });
+      const applied = await waitApplied(io, flags, m.revision);
+      if (flags.output === 'json' && applied) printJson(io, { ...m, applied });
+      else show(flags, m);
+      if (applied && flags.output !== 'json') io.out(appliedLine(applied));
+      requireApplied(applied);
+    }),
   );
 
   addConnectionOptions(
@@ -57,12 +66,15 @@ export function registerMailbox(program: Command, io: CliIo): void {
       .argument('<mailbox>', 'OWNER/NAME')
       .argument('<new-name>', 'new NAME (same owner)')
       .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, ref: string, newName: string, flags: Flags) =>
     svc(flags, async (api) => {
       const r = await api.renameMailbox({ tenant, mailbox: ref, newName, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
-      if (flags.output === 'json') printJson(io, r);
-      else io.out(r.mailboxes.map((m) => `renamed to ${m.mailbox}\n`).join(''));
+      const applied = await waitApplied(io, flags, Math.max(0, ...r.mailboxes.map((m) => m.revision)));
+      if (flags.output === 'json') printJson(io, { ...r, ...(applied ? { applied } : {}) });
+      else io.out(r.mailboxes.map((m) => `renamed to ${m.mailbox}\n`).join('') + (applied ? appliedLine(applied) : ''));
+      requireApplied(applied);
     }),
   );
 
@@ -73,12 +85,15 @@ export function registerMailbox(program: Command, io: CliIo): void {
       .argument('<tenant>', 'tenant id')
       .argument('<mailbox>', 'OWNER/NAME')
       .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, ref: string, flags: Flags) =>
     svc(flags, async (api) => {
-      await api.deleteMailbox({ tenant, mailbox: ref, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
-      if (flags.output === 'json') printJson(io, { deleted: ref });
-      else io.out(`deleted ${ref}\n`);
+      const r = await api.deleteMailbox({ tenant, mailbox: ref, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
+      const applied = await waitApplied(io, flags, r.revision);
+      if (flags.output === 'json') printJson(io, { deleted: ref, revision: r.revision, ...(applied ? { applied } : {}) });
+      else io.out(`deleted ${ref}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 

@@ -100,8 +100,7 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
 
     deleteMailbox: unary(deps, 'DeleteMailbox', ROLES, async (req, ctx) => {
       const { tenant, ref, expected, actor } = await authorizeRemoval(ctx, req, 'delete it');
-      await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor, ctx.signal));
-      return {};
+      return { revision: await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor, ctx.signal)) };
     }),
 
     listSharedWith: unary(deps, 'ListSharedWith', ROLES, async (req, ctx) => {

@@ -207,8 +207,9 @@ export class MailboxStore {
   }
 
   /** Deletes one mailbox with its ACL and its index entries (RFC 4314 §4: DELETE MUST delete the ACL). */
-  async delete(tenant: string, owner: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<void> {
-    await withCasRetry(async () => {
+  /** Returns the revision of the deletion. */
+  async delete(tenant: string, owner: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<number> {
+    return withCasRetry(async () => {
       const cur = await this.require(tenant, owner, name);
       checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
       const key = this.keys.mailbox(tenant, owner, name);
@@ -223,6 +224,7 @@ export class MailboxStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
+      return Number(res.header.revision);
     }, ctx.signal);
   }
 

@@ -65,6 +65,15 @@ describe('--wait-applied', () => {
       ['n2', true],
     ]);
 
+    // Mailboxes too: a new one, renamed, deleted, each applied everywhere when the command returns.
+    expect((await ms('mailbox', 'create', 'w', 'alice', 'Q', '--wait-applied')).stdout).toMatch(/^applied on 2 of 2 live nodes: n1, n2$/m);
+    for (const a of agents) expect(a.rights('w', 'alice', 'alice/Q').rights).toBeTruthy();
+    expect((await ms('mailbox', 'rename', 'w', 'alice/Q', 'R', '--wait-applied')).stdout).toBe('renamed to alice/R\napplied on 2 of 2 live nodes: n1, n2\n');
+    for (const a of agents) expect([a.rights('w', 'alice', 'alice/Q').rights, a.rights('w', 'alice', 'alice/R').rights !== undefined]).toEqual([undefined, true]);
+    const gone = JSON.parse((await ms('mailbox', 'delete', 'w', 'alice/R', '--wait-applied', '-o', 'json')).stdout);
+    expect(gone).toMatchObject({ deleted: 'alice/R', applied: { complete: true } });
+    for (const a of agents) expect(a.rights('w', 'alice', 'alice/R').rights).toBeUndefined();
+
     const del = await ms('acl', 'delete', 'w', 'alice/P', 'bob', '--wait-applied');
     expect([del.code, del.stdout]).toEqual([0, 'deleted bob\napplied on 2 of 2 live nodes: n1, n2\n']);
     for (const a of agents) expect(a.rights('w', 'bob', 'alice/P').rights).toBe('');

@@ -92,6 +92,8 @@ export interface DeleteMailboxRequest {
 }
 
 export interface DeleteMailboxResponse {
+  /** The revision of the deletion. */
+  revision: number;
 }
 
 export interface ListSharedWithRequest {
@@ -1088,11 +1090,14 @@ export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
 };
 
 function createBaseDeleteMailboxResponse(): DeleteMailboxResponse {
-  return {};
+  return { revision: 0 };
 }
 
 export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
-  encode(_: DeleteMailboxResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: DeleteMailboxResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
     return writer;
   },
 
@@ -1103,6 +1108,14 @@ export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
     while (reader.pos < end) {
       const tag = reader.uint32();
       switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1112,20 +1125,24 @@ export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
     return message;
   },
 
-  fromJSON(_: any): DeleteMailboxResponse {
-    return {};
+  fromJSON(object: any): DeleteMailboxResponse {
+    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
   },
 
-  toJSON(_: DeleteMailboxResponse): unknown {
+  toJSON(message: DeleteMailboxResponse): unknown {
     const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
   create(base?: DeepPartial<DeleteMailboxResponse>): DeleteMailboxResponse {
     return DeleteMailboxResponse.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<DeleteMailboxResponse>): DeleteMailboxResponse {
+  fromPartial(object: DeepPartial<DeleteMailboxResponse>): DeleteMailboxResponse {
     const message = createBaseDeleteMailboxResponse();
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
