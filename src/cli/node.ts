@@ -2,6 +2,7 @@ import type { Command } from 'commander';
 import { type DrainProgress, type Node, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { type ConnectionFlags, makeClient, resolveConnection } from './connection.js';
 import { CliError, describeError } from './errors.js';
+import { waitApplied } from './wait-applied.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { parseIntOption, withService } from './run.js';
 
@@ -16,17 +17,36 @@ export function registerNode(program: Command, io: CliIo): void {
     else io.out(`${n.name} ${n.state}\n`);
   };
 
-  addConnectionOptions(node.command('list').description('list nodes with state, addresses (IMAP, LMTP, POP3), weight, users and why a node is down').addOption(outputOption())).action(async (flags: Flags) =>
+  addConnectionOptions(
+    node
+      .command('list')
+      .description('list nodes with state, addresses (IMAP, LMTP, POP3), weight, users and why a node is down')
+      .option('--applied [timeout]', "also ask every live node the revision its caches are at, and its lag behind etcd (default wait 2s)")
+      .addOption(outputOption()),
+  ).action(async (flags: Flags & { applied?: string | true }) =>
     svc(flags, async (api) => {
       const r = await api.listNodes({});
-      if (flags.output === 'json') printJson(io, r);
-      else
+      const applied = flags.applied === undefined ? undefined : await waitApplied(io, { ...flags, waitApplied: flags.applied === true ? '2s' : flags.applied }, 1);
+      const of = (name: string): { revision: number; lag: number } | undefined => {
+        const a = applied?.nodes.find((n) => n.node === name);
+        return a && a.revision > 0 ? { revision: a.revision, lag: Math.max(0, applied!.headRevision - a.revision) } : undefined;
+      };
+      if (flags.output === 'json') printJson(io, applied ? { nodes: r.nodes.map((n) => ({ ...n, applied: of(n.name) ?? null })), headRevision: applied.headRevision } : r);
+      else {
+        const cols = ['NODE', 'STATE', 'IMAP', 'LMTP', 'POP3', 'WEIGHT', 'ZONE', 'USERS', 'LEASE', 'REASON', ...(applied ? ['APPLIED', 'LAG'] : [])];
         io.out(
           table(
-            ['NODE', 'STATE', 'IMAP', 'LMTP', 'POP3', 'WEIGHT', 'ZONE', 'USERS', 'LEASE', 'REASON'],
-            r.nodes.map((n) => [n.name, n.state, n.imapAddress, n.addresses.lmtp || '-', n.addresses.pop3 || '-', String(n.weight), n.zone || '-', String(n.users), n.leaseId || '-', n.downReason || '-']),
+            cols,
+            r.nodes.map((n) => {
+              const row = [n.name, n.state, n.imapAddress, n.addresses.lmtp || '-', n.addresses.pop3 || '-', String(n.weight), n.zone || '-', String(n.users), n.leaseId || '-', n.downReason || '-'];
+              if (!applied) return row;
+              const a = of(n.name);
+              const live = applied.nodes.some((x) => x.node === n.name);
+              return [...row, a ? String(a.revision) : live ? 'no answer' : '-', a ? String(a.lag) : '-'];
+            }),
           ),
         );
+      }
     }),
   );
 

@@ -137,11 +137,11 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       if (!Number.isSafeInteger(timeoutMs) || timeoutMs < 1 || timeoutMs > 600_000) throw new DomainError('invalid_argument', 'timeout_ms: must be between 1 and 600000', { field: 'timeout_ms' });
       if (!deps.barriers) throw new DomainError('unavailable', 'this coordinator does not serve WaitApplied');
       const nodes = placement.listNodes().filter((n) => n.live !== undefined).map((n) => n.name).sort();
-      const { id, leaseId } = await deps.barriers.create(req.revision, Math.ceil(timeoutMs / 1000) + 5);
+      const { id, leaseId, headRevision } = await deps.barriers.create(req.revision, Math.ceil(timeoutMs / 1000) + 5);
       try {
         const complete = await deps.barriers.waitAll(id, nodes, timeoutMs);
         const answers = deps.barriers.answers(id);
-        return { nodes: nodes.map((node) => ({ node, revision: answers.get(node) ?? 0 })), complete };
+        return { nodes: nodes.map((node) => ({ node, revision: answers.get(node) ?? 0 })), complete, headRevision };
       } finally {
         await deps.barriers.end(leaseId);
       }

@@ -60,11 +60,11 @@ export class BarrierStore {
   }
 
   /** A new barrier for `revision`, ending by itself after `ttlSeconds`. */
-  async create(revision: number, ttlSeconds: number): Promise<{ id: string; leaseId: string }> {
+  async create(revision: number, ttlSeconds: number): Promise<{ id: string; leaseId: string; headRevision: number }> {
     const grant = await etcdOp('granting a lease', () => this.client.leaseClient.leaseGrant({ TTL: ttlSeconds }));
     const id = randomId();
-    await etcdOp('writing a barrier', () => this.client.put(this.keys.barrier(id)).value(String(revision)).lease(grant.ID).exec());
-    return { id, leaseId: grant.ID };
+    const res = await etcdOp('writing a barrier', () => this.client.put(this.keys.barrier(id)).value(String(revision)).lease(grant.ID).exec());
+    return { id, leaseId: grant.ID, headRevision: Number(res.header.revision) };
   }
 
   /** A node's answer; false when the barrier is gone (or unknown here yet). */

@@ -74,6 +74,14 @@ describe('--wait-applied', () => {
     expect(gone).toMatchObject({ deleted: 'alice/R', applied: { complete: true } });
     for (const a of agents) expect(a.rights('w', 'alice', 'alice/R').rights).toBeUndefined();
 
+    // node list --applied: each node's revision and how far behind etcd it is.
+    const nodes = JSON.parse((await ms('node', 'list', '--applied', '-o', 'json')).stdout) as { headRevision: number; nodes: Array<{ name: string; applied: { revision: number; lag: number } | null }> };
+    for (const n of nodes.nodes) {
+      expect(n.applied, n.name).not.toBeNull();
+      expect(n.applied!.revision + n.applied!.lag).toBe(nodes.headRevision);
+    }
+    expect((await ms('node', 'list', '--applied')).stdout).toMatch(/^NODE\s.*\sAPPLIED\s+LAG$/m);
+
     const del = await ms('acl', 'delete', 'w', 'alice/P', 'bob', '--wait-applied');
     expect([del.code, del.stdout]).toEqual([0, 'deleted bob\napplied on 2 of 2 live nodes: n1, n2\n']);
     for (const a of agents) expect(a.rights('w', 'bob', 'alice/P').rights).toBe('');
@@ -89,6 +97,7 @@ describe('--wait-applied', () => {
       expect(r.stderr).toBe('mailshare: not applied in time on 1 of 2 nodes: n2\n');
       expect(agents[0]!.rights('w', 'bob', 'alice/P').rights).toBe('lrs');
       expect(agents[1]!.rights('w', 'bob', 'alice/P').rights).toBe('');
+      expect((await ms('node', 'list', '--applied=1s')).stdout).toMatch(/^n2\s.*\sno answer\s+-$/m);
     } finally {
       proxy.restore();
     }

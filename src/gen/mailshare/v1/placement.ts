@@ -131,6 +131,8 @@ export interface WaitAppliedResponse {
   nodes: NodeApplied[];
   /** Every one of them applied the revision. */
   complete: boolean;
+  /** The etcd revision when the wait began (a node's lag: this minus its revision). */
+  headRevision: number;
 }
 
 export interface DeregisterNodeRequest {
@@ -1436,7 +1438,7 @@ export const NodeApplied: MessageFns<NodeApplied> = {
 };
 
 function createBaseWaitAppliedResponse(): WaitAppliedResponse {
-  return { nodes: [], complete: false };
+  return { nodes: [], complete: false, headRevision: 0 };
 }
 
 export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
@@ -1446,6 +1448,9 @@ export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
     }
     if (message.complete !== false) {
       writer.uint32(16).bool(message.complete);
+    }
+    if (message.headRevision !== 0) {
+      writer.uint32(24).int64(message.headRevision);
     }
     return writer;
   },
@@ -1473,6 +1478,14 @@ export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
           message.complete = reader.bool();
           continue;
         }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.headRevision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1486,6 +1499,7 @@ export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
     return {
       nodes: globalThis.Array.isArray(object?.nodes) ? object.nodes.map((e: any) => NodeApplied.fromJSON(e)) : [],
       complete: isSet(object.complete) ? globalThis.Boolean(object.complete) : false,
+      headRevision: isSet(object.headRevision) ? globalThis.Number(object.headRevision) : 0,
     };
   },
 
@@ -1497,6 +1511,9 @@ export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
     if (message.complete !== false) {
       obj.complete = message.complete;
     }
+    if (message.headRevision !== 0) {
+      obj.headRevision = Math.round(message.headRevision);
+    }
     return obj;
   },
 
@@ -1507,6 +1524,7 @@ export const WaitAppliedResponse: MessageFns<WaitAppliedResponse> = {
     const message = createBaseWaitAppliedResponse();
     message.nodes = object.nodes?.map((e) => NodeApplied.fromPartial(e)) || [];
     message.complete = object.complete ?? false;
+    message.headRevision = object.headRevision ?? 0;
     return message;
   },
 };
