@@ -5,7 +5,7 @@ import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, prin
 import { allPages, parseRevisionOption, withService } from './run.js';
 import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 
-type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number };
+type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number; dryRun?: boolean };
 
 /** `mailshare group set|add|remove|get|list|delete` (admin or tenant-admin). */
 export function registerGroup(program: Command, io: CliIo): void {
@@ -17,6 +17,13 @@ export function registerGroup(program: Command, io: CliIo): void {
   };
   /** A change's answer, after waiting until every node applied it when asked to. */
   const changed = async (flags: Flags, g: Group): Promise<void> => {
+    if (flags.dryRun) {
+      if (flags.output === 'json') return printJson(io, { ...g, dryRun: true });
+      const lines = [`would make group:${g.name} ${g.members.join(' ') || '(no members)'}; nothing written`];
+      if (g.effects.length === 0) lines.push("no user's effective rights would change");
+      else lines.push('effective rights that would change:', ...g.effects.map((e) => (e.user ? `  ${e.user} on ${e.mailbox}: ${e.before || '(none)'} -> ${e.after || '(none)'}` : `  ${e.mailbox}`)));
+      return io.out(`${lines.join('\n')}\n`);
+    }
     const applied = await waitApplied(io, flags, g.revision);
     if (!applied) return show(flags, g);
     if (flags.output === 'json') printJson(io, { ...g, applied });
@@ -37,22 +44,25 @@ export function registerGroup(program: Command, io: CliIo): void {
         .addOption(outputOption()),
     );
 
-  const changeCmd = (name: string, description: string) => writeCmd(name, description).addOption(waitAppliedOption());
+  const changeCmd = (name: string, description: string) =>
+    writeCmd(name, description)
+      .option('--dry-run', 'check and compute exactly as the real change, write nothing: the members and whose rights on which mailbox would change')
+      .addOption(waitAppliedOption());
 
   changeCmd('set', "create the group or replace its members")
     .argument('[members...]', 'user ids')
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
-      svc(flags, async (api) => changed(flags, await api.setGroupMembers({ tenant, name, members, expectedRevision: flags.expectedRevision ?? 0 }))),
+      svc(flags, async (api) => changed(flags, await api.setGroupMembers({ tenant, name, members, expectedRevision: flags.expectedRevision ?? 0 , dryRun: flags.dryRun === true }))),
     );
   changeCmd('add', 'add members, all in one change (creates the group if needed)')
     .argument('<members...>', 'user ids')
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
-      svc(flags, async (api) => changed(flags, await api.addGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
+      svc(flags, async (api) => changed(flags, await api.addGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 , dryRun: flags.dryRun === true }))),
     );
   changeCmd('remove', 'remove members, all in one change')
     .argument('<members...>', 'user ids')
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
-      svc(flags, async (api) => changed(flags, await api.removeGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 }))),
+      svc(flags, async (api) => changed(flags, await api.removeGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 , dryRun: flags.dryRun === true }))),
     );
   writeCmd('delete', 'delete the group').action(async (tenant: string, name: string, flags: Flags) =>
     svc(flags, async (api) => {

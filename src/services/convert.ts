@@ -43,7 +43,7 @@ export function settingsFromPb(s: TenantSettingsPb | undefined, field = 'setting
 }
 
 export function groupToPb(g: GroupRecord): Group {
-  return { tenant: g.tenant, name: g.name, members: [...g.members], revision: g.revision };
+  return { tenant: g.tenant, name: g.name, members: [...g.members], revision: g.revision, effects: [] };
 }
 
 export function mailboxToPb(m: MailboxRecord): Mailbox {

@@ -143,7 +143,7 @@ export class Coordinator {
     this.audit = new AuditStore(opts.client, opts.keys);
     const directory = new DirectoryStore(opts.client, opts.keys, this.audit);
     const mailboxes = new MailboxStore(opts.client, opts.keys, this.audit, directory);
-    this.server.addService(DirectoryServiceService, createDirectoryService({ ...deps, directory }));
+    this.server.addService(DirectoryServiceService, createDirectoryService({ ...deps, directory, mailboxes }));
     this.server.addService(MailboxServiceService, createMailboxService({ ...deps, directory, mailboxes, index: new IndexChecker({ client: opts.client, keys: opts.keys, audit: this.audit }) }));
     this.server.addService(AuditServiceService, createAuditService({ ...deps, audit: this.audit }));
     this.tenants = new TenantCache(opts.client, opts.keys, opts.logger.child({ component: 'tenants' }));

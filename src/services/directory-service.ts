@@ -1,21 +1,32 @@
 import { DomainError } from '../domain/errors.js';
 import { parseDomain, parseGroupName, parseTenantId, parseUserId } from '../domain/ids.js';
 import { decodePageToken, encodePageToken, parsePageSize } from '../domain/paging.js';
-import type { DirectoryServiceServer } from '../gen/mailshare/v1/directory.js';
-import { DEFAULT_TENANT_SETTINGS, type DirectoryStore } from '../store/directory-store.js';
+import { effectiveRights } from '../domain/acl.js';
+import type { DirectoryServiceServer, Group, GroupChangeEffect } from '../gen/mailshare/v1/directory.js';
+import { DEFAULT_TENANT_SETTINGS, type DirectoryStore, type GroupRecord } from '../store/directory-store.js';
+import type { MailboxRecord, MailboxStore } from '../store/mailbox-store.js';
 import { auditContext, requireTenantRole } from './access.js';
-import { groupToPb, parseExpectedRevision, settingsFromPb, tenantToPb } from './convert.js';
+import { groupToPb, parseExpectedRevision, rightsToPb, settingsFromPb, tenantToPb } from './convert.js';
 import { ANY_ROLE, type RpcDeps, unary } from './rpc.js';
 import { requireDomainlessUsers } from './user-names.js';
 
 export interface DirectoryServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
+  /** For a dry run's effects: the mailboxes whose ACLs name the group. */
+  readonly mailboxes?: MailboxStore;
 }
 
 const ADMINS = ['admin', 'tenant-admin'] as const;
 const READERS = ['admin', 'tenant-admin', 'node'] as const;
 
 export function createDirectoryService(deps: DirectoryServiceDeps): DirectoryServiceServer {
+  /** A group change's answer; a dry run's with whose rights on which mailbox it would alter. */
+  const answer = async (g: GroupRecord & { before: readonly string[] }, dryRun: boolean): Promise<Group> => {
+    const out = groupToPb(g);
+    if (dryRun && deps.mailboxes) out.effects = await groupEffects(deps.directory, deps.mailboxes, g.tenant, g.name, g.before, g.members);
+    return out;
+  };
+
   const { directory } = deps;
 
   const members = (list: string[], field = 'members'): string[] => list.map((m, i) => parseUserId(m, `${field}[${i}]`));
@@ -85,8 +96,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
         create: true,
         action: 'SetGroupMembers',
         ctx: auditContext(ctx.principal, undefined, ctx.signal),
+        dryRun: req.dryRun === true,
       });
-      return groupToPb(g);
+      return answer(g, req.dryRun === true);
     }),
 
     addGroupMember: unary(deps, 'AddGroupMember', ADMINS, async (req, ctx) => {
@@ -101,8 +113,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
         create: true,
         action: 'AddGroupMember',
         ctx: auditContext(ctx.principal, undefined, ctx.signal),
+        dryRun: req.dryRun === true,
       });
-      return groupToPb(g);
+      return answer(g, req.dryRun === true);
     }),
 
     removeGroupMember: unary(deps, 'RemoveGroupMember', ADMINS, async (req, ctx) => {
@@ -115,8 +128,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
         create: false,
         action: 'RemoveGroupMember',
         ctx: auditContext(ctx.principal, undefined, ctx.signal),
+        dryRun: req.dryRun === true,
       });
-      return groupToPb(g);
+      return answer(g, req.dryRun === true);
     }),
 
     getGroup: unary(deps, 'GetGroup', READERS, async (req, ctx) => {
@@ -165,4 +179,42 @@ function memberArgs(member: string, more: readonly string[]): Array<{ id: string
   more.forEach((m, i) => out.push({ id: parseUserId(m, `members[${i}]`), field: `members[${i}]` }));
   if (out.length === 0) throw new DomainError('invalid_argument', 'member: give a member (or members)', { field: 'member' });
   return out.filter((m, i) => out.findIndex((x) => x.id === m.id) === i);
+}
+
+/** Most effects a dry run lists. */
+const MAX_EFFECTS = 500;
+
+/**
+ * What a change of a group's members does: for every member added or
+ * removed, on every mailbox whose ACL names the group (positive or
+ * negative), the user's effective rights before and after.
+ */
+async function groupEffects(directory: DirectoryStore, mailboxes: MailboxStore, tenant: string, name: string, before: readonly string[], after: readonly string[]): Promise<GroupChangeEffect[]> {
+  const changed = [...new Set([...before.filter((m) => !after.includes(m)), ...after.filter((m) => !before.includes(m))])].sort();
+  if (changed.length === 0) return [];
+  const key = `group:${name}`;
+  const named: MailboxRecord[] = [];
+  let afterKey: string | undefined;
+  do {
+    const page = await mailboxes.list(tenant, undefined, 1000, afterKey);
+    named.push(...page.mailboxes.filter((m) => m.acl.has(key) || m.acl.has(`-${key}`)));
+    afterKey = page.lastKey;
+  } while (afterKey !== undefined);
+  const out: GroupChangeEffect[] = [];
+  for (const user of changed) {
+    const { groups } = await directory.groupsOf(tenant, user);
+    const was = new Set(groups);
+    const will = new Set(groups);
+    if (before.includes(user)) was.add(name);
+    else was.delete(name);
+    if (after.includes(user)) will.add(name);
+    else will.delete(name);
+    for (const m of named) {
+      const b = effectiveRights(m.acl, { user, groups: was }, m.owner);
+      const a = effectiveRights(m.acl, { user, groups: will }, m.owner);
+      if (a !== b) out.push({ mailbox: `${m.owner}/${m.name}`, user, before: rightsToPb(b), after: rightsToPb(a) });
+    }
+  }
+  out.sort((x, y) => (x.mailbox < y.mailbox ? -1 : x.mailbox > y.mailbox ? 1 : x.user < y.user ? -1 : 1));
+  return out.length > MAX_EFFECTS ? [...out.slice(0, MAX_EFFECTS), { mailbox: `(${out.length - MAX_EFFECTS} more)`, user: '', before: '', after: '' }] : out;
 }

@@ -54,7 +54,7 @@ export function eventToPb(e: StoreEvent, hideLeases = false): Event {
       break;
     }
     case 'group':
-      out.group = e.value && !e.deleted ? groupToPb(decodeGroup(e.tenant, e.id, e.value, e.revision)) : { tenant: e.tenant, name: e.id, members: [], revision: e.revision };
+      out.group = e.value && !e.deleted ? groupToPb(decodeGroup(e.tenant, e.id, e.value, e.revision)) : { tenant: e.tenant, name: e.id, members: [], revision: e.revision, effects: [] };
       break;
     case 'mailbox': {
       const owner = e.id.slice(0, slash);

@@ -284,8 +284,8 @@ export class DirectoryStore {
     tenant: string,
     name: string,
     change: (members: readonly string[]) => string[],
-    opts: { expectedRevision: number; create: boolean; action: string; ctx: AuditContext },
-  ): Promise<GroupRecord> {
+    opts: { expectedRevision: number; create: boolean; action: string; ctx: AuditContext; dryRun?: boolean },
+  ): Promise<GroupRecord & { before: readonly string[] }> {
     return withCasRetry(async () => {
       const [t, cur] = await Promise.all([this.getTenant(tenant), this.getGroup(tenant, name)]);
       if (!t) throw tenantNotFound(tenant);
@@ -295,6 +295,8 @@ export class DirectoryStore {
       if (members.length > MAX_GROUP_MEMBERS) {
         throw new DomainError('invalid_argument', `members: a group has at most ${MAX_GROUP_MEMBERS} members`, { field: 'members' });
       }
+      // A dry run goes the same way up to the transaction.
+      if (opts.dryRun) return { tenant, name, members, revision: cur?.revision ?? 0, before: cur?.members ?? [] };
       const key = this.keys.group(tenant, name);
       const res = await etcdOp('changing a group', () =>
         this.client
@@ -315,7 +317,7 @@ export class DirectoryStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-      return { tenant, name, members, revision: Number(res.header.revision) };
+      return { tenant, name, members, revision: Number(res.header.revision), before: cur?.members ?? [] };
     }, opts.ctx.signal);
   }
 

@@ -277,3 +277,33 @@ describe('acl set|delete --dry-run', () => {
     }
   });
 });
+
+describe('group set|add|remove --dry-run', () => {
+  it("says whose rights on which mailbox a membership change would alter, and writes nothing", async () => {
+    const api = connectApi(server.address, server.adminToken);
+    try {
+      await api.directory.createTenant({ id: 'gdry', domains: [] });
+      for (const name of ['Team', 'Other']) await api.mailbox.createMailbox({ tenant: 'gdry', owner: 'alice', name, actor: '' });
+      await api.acl.setAcl({ tenant: 'gdry', mailbox: 'alice/Team', identifier: 'group:sales', rights: 'lrs', expectedRevision: 0, actor: '' });
+      await api.acl.setAcl({ tenant: 'gdry', mailbox: 'alice/Other', identifier: '-group:sales', rights: 's', expectedRevision: 0, actor: '' });
+      await api.acl.setAcl({ tenant: 'gdry', mailbox: 'alice/Other', identifier: 'erin', rights: 'lrs', expectedRevision: 0, actor: '' });
+      const g = await api.directory.setGroupMembers({ tenant: 'gdry', name: 'sales', members: ['bob'], expectedRevision: 0 });
+
+      expect(await ok('group', 'add', 'gdry', 'sales', 'erin', '--dry-run')).toBe(
+        'would make group:sales bob erin; nothing written\neffective rights that would change:\n  erin on alice/Other: lrs -> lr\n  erin on alice/Team: (none) -> lrs\n',
+      );
+      const removed = await json('group', 'remove', 'gdry', 'sales', 'bob', '--dry-run');
+      expect(removed).toMatchObject({ name: 'sales', members: [], dryRun: true, revision: g.revision });
+      expect(removed.effects).toEqual([{ mailbox: 'alice/Team', user: 'bob', before: 'lrs', after: '' }]);
+      expect(await ok('group', 'set', 'gdry', 'sales', 'bob', '--dry-run')).toMatch(/^no user's effective rights would change$/m);
+      // Refused as the real change is: a bad member, nothing written.
+      const bad = await ms('group', 'add', 'gdry', 'sales', 'Not A User', '--dry-run');
+      expect(bad.code).toBe(1);
+      expect(bad.stderr).toMatch(/^mailshare: INVALID_ARGUMENT: members\[0\]: [^\n]*\n$/);
+      expect(await api.directory.getGroup({ tenant: 'gdry', name: 'sales' })).toMatchObject({ members: ['bob'], revision: g.revision });
+      expect((await api.acl.myRights({ tenant: 'gdry', mailbox: 'alice/Team', user: 'erin' })).rights).toBe('');
+    } finally {
+      api.close();
+    }
+  });
+});

@@ -105,6 +105,19 @@ export interface Group {
   /** Sorted user ids. */
   members: string[];
   revision: number;
+  /**
+   * Only in a dry run's answer: whose effective rights on which mailbox the
+   * change would alter.
+   */
+  effects: GroupChangeEffect[];
+}
+
+export interface GroupChangeEffect {
+  /** OWNER/NAME */
+  mailbox: string;
+  user: string;
+  before: string;
+  after: string;
 }
 
 export interface SetGroupMembersRequest {
@@ -112,6 +125,11 @@ export interface SetGroupMembersRequest {
   name: string;
   members: string[];
   expectedRevision: number;
+  /**
+   * Validate, authorize and compute exactly as the real call, write
+   * nothing: the group as it would be, with its effects.
+   */
+  dryRun?: boolean | undefined;
 }
 
 export interface GroupMemberRequest {
@@ -122,6 +140,8 @@ export interface GroupMemberRequest {
   expectedRevision: number;
   /** More members: all are added (or removed) in one guarded transaction. */
   members: string[];
+  /** As in SetGroupMembersRequest. */
+  dryRun?: boolean | undefined;
 }
 
 export interface GetGroupRequest {
@@ -963,7 +983,7 @@ export const DeleteTenantResponse: MessageFns<DeleteTenantResponse> = {
 };
 
 function createBaseGroup(): Group {
-  return { tenant: "", name: "", members: [], revision: 0 };
+  return { tenant: "", name: "", members: [], revision: 0, effects: [] };
 }
 
 export const Group: MessageFns<Group> = {
@@ -979,6 +999,9 @@ export const Group: MessageFns<Group> = {
     }
     if (message.revision !== 0) {
       writer.uint32(32).int64(message.revision);
+    }
+    for (const v of message.effects) {
+      GroupChangeEffect.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -1022,6 +1045,14 @@ export const Group: MessageFns<Group> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.effects.push(GroupChangeEffect.decode(reader, reader.uint32()));
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1037,6 +1068,9 @@ export const Group: MessageFns<Group> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => globalThis.String(e)) : [],
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      effects: globalThis.Array.isArray(object?.effects)
+        ? object.effects.map((e: any) => GroupChangeEffect.fromJSON(e))
+        : [],
     };
   },
 
@@ -1054,6 +1088,9 @@ export const Group: MessageFns<Group> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.effects?.length) {
+      obj.effects = message.effects.map((e) => GroupChangeEffect.toJSON(e));
+    }
     return obj;
   },
 
@@ -1066,12 +1103,121 @@ export const Group: MessageFns<Group> = {
     message.name = object.name ?? "";
     message.members = object.members?.map((e) => e) || [];
     message.revision = object.revision ?? 0;
+    message.effects = object.effects?.map((e) => GroupChangeEffect.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseGroupChangeEffect(): GroupChangeEffect {
+  return { mailbox: "", user: "", before: "", after: "" };
+}
+
+export const GroupChangeEffect: MessageFns<GroupChangeEffect> = {
+  encode(message: GroupChangeEffect, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mailbox !== "") {
+      writer.uint32(10).string(message.mailbox);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.before !== "") {
+      writer.uint32(26).string(message.before);
+    }
+    if (message.after !== "") {
+      writer.uint32(34).string(message.after);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): GroupChangeEffect {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseGroupChangeEffect();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.mailbox = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.before = reader.string();
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.after = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): GroupChangeEffect {
+    return {
+      mailbox: isSet(object.mailbox) ? globalThis.String(object.mailbox) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      before: isSet(object.before) ? globalThis.String(object.before) : "",
+      after: isSet(object.after) ? globalThis.String(object.after) : "",
+    };
+  },
+
+  toJSON(message: GroupChangeEffect): unknown {
+    const obj: any = {};
+    if (message.mailbox !== "") {
+      obj.mailbox = message.mailbox;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.before !== "") {
+      obj.before = message.before;
+    }
+    if (message.after !== "") {
+      obj.after = message.after;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<GroupChangeEffect>): GroupChangeEffect {
+    return GroupChangeEffect.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<GroupChangeEffect>): GroupChangeEffect {
+    const message = createBaseGroupChangeEffect();
+    message.mailbox = object.mailbox ?? "";
+    message.user = object.user ?? "";
+    message.before = object.before ?? "";
+    message.after = object.after ?? "";
     return message;
   },
 };
 
 function createBaseSetGroupMembersRequest(): SetGroupMembersRequest {
-  return { tenant: "", name: "", members: [], expectedRevision: 0 };
+  return { tenant: "", name: "", members: [], expectedRevision: 0, dryRun: undefined };
 }
 
 export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
@@ -1087,6 +1233,9 @@ export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
     }
     if (message.expectedRevision !== 0) {
       writer.uint32(32).int64(message.expectedRevision);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(40).bool(message.dryRun);
     }
     return writer;
   },
@@ -1130,6 +1279,14 @@ export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
           message.expectedRevision = longToNumber(reader.int64());
           continue;
         }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1145,6 +1302,7 @@ export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => globalThis.String(e)) : [],
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -1162,6 +1320,9 @@ export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
     if (message.expectedRevision !== 0) {
       obj.expectedRevision = Math.round(message.expectedRevision);
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -1174,12 +1335,13 @@ export const SetGroupMembersRequest: MessageFns<SetGroupMembersRequest> = {
     message.name = object.name ?? "";
     message.members = object.members?.map((e) => e) || [];
     message.expectedRevision = object.expectedRevision ?? 0;
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
 
 function createBaseGroupMemberRequest(): GroupMemberRequest {
-  return { tenant: "", name: "", member: "", expectedRevision: 0, members: [] };
+  return { tenant: "", name: "", member: "", expectedRevision: 0, members: [], dryRun: undefined };
 }
 
 export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
@@ -1198,6 +1360,9 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
     }
     for (const v of message.members) {
       writer.uint32(42).string(v!);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(48).bool(message.dryRun);
     }
     return writer;
   },
@@ -1249,6 +1414,14 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
           message.members.push(reader.string());
           continue;
         }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1265,6 +1438,7 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
       member: isSet(object.member) ? globalThis.String(object.member) : "",
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
       members: globalThis.Array.isArray(object?.members) ? object.members.map((e: any) => globalThis.String(e)) : [],
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -1285,6 +1459,9 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
     if (message.members?.length) {
       obj.members = message.members;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -1298,6 +1475,7 @@ export const GroupMemberRequest: MessageFns<GroupMemberRequest> = {
     message.member = object.member ?? "";
     message.expectedRevision = object.expectedRevision ?? 0;
     message.members = object.members?.map((e) => e) || [];
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
