@@ -5,7 +5,7 @@ import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, prin
 import { allPages, parseRevisionOption, withService } from './run.js';
 import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 
-type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number };
+type Flags = ConnectionFlags & WaitFlags & { output: OutputFormat; expectedRevision?: number; dryRun?: boolean };
 
 /** `mailshare mailbox create|get|list|rename|delete` and `mailshare share list`. */
 export function registerMailbox(program: Command, io: CliIo): void {
@@ -23,11 +23,13 @@ export function registerMailbox(program: Command, io: CliIo): void {
       .argument('<tenant>', 'tenant id')
       .argument('<owner>', 'owner user id')
       .argument('<name>', 'mailbox name, "/" between levels')
+      .option('--dry-run', 'check exactly as the real call, write nothing')
       .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, owner: string, name: string, flags: Flags) =>
     svc(flags, async (api) => {
-      const m = await api.createMailbox({ tenant, owner, name, actor: '' });
+      const m = await api.createMailbox({ tenant, owner, name, actor: '', dryRun: flags.dryRun === true });
+      if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...m, dryRun: true }) : io.out(`would create ${m.mailbox}; nothing written\n`);
       const applied = await waitApplied(io, flags, m.revision);
       if (flags.output === 'json' && applied) printJson(io, { ...m, applied });
       else show(flags, m);
@@ -66,11 +68,13 @@ export function registerMailbox(program: Command, io: CliIo): void {
       .argument('<mailbox>', 'OWNER/NAME')
       .argument('<new-name>', 'new NAME (same owner)')
       .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+      .option('--dry-run', 'check exactly as the real call, write nothing: every mailbox it would rename')
       .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, ref: string, newName: string, flags: Flags) =>
     svc(flags, async (api) => {
-      const r = await api.renameMailbox({ tenant, mailbox: ref, newName, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
+      const r = await api.renameMailbox({ tenant, mailbox: ref, newName, expectedRevision: flags.expectedRevision ?? 0, actor: '', dryRun: flags.dryRun === true });
+      if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${r.mailboxes.map((m) => `would rename to ${m.mailbox}\n`).join('')}nothing written\n`);
       const applied = await waitApplied(io, flags, Math.max(0, ...r.mailboxes.map((m) => m.revision)));
       if (flags.output === 'json') printJson(io, { ...r, ...(applied ? { applied } : {}) });
       else io.out(r.mailboxes.map((m) => `renamed to ${m.mailbox}\n`).join('') + (applied ? appliedLine(applied) : ''));
@@ -85,11 +89,16 @@ export function registerMailbox(program: Command, io: CliIo): void {
       .argument('<tenant>', 'tenant id')
       .argument('<mailbox>', 'OWNER/NAME')
       .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+      .option('--dry-run', 'check exactly as the real call, write nothing: whose access would end')
       .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, ref: string, flags: Flags) =>
     svc(flags, async (api) => {
-      const r = await api.deleteMailbox({ tenant, mailbox: ref, expectedRevision: flags.expectedRevision ?? 0, actor: '' });
+      const r = await api.deleteMailbox({ tenant, mailbox: ref, expectedRevision: flags.expectedRevision ?? 0, actor: '', dryRun: flags.dryRun === true });
+      if (flags.dryRun) {
+        if (flags.output === 'json') return printJson(io, { mailbox: ref, dryRun: true, ...r });
+        return io.out(`would delete ${ref}; nothing written\n${r.changes.length ? `access that would end:\n${r.changes.map((c) => `  ${c.who}: ${c.before}\n`).join('')}` : ''}`);
+      }
       const applied = await waitApplied(io, flags, r.revision);
       if (flags.output === 'json') printJson(io, { deleted: ref, revision: r.revision, ...(applied ? { applied } : {}) });
       else io.out(`deleted ${ref}\n${applied ? appliedLine(applied) : ''}`);

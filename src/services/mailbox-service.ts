@@ -11,6 +11,7 @@ import { auditContext, requireActorForNode, requireTenantRole } from './access.j
 import { mailboxToPb, parseExpectedRevision, rightsToPb } from './convert.js';
 import { requireTenantExists } from './directory-service.js';
 import { requireActorRights } from './mailbox-access.js';
+import { rightsDiffs } from './rights-diff.js';
 import { type CallContext, type RpcDeps, unary } from './rpc.js';
 import { requireDomainlessUsers } from './user-names.js';
 
@@ -64,7 +65,7 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
         if (!parent) throw new DomainError('permission_denied', `actor: ${actor} may only create mailboxes of its own or below one it holds "k" on`, { field: 'actor' });
         await requireActorRights(directory, parent, actor, parseRights('k'), 'create mailboxes below it');
       }
-      const m = await mailboxes.create(tenant, owner, name, auditContext(ctx.principal, actor, ctx.signal));
+      const m = await mailboxes.create(tenant, owner, name, auditContext(ctx.principal, actor, ctx.signal), req.dryRun === true);
       ctx.log.info({ tenant, mailbox: `${owner}/${name}` }, 'mailbox created');
       return mailboxToPb(m);
     }),
@@ -94,13 +95,15 @@ export function createMailboxService(deps: MailboxServiceDeps): MailboxServiceSe
     renameMailbox: unary(deps, 'RenameMailbox', ROLES, async (req, ctx) => {
       const newName = parseMailboxName(req.newName, 'new_name');
       const { tenant, ref, expected, actor } = await authorizeRemoval(ctx, req, 'rename it');
-      const renamed = await mailboxes.rename(tenant, ref.owner, ref.name, newName, expected, auditContext(ctx.principal, actor, ctx.signal));
+      const renamed = await mailboxes.rename(tenant, ref.owner, ref.name, newName, expected, auditContext(ctx.principal, actor, ctx.signal), req.dryRun === true);
       return { mailboxes: renamed.map(mailboxToPb) };
     }),
 
     deleteMailbox: unary(deps, 'DeleteMailbox', ROLES, async (req, ctx) => {
       const { tenant, ref, expected, actor } = await authorizeRemoval(ctx, req, 'delete it');
-      return { revision: await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor, ctx.signal)) };
+      const dryRun = req.dryRun === true;
+      const r = await mailboxes.delete(tenant, ref.owner, ref.name, expected, auditContext(ctx.principal, actor, ctx.signal), dryRun);
+      return { revision: r.revision, changes: dryRun ? await rightsDiffs(directory, tenant, ref.owner, r.before.acl, new Map()) : [] };
     }),
 
     listSharedWith: unary(deps, 'ListSharedWith', ROLES, async (req, ctx) => {

@@ -59,11 +59,16 @@ export class MailboxStore {
   ) {}
 
   /** Registers a mailbox; its ACL starts as the owner with every right. */
-  async create(tenant: string, owner: string, name: string, ctx: AuditContext): Promise<MailboxRecord> {
+  async create(tenant: string, owner: string, name: string, ctx: AuditContext, dryRun = false): Promise<MailboxRecord> {
     const t = await this.directory.getTenant(tenant);
     if (!t) throw tenantNotFound(tenant);
     const key = this.keys.mailbox(tenant, owner, name);
     const acl: Acl = new Map([[owner, ALL_RIGHTS]]);
+    if (dryRun) {
+      // The transaction's own check, read instead of compared.
+      if (await this.get(tenant, owner, name)) throw new DomainError('already_exists', `name: mailbox "${owner}/${name}" already exists`, { field: 'name' });
+      return { tenant, owner, name, id: '', acl, createdAt: new Date(), revision: 0 };
+    }
     const rec: MailboxRecord = { tenant, owner, name, id: randomId(), acl, createdAt: new Date(), revision: 0 };
     const res = await etcdOp('creating a mailbox', () =>
       this.client
@@ -157,7 +162,7 @@ export class MailboxStore {
    * ACLs (RFC 4314 §4: RENAME SHOULD NOT change ACLs) and moving their index
    * entries, all in one transaction.
    */
-  async rename(tenant: string, owner: string, name: string, newName: string, expectedRevision: number, ctx: AuditContext): Promise<MailboxRecord[]> {
+  async rename(tenant: string, owner: string, name: string, newName: string, expectedRevision: number, ctx: AuditContext, dryRun = false): Promise<MailboxRecord[]> {
     if (name === 'INBOX') throw new DomainError('failed_precondition', 'mailbox: INBOX cannot be renamed', { field: 'mailbox' });
     if (newName === name) throw new DomainError('invalid_argument', 'new_name: is the current name', { field: 'new_name' });
     if (newName.startsWith(name + MAILBOX_SEPARATOR)) {
@@ -192,6 +197,13 @@ export class MailboxStore {
           { field: 'mailbox' },
         );
       }
+      if (dryRun) {
+        // The transaction's own checks, read instead of compared.
+        for (const to of renamed) {
+          if (await this.get(tenant, owner, to.name)) throw new DomainError('already_exists', `new_name: mailbox "${owner}/${to.name}" already exists`, { field: 'new_name' });
+        }
+        return renamed;
+      }
       const res = await etcdOp('renaming a mailbox', () => b.then(...ops).commit());
       if (!res.succeeded) {
         for (const to of renamed) {
@@ -207,11 +219,12 @@ export class MailboxStore {
   }
 
   /** Deletes one mailbox with its ACL and its index entries (RFC 4314 §4: DELETE MUST delete the ACL). */
-  /** Returns the revision of the deletion. */
-  async delete(tenant: string, owner: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<number> {
+  /** Returns the revision of the deletion, and the mailbox as it was; a dry run stops before the transaction. */
+  async delete(tenant: string, owner: string, name: string, expectedRevision: number, ctx: AuditContext, dryRun = false): Promise<{ revision: number; before: MailboxRecord }> {
     return withCasRetry(async () => {
       const cur = await this.require(tenant, owner, name);
       checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
+      if (dryRun) return { revision: cur.revision, before: cur };
       const key = this.keys.mailbox(tenant, owner, name);
       const res = await etcdOp('deleting a mailbox', () =>
         this.client
@@ -224,7 +237,7 @@ export class MailboxStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
-      return Number(res.header.revision);
+      return { revision: Number(res.header.revision), before: cur };
     }, ctx.signal);
   }
 

@@ -307,3 +307,28 @@ describe('group set|add|remove --dry-run', () => {
     }
   });
 });
+
+describe('mailbox create|rename|delete --dry-run', () => {
+  it('checks as the real call, says what it would do (and whose access a delete ends), writes nothing', async () => {
+    const api = connectApi(server.address, server.adminToken);
+    try {
+      await api.directory.createTenant({ id: 'mdry', domains: [] });
+      await api.mailbox.createMailbox({ tenant: 'mdry', owner: 'alice', name: 'A', actor: '' });
+      await api.mailbox.createMailbox({ tenant: 'mdry', owner: 'alice', name: 'A/Sub', actor: '' });
+      await api.acl.setAcl({ tenant: 'mdry', mailbox: 'alice/A', identifier: 'bob', rights: 'lr', expectedRevision: 0, actor: '' });
+      const list = async () => (await api.mailbox.listMailboxes({ tenant: 'mdry', owner: '', pageSize: 0, pageToken: '' })).mailboxes.map((m) => `${m.mailbox}@${m.revision}`);
+      const before = await list();
+
+      expect(await ok('mailbox', 'create', 'mdry', 'alice', 'New', '--dry-run')).toBe('would create alice/New; nothing written\n');
+      const dup = await ms('mailbox', 'create', 'mdry', 'alice', 'A', '--dry-run');
+      expect([dup.code, dup.stderr]).toEqual([1, 'mailshare: ALREADY_EXISTS: name: mailbox "alice/A" already exists\n']);
+      expect(await ok('mailbox', 'rename', 'mdry', 'alice/A', 'B', '--dry-run')).toBe('would rename to alice/B\nwould rename to alice/B/Sub\nnothing written\n');
+      const taken = await ms('mailbox', 'rename', 'mdry', 'alice/A/Sub', 'A', '--dry-run');
+      expect(taken.code).toBe(1);
+      expect(await ok('mailbox', 'delete', 'mdry', 'alice/A', '--dry-run')).toBe('would delete alice/A; nothing written\naccess that would end:\n  alice: lrswipkxteacd\n  bob: lr\n');
+      expect(await list()).toEqual(before);
+    } finally {
+      api.close();
+    }
+  });
+});

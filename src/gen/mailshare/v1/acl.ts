@@ -18,7 +18,7 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { AclEntry } from "./mailbox.js";
+import { AclEntry, RightsDiff } from "./mailbox.js";
 
 export const protobufPackage = "mailshare.v1";
 
@@ -46,14 +46,6 @@ export interface SetAclRequest {
    * the answer says what would be (revision: the mailbox's current one).
    */
   dryRun?: boolean | undefined;
-}
-
-/** A user whose effective rights a change alters (or would alter). */
-export interface RightsDiff {
-  /** A user id, or "anyone else" for users the ACL names in no other way. */
-  who: string;
-  before: string;
-  after: string;
 }
 
 export interface SetAclResponse {
@@ -495,98 +487,6 @@ export const SetAclRequest: MessageFns<SetAclRequest> = {
     message.expectedRevision = object.expectedRevision ?? 0;
     message.actor = object.actor ?? "";
     message.dryRun = object.dryRun ?? undefined;
-    return message;
-  },
-};
-
-function createBaseRightsDiff(): RightsDiff {
-  return { who: "", before: "", after: "" };
-}
-
-export const RightsDiff: MessageFns<RightsDiff> = {
-  encode(message: RightsDiff, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.who !== "") {
-      writer.uint32(10).string(message.who);
-    }
-    if (message.before !== "") {
-      writer.uint32(18).string(message.before);
-    }
-    if (message.after !== "") {
-      writer.uint32(26).string(message.after);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): RightsDiff {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const end = length === undefined ? reader.len : reader.pos + length;
-    const message = createBaseRightsDiff();
-    while (reader.pos < end) {
-      const tag = reader.uint32();
-      switch (tag >>> 3) {
-        case 1: {
-          if (tag !== 10) {
-            break;
-          }
-
-          message.who = reader.string();
-          continue;
-        }
-        case 2: {
-          if (tag !== 18) {
-            break;
-          }
-
-          message.before = reader.string();
-          continue;
-        }
-        case 3: {
-          if (tag !== 26) {
-            break;
-          }
-
-          message.after = reader.string();
-          continue;
-        }
-      }
-      if ((tag & 7) === 4 || tag === 0) {
-        break;
-      }
-      reader.skip(tag & 7);
-    }
-    return message;
-  },
-
-  fromJSON(object: any): RightsDiff {
-    return {
-      who: isSet(object.who) ? globalThis.String(object.who) : "",
-      before: isSet(object.before) ? globalThis.String(object.before) : "",
-      after: isSet(object.after) ? globalThis.String(object.after) : "",
-    };
-  },
-
-  toJSON(message: RightsDiff): unknown {
-    const obj: any = {};
-    if (message.who !== "") {
-      obj.who = message.who;
-    }
-    if (message.before !== "") {
-      obj.before = message.before;
-    }
-    if (message.after !== "") {
-      obj.after = message.after;
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<RightsDiff>): RightsDiff {
-    return RightsDiff.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<RightsDiff>): RightsDiff {
-    const message = createBaseRightsDiff();
-    message.who = object.who ?? "";
-    message.before = object.before ?? "";
-    message.after = object.after ?? "";
     return message;
   },
 };

@@ -50,6 +50,19 @@ export interface CreateMailboxRequest {
   owner: string;
   name: string;
   actor: string;
+  /**
+   * Validate, authorize and check exactly as the real call, write nothing:
+   * the mailbox as it would be (id and revision 0).
+   */
+  dryRun?: boolean | undefined;
+}
+
+/** A user whose effective rights a change alters (or would alter). */
+export interface RightsDiff {
+  /** A user id, or "anyone else" for users the ACL names in no other way. */
+  who: string;
+  before: string;
+  after: string;
 }
 
 export interface GetMailboxRequest {
@@ -77,6 +90,8 @@ export interface RenameMailboxRequest {
   newName: string;
   expectedRevision: number;
   actor: string;
+  /** As in CreateMailboxRequest: the mailboxes as they would be named. */
+  dryRun?: boolean | undefined;
 }
 
 export interface RenameMailboxResponse {
@@ -89,11 +104,15 @@ export interface DeleteMailboxRequest {
   mailbox: string;
   expectedRevision: number;
   actor: string;
+  /** As in CreateMailboxRequest: whose access would end. */
+  dryRun?: boolean | undefined;
 }
 
 export interface DeleteMailboxResponse {
-  /** The revision of the deletion. */
+  /** The revision of the deletion (a dry run: the mailbox's current one). */
   revision: number;
+  /** With dry_run: every user who would lose rights on it. */
+  changes: RightsDiff[];
 }
 
 export interface ListSharedWithRequest {
@@ -410,7 +429,7 @@ export const Mailbox: MessageFns<Mailbox> = {
 };
 
 function createBaseCreateMailboxRequest(): CreateMailboxRequest {
-  return { tenant: "", owner: "", name: "", actor: "" };
+  return { tenant: "", owner: "", name: "", actor: "", dryRun: undefined };
 }
 
 export const CreateMailboxRequest: MessageFns<CreateMailboxRequest> = {
@@ -426,6 +445,9 @@ export const CreateMailboxRequest: MessageFns<CreateMailboxRequest> = {
     }
     if (message.actor !== "") {
       writer.uint32(34).string(message.actor);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(40).bool(message.dryRun);
     }
     return writer;
   },
@@ -469,6 +491,14 @@ export const CreateMailboxRequest: MessageFns<CreateMailboxRequest> = {
           message.actor = reader.string();
           continue;
         }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -484,6 +514,7 @@ export const CreateMailboxRequest: MessageFns<CreateMailboxRequest> = {
       owner: isSet(object.owner) ? globalThis.String(object.owner) : "",
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -501,6 +532,9 @@ export const CreateMailboxRequest: MessageFns<CreateMailboxRequest> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -513,6 +547,99 @@ export const CreateMailboxRequest: MessageFns<CreateMailboxRequest> = {
     message.owner = object.owner ?? "";
     message.name = object.name ?? "";
     message.actor = object.actor ?? "";
+    message.dryRun = object.dryRun ?? undefined;
+    return message;
+  },
+};
+
+function createBaseRightsDiff(): RightsDiff {
+  return { who: "", before: "", after: "" };
+}
+
+export const RightsDiff: MessageFns<RightsDiff> = {
+  encode(message: RightsDiff, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.who !== "") {
+      writer.uint32(10).string(message.who);
+    }
+    if (message.before !== "") {
+      writer.uint32(18).string(message.before);
+    }
+    if (message.after !== "") {
+      writer.uint32(26).string(message.after);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): RightsDiff {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseRightsDiff();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.who = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.before = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.after = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): RightsDiff {
+    return {
+      who: isSet(object.who) ? globalThis.String(object.who) : "",
+      before: isSet(object.before) ? globalThis.String(object.before) : "",
+      after: isSet(object.after) ? globalThis.String(object.after) : "",
+    };
+  },
+
+  toJSON(message: RightsDiff): unknown {
+    const obj: any = {};
+    if (message.who !== "") {
+      obj.who = message.who;
+    }
+    if (message.before !== "") {
+      obj.before = message.before;
+    }
+    if (message.after !== "") {
+      obj.after = message.after;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<RightsDiff>): RightsDiff {
+    return RightsDiff.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<RightsDiff>): RightsDiff {
+    const message = createBaseRightsDiff();
+    message.who = object.who ?? "";
+    message.before = object.before ?? "";
+    message.after = object.after ?? "";
     return message;
   },
 };
@@ -796,7 +923,7 @@ export const ListMailboxesResponse: MessageFns<ListMailboxesResponse> = {
 };
 
 function createBaseRenameMailboxRequest(): RenameMailboxRequest {
-  return { tenant: "", mailbox: "", newName: "", expectedRevision: 0, actor: "" };
+  return { tenant: "", mailbox: "", newName: "", expectedRevision: 0, actor: "", dryRun: undefined };
 }
 
 export const RenameMailboxRequest: MessageFns<RenameMailboxRequest> = {
@@ -815,6 +942,9 @@ export const RenameMailboxRequest: MessageFns<RenameMailboxRequest> = {
     }
     if (message.actor !== "") {
       writer.uint32(42).string(message.actor);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(48).bool(message.dryRun);
     }
     return writer;
   },
@@ -866,6 +996,14 @@ export const RenameMailboxRequest: MessageFns<RenameMailboxRequest> = {
           message.actor = reader.string();
           continue;
         }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -882,6 +1020,7 @@ export const RenameMailboxRequest: MessageFns<RenameMailboxRequest> = {
       newName: isSet(object.newName) ? globalThis.String(object.newName) : "",
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -902,6 +1041,9 @@ export const RenameMailboxRequest: MessageFns<RenameMailboxRequest> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -915,6 +1057,7 @@ export const RenameMailboxRequest: MessageFns<RenameMailboxRequest> = {
     message.newName = object.newName ?? "";
     message.expectedRevision = object.expectedRevision ?? 0;
     message.actor = object.actor ?? "";
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
@@ -982,7 +1125,7 @@ export const RenameMailboxResponse: MessageFns<RenameMailboxResponse> = {
 };
 
 function createBaseDeleteMailboxRequest(): DeleteMailboxRequest {
-  return { tenant: "", mailbox: "", expectedRevision: 0, actor: "" };
+  return { tenant: "", mailbox: "", expectedRevision: 0, actor: "", dryRun: undefined };
 }
 
 export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
@@ -998,6 +1141,9 @@ export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
     }
     if (message.actor !== "") {
       writer.uint32(34).string(message.actor);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(40).bool(message.dryRun);
     }
     return writer;
   },
@@ -1041,6 +1187,14 @@ export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
           message.actor = reader.string();
           continue;
         }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1056,6 +1210,7 @@ export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
       mailbox: isSet(object.mailbox) ? globalThis.String(object.mailbox) : "",
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
       actor: isSet(object.actor) ? globalThis.String(object.actor) : "",
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -1073,6 +1228,9 @@ export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
     if (message.actor !== "") {
       obj.actor = message.actor;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -1085,18 +1243,22 @@ export const DeleteMailboxRequest: MessageFns<DeleteMailboxRequest> = {
     message.mailbox = object.mailbox ?? "";
     message.expectedRevision = object.expectedRevision ?? 0;
     message.actor = object.actor ?? "";
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
 
 function createBaseDeleteMailboxResponse(): DeleteMailboxResponse {
-  return { revision: 0 };
+  return { revision: 0, changes: [] };
 }
 
 export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
   encode(message: DeleteMailboxResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.revision !== 0) {
       writer.uint32(8).int64(message.revision);
+    }
+    for (const v of message.changes) {
+      RightsDiff.encode(v!, writer.uint32(18).fork()).join();
     }
     return writer;
   },
@@ -1116,6 +1278,14 @@ export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.changes.push(RightsDiff.decode(reader, reader.uint32()));
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1126,13 +1296,19 @@ export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
   },
 
   fromJSON(object: any): DeleteMailboxResponse {
-    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
+    return {
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      changes: globalThis.Array.isArray(object?.changes) ? object.changes.map((e: any) => RightsDiff.fromJSON(e)) : [],
+    };
   },
 
   toJSON(message: DeleteMailboxResponse): unknown {
     const obj: any = {};
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
+    }
+    if (message.changes?.length) {
+      obj.changes = message.changes.map((e) => RightsDiff.toJSON(e));
     }
     return obj;
   },
@@ -1143,6 +1319,7 @@ export const DeleteMailboxResponse: MessageFns<DeleteMailboxResponse> = {
   fromPartial(object: DeepPartial<DeleteMailboxResponse>): DeleteMailboxResponse {
     const message = createBaseDeleteMailboxResponse();
     message.revision = object.revision ?? 0;
+    message.changes = object.changes?.map((e) => RightsDiff.fromPartial(e)) || [];
     return message;
   },
 };
