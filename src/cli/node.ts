@@ -63,21 +63,30 @@ export function registerNode(program: Command, io: CliIo): void {
       .argument('<node>', 'node name')
       .option('--parallel <n>', 'users moved at once (default 16)', parseIntOption)
       .option('--release-timeout <ms>', 'wait this long for the node to release each user (default 10000)', parseIntOption)
+      .option('--dry-run', 'change nothing: where bounded-load hashing would put each of its users now')
       .addOption(outputOption()),
-  ).action(async (nodeName: string, flags: Flags & { parallel?: number; releaseTimeout?: number }) => {
+  ).action(async (nodeName: string, flags: Flags & { parallel?: number; releaseTimeout?: number; dryRun?: boolean }) => {
     const conn = resolveConnection(flags, io.env, io.cwd);
     const client = makeClient(conn, PlacementServiceClient);
     try {
       const last = await new Promise<DrainProgress>((resolve, reject) => {
-        let latest: DrainProgress = { total: 0, moved: 0, failed: 0, done: false };
-        const stream = client.drain({ name: nodeName, parallelism: flags.parallel ?? 0, timeoutMs: flags.releaseTimeout ?? 0 }, conn.callCredentials);
+        let latest: DrainProgress = { total: 0, moved: 0, failed: 0, done: false, plan: [] };
+        const stream = client.drain({ name: nodeName, parallelism: flags.parallel ?? 0, timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true }, conn.callCredentials);
         stream.on('data', (p: DrainProgress) => {
           latest = p;
-          if (io.isTty && flags.output === 'text') io.err(`\r${progressBar(p)}`);
+          if (io.isTty && flags.output === 'text' && !flags.dryRun) io.err(`\r${progressBar(p)}`);
         });
         stream.on('end', () => resolve(latest));
         stream.on('error', reject);
       });
+      if (flags.dryRun) {
+        if (flags.output === 'json') return printJson(io, { node: nodeName, dryRun: true, plan: last.plan });
+        const by = new Map<string, number>();
+        for (const m of last.plan) by.set(m.toNode, (by.get(m.toNode) ?? 0) + 1);
+        return io.out(
+          `would move ${last.plan.length} users off ${nodeName}${by.size ? ` (${[...by].sort().map(([n, c]) => `${c} to ${n}`).join(', ')})` : ''}; nothing changed\n${last.plan.map((m) => `  ${m.tenant}/${m.user} -> ${m.toNode}\n`).join('')}`,
+        );
+      }
       if (io.isTty && flags.output === 'text') io.err('\n');
       if (flags.output === 'json') printJson(io, { node: nodeName, ...last });
       else io.out(`drained ${nodeName}: ${last.moved} of ${last.total} users moved${last.failed ? `, ${last.failed} failed` : ''}\n`);
@@ -95,11 +104,13 @@ export function registerNode(program: Command, io: CliIo): void {
       .description('forget a node that is down')
       .argument('<node>', 'node name')
       .option('--force', 'also remove a live node, revoking its lease and ending its users\' assignments')
+      .option('--dry-run', 'check exactly as the real call, change nothing: how many assignments it would end')
       .addOption(outputOption()),
-  ).action(async (nodeName: string, flags: Flags & { force?: boolean }) =>
+  ).action(async (nodeName: string, flags: Flags & { force?: boolean; dryRun?: boolean }) =>
     svc(flags, async (api) => {
-      await api.removeNode({ name: nodeName, force: flags.force === true });
-      if (flags.output === 'json') printJson(io, { removed: nodeName });
+      const r = await api.removeNode({ name: nodeName, force: flags.force === true, dryRun: flags.dryRun === true });
+      if (flags.output === 'json') printJson(io, { removed: nodeName, users: r.users, ...(flags.dryRun ? { dryRun: true } : {}) });
+      else if (flags.dryRun) io.out(`would remove ${nodeName}${r.users ? `, ending ${r.users} users' assignments` : ''}; nothing changed\n`);
       else io.out(`removed ${nodeName}\n`);
     }),
   );
@@ -131,10 +142,12 @@ export function registerNode(program: Command, io: CliIo): void {
       .argument('<user>', 'user id')
       .option('--to <node>', 'target node (default: chosen by bounded-load consistent hashing)')
       .option('--release-timeout <ms>', 'wait this long for the old node to release (default 10000)', parseIntOption)
+      .option('--dry-run', 'change nothing: where the move would take the user now')
       .addOption(outputOption()),
-  ).action(async (tenant: string, who: string, flags: Flags & { to?: string; releaseTimeout?: number }) =>
+  ).action(async (tenant: string, who: string, flags: Flags & { to?: string; releaseTimeout?: number; dryRun?: boolean }) =>
     svc(flags, async (api) => {
-      const r = await api.move({ tenant, user: who, toNode: flags.to ?? '', timeoutMs: flags.releaseTimeout ?? 0 });
+      const r = await api.move({ tenant, user: who, toNode: flags.to ?? '', timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true });
+      if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${who}: would move ${r.fromNode || '(unassigned)'} -> ${r.node}; nothing changed\n`);
       if (flags.output === 'json') printJson(io, r);
       else io.out(`${who}: ${r.fromNode || '(unassigned)'} -> ${r.node} epoch ${r.epoch}${r.releasedByNode ? '' : ' (old node did not answer; its assignment was ended)'}\n`);
     }),
@@ -147,10 +160,12 @@ export function registerNode(program: Command, io: CliIo): void {
       .argument('<tenant>', 'tenant id')
       .argument('<user>', 'user id')
       .option('--release-timeout <ms>', 'wait this long for the node to release (default 10000)', parseIntOption)
+      .option('--dry-run', "change nothing: which node would close the user's sessions")
       .addOption(outputOption()),
-  ).action(async (tenant: string, who: string, flags: Flags & { releaseTimeout?: number }) =>
+  ).action(async (tenant: string, who: string, flags: Flags & { releaseTimeout?: number; dryRun?: boolean }) =>
     svc(flags, async (api) => {
-      const r = await api.kick({ tenant, user: who, timeoutMs: flags.releaseTimeout ?? 0 });
+      const r = await api.kick({ tenant, user: who, timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true });
+      if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${who}: ${r.fromNode ? `would be kicked off ${r.fromNode}` : 'holds no node: nothing to kick'}; nothing changed\n`);
       if (flags.output === 'json') printJson(io, r);
       else io.out(`${who}: kicked${r.releasedByNode ? '' : ' (node did not answer; its assignment was ended)'}\n`);
     }),

@@ -232,9 +232,9 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
 
     removeNode: unary(deps, 'RemoveNode', ['admin'], async (req, ctx) => {
       const name = parseNodeName(req.name);
-      await placement.remove(name, req.force);
-      ctx.log.info({ node: name, force: req.force }, 'node removed');
-      return {};
+      const users = await placement.remove(name, req.force, req.dryRun === true);
+      if (!req.dryRun) ctx.log.info({ node: name, force: req.force }, 'node removed');
+      return { users };
     }),
 
     locate: unary(deps, 'Locate', ['admin', 'tenant-admin', 'node'], (req, ctx) => locate(req, ctx.principal, ctx.log)),
@@ -309,6 +309,10 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const user = parseUserId(req.user, 'user');
       const to = req.toNode === '' ? undefined : parseNodeName(req.toNode, 'to_node');
       const timeoutMs = parseTimeout(req.timeoutMs);
+      if (req.dryRun) {
+        const plan = await placement.planMove(tenant, user, to);
+        return { node: plan.to, epoch: 0, fromNode: plan.from, releasedByNode: false };
+      }
       const r = await placement.move(tenant, user, { to, kick: false, timeoutMs });
       ctx.log.info({ tenant, user, from: r.from, node: r.assignment?.node, epoch: r.assignment?.epoch, releasedByNode: r.releasedByNode }, 'user moved');
       return { node: r.assignment!.node, epoch: r.assignment!.epoch, fromNode: r.from, releasedByNode: r.releasedByNode };
@@ -317,9 +321,11 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
     kick: unary(deps, 'Kick', ['admin'], async (req, ctx) => {
       const tenant = parseTenantId(req.tenant);
       const user = parseUserId(req.user, 'user');
-      const r = await placement.move(tenant, user, { kick: true, timeoutMs: parseTimeout(req.timeoutMs) });
+      const timeoutMs = parseTimeout(req.timeoutMs);
+      if (req.dryRun) return { releasedByNode: false, fromNode: (await placement.getAssignment(tenant, user))?.node ?? '' };
+      const r = await placement.move(tenant, user, { kick: true, timeoutMs });
       ctx.log.info({ tenant, user, from: r.from, releasedByNode: r.releasedByNode }, 'user kicked');
-      return { releasedByNode: r.releasedByNode };
+      return { releasedByNode: r.releasedByNode, fromNode: r.from };
     }),
 
     drain: authenticated(deps, 'Drain', ['admin'], (call: ServerWritableStream<DrainRequest, DrainProgress>) => {
@@ -331,6 +337,12 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
           throw new DomainError('invalid_argument', 'parallelism: must be between 1 and 256', { field: 'parallelism' });
         }
         const timeoutMs = parseTimeout(call.request.timeoutMs);
+        if (call.request.dryRun) {
+          const plan = await placement.planDrain(name);
+          call.write({ total: plan.length, moved: 0, failed: 0, done: true, plan: plan.map((p) => ({ tenant: p.tenant, user: p.user, toNode: p.to })) });
+          call.end();
+          return;
+        }
         await placement.setState(name, 'draining');
         const users = placement.usersOf(name);
         const progress = { total: users.length, moved: 0, failed: 0, done: false };
@@ -338,7 +350,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
         const report = (force = false): void => {
           if (force || Date.now() - lastSent > 100) {
             lastSent = Date.now();
-            call.write({ ...progress });
+            call.write({ ...progress, plan: [] });
           }
         };
         report(true);
@@ -361,7 +373,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
           }),
         );
         log.info({ node: name, ...progress }, 'drain finished');
-        call.write({ ...progress, done: true });
+        call.write({ ...progress, done: true, plan: [] });
         call.end();
       })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),

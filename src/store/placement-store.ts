@@ -325,7 +325,8 @@ export class PlacementStore {
     throw new DomainError('conflict', 'name: too many concurrent changes to this node; try again', { field: 'name', retryable: true });
   }
 
-  async remove(name: string, force: boolean): Promise<void> {
+  /** Returns how many users' assignments end with it (a dry run: would end, nothing changed). */
+  async remove(name: string, force: boolean, dryRun = false): Promise<number> {
     const cur = await this.getNode(name);
     if (!cur) throw new DomainError('not_found', `name: node "${name}" is not registered`, { field: 'name' });
     const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(name)).exec());
@@ -333,8 +334,11 @@ export class PlacementStore {
     if (lease && !force) {
       throw new DomainError('failed_precondition', `name: node "${name}" is live; stop it first, or use force (which ends its users' assignments)`, { field: 'name' });
     }
+    const users = lease ? this.usersOf(name).length : 0;
+    if (dryRun) return users;
     if (lease) await this.revoke(lease);
     await etcdOp('removing a node', () => this.client.delete().key(this.keys.node(name)).exec());
+    return users;
   }
 
   async getAssignment(tenant: string, user: string): Promise<Assignment | undefined> {
@@ -530,6 +534,28 @@ export class PlacementStore {
     throw new DomainError('unavailable', `user: could not assign ${user} to a new node; it will get one on its next Locate`, { retryable: true });
   }
 
+  /** Where a move would take the user now (the real move's choice, nothing written); `to` must be live. */
+  async planMove(tenant: string, user: string, to: string | undefined): Promise<{ from: string; to: string }> {
+    const cur = await this.getAssignment(tenant, user);
+    if (to !== undefined) this.requireLive(to);
+    return { from: cur?.node ?? '', to: to ?? this.chooseExcept(tenant, user, cur?.node) };
+  }
+
+  /**
+   * Where a drain would put each of the node's users now: one after
+   * another by bounded-load hashing over the other active nodes, each
+   * choice counted in the loads the next one sees (as the moves would).
+   */
+  async planDrain(node: string): Promise<Array<{ tenant: string; user: string; to: string }>> {
+    if (!(await this.getNode(node))) throw new DomainError('not_found', `name: node "${node}" is not registered`, { field: 'name' });
+    const load = new Map(this.counts);
+    return this.usersOf(node).map(([tenant, user]) => {
+      const to = this.chooseExcept(tenant, user, node, (n) => load.get(n) ?? 0);
+      load.set(to, (load.get(to) ?? 0) + 1);
+      return { tenant, user, to };
+    });
+  }
+
   /** Users the node holds now (from the watch-fed cache). */
   usersOf(node: string): Array<[string, string]> {
     const out: Array<[string, string]> = [];
@@ -543,12 +569,12 @@ export class PlacementStore {
     return live;
   }
 
-  private chooseExcept(tenant: string, user: string, except: string | undefined): string {
+  private chooseExcept(tenant: string, user: string, except: string | undefined, load: (node: string) => number = (n) => this.counts.get(n) ?? 0): string {
     const nodes = [];
     for (const [, c] of this.configs.entries()) {
       if (c.state === 'active' && c.name !== except && this.lives.get(this.keys.liveNode(c.name))) nodes.push({ name: c.name, weight: c.weight });
     }
-    const node = chooseNode(buildRing(nodes), `${tenant}/${user}`, (n) => this.counts.get(n) ?? 0, this.total, this.epsilon);
+    const node = chooseNode(buildRing(nodes), `${tenant}/${user}`, load, this.total, this.epsilon);
     if (node === undefined) throw new DomainError('unavailable', 'no other active node to move the user to', { retryable: true });
     return node;
   }

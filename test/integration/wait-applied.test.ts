@@ -110,4 +110,30 @@ describe('--wait-applied', () => {
     const bad = await ms('acl', 'set', 'w', 'alice/P', 'bob', 'lr', '--wait-applied=soon');
     expect([bad.code, bad.stderr]).toEqual([2, 'mailshare: --wait-applied: "soon" is not a duration (e.g. 5s, 500ms, 2m)\n']);
   });
+
+  it('placement verbs with --dry-run: where a drain and a move would put users, which node a kick would reach; nothing changes', async () => {
+    const users = ['u1', 'u2', 'u3', 'u4', 'u5', 'u6'];
+    for (const u of users) expect((await ms('user', 'locate', 'w', u, '--assign')).code).toBe(0);
+    const where = async () => Object.fromEntries(await Promise.all(users.map(async (u) => [u, JSON.parse((await ms('user', 'locate', 'w', u, '-o', 'json')).stdout).node as string])));
+    const before = await where();
+    const onN1 = users.filter((u) => before[u] === 'n1');
+    expect(onN1.length).toBeGreaterThan(0);
+
+    const plan = JSON.parse((await ms('node', 'drain', 'n1', '--dry-run', '-o', 'json')).stdout) as { plan: Array<{ tenant: string; user: string; toNode: string }> };
+    expect(plan.plan.map((m) => m.user).sort()).toEqual(onN1.sort());
+    expect(plan.plan.every((m) => m.toNode === 'n2' && m.tenant === 'w')).toBe(true);
+    expect((await ms('node', 'drain', 'n1', '--dry-run')).stdout).toMatch(new RegExp(`^would move ${onN1.length} users off n1 \\(${onN1.length} to n2\\); nothing changed$`, 'm'));
+
+    const u = onN1[0]!;
+    expect((await ms('user', 'move', 'w', u, '--dry-run')).stdout).toBe(`${u}: would move n1 -> n2; nothing changed\n`);
+    expect((await ms('user', 'kick', 'w', u, '--dry-run')).stdout).toBe(`${u}: would be kicked off n1; nothing changed\n`);
+    const refused = await ms('node', 'remove', 'n1', '--dry-run');
+    expect(refused.code).toBe(1);
+    expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: name: node "n1" is live; [^\n]*\n$/);
+    expect((await ms('node', 'remove', 'n1', '--force', '--dry-run')).stdout).toBe(`would remove n1, ending ${onN1.length} users' assignments; nothing changed\n`);
+
+    // Nothing moved, the node is neither draining nor gone.
+    expect(await where()).toEqual(before);
+    expect((await ms('node', 'list')).stdout).toMatch(/^n1\s+active\s/m);
+  });
 });

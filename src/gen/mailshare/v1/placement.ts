@@ -163,9 +163,13 @@ export interface SetNodeStateRequest {
 export interface RemoveNodeRequest {
   name: string;
   force: boolean;
+  /** Check exactly as the real call, change nothing: how many users' assignments it would end. */
+  dryRun?: boolean | undefined;
 }
 
 export interface RemoveNodeResponse {
+  /** Users whose assignment ends (a dry run: would end) with the node's lease. */
+  users: number;
 }
 
 export interface LocateRequest {
@@ -219,6 +223,8 @@ export interface MoveRequest {
   toNode: string;
   /** How long to wait for the old node to release, in ms; 0 = 10000. */
   timeoutMs: number;
+  /** Choose the target exactly as the real call, change nothing (epoch 0 in the answer). */
+  dryRun?: boolean | undefined;
 }
 
 export interface MoveResponse {
@@ -233,10 +239,14 @@ export interface KickRequest {
   tenant: string;
   user: string;
   timeoutMs: number;
+  /** Change nothing: say which node would close the user's sessions. */
+  dryRun?: boolean | undefined;
 }
 
 export interface KickResponse {
   releasedByNode: boolean;
+  /** The node that held (a dry run: holds) the user; "" when none. */
+  fromNode: string;
 }
 
 export interface DrainRequest {
@@ -244,6 +254,17 @@ export interface DrainRequest {
   /** Users moved at once; 0 = 16. */
   parallelism: number;
   timeoutMs: number;
+  /**
+   * Change nothing (the node stays as it is): one message with where
+   * bounded-load hashing would put each of its users now.
+   */
+  dryRun?: boolean | undefined;
+}
+
+export interface PlannedMove {
+  tenant: string;
+  user: string;
+  toNode: string;
 }
 
 export interface DrainProgress {
@@ -252,6 +273,8 @@ export interface DrainProgress {
   failed: number;
   /** Set on the last message. */
   done: boolean;
+  /** A dry run's plan. */
+  plan: PlannedMove[];
 }
 
 export interface ReleaseRequest {
@@ -1842,7 +1865,7 @@ export const SetNodeStateRequest: MessageFns<SetNodeStateRequest> = {
 };
 
 function createBaseRemoveNodeRequest(): RemoveNodeRequest {
-  return { name: "", force: false };
+  return { name: "", force: false, dryRun: undefined };
 }
 
 export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
@@ -1852,6 +1875,9 @@ export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
     }
     if (message.force !== false) {
       writer.uint32(16).bool(message.force);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(24).bool(message.dryRun);
     }
     return writer;
   },
@@ -1879,6 +1905,14 @@ export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
           message.force = reader.bool();
           continue;
         }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1892,6 +1926,7 @@ export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
     return {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -1903,6 +1938,9 @@ export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
     if (message.force !== false) {
       obj.force = message.force;
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -1913,16 +1951,20 @@ export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
     const message = createBaseRemoveNodeRequest();
     message.name = object.name ?? "";
     message.force = object.force ?? false;
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
 
 function createBaseRemoveNodeResponse(): RemoveNodeResponse {
-  return {};
+  return { users: 0 };
 }
 
 export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
-  encode(_: RemoveNodeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: RemoveNodeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.users !== 0) {
+      writer.uint32(8).int64(message.users);
+    }
     return writer;
   },
 
@@ -1933,6 +1975,14 @@ export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
     while (reader.pos < end) {
       const tag = reader.uint32();
       switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.users = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1942,20 +1992,24 @@ export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
     return message;
   },
 
-  fromJSON(_: any): RemoveNodeResponse {
-    return {};
+  fromJSON(object: any): RemoveNodeResponse {
+    return { users: isSet(object.users) ? globalThis.Number(object.users) : 0 };
   },
 
-  toJSON(_: RemoveNodeResponse): unknown {
+  toJSON(message: RemoveNodeResponse): unknown {
     const obj: any = {};
+    if (message.users !== 0) {
+      obj.users = Math.round(message.users);
+    }
     return obj;
   },
 
   create(base?: DeepPartial<RemoveNodeResponse>): RemoveNodeResponse {
     return RemoveNodeResponse.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<RemoveNodeResponse>): RemoveNodeResponse {
+  fromPartial(object: DeepPartial<RemoveNodeResponse>): RemoveNodeResponse {
     const message = createBaseRemoveNodeResponse();
+    message.users = object.users ?? 0;
     return message;
   },
 };
@@ -2521,7 +2575,7 @@ export const LocateResponse: MessageFns<LocateResponse> = {
 };
 
 function createBaseMoveRequest(): MoveRequest {
-  return { tenant: "", user: "", toNode: "", timeoutMs: 0 };
+  return { tenant: "", user: "", toNode: "", timeoutMs: 0, dryRun: undefined };
 }
 
 export const MoveRequest: MessageFns<MoveRequest> = {
@@ -2537,6 +2591,9 @@ export const MoveRequest: MessageFns<MoveRequest> = {
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(32).int32(message.timeoutMs);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(40).bool(message.dryRun);
     }
     return writer;
   },
@@ -2580,6 +2637,14 @@ export const MoveRequest: MessageFns<MoveRequest> = {
           message.timeoutMs = reader.int32();
           continue;
         }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2595,6 +2660,7 @@ export const MoveRequest: MessageFns<MoveRequest> = {
       user: isSet(object.user) ? globalThis.String(object.user) : "",
       toNode: isSet(object.toNode) ? globalThis.String(object.toNode) : "",
       timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -2612,6 +2678,9 @@ export const MoveRequest: MessageFns<MoveRequest> = {
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -2624,6 +2693,7 @@ export const MoveRequest: MessageFns<MoveRequest> = {
     message.user = object.user ?? "";
     message.toNode = object.toNode ?? "";
     message.timeoutMs = object.timeoutMs ?? 0;
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
@@ -2737,7 +2807,7 @@ export const MoveResponse: MessageFns<MoveResponse> = {
 };
 
 function createBaseKickRequest(): KickRequest {
-  return { tenant: "", user: "", timeoutMs: 0 };
+  return { tenant: "", user: "", timeoutMs: 0, dryRun: undefined };
 }
 
 export const KickRequest: MessageFns<KickRequest> = {
@@ -2750,6 +2820,9 @@ export const KickRequest: MessageFns<KickRequest> = {
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(24).int32(message.timeoutMs);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(32).bool(message.dryRun);
     }
     return writer;
   },
@@ -2785,6 +2858,14 @@ export const KickRequest: MessageFns<KickRequest> = {
           message.timeoutMs = reader.int32();
           continue;
         }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2799,6 +2880,7 @@ export const KickRequest: MessageFns<KickRequest> = {
       tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
       user: isSet(object.user) ? globalThis.String(object.user) : "",
       timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -2813,6 +2895,9 @@ export const KickRequest: MessageFns<KickRequest> = {
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -2824,18 +2909,22 @@ export const KickRequest: MessageFns<KickRequest> = {
     message.tenant = object.tenant ?? "";
     message.user = object.user ?? "";
     message.timeoutMs = object.timeoutMs ?? 0;
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
 
 function createBaseKickResponse(): KickResponse {
-  return { releasedByNode: false };
+  return { releasedByNode: false, fromNode: "" };
 }
 
 export const KickResponse: MessageFns<KickResponse> = {
   encode(message: KickResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.releasedByNode !== false) {
       writer.uint32(8).bool(message.releasedByNode);
+    }
+    if (message.fromNode !== "") {
+      writer.uint32(18).string(message.fromNode);
     }
     return writer;
   },
@@ -2855,6 +2944,14 @@ export const KickResponse: MessageFns<KickResponse> = {
           message.releasedByNode = reader.bool();
           continue;
         }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.fromNode = reader.string();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2865,13 +2962,19 @@ export const KickResponse: MessageFns<KickResponse> = {
   },
 
   fromJSON(object: any): KickResponse {
-    return { releasedByNode: isSet(object.releasedByNode) ? globalThis.Boolean(object.releasedByNode) : false };
+    return {
+      releasedByNode: isSet(object.releasedByNode) ? globalThis.Boolean(object.releasedByNode) : false,
+      fromNode: isSet(object.fromNode) ? globalThis.String(object.fromNode) : "",
+    };
   },
 
   toJSON(message: KickResponse): unknown {
     const obj: any = {};
     if (message.releasedByNode !== false) {
       obj.releasedByNode = message.releasedByNode;
+    }
+    if (message.fromNode !== "") {
+      obj.fromNode = message.fromNode;
     }
     return obj;
   },
@@ -2882,12 +2985,13 @@ export const KickResponse: MessageFns<KickResponse> = {
   fromPartial(object: DeepPartial<KickResponse>): KickResponse {
     const message = createBaseKickResponse();
     message.releasedByNode = object.releasedByNode ?? false;
+    message.fromNode = object.fromNode ?? "";
     return message;
   },
 };
 
 function createBaseDrainRequest(): DrainRequest {
-  return { name: "", parallelism: 0, timeoutMs: 0 };
+  return { name: "", parallelism: 0, timeoutMs: 0, dryRun: undefined };
 }
 
 export const DrainRequest: MessageFns<DrainRequest> = {
@@ -2900,6 +3004,9 @@ export const DrainRequest: MessageFns<DrainRequest> = {
     }
     if (message.timeoutMs !== 0) {
       writer.uint32(24).int32(message.timeoutMs);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(32).bool(message.dryRun);
     }
     return writer;
   },
@@ -2935,6 +3042,14 @@ export const DrainRequest: MessageFns<DrainRequest> = {
           message.timeoutMs = reader.int32();
           continue;
         }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2949,6 +3064,7 @@ export const DrainRequest: MessageFns<DrainRequest> = {
       name: isSet(object.name) ? globalThis.String(object.name) : "",
       parallelism: isSet(object.parallelism) ? globalThis.Number(object.parallelism) : 0,
       timeoutMs: isSet(object.timeoutMs) ? globalThis.Number(object.timeoutMs) : 0,
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -2963,6 +3079,9 @@ export const DrainRequest: MessageFns<DrainRequest> = {
     if (message.timeoutMs !== 0) {
       obj.timeoutMs = Math.round(message.timeoutMs);
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -2974,12 +3093,105 @@ export const DrainRequest: MessageFns<DrainRequest> = {
     message.name = object.name ?? "";
     message.parallelism = object.parallelism ?? 0;
     message.timeoutMs = object.timeoutMs ?? 0;
+    message.dryRun = object.dryRun ?? undefined;
+    return message;
+  },
+};
+
+function createBasePlannedMove(): PlannedMove {
+  return { tenant: "", user: "", toNode: "" };
+}
+
+export const PlannedMove: MessageFns<PlannedMove> = {
+  encode(message: PlannedMove, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.toNode !== "") {
+      writer.uint32(26).string(message.toNode);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): PlannedMove {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBasePlannedMove();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.toNode = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): PlannedMove {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      toNode: isSet(object.toNode) ? globalThis.String(object.toNode) : "",
+    };
+  },
+
+  toJSON(message: PlannedMove): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.toNode !== "") {
+      obj.toNode = message.toNode;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<PlannedMove>): PlannedMove {
+    return PlannedMove.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<PlannedMove>): PlannedMove {
+    const message = createBasePlannedMove();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
+    message.toNode = object.toNode ?? "";
     return message;
   },
 };
 
 function createBaseDrainProgress(): DrainProgress {
-  return { total: 0, moved: 0, failed: 0, done: false };
+  return { total: 0, moved: 0, failed: 0, done: false, plan: [] };
 }
 
 export const DrainProgress: MessageFns<DrainProgress> = {
@@ -2995,6 +3207,9 @@ export const DrainProgress: MessageFns<DrainProgress> = {
     }
     if (message.done !== false) {
       writer.uint32(32).bool(message.done);
+    }
+    for (const v of message.plan) {
+      PlannedMove.encode(v!, writer.uint32(42).fork()).join();
     }
     return writer;
   },
@@ -3038,6 +3253,14 @@ export const DrainProgress: MessageFns<DrainProgress> = {
           message.done = reader.bool();
           continue;
         }
+        case 5: {
+          if (tag !== 42) {
+            break;
+          }
+
+          message.plan.push(PlannedMove.decode(reader, reader.uint32()));
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -3053,6 +3276,7 @@ export const DrainProgress: MessageFns<DrainProgress> = {
       moved: isSet(object.moved) ? globalThis.Number(object.moved) : 0,
       failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
       done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
+      plan: globalThis.Array.isArray(object?.plan) ? object.plan.map((e: any) => PlannedMove.fromJSON(e)) : [],
     };
   },
 
@@ -3070,6 +3294,9 @@ export const DrainProgress: MessageFns<DrainProgress> = {
     if (message.done !== false) {
       obj.done = message.done;
     }
+    if (message.plan?.length) {
+      obj.plan = message.plan.map((e) => PlannedMove.toJSON(e));
+    }
     return obj;
   },
 
@@ -3082,6 +3309,7 @@ export const DrainProgress: MessageFns<DrainProgress> = {
     message.moved = object.moved ?? 0;
     message.failed = object.failed ?? 0;
     message.done = object.done ?? false;
+    message.plan = object.plan?.map((e) => PlannedMove.fromPartial(e)) || [];
     return message;
   },
 };
