@@ -2,7 +2,7 @@ import type { Command } from 'commander';
 import { type DrainProgress, type Node, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { type ConnectionFlags, makeClient, resolveConnection } from './connection.js';
 import { CliError, describeError } from './errors.js';
-import { waitApplied } from './wait-applied.js';
+import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { parseIntOption, withService } from './run.js';
 
@@ -143,13 +143,17 @@ export function registerNode(program: Command, io: CliIo): void {
       .option('--to <node>', 'target node (default: chosen by bounded-load consistent hashing)')
       .option('--release-timeout <ms>', 'wait this long for the old node to release (default 10000)', parseIntOption)
       .option('--dry-run', 'change nothing: where the move would take the user now')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
-  ).action(async (tenant: string, who: string, flags: Flags & { to?: string; releaseTimeout?: number; dryRun?: boolean }) =>
+  ).action(async (tenant: string, who: string, flags: Flags & WaitFlags & { to?: string; releaseTimeout?: number; dryRun?: boolean }) =>
     svc(flags, async (api) => {
       const r = await api.move({ tenant, user: who, toNode: flags.to ?? '', timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true });
       if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${who}: would move ${r.fromNode || '(unassigned)'} -> ${r.node}; nothing changed\n`);
-      if (flags.output === 'json') printJson(io, r);
-      else io.out(`${who}: ${r.fromNode || '(unassigned)'} -> ${r.node} epoch ${r.epoch}${r.releasedByNode ? '' : ' (old node did not answer; its assignment was ended)'}\n`);
+      // The new assignment's epoch is the revision that wrote it.
+      const applied = await waitApplied(io, flags, r.epoch);
+      if (flags.output === 'json') printJson(io, { ...r, ...(applied ? { applied } : {}) });
+      else io.out(`${who}: ${r.fromNode || '(unassigned)'} -> ${r.node} epoch ${r.epoch}${r.releasedByNode ? '' : ' (old node did not answer; its assignment was ended)'}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 

@@ -1,6 +1,7 @@
 import { type Command, Option } from 'commander';
 import { DirectoryServiceClient, type Tenant } from '../gen/mailshare/v1/directory.js';
 import type { ConnectionFlags } from './connection.js';
+import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOption } from './wait-applied.js';
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { allPages, parseIntOption, parseRevisionOption, withService } from './run.js';
 
@@ -80,12 +81,18 @@ export function registerTenant(program: Command, io: CliIo): void {
       .argument('<tenant>', 'tenant id')
       .option('--force', 'also delete its mailboxes, ACLs and groups')
       .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+      .option('--dry-run', 'check exactly as the real call, delete nothing: what would go')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
-  ).action(async (id: string, flags: Flags & { force?: boolean }) =>
+  ).action(async (id: string, flags: Flags & WaitFlags & { force?: boolean; dryRun?: boolean }) =>
     svc(flags, async (api) => {
-      await api.deleteTenant({ id, force: flags.force === true, expectedRevision: flags.expectedRevision ?? 0 });
-      if (flags.output === 'json') printJson(io, { deleted: id });
-      else io.out(`deleted tenant ${id}\n`);
+      const r = await api.deleteTenant({ id, force: flags.force === true, expectedRevision: flags.expectedRevision ?? 0, dryRun: flags.dryRun === true });
+      const what = `${r.mailboxes} mailboxes, ${r.groups} groups${r.domains.length ? `, login domains ${r.domains.join(' ')}` : ''}`;
+      if (flags.dryRun) return flags.output === 'json' ? printJson(io, { tenant: id, dryRun: true, ...r }) : io.out(`would delete tenant ${id} with ${what}; nothing written\n`);
+      const applied = await waitApplied(io, flags, r.revision);
+      if (flags.output === 'json') printJson(io, { deleted: id, ...r, ...(applied ? { applied } : {}) });
+      else io.out(`deleted tenant ${id}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 

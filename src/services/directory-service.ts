@@ -63,9 +63,9 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
 
     deleteTenant: unary(deps, 'DeleteTenant', ['admin'], async (req, ctx) => {
       const id = parseTenantId(req.id, 'id');
-      await directory.deleteTenant(id, req.force, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal));
-      ctx.log.info({ tenant: id, force: req.force }, 'tenant deleted');
-      return {};
+      const r = await directory.deleteTenant(id, req.force, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal), req.dryRun === true);
+      if (!req.dryRun) ctx.log.info({ tenant: id, force: req.force }, 'tenant deleted');
+      return { mailboxes: r.mailboxes, groups: r.groups, domains: [...r.domains], revision: r.revision };
     }),
 
     // Login domains route logins across the cluster: admin only.

@@ -207,8 +207,15 @@ export class DirectoryStore {
    * force it must be empty: the emptiness check and the delete are tied
    * together by the tenant's meta key, which every create touches.
    */
-  async deleteTenant(id: string, force: boolean, expectedRevision: number, ctx: AuditContext): Promise<void> {
-    await withCasRetry(async () => {
+  /** What went with the tenant (a dry run: what would go; nothing written). */
+  async deleteTenant(
+    id: string,
+    force: boolean,
+    expectedRevision: number,
+    ctx: AuditContext,
+    dryRun = false,
+  ): Promise<{ mailboxes: number; groups: number; domains: readonly string[]; revision: number }> {
+    return withCasRetry(async () => {
       const cur = await this.requireTenant(id);
       checkExpectedRevision(expectedRevision, cur.revision, `tenant "${id}"`);
       const metaKey = this.keys.tenantMeta(id);
@@ -224,6 +231,11 @@ export class DirectoryStore {
           throw new DomainError('failed_precondition', `id: tenant "${id}" still has ${mb.length > 0 ? 'mailboxes' : 'groups'}; delete them first, or delete with force (mailshare tenant delete --force)`, { field: 'id' });
         }
       }
+      const [mailboxes, groups] = await Promise.all([
+        etcdOp('counting a tenant', () => this.client.getAll().prefix(this.keys.mailboxesPrefix(id)).revision(rev).count()),
+        etcdOp('counting a tenant', () => this.client.getAll().prefix(this.keys.groupsPrefix(id)).revision(rev).count()),
+      ]);
+      if (dryRun) return { mailboxes, groups, domains: cur.domains, revision: 0 };
       const data = this.keys.tenantData(id);
       const res = await etcdOp('deleting a tenant', () =>
         this.client
@@ -239,6 +251,7 @@ export class DirectoryStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
+      return { mailboxes, groups, domains: cur.domains, revision: Number(res.header.revision) };
     }, ctx.signal);
   }
 

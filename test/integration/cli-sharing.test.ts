@@ -121,6 +121,10 @@ describe('sharing from the CLI (README examples)', () => {
     const refused = await ms('tenant', 'delete', 'acme');
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: id: tenant "acme" still has groups; delete them first, or delete with force \(mailshare tenant delete --force\)\n$/);
+    // A dry run checks as the real call (refused without --force) and says what would go.
+    expect((await ms('tenant', 'delete', 'acme', '--dry-run')).stderr).toBe(refused.stderr);
+    expect(await ok('tenant', 'delete', 'acme', '--force', '--dry-run')).toMatch(/^would delete tenant acme with 0 mailboxes, \d+ groups; nothing written\n$/);
+    expect((await json('tenant', 'list')).tenants.map((t: { id: string }) => t.id)).toContain('acme');
     expect(await ok('tenant', 'delete', 'acme', '--force')).toBe('deleted tenant acme\n');
     expect((await json('tenant', 'list')).tenants).toEqual([]);
   }, 90_000);

@@ -135,5 +135,11 @@ describe('--wait-applied', () => {
     // Nothing moved, the node is neither draining nor gone.
     expect(await where()).toEqual(before);
     expect((await ms('node', 'list')).stdout).toMatch(/^n1\s+active\s/m);
+
+    // A real move with --wait-applied: when it returns, both nodes' caches place the user on n2.
+    const moved = await ms('user', 'move', 'w', u, '--wait-applied');
+    expect([moved.code, moved.stderr]).toEqual([0, '']);
+    expect(moved.stdout).toMatch(new RegExp(`^${u}: n1 -> n2 epoch \\d+\napplied on 2 of 2 live nodes: n1, n2\n$`));
+    for (const a of agents) expect(a.locate('w', u)?.node).toBe('n2');
   });
 });

@@ -94,9 +94,17 @@ export interface DeleteTenantRequest {
   id: string;
   force: boolean;
   expectedRevision: number;
+  /** Check exactly as the real call, delete nothing: what would go. */
+  dryRun?: boolean | undefined;
 }
 
 export interface DeleteTenantResponse {
+  /** What went (a dry run: would go) with the tenant. */
+  mailboxes: number;
+  groups: number;
+  domains: string[];
+  /** The revision of the deletion (a dry run: 0). */
+  revision: number;
 }
 
 export interface Group {
@@ -848,7 +856,7 @@ export const UpdateTenantRequest: MessageFns<UpdateTenantRequest> = {
 };
 
 function createBaseDeleteTenantRequest(): DeleteTenantRequest {
-  return { id: "", force: false, expectedRevision: 0 };
+  return { id: "", force: false, expectedRevision: 0, dryRun: undefined };
 }
 
 export const DeleteTenantRequest: MessageFns<DeleteTenantRequest> = {
@@ -861,6 +869,9 @@ export const DeleteTenantRequest: MessageFns<DeleteTenantRequest> = {
     }
     if (message.expectedRevision !== 0) {
       writer.uint32(24).int64(message.expectedRevision);
+    }
+    if (message.dryRun !== undefined) {
+      writer.uint32(32).bool(message.dryRun);
     }
     return writer;
   },
@@ -896,6 +907,14 @@ export const DeleteTenantRequest: MessageFns<DeleteTenantRequest> = {
           message.expectedRevision = longToNumber(reader.int64());
           continue;
         }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.dryRun = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -910,6 +929,7 @@ export const DeleteTenantRequest: MessageFns<DeleteTenantRequest> = {
       id: isSet(object.id) ? globalThis.String(object.id) : "",
       force: isSet(object.force) ? globalThis.Boolean(object.force) : false,
       expectedRevision: isSet(object.expectedRevision) ? globalThis.Number(object.expectedRevision) : 0,
+      dryRun: isSet(object.dryRun) ? globalThis.Boolean(object.dryRun) : undefined,
     };
   },
 
@@ -924,6 +944,9 @@ export const DeleteTenantRequest: MessageFns<DeleteTenantRequest> = {
     if (message.expectedRevision !== 0) {
       obj.expectedRevision = Math.round(message.expectedRevision);
     }
+    if (message.dryRun !== undefined) {
+      obj.dryRun = message.dryRun;
+    }
     return obj;
   },
 
@@ -935,16 +958,29 @@ export const DeleteTenantRequest: MessageFns<DeleteTenantRequest> = {
     message.id = object.id ?? "";
     message.force = object.force ?? false;
     message.expectedRevision = object.expectedRevision ?? 0;
+    message.dryRun = object.dryRun ?? undefined;
     return message;
   },
 };
 
 function createBaseDeleteTenantResponse(): DeleteTenantResponse {
-  return {};
+  return { mailboxes: 0, groups: 0, domains: [], revision: 0 };
 }
 
 export const DeleteTenantResponse: MessageFns<DeleteTenantResponse> = {
-  encode(_: DeleteTenantResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: DeleteTenantResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.mailboxes !== 0) {
+      writer.uint32(8).int64(message.mailboxes);
+    }
+    if (message.groups !== 0) {
+      writer.uint32(16).int64(message.groups);
+    }
+    for (const v of message.domains) {
+      writer.uint32(26).string(v!);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(32).int64(message.revision);
+    }
     return writer;
   },
 
@@ -955,6 +991,38 @@ export const DeleteTenantResponse: MessageFns<DeleteTenantResponse> = {
     while (reader.pos < end) {
       const tag = reader.uint32();
       switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.mailboxes = longToNumber(reader.int64());
+          continue;
+        }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.groups = longToNumber(reader.int64());
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.domains.push(reader.string());
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -964,20 +1032,41 @@ export const DeleteTenantResponse: MessageFns<DeleteTenantResponse> = {
     return message;
   },
 
-  fromJSON(_: any): DeleteTenantResponse {
-    return {};
+  fromJSON(object: any): DeleteTenantResponse {
+    return {
+      mailboxes: isSet(object.mailboxes) ? globalThis.Number(object.mailboxes) : 0,
+      groups: isSet(object.groups) ? globalThis.Number(object.groups) : 0,
+      domains: globalThis.Array.isArray(object?.domains) ? object.domains.map((e: any) => globalThis.String(e)) : [],
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
   },
 
-  toJSON(_: DeleteTenantResponse): unknown {
+  toJSON(message: DeleteTenantResponse): unknown {
     const obj: any = {};
+    if (message.mailboxes !== 0) {
+      obj.mailboxes = Math.round(message.mailboxes);
+    }
+    if (message.groups !== 0) {
+      obj.groups = Math.round(message.groups);
+    }
+    if (message.domains?.length) {
+      obj.domains = message.domains;
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
   create(base?: DeepPartial<DeleteTenantResponse>): DeleteTenantResponse {
     return DeleteTenantResponse.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<DeleteTenantResponse>): DeleteTenantResponse {
+  fromPartial(object: DeepPartial<DeleteTenantResponse>): DeleteTenantResponse {
     const message = createBaseDeleteTenantResponse();
+    message.mailboxes = object.mailboxes ?? 0;
+    message.groups = object.groups ?? 0;
+    message.domains = object.domains?.map((e) => e) || [];
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
