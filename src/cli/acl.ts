@@ -77,11 +77,22 @@ export function registerAcl(program: Command, io: CliIo): void {
       }),
   );
 
-  addConnectionOptions(base('explain', "a user's effective rights and why: every entry, the rules, where the mailbox is served").argument('<user>', 'user id').addOption(outputOption())).action(
-    async (tenant: string, mailbox: string, user: string, flags: Flags) =>
+  addConnectionOptions(
+    base('explain', "a user's effective rights and why: every entry, the rules, where the mailbox is served")
+      .argument('<user>', 'user id')
+      .option('--applied [timeout]', "also ask the nodes whether their caches have the mailbox's revision (default wait 2s)")
+      .addOption(outputOption()),
+  ).action(async (tenant: string, mailbox: string, user: string, flags: Flags & { applied?: string | true }) =>
       svc(flags, async (api) => {
         const r = await api.explainRights({ tenant, mailbox, user });
-        if (flags.output === 'json') return printJson(io, { tenant, mailbox, user, ...r });
+        // The owner's and the user's nodes: whether their caches have this revision of the mailbox.
+        const applied = flags.applied === undefined ? undefined : await waitApplied(io, { ...flags, waitApplied: flags.applied === true ? '2s' : flags.applied }, r.revision);
+        const cacheOf = (node: string): string => {
+          const a = applied?.nodes.find((n) => n.node === node);
+          return !a ? `${node} is not live` : a.revision >= r.revision ? `${node} has it (at ${a.revision})` : `${node} did not answer in time`;
+        };
+        const caches = applied ? [...new Set([r.ownerNode, r.userNode].filter((n) => n !== ''))].map(cacheOf) : [];
+        if (flags.output === 'json') return printJson(io, { tenant, mailbox, user, ...r, ...(applied ? { applied } : {}) });
         const lines = [`${user} on ${mailbox} (tenant ${tenant}, revision ${r.revision}): ${r.rights || '(none)'}`];
         lines.push(`groups: ${r.groups.length ? r.groups.join(', ') : '(none)'}`);
         lines.push(
@@ -94,6 +105,7 @@ export function registerAcl(program: Command, io: CliIo): void {
         for (const rule of r.rules) lines.push(`rule: ${rule}`);
         lines.push(`visible: ${r.listed ? 'listed (l)' : r.exists ? 'not listed (no l), but exists for the user' : 'no: the mailbox does not exist for the user'}`);
         lines.push(`served by: ${r.ownerNode ? `${r.ownerNode} (epoch ${r.ownerEpoch}), the owner's node` : 'no node holds the owner now (the first access assigns one)'}; ${user}'s node: ${r.userNode || '(none)'}`);
+        if (applied) lines.push(`revision ${r.revision} in the caches: ${caches.length ? caches.join('; ') : 'no node holds the owner or the user'}`);
         io.out(`${lines.join('\n')}\n`);
       }),
   );

@@ -64,13 +64,17 @@ export function registerGroup(program: Command, io: CliIo): void {
     .action(async (tenant: string, name: string, members: string[], flags: Flags) =>
       svc(flags, async (api) => changed(flags, await api.removeGroupMember({ tenant, name, member: '', members, expectedRevision: flags.expectedRevision ?? 0 , dryRun: flags.dryRun === true }))),
     );
-  writeCmd('delete', 'delete the group').action(async (tenant: string, name: string, flags: Flags) =>
-    svc(flags, async (api) => {
-      await api.deleteGroup({ tenant, name, expectedRevision: flags.expectedRevision ?? 0 });
-      if (flags.output === 'json') printJson(io, { deleted: `group:${name}` });
-      else io.out(`deleted group:${name}\n`);
-    }),
-  );
+  writeCmd('delete', 'delete the group')
+    .addOption(waitAppliedOption())
+    .action(async (tenant: string, name: string, flags: Flags) =>
+      svc(flags, async (api) => {
+        const r = await api.deleteGroup({ tenant, name, expectedRevision: flags.expectedRevision ?? 0 });
+        const applied = await waitApplied(io, flags, r.revision);
+        if (flags.output === 'json') printJson(io, { deleted: `group:${name}`, ...(applied ? { applied } : {}) });
+        else io.out(`deleted group:${name}\n${applied ? appliedLine(applied) : ''}`);
+        requireApplied(applied);
+      }),
+    );
 
   addConnectionOptions(group.command('get').description('show a group').argument('<tenant>', 'tenant id').argument('<group>', 'group name').addOption(outputOption())).action(
     async (tenant: string, name: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.getGroup({ tenant, name }))),

@@ -64,13 +64,14 @@ export function registerNode(program: Command, io: CliIo): void {
       .option('--parallel <n>', 'users moved at once (default 16)', parseIntOption)
       .option('--release-timeout <ms>', 'wait this long for the node to release each user (default 10000)', parseIntOption)
       .option('--dry-run', 'change nothing: where bounded-load hashing would put each of its users now')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
-  ).action(async (nodeName: string, flags: Flags & { parallel?: number; releaseTimeout?: number; dryRun?: boolean }) => {
+  ).action(async (nodeName: string, flags: Flags & WaitFlags & { parallel?: number; releaseTimeout?: number; dryRun?: boolean }) => {
     const conn = resolveConnection(flags, io.env, io.cwd);
     const client = makeClient(conn, PlacementServiceClient);
     try {
       const last = await new Promise<DrainProgress>((resolve, reject) => {
-        let latest: DrainProgress = { total: 0, moved: 0, failed: 0, done: false, plan: [] };
+        let latest: DrainProgress = { total: 0, moved: 0, failed: 0, done: false, plan: [], revision: 0 };
         const stream = client.drain({ name: nodeName, parallelism: flags.parallel ?? 0, timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true }, conn.callCredentials);
         stream.on('data', (p: DrainProgress) => {
           latest = p;
@@ -88,9 +89,11 @@ export function registerNode(program: Command, io: CliIo): void {
         );
       }
       if (io.isTty && flags.output === 'text') io.err('\n');
-      if (flags.output === 'json') printJson(io, { node: nodeName, ...last });
-      else io.out(`drained ${nodeName}: ${last.moved} of ${last.total} users moved${last.failed ? `, ${last.failed} failed` : ''}\n`);
+      const applied = last.revision > 0 ? await waitApplied(io, flags, last.revision) : undefined;
+      if (flags.output === 'json') printJson(io, { node: nodeName, ...last, ...(applied ? { applied } : {}) });
+      else io.out(`drained ${nodeName}: ${last.moved} of ${last.total} users moved${last.failed ? `, ${last.failed} failed` : ''}\n${applied ? appliedLine(applied) : ''}`);
       if (last.failed > 0) throw new CliError(`${last.failed} users could not be moved; run the drain again`);
+      requireApplied(applied);
     } catch (err) {
       throw describeError(err, conn.addr);
     } finally {
@@ -105,13 +108,16 @@ export function registerNode(program: Command, io: CliIo): void {
       .argument('<node>', 'node name')
       .option('--force', 'also remove a live node, revoking its lease and ending its users\' assignments')
       .option('--dry-run', 'check exactly as the real call, change nothing: how many assignments it would end')
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
-  ).action(async (nodeName: string, flags: Flags & { force?: boolean; dryRun?: boolean }) =>
+  ).action(async (nodeName: string, flags: Flags & WaitFlags & { force?: boolean; dryRun?: boolean }) =>
     svc(flags, async (api) => {
       const r = await api.removeNode({ name: nodeName, force: flags.force === true, dryRun: flags.dryRun === true });
-      if (flags.output === 'json') printJson(io, { removed: nodeName, users: r.users, ...(flags.dryRun ? { dryRun: true } : {}) });
+      const applied = flags.dryRun ? undefined : await waitApplied(io, flags, r.revision);
+      if (flags.output === 'json') printJson(io, { removed: nodeName, users: r.users, ...(flags.dryRun ? { dryRun: true } : {}), ...(applied ? { applied } : {}) });
       else if (flags.dryRun) io.out(`would remove ${nodeName}${r.users ? `, ending ${r.users} users' assignments` : ''}; nothing changed\n`);
-      else io.out(`removed ${nodeName}\n`);
+      else io.out(`removed ${nodeName}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 
@@ -165,13 +171,16 @@ export function registerNode(program: Command, io: CliIo): void {
       .argument('<user>', 'user id')
       .option('--release-timeout <ms>', 'wait this long for the node to release (default 10000)', parseIntOption)
       .option('--dry-run', "change nothing: which node would close the user's sessions")
+      .addOption(waitAppliedOption())
       .addOption(outputOption()),
-  ).action(async (tenant: string, who: string, flags: Flags & { releaseTimeout?: number; dryRun?: boolean }) =>
+  ).action(async (tenant: string, who: string, flags: Flags & WaitFlags & { releaseTimeout?: number; dryRun?: boolean }) =>
     svc(flags, async (api) => {
       const r = await api.kick({ tenant, user: who, timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true });
       if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${who}: ${r.fromNode ? `would be kicked off ${r.fromNode}` : 'holds no node: nothing to kick'}; nothing changed\n`);
-      if (flags.output === 'json') printJson(io, r);
-      else io.out(`${who}: kicked${r.releasedByNode ? '' : ' (node did not answer; its assignment was ended)'}\n`);
+      const applied = await waitApplied(io, flags, r.revision);
+      if (flags.output === 'json') printJson(io, { ...r, ...(applied ? { applied } : {}) });
+      else io.out(`${who}: kicked${r.releasedByNode ? '' : ' (node did not answer; its assignment was ended)'}\n${applied ? appliedLine(applied) : ''}`);
+      requireApplied(applied);
     }),
   );
 }

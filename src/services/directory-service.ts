@@ -159,8 +159,7 @@ export function createDirectoryService(deps: DirectoryServiceDeps): DirectorySer
       const tenant = parseTenantId(req.tenant);
       const name = parseGroupName(req.name, 'name');
       requireTenantRole(ctx.principal.role, tenant, ADMINS);
-      await directory.deleteGroup(tenant, name, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal));
-      return {};
+      return { revision: await directory.deleteGroup(tenant, name, parseExpectedRevision(req.expectedRevision), auditContext(ctx.principal, undefined, ctx.signal)) };
     }),
   };
 }

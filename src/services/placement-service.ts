@@ -234,7 +234,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const name = parseNodeName(req.name);
       const users = await placement.remove(name, req.force, req.dryRun === true);
       if (!req.dryRun) ctx.log.info({ node: name, force: req.force }, 'node removed');
-      return { users };
+      return { users, revision: req.dryRun ? 0 : await placement.headRevision() };
     }),
 
     locate: unary(deps, 'Locate', ['admin', 'tenant-admin', 'node'], (req, ctx) => locate(req, ctx.principal, ctx.log)),
@@ -322,10 +322,11 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const tenant = parseTenantId(req.tenant);
       const user = parseUserId(req.user, 'user');
       const timeoutMs = parseTimeout(req.timeoutMs);
-      if (req.dryRun) return { releasedByNode: false, fromNode: (await placement.getAssignment(tenant, user))?.node ?? '' };
+      if (req.dryRun) return { releasedByNode: false, fromNode: (await placement.getAssignment(tenant, user))?.node ?? '', revision: 0 };
       const r = await placement.move(tenant, user, { kick: true, timeoutMs });
       ctx.log.info({ tenant, user, from: r.from, releasedByNode: r.releasedByNode }, 'user kicked');
-      return { releasedByNode: r.releasedByNode, fromNode: r.from };
+      // The move waited until this coordinator's copy no longer shows the old assignment.
+      return { releasedByNode: r.releasedByNode, fromNode: r.from, revision: placement.revision() };
     }),
 
     drain: authenticated(deps, 'Drain', ['admin'], (call: ServerWritableStream<DrainRequest, DrainProgress>) => {
@@ -339,7 +340,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
         const timeoutMs = parseTimeout(call.request.timeoutMs);
         if (call.request.dryRun) {
           const plan = await placement.planDrain(name);
-          call.write({ total: plan.length, moved: 0, failed: 0, done: true, plan: plan.map((p) => ({ tenant: p.tenant, user: p.user, toNode: p.to })) });
+          call.write({ total: plan.length, moved: 0, failed: 0, done: true, plan: plan.map((p) => ({ tenant: p.tenant, user: p.user, toNode: p.to })), revision: 0 });
           call.end();
           return;
         }
@@ -350,7 +351,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
         const report = (force = false): void => {
           if (force || Date.now() - lastSent > 100) {
             lastSent = Date.now();
-            call.write({ ...progress, plan: [] });
+            call.write({ ...progress, plan: [], revision: 0 });
           }
         };
         report(true);
@@ -373,7 +374,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
           }),
         );
         log.info({ node: name, ...progress }, 'drain finished');
-        call.write({ ...progress, done: true, plan: [] });
+        call.write({ ...progress, done: true, plan: [], revision: placement.revision() });
         call.end();
       })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),

@@ -334,8 +334,9 @@ export class DirectoryStore {
     }, opts.ctx.signal);
   }
 
-  async deleteGroup(tenant: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<void> {
-    await withCasRetry(async () => {
+  /** Returns the revision of the deletion. */
+  async deleteGroup(tenant: string, name: string, expectedRevision: number, ctx: AuditContext): Promise<number> {
+    return withCasRetry(async () => {
       const cur = await this.getGroup(tenant, name);
       if (!cur) throw new DomainError('not_found', `name: group "${name}" does not exist in tenant "${tenant}"`, { field: 'name' });
       checkExpectedRevision(expectedRevision, cur.revision, `group "${name}"`);
@@ -350,6 +351,7 @@ export class DirectoryStore {
           .commit(),
       );
       if (!res.succeeded) throw new CasConflict();
+      return Number(res.header.revision);
     }, ctx.signal);
   }
 

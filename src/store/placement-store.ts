@@ -556,6 +556,17 @@ export class PlacementStore {
     });
   }
 
+  /** etcd's revision now (everything written before this call is at or below it). */
+  async headRevision(): Promise<number> {
+    const res = await etcdOp('reading the current revision', () => this.client.get(this.keys.healthProbe).exec());
+    return Number(res.header.revision);
+  }
+
+  /** The revision this coordinator's copy of the assignments is valid at (every change it waited for is in). */
+  revision(): number {
+    return this.assignments.revision();
+  }
+
   /** Users the node holds now (from the watch-fed cache). */
   usersOf(node: string): Array<[string, string]> {
     const out: Array<[string, string]> = [];

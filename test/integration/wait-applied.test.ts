@@ -141,5 +141,21 @@ describe('--wait-applied', () => {
     expect([moved.code, moved.stderr]).toEqual([0, '']);
     expect(moved.stdout).toMatch(new RegExp(`^${u}: n1 -> n2 epoch \\d+\napplied on 2 of 2 live nodes: n1, n2\n$`));
     for (const a of agents) expect(a.locate('w', u)?.node).toBe('n2');
+
+    // acl explain --applied: whether the owner's node has the mailbox's revision.
+    await ms('user', 'locate', 'w', 'alice', '--assign');
+    expect((await ms('acl', 'explain', 'w', 'alice/P', 'bob', '--applied')).stdout).toMatch(/^revision \d+ in the caches: n[12] has it \(at \d+\)$/m);
+
+    // Kick, group delete, drain and remove wait the same way.
+    const kicked = await ms('user', 'kick', 'w', u, '--wait-applied');
+    expect([kicked.code, kicked.stdout]).toEqual([0, `${u}: kicked\napplied on 2 of 2 live nodes: n1, n2\n`]);
+    for (const a of agents) expect(a.locate('w', u)).toBeUndefined();
+    expect((await ms('group', 'delete', 'w', 'sales', '--wait-applied')).stdout).toBe('deleted group:sales\napplied on 2 of 2 live nodes: n1, n2\n');
+    const drained = await ms('node', 'drain', 'n1', '--wait-applied');
+    expect([drained.code, drained.stderr]).toEqual([0, '']);
+    expect(drained.stdout).toMatch(/^applied on 2 of 2 live nodes: n1, n2$/m);
+    for (const a of agents) expect(users.filter((x) => a.locate('w', x)?.node === 'n1')).toEqual([]);
+    const removed = await ms('node', 'remove', 'n1', '--force', '--wait-applied');
+    expect([removed.code, removed.stdout]).toEqual([0, 'removed n1\napplied on 1 of 1 live nodes: n2\n']);
   });
 });

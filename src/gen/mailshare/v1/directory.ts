@@ -175,6 +175,8 @@ export interface DeleteGroupRequest {
 }
 
 export interface DeleteGroupResponse {
+  /** The revision of the deletion. */
+  revision: number;
 }
 
 function createBaseTenantSettings(): TenantSettings {
@@ -1906,11 +1908,14 @@ export const DeleteGroupRequest: MessageFns<DeleteGroupRequest> = {
 };
 
 function createBaseDeleteGroupResponse(): DeleteGroupResponse {
-  return {};
+  return { revision: 0 };
 }
 
 export const DeleteGroupResponse: MessageFns<DeleteGroupResponse> = {
-  encode(_: DeleteGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+  encode(message: DeleteGroupResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.revision !== 0) {
+      writer.uint32(8).int64(message.revision);
+    }
     return writer;
   },
 
@@ -1921,6 +1926,14 @@ export const DeleteGroupResponse: MessageFns<DeleteGroupResponse> = {
     while (reader.pos < end) {
       const tag = reader.uint32();
       switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1930,20 +1943,24 @@ export const DeleteGroupResponse: MessageFns<DeleteGroupResponse> = {
     return message;
   },
 
-  fromJSON(_: any): DeleteGroupResponse {
-    return {};
+  fromJSON(object: any): DeleteGroupResponse {
+    return { revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0 };
   },
 
-  toJSON(_: DeleteGroupResponse): unknown {
+  toJSON(message: DeleteGroupResponse): unknown {
     const obj: any = {};
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
   create(base?: DeepPartial<DeleteGroupResponse>): DeleteGroupResponse {
     return DeleteGroupResponse.fromPartial(base ?? {});
   },
-  fromPartial(_: DeepPartial<DeleteGroupResponse>): DeleteGroupResponse {
+  fromPartial(object: DeepPartial<DeleteGroupResponse>): DeleteGroupResponse {
     const message = createBaseDeleteGroupResponse();
+    message.revision = object.revision ?? 0;
     return message;
   },
 };

@@ -170,6 +170,8 @@ export interface RemoveNodeRequest {
 export interface RemoveNodeResponse {
   /** Users whose assignment ends (a dry run: would end) with the node's lease. */
   users: number;
+  /** A revision at which the removal is done (a dry run: 0). */
+  revision: number;
 }
 
 export interface LocateRequest {
@@ -247,6 +249,8 @@ export interface KickResponse {
   releasedByNode: boolean;
   /** The node that held (a dry run: holds) the user; "" when none. */
   fromNode: string;
+  /** A revision at which the assignment is gone (a dry run: 0). */
+  revision: number;
 }
 
 export interface DrainRequest {
@@ -275,6 +279,8 @@ export interface DrainProgress {
   done: boolean;
   /** A dry run's plan. */
   plan: PlannedMove[];
+  /** On the last message: a revision at which every move is done. */
+  revision: number;
 }
 
 export interface ReleaseRequest {
@@ -1957,13 +1963,16 @@ export const RemoveNodeRequest: MessageFns<RemoveNodeRequest> = {
 };
 
 function createBaseRemoveNodeResponse(): RemoveNodeResponse {
-  return { users: 0 };
+  return { users: 0, revision: 0 };
 }
 
 export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
   encode(message: RemoveNodeResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
     if (message.users !== 0) {
       writer.uint32(8).int64(message.users);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(16).int64(message.revision);
     }
     return writer;
   },
@@ -1983,6 +1992,14 @@ export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
           message.users = longToNumber(reader.int64());
           continue;
         }
+        case 2: {
+          if (tag !== 16) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1993,13 +2010,19 @@ export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
   },
 
   fromJSON(object: any): RemoveNodeResponse {
-    return { users: isSet(object.users) ? globalThis.Number(object.users) : 0 };
+    return {
+      users: isSet(object.users) ? globalThis.Number(object.users) : 0,
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+    };
   },
 
   toJSON(message: RemoveNodeResponse): unknown {
     const obj: any = {};
     if (message.users !== 0) {
       obj.users = Math.round(message.users);
+    }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
     }
     return obj;
   },
@@ -2010,6 +2033,7 @@ export const RemoveNodeResponse: MessageFns<RemoveNodeResponse> = {
   fromPartial(object: DeepPartial<RemoveNodeResponse>): RemoveNodeResponse {
     const message = createBaseRemoveNodeResponse();
     message.users = object.users ?? 0;
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
@@ -2915,7 +2939,7 @@ export const KickRequest: MessageFns<KickRequest> = {
 };
 
 function createBaseKickResponse(): KickResponse {
-  return { releasedByNode: false, fromNode: "" };
+  return { releasedByNode: false, fromNode: "", revision: 0 };
 }
 
 export const KickResponse: MessageFns<KickResponse> = {
@@ -2925,6 +2949,9 @@ export const KickResponse: MessageFns<KickResponse> = {
     }
     if (message.fromNode !== "") {
       writer.uint32(18).string(message.fromNode);
+    }
+    if (message.revision !== 0) {
+      writer.uint32(24).int64(message.revision);
     }
     return writer;
   },
@@ -2952,6 +2979,14 @@ export const KickResponse: MessageFns<KickResponse> = {
           message.fromNode = reader.string();
           continue;
         }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -2965,6 +3000,7 @@ export const KickResponse: MessageFns<KickResponse> = {
     return {
       releasedByNode: isSet(object.releasedByNode) ? globalThis.Boolean(object.releasedByNode) : false,
       fromNode: isSet(object.fromNode) ? globalThis.String(object.fromNode) : "",
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -2976,6 +3012,9 @@ export const KickResponse: MessageFns<KickResponse> = {
     if (message.fromNode !== "") {
       obj.fromNode = message.fromNode;
     }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
@@ -2986,6 +3025,7 @@ export const KickResponse: MessageFns<KickResponse> = {
     const message = createBaseKickResponse();
     message.releasedByNode = object.releasedByNode ?? false;
     message.fromNode = object.fromNode ?? "";
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
@@ -3191,7 +3231,7 @@ export const PlannedMove: MessageFns<PlannedMove> = {
 };
 
 function createBaseDrainProgress(): DrainProgress {
-  return { total: 0, moved: 0, failed: 0, done: false, plan: [] };
+  return { total: 0, moved: 0, failed: 0, done: false, plan: [], revision: 0 };
 }
 
 export const DrainProgress: MessageFns<DrainProgress> = {
@@ -3210,6 +3250,9 @@ export const DrainProgress: MessageFns<DrainProgress> = {
     }
     for (const v of message.plan) {
       PlannedMove.encode(v!, writer.uint32(42).fork()).join();
+    }
+    if (message.revision !== 0) {
+      writer.uint32(48).int64(message.revision);
     }
     return writer;
   },
@@ -3261,6 +3304,14 @@ export const DrainProgress: MessageFns<DrainProgress> = {
           message.plan.push(PlannedMove.decode(reader, reader.uint32()));
           continue;
         }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.revision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -3277,6 +3328,7 @@ export const DrainProgress: MessageFns<DrainProgress> = {
       failed: isSet(object.failed) ? globalThis.Number(object.failed) : 0,
       done: isSet(object.done) ? globalThis.Boolean(object.done) : false,
       plan: globalThis.Array.isArray(object?.plan) ? object.plan.map((e: any) => PlannedMove.fromJSON(e)) : [],
+      revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
     };
   },
 
@@ -3297,6 +3349,9 @@ export const DrainProgress: MessageFns<DrainProgress> = {
     if (message.plan?.length) {
       obj.plan = message.plan.map((e) => PlannedMove.toJSON(e));
     }
+    if (message.revision !== 0) {
+      obj.revision = Math.round(message.revision);
+    }
     return obj;
   },
 
@@ -3310,6 +3365,7 @@ export const DrainProgress: MessageFns<DrainProgress> = {
     message.failed = object.failed ?? 0;
     message.done = object.done ?? false;
     message.plan = object.plan?.map((e) => PlannedMove.fromPartial(e)) || [];
+    message.revision = object.revision ?? 0;
     return message;
   },
 };
