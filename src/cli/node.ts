@@ -51,8 +51,16 @@ export function registerNode(program: Command, io: CliIo): void {
   );
 
   const stateCmd = (name: string, state: 'active' | 'draining', description: string) =>
-    addConnectionOptions(node.command(name).description(description).argument('<node>', 'node name').addOption(outputOption())).action(async (nodeName: string, flags: Flags) =>
-      svc(flags, async (api) => showNode(flags, await api.setNodeState({ name: nodeName, state }))),
+    addConnectionOptions(node.command(name).description(description).argument('<node>', 'node name').addOption(waitAppliedOption()).addOption(outputOption())).action(
+      async (nodeName: string, flags: Flags & WaitFlags) =>
+        svc(flags, async (api) => {
+          const n = await api.setNodeState({ name: nodeName, state });
+          const applied = await waitApplied(io, flags, n.revision);
+          if (applied && flags.output === 'json') printJson(io, { ...n, applied });
+          else showNode(flags, n);
+          if (applied && flags.output !== 'json') io.out(appliedLine(applied));
+          requireApplied(applied);
+        }),
     );
   stateCmd('undrain', 'active', 'let the node take new users again');
 

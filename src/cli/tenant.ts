@@ -25,6 +25,14 @@ export function registerTenant(program: Command, io: CliIo): void {
     if (flags.output === 'json') printJson(io, t);
     else io.out(renderTenant(t));
   };
+  /** A change's answer, after waiting until every node applied it when asked to. */
+  const changed = async (flags: Flags & WaitFlags, t: Tenant): Promise<void> => {
+    const applied = await waitApplied(io, flags, t.revision);
+    if (applied && flags.output === 'json') printJson(io, { ...t, applied });
+    else show(flags, t);
+    if (applied && flags.output !== 'json') io.out(appliedLine(applied));
+    requireApplied(applied);
+  };
 
   const collect = (v: string, prev: string[] = []): string[] => [...prev, v];
   addConnectionOptions(
@@ -34,10 +42,11 @@ export function registerTenant(program: Command, io: CliIo): void {
         .description('create a tenant')
         .argument('<tenant>', 'tenant id')
         .option('--domain <domain>', 'a login domain of the tenant (users log in as user@domain); repeat for more', collect)
+        .addOption(waitAppliedOption())
         .addOption(outputOption()),
     ),
-  ).action(async (id: string, flags: Flags & SettingsFlags & { domain?: string[] }) =>
-    svc(flags, async (api) => show(flags, await api.createTenant({ id, settings: settings(flags), domains: flags.domain ?? [] }))),
+  ).action(async (id: string, flags: Flags & WaitFlags & SettingsFlags & { domain?: string[] }) =>
+    svc(flags, async (api) => changed(flags, await api.createTenant({ id, settings: settings(flags), domains: flags.domain ?? [] }))),
   );
 
   addConnectionOptions(tenant.command('get').description('show a tenant').argument('<tenant>', 'tenant id').addOption(outputOption())).action(
@@ -68,10 +77,11 @@ export function registerTenant(program: Command, io: CliIo): void {
         .description("change a tenant's settings")
         .argument('<tenant>', 'tenant id')
         .option('--expected-revision <rev>', 'apply only at this revision', parseRevisionOption)
+        .addOption(waitAppliedOption())
         .addOption(outputOption()),
     ),
-  ).action(async (id: string, flags: Flags & SettingsFlags) =>
-    svc(flags, async (api) => show(flags, await api.updateTenant({ id, settings: settings(flags), expectedRevision: flags.expectedRevision ?? 0 }))),
+  ).action(async (id: string, flags: Flags & WaitFlags & SettingsFlags) =>
+    svc(flags, async (api) => changed(flags, await api.updateTenant({ id, settings: settings(flags), expectedRevision: flags.expectedRevision ?? 0 }))),
   );
 
   addConnectionOptions(
@@ -98,11 +108,11 @@ export function registerTenant(program: Command, io: CliIo): void {
 
   // Login domains: `tenant domain add|remove|list TENANT [DOMAIN]` (add and remove: admin only).
   const domain = tenant.command('domain').description("manage a tenant's login domains (users log in as user@domain)");
-  addConnectionOptions(domain.command('add').description('add a login domain (unique in the cluster)').argument('<tenant>', 'tenant id').argument('<domain>', 'e.g. acme.example').addOption(outputOption())).action(
-    async (id: string, d: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.addTenantDomain({ tenant: id, domain: d }))),
+  addConnectionOptions(domain.command('add').description('add a login domain (unique in the cluster)').argument('<tenant>', 'tenant id').argument('<domain>', 'e.g. acme.example').addOption(waitAppliedOption()).addOption(outputOption())).action(
+    async (id: string, d: string, flags: Flags & WaitFlags) => svc(flags, async (api) => changed(flags, await api.addTenantDomain({ tenant: id, domain: d }))),
   );
-  addConnectionOptions(domain.command('remove').description('remove a login domain').argument('<tenant>', 'tenant id').argument('<domain>', 'the domain').addOption(outputOption())).action(
-    async (id: string, d: string, flags: Flags) => svc(flags, async (api) => show(flags, await api.removeTenantDomain({ tenant: id, domain: d }))),
+  addConnectionOptions(domain.command('remove').description('remove a login domain').argument('<tenant>', 'tenant id').argument('<domain>', 'the domain').addOption(waitAppliedOption()).addOption(outputOption())).action(
+    async (id: string, d: string, flags: Flags & WaitFlags) => svc(flags, async (api) => changed(flags, await api.removeTenantDomain({ tenant: id, domain: d }))),
   );
   addConnectionOptions(domain.command('list').description("list a tenant's login domains").argument('<tenant>', 'tenant id').addOption(outputOption())).action(async (id: string, flags: Flags) =>
     svc(flags, async (api) => {

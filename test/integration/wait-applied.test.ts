@@ -65,6 +65,12 @@ describe('--wait-applied', () => {
       ['n2', true],
     ]);
 
+    // Tenants and nodes too: a login domain is known to every node when the command returns.
+    expect((await ms('tenant', 'domain', 'add', 'w', 'w.test', '--wait-applied')).stdout).toMatch(/^applied on 2 of 2 live nodes: n1, n2$/m);
+    for (const a of agents) expect(a.tenantOfDomain('w.test')).toBe('w');
+    expect((await ms('tenant', 'update', 'w', '--max-shares', '30', '--wait-applied')).stdout).toMatch(/^applied on 2 of 2 live nodes: n1, n2$/m);
+    expect((await ms('node', 'undrain', 'n2', '--wait-applied')).stdout).toMatch(/^applied on 2 of 2 live nodes: n1, n2$/m);
+
     // Mailboxes too: a new one, renamed, deleted, each applied everywhere when the command returns.
     expect((await ms('mailbox', 'create', 'w', 'alice', 'Q', '--wait-applied')).stdout).toMatch(/^applied on 2 of 2 live nodes: n1, n2$/m);
     for (const a of agents) expect(a.rights('w', 'alice', 'alice/Q').rights).toBeTruthy();
