@@ -1,8 +1,7 @@
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { readFileSync, rmSync } from 'node:fs';
 import path from 'node:path';
-import { type DovecotEntry, folderDirectory, formatDovecotAclFile } from '../../src/cli/dovecot-acl.js';
-import { parseRights } from '../../src/domain/rights.js';
 import { connectApi } from '../harness/api.js';
+import { aclFileOf, writeDovecotAclTree } from '../harness/dovecot-acl-tree.js';
 import { runCli } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
 import { startBenchCluster } from './cluster.js';
@@ -27,29 +26,7 @@ export async function importBench(): Promise<BenchResult> {
     const api = connectApi(c.addr, c.adminToken);
     await api.directory.createTenant({ id: 'big', domains: [] });
     api.close();
-    const files = new Map<string, { text: string; exact: boolean }>();
-    let seed = 11;
-    const rnd = (n: number): number => (seed = (seed * 1103515245 + 12345) % 2147483648) % n;
-    for (let i = 0; files.size < FOLDERS; i++) {
-      const owner = `user${i % 100}`;
-      const name = `Shared/${['Team', 'Projekte', 'Ärger', 'Work'][i % 4]}/${Math.floor(i / 100)}`;
-      const e: DovecotEntry[] = [{ kind: 'owner', negative: false, rights: parseRights('lrswipkxtea'), named: [] }];
-      e.push({ kind: 'user', name: `user${(i + 1 + rnd(98)) % 100}`, negative: false, rights: parseRights('lrs'), named: [] });
-      if (rnd(2)) e.push({ kind: 'group', name: `team${rnd(20)}`, negative: false, rights: parseRights('lr'), named: [] });
-      if (rnd(4) === 0) e.push({ kind: 'group', name: 'temps', negative: true, rights: parseRights('w'), named: [] });
-      if (rnd(5) === 0) e.push({ kind: 'authenticated', negative: false, rights: parseRights('l'), named: [] });
-      if (rnd(10) === 0) e.push({ kind: 'anyone', negative: false, rights: parseRights('lr'), named: [] });
-      // Kinds with no RFC 4314 equivalent: the export cannot give these files back as they were.
-      const overrides = rnd(20) === 0;
-      if (overrides) e.push({ kind: 'group-override', name: 'admins', negative: false, rights: parseRights('lrswipkxtea'), named: [] });
-      const named = rnd(50) === 0;
-      if (named) e.push({ kind: 'user', name: `user${(i + 50) % 100}`, negative: false, rights: parseRights('lr'), named: ['x-flag'] });
-      const text = formatDovecotAclFile(e);
-      const d = path.join(root, owner, folderDirectory(name, 'maildir'));
-      for (const sub of ['cur', 'new', 'tmp']) mkdirSync(path.join(d, sub), { recursive: true });
-      writeFileSync(path.join(d, 'dovecot-acl'), text);
-      files.set(`${owner}/${name}`, { text, exact: !overrides && !named });
-    }
+    const files = writeDovecotAclTree(root, FOLDERS);
     const run = async (args: string[]): Promise<{ secs: number; out: Record<string, unknown> }> => {
       const t0 = Date.now();
       const r = await runCli(args, { env: { MAILSHARE_ADDR: c.addr, MAILSHARE_TOKEN: c.adminToken }, timeoutMs: 30 * 60_000 });
@@ -60,18 +37,14 @@ export async function importBench(): Promise<BenchResult> {
     const first = await run(['import', 'dovecot-acl', '--mail-root', root, '--tenant', 'big', '-o', 'json']);
     process.stderr.write(`import: first run ${first.secs} s; again\n`);
     const second = await run(['import', 'dovecot-acl', '--mail-root', root, '--tenant', 'big', '-o', 'json']);
-    for (const ref of files.keys()) {
-      const [owner, ...rest] = ref.split('/');
-      rmSync(path.join(root, owner!, folderDirectory(rest.join('/'), 'maildir'), 'dovecot-acl'));
-    }
+    for (const ref of files.keys()) rmSync(aclFileOf(root, ref));
     const exported = await run(['export', 'dovecot-acl', '--mail-root', root, '--tenant', 'big', '-o', 'json']);
     let same = 0;
     let exact = 0;
     for (const [ref, f] of files) {
       if (!f.exact) continue;
       exact++;
-      const [owner, ...rest] = ref.split('/');
-      if (readFileSync(path.join(root, owner!, folderDirectory(rest.join('/'), 'maildir'), 'dovecot-acl'), 'utf8') === f.text) same++;
+      if (readFileSync(aclFileOf(root, ref), 'utf8') === f.text) same++;
     }
     const rate = FOLDERS / first.secs;
     const unchanged = second.out.unchanged === FOLDERS && second.out.entriesSet === 0 && second.out.entriesRemoved === 0;
