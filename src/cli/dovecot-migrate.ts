@@ -171,8 +171,13 @@ async function eachParallel<T>(items: readonly T[], parallel: number, fn: (item:
 
 const isCode = (err: unknown, code: number): boolean => typeof err === 'object' && err !== null && (err as { code?: unknown }).code === code;
 
+/** A progress bar on a terminal (stderr), redrawn at most every 1 % of the work. */
 function progress(io: CliIo, done: number, total: number, what: string): void {
-  if (io.isTty && !io.env.CI) io.err(`\r${what} ${done}/${total}${done === total ? '\n' : ''}`);
+  if (!io.isTty || io.env.CI) return;
+  if (done !== total && done % Math.max(1, Math.floor(total / 100)) !== 0) return;
+  const width = 30;
+  const filled = Math.round((done / Math.max(1, total)) * width);
+  io.err(`\r[${'#'.repeat(filled)}${'.'.repeat(width - filled)}] ${what} ${done}/${total}${done === total ? '\n' : ''}`);
 }
 
 const layoutOption = (): Option => new Option('--layout <layout>', 'maildir: Maildir++ (.Projects.2026); fs: a directory per level').choices(['maildir', 'fs']).default('maildir');
