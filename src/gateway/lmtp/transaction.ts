@@ -180,11 +180,6 @@ export function failShare(u: UpstreamTxn, reply: Reply): void {
   u.up = undefined;
 }
 
-/** Why a share failed, read afresh (it may fail while a command is on its way). */
-export function failure(u: UpstreamTxn): Reply | undefined {
-  return u.failed;
-}
-
 /** Once the replies awaited are in, RSET, then back to the pool; any trouble closes it. */
 export async function resetAndRelease(host: LmtpHost, u: UpstreamTxn, up: LmtpUpstream, origin: Origin | undefined): Promise<void> {
   try {
