@@ -16,6 +16,9 @@ command -v cc >/dev/null 2>&1 || need+=(gcc libc6-dev)
 command -v dovecot >/dev/null 2>&1 || need+=(dovecot-imapd)
 [[ -x /usr/lib/dovecot/pop3 ]] || need+=(dovecot-pop3d)
 [[ -x /usr/lib/dovecot/lmtp ]] || need+=(dovecot-lmtpd)
+# ManageSieve and submission: Dovecot's own proxies route them too (deploy/dovecot/proxy.conf).
+[[ -x /usr/lib/dovecot/managesieve ]] || need+=(dovecot-managesieved dovecot-sieve)
+[[ -x /usr/lib/dovecot/submission ]] || need+=(dovecot-submissiond)
 # Lua passdb: Dovecot's own proxies ask mailshare where users live (deploy/dovecot/mailshare-route.lua).
 [[ -f /usr/lib/dovecot/modules/auth/libauthdb_lua.so ]] || need+=(dovecot-auth-lua)
 # promtool (Debian's prometheus package): the tests check every /metrics scrape and deploy/prometheus/ with it.

@@ -1,3 +1,4 @@
+import { fileURLToPath } from 'node:url';
 import type { Command } from 'commander';
 import { type NodeFlags, addNodeOptions, duration, hostPort, nodeSettings } from './flags.js';
 
@@ -10,6 +11,9 @@ interface AgentFlags extends NodeFlags {
   doveadm?: string;
   dovecotConfig?: string;
   whoInterval?: number;
+  checkListen?: string;
+  checkWait?: number;
+  watchdog: boolean;
 }
 
 /**
@@ -30,7 +34,10 @@ export function registerAgent(program: Command): void {
     .option('--tenant <tenant>', 'tenant of Dovecot login names without a domain')
     .option('--doveadm <path>', 'the doveadm executable (default doveadm)')
     .option('--dovecot-config <file>', "the local Dovecot's config file, for doveadm -c (default Dovecot's own)")
-    .option('--who-interval <duration>', 'ask Dovecot who is logged in this often (default 1s)', duration);
+    .option('--who-interval <duration>', 'ask Dovecot who is logged in this often (default 1s)', duration)
+    .option('--check-listen <host:port>', "serve the login check the local Dovecot's userdb asks (deploy/dovecot/mailshare-check.lua); loopback", hostPort)
+    .option('--check-wait <duration>', 'how long a check waits for a fresh assignment to reach this node (default 2s)', duration)
+    .option('--no-watchdog', 'no watchdog process (it kicks every Dovecot session if the agent dies without letting go)');
   addNodeOptions(cmd, 'release a user with no session on any node for this long').action(async (flags: AgentFlags) => {
       const { DomainError } = await import('../domain/errors.js');
       const { createLogger } = await import('./logger.js');
@@ -52,12 +59,16 @@ export function registerAgent(program: Command): void {
         doveadm: { binary: flags.doveadm, config: flags.dovecotConfig },
         whoIntervalMs: flags.whoInterval,
         metricsListen: flags.metricsListen,
+        checkListen: flags.checkListen,
+        checkWaitMs: flags.checkWait,
+        watchdogScript: flags.watchdog ? fileURLToPath(new URL('../sidecar/watchdog.js', import.meta.url)) : undefined,
         logger: logger.child({ component: 'agent', node: flags.node }),
       });
       await sidecar.start();
       const metricsAt = sidecar.metricsAddress();
+      const checkAt = sidecar.checkAddress();
       const served = [`IMAP ${flags.imap}`, ...Object.entries(addresses).map(([p, a]) => `${p.toUpperCase()} ${a}`)].join(', ');
-      process.stdout.write(`mailshare agent ${flags.node} registered (${served})${metricsAt ? `; metrics on ${metricsAt}` : ''}\n`);
+      process.stdout.write(`mailshare agent ${flags.node} registered (${served})${metricsAt ? `; metrics on ${metricsAt}` : ''}${checkAt ? `; login check on ${checkAt}` : ''}\n`);
       await new Promise<void>((resolve) => {
         const stop = (sig: NodeJS.Signals): void => {
           logger.info({ signal: sig }, 'agent shutting down');

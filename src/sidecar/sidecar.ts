@@ -1,3 +1,4 @@
+import { type ChildProcess, spawn } from 'node:child_process';
 import type * as grpc from '@grpc/grpc-js';
 import { type Agent, type AgentLogger, createAgent } from '../agent/agent.js';
 import { addAgentGauges } from '../agent/metrics.js';
@@ -5,6 +6,7 @@ import { dovecotName, resolveName } from '../agent/names.js';
 import { HttpListener, metricsRoute } from '../metrics/http-listener.js';
 import { Counter, Gauge, type Registry, createRegistry } from '../metrics/registry.js';
 import { Doveadm, type DoveadmOptions, type DovecotSession } from './doveadm.js';
+import { WATCHDOG_STOP } from './watchdog-stop.js';
 
 export interface SidecarOptions {
   coordinators: string[];
@@ -24,7 +26,26 @@ export interface SidecarOptions {
   whoIntervalMs?: number;
   /** host:port for Prometheus /metrics; off when absent. */
   metricsListen?: string;
+  /**
+   * host:port of the login check the local Dovecot's userdb asks before every login and
+   * delivery (deploy/dovecot/mailshare-check.lua): POST /v1/check {"user"} answers 200 only
+   * for a user this node holds under a lease it can prove. Off when absent.
+   */
+  checkListen?: string;
+  /** How long a check waits for an assignment made a moment ago to reach this node's view; default 2 s. */
+  checkWaitMs?: number;
+  /**
+   * The watchdog process (the compiled watchdog.js) that kicks every local session if this
+   * process dies without letting its users go (kill -9, a crash). Off when absent.
+   */
+  watchdogScript?: string;
   logger?: AgentLogger;
+}
+
+/** What the login check answers: 200 with the assignment, or why not. */
+export interface CheckAnswer {
+  status: 200 | 400 | 403 | 404 | 503;
+  body: { tenant: string; user: string; epoch: number } | { error: string };
 }
 
 /**
@@ -44,6 +65,11 @@ export class Sidecar {
   readonly registry: Registry = createRegistry();
   private readonly doveadm: Doveadm;
   private readonly http: HttpListener | undefined;
+  private readonly checkHttp: HttpListener | undefined;
+  private readonly checks: Counter;
+  private watchdog: ChildProcess | undefined;
+  /** Users being let go ("tenant/user" → the epoch they leave under): no new logins meanwhile. */
+  private readonly leaving = new Map<string, number>();
   private readonly kicks: Counter;
   private readonly doveadmErrors: Counter;
   private timer: NodeJS.Timeout | undefined;
@@ -68,11 +94,15 @@ export class Sidecar {
       logger: opts.logger,
       userExpireMs: opts.userExpireMs ?? 15 * 60_000,
       // The old node lets a user go only once Dovecot has ended their sessions.
-      onUserLeaving: (u) => this.kick(u.tenant, u.user, 'moved'),
+      onUserLeaving: (u) => {
+        this.leaving.set(`${u.tenant}/${u.user}`, u.epoch);
+        return this.kick(u.tenant, u.user, 'moved');
+      },
     });
     const registers = [this.registry];
     addAgentGauges(this.registry, this.agent);
     this.kicks = new Counter({ name: 'mailshare_agent_kicks_total', help: 'doveadm kicks by reason (moved: the user left this node; lease: the node lost its lease or view; stray: a session of a user this node does not hold) and result.', labelNames: ['reason', 'result'], registers });
+    this.checks = new Counter({ name: 'mailshare_agent_login_checks_total', help: "Login checks the local Dovecot asked (deploy/dovecot/mailshare-check.lua), by answer: ok, not_held (another node's user, or nobody's), leaving, not_serving, unknown.", labelNames: ['result'], registers });
     this.doveadmErrors = new Counter({ name: 'mailshare_agent_doveadm_errors_total', help: 'doveadm calls that failed, by command.', labelNames: ['command'], registers });
     const sessions: Gauge = new Gauge({
       name: 'mailshare_agent_dovecot_sessions',
@@ -93,11 +123,83 @@ export class Sidecar {
     if (opts.metricsListen !== undefined) {
       this.http = new HttpListener({ listen: opts.metricsListen, routes: [metricsRoute(this.registry)], onError: (err) => this.log.warn({ err: String(err) }, 'metrics handler failed') });
     }
+    if (opts.checkListen !== undefined) {
+      this.checkHttp = new HttpListener({
+        listen: opts.checkListen,
+        maxBodyBytes: 4096,
+        routes: [
+          {
+            method: 'POST',
+            path: '/v1/check',
+            handle: async (_req, body) => {
+              let user: unknown;
+              try {
+                user = (JSON.parse(body.toString('utf8')) as { user?: unknown }).user;
+              } catch {
+                user = undefined;
+              }
+              const a: CheckAnswer = typeof user === 'string' && user !== '' ? await this.check(user) : { status: 400, body: { error: 'user: a JSON body {"user": "NAME"} is required' } };
+              return { status: a.status, headers: { 'content-type': 'application/json' }, body: JSON.stringify(a.body) };
+            },
+          },
+        ],
+        onError: (err) => this.log.warn({ err: String(err) }, 'login check failed'),
+      });
+    }
+  }
+
+  /**
+   * May the local Dovecot let `login` (a name as Dovecot sees it) in, or
+   * deliver to them? Only while this node holds the user under a lease it
+   * can prove and is not letting them go. A user assigned a moment ago
+   * (the proxy's route call made the assignment, then sent the login here)
+   * may not be in this node's view yet: the check waits for it, briefly.
+   */
+  async check(login: string): Promise<CheckAnswer> {
+    const named = resolveName(this.agent, this.opts.tenant, login);
+    if (named.tenant === undefined) {
+      this.checks.inc({ result: 'unknown' });
+      return { status: 404, body: { error: `${login}: no tenant has this login domain` } };
+    }
+    const { tenant, user } = named;
+    const k = `${tenant}/${user}`;
+    const verdict = (final: boolean): CheckAnswer | undefined => {
+      if (!this.agent.serving) return this.answer('not_serving', 503, 'this node cannot prove its lease');
+      const a = this.agent.locate(tenant, user);
+      if (a !== undefined && this.leaving.get(k) === a.epoch) return this.answer('leaving', 503, `${login} is leaving this node`);
+      if (a !== undefined && this.agent.isHolding(tenant, user)) {
+        this.checks.inc({ result: 'ok' });
+        return { status: 200, body: { tenant, user, epoch: a.epoch } };
+      }
+      return final ? this.answer('not_held', 403, `${login} is not this node's user (${a ? `node ${a.node} holds them` : 'no node holds them'})`) : undefined;
+    };
+    const now = verdict(false);
+    if (now) return now;
+    await new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        this.agent.off('userAssigned', seen);
+        resolve();
+      };
+      const seen = (u: { tenant: string; user: string }): void => {
+        if (u.tenant === tenant && u.user === user) done();
+      };
+      const timer = setTimeout(done, this.opts.checkWaitMs ?? 2000);
+      this.agent.on('userAssigned', seen);
+    });
+    return verdict(true)!;
+  }
+
+  private answer(result: string, status: 403 | 503, error: string): CheckAnswer {
+    this.checks.inc({ result });
+    return { status, body: { error } };
   }
 
   async start(): Promise<void> {
+    if (this.opts.watchdogScript !== undefined) this.startWatchdog(this.opts.watchdogScript);
     await this.agent.ready;
     await this.http?.start();
+    await this.checkHttp?.start();
     const every = this.opts.whoIntervalMs ?? 1000;
     const tick = (): void => {
       this.polling = this.poll().finally(() => {
@@ -111,6 +213,25 @@ export class Sidecar {
     return this.http?.listening ? this.http.address() : undefined;
   }
 
+  checkAddress(): string | undefined {
+    return this.checkHttp?.listening ? this.checkHttp.address() : undefined;
+  }
+
+  /** Its own process group: a Ctrl-C or a signal to this process's group does not reach it. */
+  private startWatchdog(script: string): void {
+    const child = spawn(process.execPath, [script, JSON.stringify(this.opts.doveadm ?? {})], { stdio: ['pipe', 'ignore', 'inherit'], detached: true });
+    child.unref();
+    (child.stdin as unknown as { unref?: () => void }).unref?.();
+    child.stdin!.on('error', () => undefined);
+    child.once('exit', (code, signal) => {
+      if (this.watchdog !== child || this.closed) return;
+      // Someone stopped it: start another, the node must not run unguarded.
+      this.log.warn({ code, signal }, 'the watchdog exited; starting it again');
+      this.startWatchdog(script);
+    });
+    this.watchdog = child;
+  }
+
   /** Graceful: every user leaves (kicked, then released), the lease is revoked, polling stops. */
   async close(): Promise<void> {
     if (this.closed) return;
@@ -119,6 +240,11 @@ export class Sidecar {
     await this.polling?.catch(() => undefined);
     await this.agent.close();
     await this.http?.close();
+    await this.checkHttp?.close();
+    // Every user was let go: the watchdog has nothing to kick.
+    const w = this.watchdog;
+    this.watchdog = undefined;
+    if (w?.stdin && !w.stdin.destroyed) await new Promise<void>((r) => w.stdin!.end(WATCHDOG_STOP, () => r()));
   }
 
   /** Ends the user's sessions; `login` the name Dovecot shows them by (default: user@primary domain). */
@@ -181,10 +307,16 @@ export class Sidecar {
       for (const [k, u] of now) {
         if (this.agent.isHolding(u.tenant, u.user)) continue;
         // By the names it logged in with: a direct login may use another of the tenant's domains.
-        if (this.strays.has(k)) for (const login of u.logins) await this.kick(u.tenant, u.user, 'stray', login).catch(() => undefined);
+        // A user this node let go is no lag of its view: at once.
+        if (this.strays.has(k) || this.leaving.has(k)) for (const login of u.logins) await this.kick(u.tenant, u.user, 'stray', login).catch(() => undefined);
         else strays.add(k);
       }
     }
     this.strays = strays;
+    // A user let go (or back under a new epoch) is no longer leaving.
+    for (const [k, epoch] of this.leaving) {
+      const slash = k.indexOf('/');
+      if (this.agent.locate(k.slice(0, slash), k.slice(slash + 1))?.epoch !== epoch) this.leaving.delete(k);
+    }
   }
 }

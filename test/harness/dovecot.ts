@@ -11,6 +11,10 @@ export interface DovecotInstance {
   readonly pop3Address?: string;
   /** With `protocols` lmtp: its LMTP address. */
   readonly lmtpAddress?: string;
+  /** With `protocols` sieve: its ManageSieve address. */
+  readonly sieveAddress?: string;
+  /** With `protocols` submission: its submission address. */
+  readonly submissionAddress?: string;
   readonly pid: number;
   readonly dir: string;
   stop(): Promise<void>;
@@ -60,7 +64,9 @@ export async function startDovecot(opts: {
   /** Dovecot's own ACLs (the acl plugin, vfile: a dovecot-acl file per folder) and IMAP ACL commands. */
   acl?: boolean;
   /** Also serve these protocols, each on a free port of its own (Dovecot's pop3 and lmtp). */
-  protocols?: Array<'pop3' | 'lmtp'>;
+  protocols?: Array<'pop3' | 'lmtp' | 'sieve' | 'submission'>;
+  /** With `protocols` submission: the SMTP server its submission service relays mail to (host:port). */
+  submissionRelay?: string;
   /**
    * Authentication of its own instead of the users' passwd-file passdb and userdb (the master
    * passdb stays): given the instance's directory (where users.passwd is), the config text.
@@ -77,6 +83,8 @@ export async function startDovecot(opts: {
   const instanceName = `mailshare-test-${opts.name}-${port}`;
   const pop3Port = opts.protocols?.includes('pop3') ? await getFreePort() : undefined;
   const lmtpPort = opts.protocols?.includes('lmtp') ? await getFreePort() : undefined;
+  const sievePort = opts.protocols?.includes('sieve') ? await getFreePort() : undefined;
+  const submissionPort = opts.protocols?.includes('submission') ? await getFreePort() : undefined;
   writeFileSync(path.join(dir, 'master.passwd'), `${opts.master.user}:{PLAIN}${opts.master.password}\n`, { mode: 0o644 });
   // user:password:uid:gid:gecos:home:shell: the passdb and the userdb (home and uid come from default_fields).
   const { uid, gid } = nobody();
@@ -113,7 +121,9 @@ userdb {
 state_dir = ${dir}/state
 instance_name = ${instanceName}
 log_path = ${dir}/dovecot.log
-protocols = imap${pop3Port ? ' pop3' : ''}${lmtpPort ? ' lmtp' : ''}
+# Microseconds: tests order sessions on different instances by their log lines.
+log_timestamp = "%Y-%m-%d %H:%M:%S.%{usecs} "
+protocols = imap${pop3Port ? ' pop3' : ''}${lmtpPort ? ' lmtp' : ''}${sievePort ? ' sieve' : ''}${submissionPort ? ' submission' : ''}
 listen = 127.0.0.1
 ${opts.tls ? `ssl = required
 ssl_cert = <${opts.tls.cert}
@@ -167,6 +177,31 @@ service lmtp {
     port = ${lmtpPort}
   }
 }`
+    : ''
+}
+${
+  sievePort
+    ? `service managesieve-login {
+  inet_listener sieve {
+    port = ${sievePort}
+  }
+}
+plugin {
+  sieve = file:~/sieve;active=~/.dovecot.sieve
+}`
+    : ''
+}
+${
+  submissionPort
+    ? `${lmtpPort ? '' : `hostname = ${opts.name}.mailshare.test
+`}service submission-login {
+  inet_listener submission {
+    port = ${submissionPort}
+  }
+}
+${opts.submissionRelay ? `submission_relay_host = ${opts.submissionRelay.split(':')[0]}
+submission_relay_port = ${opts.submissionRelay.split(':')[1]}
+submission_relay_trusted = yes` : ''}`
     : ''
 }
 ${
@@ -267,6 +302,8 @@ service imap-login {
     address: `127.0.0.1:${port}`,
     ...(pop3Port ? { pop3Address: `127.0.0.1:${pop3Port}` } : {}),
     ...(lmtpPort ? { lmtpAddress: `127.0.0.1:${lmtpPort}` } : {}),
+    ...(sievePort ? { sieveAddress: `127.0.0.1:${sievePort}` } : {}),
+    ...(submissionPort ? { submissionAddress: `127.0.0.1:${submissionPort}` } : {}),
     pid: current,
     dir,
     kill,

@@ -1,4 +1,3 @@
-import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -9,8 +8,9 @@ import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
 import { RawImap } from '../harness/imap.js';
 import { scrape } from '../harness/metrics.js';
-import { waitFor } from '../harness/process.js';
-import { BIN, cleanEnv, runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { findProcesses, waitFor } from '../harness/process.js';
+import { runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { type AgentProcess, spawnAgent } from '../harness/sidecar-process.js';
 
 /**
  * `mailshare agent` beside two real Dovecots (no gateway in front): it
@@ -25,21 +25,13 @@ let etcd: EtcdCluster;
 let server: InProcessServer;
 let root: ReturnType<typeof mailRoot>;
 const dovecots: DovecotInstance[] = [];
-const agents = new Map<string, { child: ChildProcess; out: () => string; metrics: string; exited: Promise<number | null> }>();
+const agents = new Map<string, AgentProcess>();
 let placement: PlacementServiceClient;
 
-async function startAgent(node: string, d: DovecotInstance, token: string): Promise<void> {
-  const child = spawn(
-    process.execPath,
-    [BIN, 'agent', '--node', node, '--imap', d.address, '--pop3', d.pop3Address!, '--lmtp', d.lmtpAddress!, '--dovecot-config', path.join(d.dir, 'dovecot.conf'), '--tenant', 'acme', '--coordinators', server.address, '--ttl', '3', '--user-expire', '3s', '--who-interval', '300ms', '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn'],
-    { env: cleanEnv({ MAILSHARE_TOKEN: token }), stdio: ['ignore', 'pipe', 'inherit'] },
-  );
-  let out = '';
-  child.stdout!.on('data', (c: Buffer) => (out += c.toString()));
-  const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
-  await waitFor(() => /registered/.test(out), 20_000, `agent ${node} registered`);
-  expect(out).toMatch(new RegExp(`^mailshare agent ${node} registered \\(IMAP ${d.address}, POP3 ${d.pop3Address}, LMTP ${d.lmtpAddress}\\); metrics on 127\\.0\\.0\\.1:\\d+\\n$`));
-  agents.set(node, { child, out: () => out, metrics: /metrics on (\S+)/.exec(out)![1]!, exited });
+async function startAgent(node: string, d: DovecotInstance, token: string, extra: string[] = []): Promise<void> {
+  const a = await spawnAgent({ node, dovecot: d, token, coordinators: server.address, tenant: 'acme', extra: ['--user-expire', '3s', '--who-interval', '300ms', ...extra] });
+  expect(a.out()).toMatch(new RegExp(`^mailshare agent ${node} registered \\(IMAP ${d.address}, POP3 ${d.pop3Address}, LMTP ${d.lmtpAddress}\\); metrics on 127\\.0\\.0\\.1:\\d+\\n$`));
+  agents.set(node, a);
 }
 
 const locate = async (user: string): Promise<string> => (await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign: false }, server.adminToken)).node;
@@ -59,7 +51,7 @@ beforeAll(async () => {
   root = mailRoot();
   for (const name of ['b1', 'b2']) dovecots.push(await startDovecot({ name, mailRoot: root.path, users: USERS, master: { user: 'gateway', password: 'm' }, protocols: ['pop3', 'lmtp'] }));
   await startAgent('b1', dovecots[0]!, t1);
-  await startAgent('b2', dovecots[1]!, t2);
+  await startAgent('b2', dovecots[1]!, t2, ['--no-watchdog']);
 }, 90_000);
 afterAll(async () => {
   for (const a of agents.values()) a.child.kill('SIGKILL');
@@ -77,6 +69,10 @@ describe('mailshare agent (beside a stock Dovecot)', () => {
     expect(b1.state).toBe('active');
     expect(b1.imapAddress).toBe(dovecots[0]!.address);
     expect(b1.addresses).toEqual({ pop3: dovecots[0]!.pop3Address, lmtp: dovecots[0]!.lmtpAddress });
+    // Each agent has its watchdog process (told which Dovecot to kick), unless --no-watchdog.
+    const watchdogs = (d: DovecotInstance): number[] => findProcesses('sidecar/watchdog.js', path.join(d.dir, 'dovecot.conf'));
+    expect(watchdogs(dovecots[0]!)).toHaveLength(1);
+    expect(watchdogs(dovecots[1]!)).toHaveLength(0);
   });
 
   it('kicks a moved user from the old Dovecot before the node lets go, and counts the session while it lasts', async () => {
@@ -131,6 +127,8 @@ describe('mailshare agent (beside a stock Dovecot)', () => {
     const other = at === 'b1' ? 'b2' : 'b1';
     agents.get(other)!.child.kill('SIGTERM');
     expect(await agents.get(other)!.exited).toBe(0);
+    // A graceful exit tells the watchdog (where there is one) there is nothing to kick.
+    expect(agents.get(other)!.err()).not.toMatch(/kicking every Dovecot session/);
     expect((await unaryCall(placement.listNodes.bind(placement), {}, server.adminToken)).nodes.find((n) => n.name === other)?.state).toBe('down');
     await server.stop();
     // Within the TTL (3 s) the node stops serving and kicks every session.

@@ -1,48 +1,98 @@
 import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
+import type { Etcd3, Watcher } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
-import { Sidecar } from '../../src/sidecar/sidecar.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { getFreePort } from '../../src/store/etcd-process.js';
 import { connectApi, nodeTokens } from '../harness/api.js';
 import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
+import { loggedSessions, overlaps } from '../harness/dovecot-log.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
 import { RawImap } from '../harness/imap.js';
 import { python } from '../harness/lines.js';
+import { scrape } from '../harness/metrics.js';
 import { waitFor } from '../harness/process.js';
 import { REPO_ROOT, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { type AgentProcess, spawnAgent } from '../harness/sidecar-process.js';
+import { startSmtpSink } from '../harness/smtp-sink.js';
 import { tempDir } from '../harness/tmp.js';
 
 /**
  * mailshare as the director of stock Dovecot proxies: a Dovecot 2.3 proxy
  * configured with deploy/dovecot/proxy.conf and mailshare-route.lua as
  * shipped (only their paths changed) asks the coordinator's /v1/route where
- * each user lives; two Dovecot backends each run `mailshare agent` (in
- * process here). IMAP, POP3 and LMTP through the proxy land on the node
- * mailshare assigned; a move kicks the old node's session and the next
- * login lands on the new node; the coordinator down fails logins as
- * temporary, never routes at random.
+ * each user lives; two Dovecot backends, configured with backend.conf and
+ * mailshare-check.lua, each run `mailshare agent` (its own process, with
+ * its login check and watchdog). IMAP, POP3, LMTP, ManageSieve and
+ * submission through the proxy land on the node mailshare assigned; a move
+ * kicks the old node's session and the next login lands on the new node; a
+ * backend lets in only its own users; kill -9 of an agent ends its
+ * Dovecot's sessions and its users log in elsewhere after the lease; the
+ * coordinator down fails logins as temporary, never routes at random. Both
+ * backends' logs, against the assignment history read from etcd, show no
+ * moment where two backends served one user.
  */
-const USERS = { 'alice@acme.test': 'alice-pw', 'bob@acme.test': 'bob-pw', 'carol@acme.test': 'carol-pw' };
+const USERS = { 'alice@acme.test': 'alice-pw', 'bob@acme.test': 'bob-pw', 'carol@acme.test': 'carol-pw', 'dave@acme.test': 'dave-pw', 'erin@acme.test': 'erin-pw' };
+const NODES = ['b1', 'b2'] as const;
 let etcd: EtcdCluster;
 let server: InProcessServer;
 let root: ReturnType<typeof mailRoot>;
-const lua = tempDir('mailshare-lua-');
+const dirs: Array<ReturnType<typeof tempDir>> = [];
 const backends: DovecotInstance[] = [];
-const agents: Sidecar[] = [];
+const agents: AgentProcess[] = [];
 let proxy: DovecotInstance;
 let placement: PlacementServiceClient;
+let sink: Awaited<ReturnType<typeof startSmtpSink>>;
+let raw: Etcd3;
+let watcher: Watcher;
+/** Every change of an acme assignment, as etcd's watch delivered it (at: when this test saw it). */
+const history: Array<{ at: number; user: string; type: 'put' | 'delete'; node: string }> = [];
 
 const logOf = (d: DovecotInstance): string => readFileSync(path.join(d.dir, 'dovecot.log'), 'utf8');
 const nodeIndex = (node: string): number => (node === 'b1' ? 0 : 1);
 const locate = async (user: string): Promise<string> => (await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign: false }, server.adminToken)).node;
 /** Logins of `user` a backend's Dovecot has seen (its imap-login/pop3-login log lines). */
+/**
+ * A login straight at a backend that its check refuses: the backend closes the connection
+ * after the password (the userdb lookup failed) and never logs the user in.
+ */
+async function refusedLogin(d: DovecotInstance, user: string, password: string): Promise<boolean> {
+  const before = logins(d, user);
+  const c = await RawImap.connect(d.address);
+  c.write(`t1 LOGIN ${user} ${password}\r\n`);
+  await waitFor(() => c.closed, 10_000, 'the backend closes the connection');
+  return !/^t1 OK/m.test(c.pending()) && logins(d, user) === before;
+}
 const logins = (d: DovecotInstance, user: string, service = 'imap'): number => logOf(d).split('\n').filter((l) => l.includes(`${service}-login: Info: Login: user=<${user}>`)).length;
+
+/** One shipped file set per Dovecot: the script, its settings from the example with `edit`, and what Dovecot reads. */
+function luaDir(script: string, edit: (example: string, dir: string) => string, token?: string): string {
+  const t = tempDir('mailshare-lua-');
+  dirs.push(t);
+  copyFileSync(path.join(REPO_ROOT, 'deploy/dovecot', `${script}.lua`), path.join(t.path, `${script}.lua`));
+  writeFileSync(path.join(t.path, `${script}.conf`), edit(readFileSync(path.join(REPO_ROOT, 'deploy/dovecot', `${script}.conf.example`), 'utf8'), t.path), { mode: 0o644 });
+  if (token !== undefined) writeFileSync(path.join(t.path, 'mailshare.token'), `${token}\n`, { mode: 0o644 });
+  // Dovecot's auth process (user dovecot) reads them.
+  chmodSync(t.path, 0o755);
+  chmodSync(path.join(t.path, `${script}.lua`), 0o644);
+  return t.path;
+}
 
 beforeAll(async () => {
   etcd = await startEtcd();
   server = await startInProcessServer({ endpoints: etcd.endpoints, flags: { httpListen: '127.0.0.1:0' } });
+  raw = createEtcdClient({ endpoints: etcd.endpoints });
+  const prefix = `${server.prefix}v1/assign/acme/`;
+  watcher = await raw.watch().prefix(prefix).withPreviousKV().create();
+  watcher.on('data', (res) => {
+    for (const ev of res.events) {
+      const kv = ev.type === 'Delete' ? ev.prev_kv! : ev.kv;
+      history.push({ at: Date.now(), user: ev.kv.key.toString().slice(prefix.length), type: ev.type === 'Delete' ? 'delete' : 'put', node: (JSON.parse(kv.value.toString()) as { node: string }).node });
+    }
+  });
   const admin = connectApi(server.address, server.adminToken);
   const tokens = nodeTokens(admin);
   await admin.directory.createTenant({ id: 'acme', domains: ['acme.test'] });
@@ -51,26 +101,27 @@ beforeAll(async () => {
   admin.close();
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   root = mailRoot();
-  for (const name of ['b1', 'b2']) backends.push(await startDovecot({ name, mailRoot: root.path, users: USERS, master: { user: 'gateway', password: 'm' }, protocols: ['pop3', 'lmtp'] }));
-  for (const [i, name] of ['b1', 'b2'].entries()) {
-    const d = backends[i]!;
-    const a = new Sidecar({ coordinators: [server.address], token: nodeTokenList[i]!, node: { name, imap: d.address, addresses: { pop3: d.pop3Address!, lmtp: d.lmtpAddress! } }, tenant: 'acme', ttlSeconds: 3, doveadm: { config: path.join(d.dir, 'dovecot.conf') }, whoIntervalMs: 300 });
-    await a.start();
-    agents.push(a);
+  sink = await startSmtpSink();
+  const backendConf = readFileSync(path.join(REPO_ROOT, 'deploy/dovecot/backend.conf'), 'utf8');
+  for (const [i, name] of NODES.entries()) {
+    const check = `127.0.0.1:${await getFreePort()}`;
+    const lua = luaDir('mailshare-check', (ex) => ex.replace(/^url = .*$/m, `url = http://${check}/v1/check`));
+    const d = await startDovecot({
+      name,
+      mailRoot: root.path,
+      users: USERS,
+      master: { user: 'gateway', password: 'm' },
+      protocols: ['pop3', 'lmtp', 'sieve', 'submission'],
+      submissionRelay: sink.address,
+      auth: (dir) => `passdb {\n  driver = passwd-file\n  args = ${dir}/users.passwd\n}\n${backendConf.replaceAll('/etc/dovecot/users', path.join(dir, 'users.passwd')).replaceAll('/etc/dovecot/mailshare/', `${lua}/`)}`,
+    });
+    backends.push(d);
+    agents.push(await spawnAgent({ node: name, dovecot: d, token: nodeTokenList[i]!, coordinators: server.address, tenant: 'acme', check, extra: ['--who-interval', '300ms'] }));
   }
-  // The shipped files, in a directory of the test's: the script, its settings, the token.
-  copyFileSync(path.join(REPO_ROOT, 'deploy/dovecot/mailshare-route.lua'), path.join(lua.path, 'mailshare-route.lua'));
-  writeFileSync(path.join(lua.path, 'mailshare.token'), `${proxyToken}\n`);
-  // Dovecot's auth process (user dovecot) reads the script, its settings and the token.
-  chmodSync(lua.path, 0o755);
-  for (const f of ['mailshare-route.lua', 'mailshare.token']) chmodSync(path.join(lua.path, f), 0o644);
-  const example = readFileSync(path.join(REPO_ROOT, 'deploy/dovecot/mailshare-route.conf.example'), 'utf8');
-  writeFileSync(
-    path.join(lua.path, 'mailshare-route.conf'),
-    example
-      .replace(/^url = .*\n(url = .*\n)?/m, `url = http://${server.httpAddress}/v1/route\n`)
-      .replace('/etc/dovecot/mailshare.token', path.join(lua.path, 'mailshare.token')),
-    { mode: 0o644 },
+  const lua = luaDir(
+    'mailshare-route',
+    (ex, dir) => ex.replace(/^url = .*\n(url = .*\n)?/m, `url = http://${server.httpAddress}/v1/route\n`).replace('/etc/dovecot/mailshare.token', path.join(dir, 'mailshare.token')),
+    proxyToken,
   );
   const shipped = readFileSync(path.join(REPO_ROOT, 'deploy/dovecot/proxy.conf'), 'utf8');
   proxy = await startDovecot({
@@ -78,19 +129,22 @@ beforeAll(async () => {
     mailRoot: root.path,
     users: USERS,
     master: { user: 'gateway', password: 'm' },
-    protocols: ['pop3', 'lmtp'],
-    auth: (dir) => shipped.replaceAll('/etc/dovecot/users', path.join(dir, 'users.passwd')).replaceAll('/etc/dovecot/mailshare/', `${lua.path}/`),
+    protocols: ['pop3', 'lmtp', 'sieve', 'submission'],
+    auth: (dir) => shipped.replaceAll('/etc/dovecot/users', path.join(dir, 'users.passwd')).replaceAll('/etc/dovecot/mailshare/', `${lua}/`),
   });
-}, 90_000);
+}, 120_000);
 afterAll(async () => {
-  for (const a of agents) await a.close().catch(() => undefined);
+  for (const a of agents) a.child.kill('SIGKILL');
+  await watcher?.cancel();
+  raw?.close();
   placement?.close();
   await proxy?.stop();
   for (const d of backends) await d.stop();
+  await sink?.stop();
   await server?.stop();
   await etcd?.stop();
   root?.remove();
-  lua.remove();
+  for (const t of dirs) t.remove();
 });
 
 describe('Dovecot proxies routed by mailshare (deploy/dovecot)', () => {
@@ -140,6 +194,49 @@ s.quit()
     expect(saved(backends[1 - nodeIndex(at)]!, 'alice@acme.test')).toBe(0);
   });
 
+  it('ManageSieve and submission through the proxy land on the same node, and submitted mail reaches the relay', async () => {
+    const [sh, sp] = proxy.sieveAddress!.split(':');
+    const [mh, mp] = proxy.submissionAddress!.split(':');
+    const out = await python(
+      `
+import base64, smtplib, socket, sys
+s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
+f = s.makefile('rb')
+def reply():
+    lines = []
+    while True:
+        l = f.readline().decode()
+        lines.append(l)
+        if l.startswith(('OK', 'NO', 'BYE')) or l == '':
+            return lines[-1].strip()
+reply()
+token = base64.b64encode(b'\\0bob@acme.test\\0bob-pw').decode()
+s.sendall(('AUTHENTICATE "PLAIN" "%s"\\r\\n' % token).encode())
+print(reply())
+s.sendall(b'PUTSCRIPT "mailshare" {21+}\\r\\nrequire "fileinto";\\r\\n\\r\\n')
+print(reply())
+s.sendall(b'LOGOUT\\r\\n')
+reply()
+m = smtplib.SMTP(sys.argv[3], int(sys.argv[4]))
+m.login('bob@acme.test', 'bob-pw')
+print(m.sendmail('bob@acme.test', ['someone@example.com'], 'Subject: submitted\\r\\n\\r\\nthrough the proxy\\r\\n'))
+m.quit()
+`,
+      [sh!, sp!, mh!, mp!],
+    );
+    expect(out.trim().split('\n')).toEqual(['OK "Logged in."', 'OK "PUTSCRIPT completed."', '{}']);
+    const at = await locate('bob');
+    expect(['b1', 'b2']).toContain(at);
+    const home = backends[nodeIndex(at)]!;
+    const other = backends[1 - nodeIndex(at)]!;
+    for (const service of ['managesieve', 'submission']) {
+      expect(logins(home, 'bob@acme.test', service)).toBe(1);
+      expect(logins(other, 'bob@acme.test', service)).toBe(0);
+    }
+    expect(sink.messages.map((m) => [m.from, m.to])).toEqual([['bob@acme.test', ['someone@example.com']]]);
+    expect(sink.messages[0]!.data).toMatch(/through the proxy/);
+  });
+
   it('a move kicks the session on the old node, and the next login through the proxy lands on the new one', async () => {
     const from = await locate('alice');
     const to = from === 'b1' ? 'b2' : 'b1';
@@ -160,6 +257,87 @@ s.quit()
     expect(await c.cmd('LOGIN nobody@acme.test x')).toMatch(/^t2 NO /m);
     c.close();
     expect(await locate('carol')).toBe('');
+  });
+
+  it('a backend lets in only the users its node holds: logins and deliveries elsewhere fail as temporary', async () => {
+    await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: 'dave', mailbox: '', assign: true }, server.adminToken);
+    const at = await locate('dave');
+    const home = backends[nodeIndex(at)]!;
+    const other = backends[1 - nodeIndex(at)]!;
+    // A login straight at the wrong backend: the password is right, the check refuses, the backend closes.
+    expect(await refusedLogin(other, 'dave@acme.test', 'dave-pw')).toBe(true);
+    const delivered = await python(
+      `
+import smtplib, sys
+s = smtplib.LMTP(sys.argv[1], int(sys.argv[2]))
+try:
+    s.sendmail('x@example.com', ['dave@acme.test'], 'Subject: past the proxy\\r\\n\\r\\nhi\\r\\n')
+except smtplib.SMTPRecipientsRefused as e:
+    print(e.recipients['dave@acme.test'][0])
+s.quit()
+`,
+      other.lmtpAddress!.split(':'),
+    );
+    expect(delivered.trim()).toMatch(/^4\d\d$/);
+    const m = await scrape(agents[1 - nodeIndex(at)]!.metrics);
+    expect(m.value('mailshare_agent_login_checks_total', { result: 'not_held' }) ?? 0).toBeGreaterThanOrEqual(2);
+    // On its own node the same login works.
+    const ok = await RawImap.login(home.address, 'dave@acme.test', 'dave-pw');
+    expect(await ok.cmd('NOOP')).toMatch(/^t\d+ OK/m);
+    ok.close();
+  });
+
+  it('kill -9 of an agent: its Dovecot kicks every session at once and lets nobody in; its users log in elsewhere after the lease', async () => {
+    await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: 'erin', mailbox: '', assign: true }, server.adminToken);
+    const from = await locate('erin');
+    const to = from === 'b1' ? 'b2' : 'b1';
+    const victim = backends[nodeIndex(from)]!;
+    const c = await RawImap.login(proxy.address, 'erin@acme.test', USERS['erin@acme.test']);
+    await waitFor(async () => (await scrape(agents[nodeIndex(from)]!.metrics)).value('mailshare_agent_dovecot_sessions', { protocol: 'imap' }) === 1, 5000, 'session seen');
+    const t0 = Date.now();
+    agents[nodeIndex(from)]!.child.kill('SIGKILL');
+    // The watchdog kicks at once: long before the lease (3 s) runs out.
+    await waitFor(() => c.closed, 10_000, 'the session ends');
+    const kickedAfter = Date.now() - t0;
+    expect(await refusedLogin(victim, 'erin@acme.test', 'erin-pw')).toBe(true);
+    // Through the proxy: refused as temporary until the lease expired, then on the other node.
+    let landed = 0;
+    await waitFor(
+      async () => {
+        const r = await RawImap.connect(proxy.address);
+        const said = await r.cmd('LOGIN erin@acme.test erin-pw', 10_000);
+        // Until the lease ran out: the proxy's own temporary failure, at once.
+        if (!/^t1 OK/m.test(said)) expect(said).toMatch(/^t1 NO \[UNAVAILABLE\] /m);
+        const ok = /^t1 OK/m.test(said);
+        r.close();
+        if (ok) landed = Date.now() - t0;
+        return ok;
+      },
+      20_000,
+      'a login through the proxy',
+    );
+    expect(await locate('erin')).toBe(to);
+    expect(logins(backends[nodeIndex(to)]!, 'erin@acme.test')).toBe(1);
+    console.log(`kill -9 of agent ${from}: its sessions kicked after ${kickedAfter} ms, erin logged in on ${to} after ${landed} ms (TTL 3 s)`);
+    expect(kickedAfter).toBeLessThan(2500);
+    expect(landed).toBeLessThan(3000 + 1000 + 1000);
+    expect(agents[nodeIndex(from)]!.err()).toMatch(/the agent exited without letting its users go: kicking every Dovecot session/);
+  }, 60_000);
+
+  it("never had two backends serve one user: both Dovecots' logs against the assignment history in etcd", async () => {
+    const sessions = [...loggedSessions('b1', backends[0]!), ...loggedSessions('b2', backends[1]!)].filter((x) => x.user.endsWith('@acme.test'));
+    expect(sessions.length).toBeGreaterThanOrEqual(8);
+    expect(overlaps(sessions)).toEqual([]);
+    // Each session began where etcd had the user (the assignment seen before it, or within 500 ms:
+    // the test sees etcd's events after they happened) and ended before that assignment did.
+    for (const x of sessions) {
+      const user = x.user.slice(0, x.user.indexOf('@'));
+      const events = history.filter((h) => h.user === user);
+      const put = events.filter((h) => h.type === 'put' && h.at <= x.start + 500).at(-1);
+      expect(put?.node, `${x.service} session of ${x.user} on ${x.instance} at ${new Date(x.start).toISOString()}`).toBe(x.instance);
+      const ended = events.find((h) => h.at > put!.at && (h.type === 'delete' || h.node !== put!.node));
+      if (ended) expect(x.end, `${x.service} session of ${x.user} on ${x.instance} ends before the assignment does`).toBeLessThanOrEqual(ended.at);
+    }
   });
 
   it('fails logins as temporary while the coordinator is down, never routing at random', async () => {
