@@ -21,6 +21,8 @@
 # and Prometheus /metrics: COORDINATOR_HTTP=127.0.0.1:7480,
 # GATEWAY1_METRICS=127.0.0.1:9481, GATEWAY2_METRICS=127.0.0.1:9482 (the
 # targets of deploy/prometheus/prometheus.yml).
+# MAILSHARE_DOVECOT_PREFIX=/opt/dovecot-2.4 runs the Dovecot installed there (its sbin/dovecot)
+# instead of the one on PATH, with a configuration in its syntax (2.3 or 2.4).
 set -euo pipefail
 
 DIR=$(realpath -m "${1:-.mailshare-cluster}")
@@ -42,7 +44,12 @@ GATEWAY1_METRICS=${GATEWAY1_METRICS:-127.0.0.1:9481}
 GATEWAY2_METRICS=${GATEWAY2_METRICS:-127.0.0.1:9482}
 
 die() { echo "local-cluster: $*" >&2; exit 1; }
-for cmd in mailshare dovecot openssl; do command -v "$cmd" >/dev/null || die "$cmd not found (run: bash scripts/setup.sh)"; done
+DOVECOT=dovecot
+[[ -n ${MAILSHARE_DOVECOT_PREFIX:-} ]] && DOVECOT=$MAILSHARE_DOVECOT_PREFIX/sbin/dovecot
+for cmd in mailshare "$DOVECOT" openssl; do command -v "$cmd" >/dev/null || die "$cmd not found (run: bash scripts/setup.sh)"; done
+# 2.4 refuses 2.3's settings and the other way round.
+DOVECOT_24=no
+[[ $("$DOVECOT" --version) =~ ^2\.[4-9] ]] && DOVECOT_24=yes
 [ "$(id -u)" = 0 ] || die "run as root: Dovecot stores the mail as user nobody"
 
 mkdir -p "$DIR/mail" "$DIR/n1" "$DIR/n2"
@@ -58,7 +65,7 @@ cleanup() {
   trap - EXIT INT TERM
   for pid in "${pids[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
   for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
-  for conf in "${dovecot_confs[@]}"; do dovecot -c "$conf" stop 2>/dev/null || true; done
+  for conf in "${dovecot_confs[@]}"; do "$DOVECOT" -c "$conf" stop 2>/dev/null || true; done
   echo "local-cluster: stopped"
 }
 trap cleanup EXIT
@@ -73,6 +80,86 @@ trap 'exit 0' INT TERM
 # Every session is one Dovecot process: process_limit bounds them all.
 NOBODY_UID=$(id -u nobody)
 NOGROUP_GID=$(getent group nogroup | cut -d: -f3)
+dovecot24_conf() { # the same instance as below, in Dovecot 2.4's syntax (name imap-host:port pop3 lmtp)
+  local name=$1 host=${2%:*} port=${2##*:} pop3=$3 lmtp=$4 dir="$DIR/$1"
+  cat > "$dir/dovecot.conf" <<CONF
+dovecot_config_version = 2.4.4
+dovecot_storage_version = 2.4.4
+base_dir = $dir/run
+state_dir = $dir/state
+instance_name = mailshare-$name-$port
+log_path = $dir/dovecot.log
+protocols = imap pop3 lmtp
+listen = $host
+ssl = no
+auth_allow_cleartext = yes
+auth_mechanisms = plain
+login_trusted_networks = 127.0.0.0/8
+mail_uid = nobody
+mail_gid = nogroup
+first_valid_uid = 1
+mail_driver = maildir
+mail_path = $DIR/mail/%{user}
+mail_home = $DIR/mail/%{user}
+auth_master_user_separator = *
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+protocol imap {
+  mail_max_userip_connections = 1000
+}
+protocol pop3 {
+  mail_max_userip_connections = 100
+}
+postmaster_address = postmaster@acme.test
+hostname = $name.local-cluster
+service imap {
+  process_limit = 4096
+}
+passdb master {
+  driver = passwd-file
+  passwd_file_path = $dir/master.passwd
+  master = yes
+}
+passdb users {
+  driver = passwd-file
+  passwd_file_path = $dir/users.passwd
+}
+userdb users {
+  driver = passwd-file
+  passwd_file_path = $dir/users.passwd
+}
+# High-performance login mode, as for 2.3 below.
+service imap-login {
+  restart_request_count = unlimited
+  process_min_avail = 2
+  inet_listener imap {
+    port = $port
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service pop3-login {
+  restart_request_count = unlimited
+  process_min_avail = 1
+  inet_listener pop3 {
+    port = ${pop3##*:}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+service lmtp {
+  inet_listener lmtp {
+    listen = ${lmtp%:*}
+    port = ${lmtp##*:}
+  }
+}
+CONF
+}
+
 start_dovecot() { # name imap-host:port pop3-port lmtp-port
   local name=$1 host=${2%:*} port=${2##*:} pop3=$3 lmtp=$4 dir="$DIR/$1"
   mkdir -p "$dir/run" "$dir/state"
@@ -84,7 +171,7 @@ start_dovecot() { # name imap-host:port pop3-port lmtp-port
     printf '%s:{PLAIN}%s-pw:%s:%s::%s::\n' "$u" "${u%@*}" "$NOBODY_UID" "$NOGROUP_GID" "$DIR/mail/$u" >> "$dir/users.passwd"
   done
   chmod 644 "$dir/master.passwd" "$dir/users.passwd"
-  cat > "$dir/dovecot.conf" <<CONF
+  if [[ $DOVECOT_24 == yes ]]; then dovecot24_conf "$@"; else cat > "$dir/dovecot.conf" <<CONF
 base_dir = $dir/run
 state_dir = $dir/state
 instance_name = mailshare-$name-$port
@@ -161,12 +248,13 @@ service lmtp {
   }
 }
 CONF
+  fi
   # Dovecot's auth process runs as user dovecot: every directory above must let it through.
   if command -v runuser >/dev/null && id dovecot >/dev/null 2>&1 && ! runuser -u dovecot -- test -r "$dir/users.passwd"; then
     die "user dovecot cannot read $dir/users.passwd: give the directories above $DIR o+x (e.g. chmod 755)"
   fi
-  dovecot -c "$dir/dovecot.conf" stop 2>/dev/null || true
-  dovecot -c "$dir/dovecot.conf" || die "Dovecot $name did not start (see $dir/dovecot.log)"
+  "$DOVECOT" -c "$dir/dovecot.conf" stop 2>/dev/null || true
+  "$DOVECOT" -c "$dir/dovecot.conf" || die "Dovecot $name did not start (see $dir/dovecot.log)"
   dovecot_confs+=("$dir/dovecot.conf")
 }
 

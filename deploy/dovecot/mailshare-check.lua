@@ -1,4 +1,4 @@
--- mailshare-check.lua: a Dovecot (2.3.19+) Lua userdb for each backend, run after the real one
+-- mailshare-check.lua: a Dovecot (2.3.19+ and 2.4) Lua userdb for each backend, run after the real one
 -- (see backend.conf). Before every login and every LMTP delivery this script
 -- asks the node's own `mailshare agent` (its --check-listen) whether this node holds the user
 -- under a lease it can prove, and fails the lookup as temporary when it does not:
@@ -31,10 +31,17 @@ function script_init()
   end
   f:close()
   if not settings.url then error("mailshare-check: " .. path .. ": no url") end
-  client = dovecot.http.client({
+  -- 2.3 names the client's settings so; 2.4 refuses those and takes its own (http_client_*).
+  local ok, made = pcall(dovecot.http.client, {
     request_timeout_msecs = settings.timeout_msecs,
     connect_timeout_msecs = settings.timeout_msecs,
     max_attempts = 1,
+    user_agent = "mailshare-check.lua",
+  })
+  client = ok and made or dovecot.http.client({
+    request_timeout = settings.timeout_msecs .. " ms",
+    connect_timeout = settings.timeout_msecs .. " ms",
+    request_max_attempts = 1,
     user_agent = "mailshare-check.lua",
   })
   return 0
@@ -60,7 +67,7 @@ end
 -- the userdbs after the password was checked.
 function auth_userdb_lookup(req)
   local verdict, why = check(req)
-  if verdict == "ok" then return dovecot.auth.USERDB_RESULT_OK, "" end
+  if verdict == "ok" then return dovecot.auth.USERDB_RESULT_OK, {} end
   if verdict == "unknown" then return dovecot.auth.USERDB_RESULT_USER_UNKNOWN, "mailshare-check: " .. why end
   return dovecot.auth.USERDB_RESULT_INTERNAL_FAILURE, "mailshare-check: " .. why
 end

@@ -1,4 +1,4 @@
--- mailshare-route.lua: a Dovecot (2.3.19+) Lua passdb that asks mailshare where a user lives and
+-- mailshare-route.lua: a Dovecot (2.3.19+ and 2.4) Lua passdb that asks mailshare where a user lives and
 -- returns proxy fields, so Dovecot's own proxies (IMAP, POP3, LMTP, ManageSieve, submission)
 -- send each user to the node mailshare assigned: the director's job, with mailshare's leases,
 -- bounded-load placement, moves, drains and fencing behind it.
@@ -53,10 +53,17 @@ function script_init()
   local source = debug.getinfo(1, "S").source
   local dir = source:match("^@(.*/)") or "./"
   read_settings(dir .. "mailshare-route.conf")
-  client = dovecot.http.client({
+  -- 2.3 names the client's settings so; 2.4 refuses those and takes its own (http_client_*).
+  local ok, made = pcall(dovecot.http.client, {
     request_timeout_msecs = settings.timeout_msecs,
     connect_timeout_msecs = settings.timeout_msecs,
     max_attempts = 1,
+    user_agent = "mailshare-route.lua",
+  })
+  client = ok and made or dovecot.http.client({
+    request_timeout = settings.timeout_msecs .. " ms",
+    connect_timeout = settings.timeout_msecs .. " ms",
+    request_max_attempts = 1,
     user_agent = "mailshare-route.lua",
   })
   return 0
@@ -73,20 +80,23 @@ local function field(json, key)
   return json:match('"' .. key .. '":"([^"\\]*)"') or json:match('"' .. key .. '":(%d+)')
 end
 
-local PROTOCOLS = { imap = "imap", pop3 = "pop3", lmtp = "lmtp", sieve = "sieve", submission = "submission" }
+-- doveadm: its mail commands (doveadm -u USER, -A) go to the user's node when doveadm_port is set.
+local PROTOCOLS = { imap = "imap", pop3 = "pop3", lmtp = "lmtp", sieve = "sieve", submission = "submission", doveadm = "doveadm" }
 
 function auth_passdb_lookup(req)
   if not req.skip_password_check then
     return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE,
       "mailshare-route: the user was not authenticated by an earlier passdb (result_success = continue-ok there, skip = unauthenticated here)"
   end
-  local protocol = PROTOCOLS[req.service]
+  -- 2.3 calls it service, 2.4 protocol; likewise rip and remote_ip.
+  local service = req.service or req.protocol
+  local protocol = PROTOCOLS[service]
   if not protocol then
-    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, "mailshare-route: no route for service " .. tostring(req.service)
+    return dovecot.auth.PASSDB_RESULT_INTERNAL_FAILURE, "mailshare-route: no route for service " .. tostring(service)
   end
   local user = json_string(req.user)
   if not user then return dovecot.auth.PASSDB_RESULT_USER_UNKNOWN, "mailshare-route: bad user name" end
-  local body = '{"user":' .. user .. ',"protocol":"' .. protocol .. '","assign":true,"client_ip":"' .. (req.rip or "") .. '"}'
+  local body = '{"user":' .. user .. ',"protocol":"' .. protocol .. '","assign":true,"client_ip":"' .. (req.rip or req.remote_ip or "") .. '"}'
   local last = "no coordinator answered"
   for _, url in ipairs(settings.urls) do
     local r = client:request({ url = url, method = "POST" })

@@ -8,6 +8,7 @@ interface AgentFlags extends NodeFlags {
   lmtp?: string;
   sieve?: string;
   submission?: string;
+  doveadmServer?: string;
   doveadm?: string;
   dovecotConfig?: string;
   whoInterval?: number;
@@ -31,6 +32,7 @@ export function registerAgent(program: Command): void {
     .option('--lmtp <host:port>', "this node's Dovecot LMTP address", hostPort)
     .option('--sieve <host:port>', "this node's ManageSieve address", hostPort)
     .option('--submission <host:port>', "this node's submission address", hostPort)
+    .option('--doveadm-server <host:port>', "this node's doveadm server (service doveadm inet_listener), where proxies send doveadm -u/-A", hostPort)
     .option('--tenant <tenant>', 'tenant of Dovecot login names without a domain')
     .option('--doveadm <path>', 'the doveadm executable (default doveadm)')
     .option('--dovecot-config <file>', "the local Dovecot's config file, for doveadm -c (default Dovecot's own)")
@@ -46,6 +48,7 @@ export function registerAgent(program: Command): void {
       if (flags.whoInterval === 0) throw new DomainError('invalid_argument', 'who-interval: must be more than 0', { field: 'who-interval' });
       const addresses: Record<string, string> = {};
       for (const p of ['pop3', 'lmtp', 'sieve', 'submission'] as const) if (flags[p] !== undefined) addresses[p] = flags[p]!;
+      if (flags.doveadmServer !== undefined) addresses.doveadm = flags.doveadmServer;
       const logger = createLogger(level, 'auto');
       const sidecar = new Sidecar({
         coordinators,

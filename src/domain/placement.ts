@@ -110,4 +110,4 @@ export function hash32(s: string): number {
 }
 
 /** Protocols a node may register a server address for, besides IMAP. */
-export const NODE_PROTOCOLS: readonly string[] = ['lmtp', 'pop3', 'sieve', 'submission'];
+export const NODE_PROTOCOLS: readonly string[] = ['lmtp', 'pop3', 'sieve', 'submission', 'doveadm'];

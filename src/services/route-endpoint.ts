@@ -8,7 +8,7 @@ import type { PlacementStore } from '../store/placement-store.js';
 import type { TenantCache } from '../store/tenant-cache.js';
 import type { Authenticator } from './auth.js';
 
-export const ROUTE_PROTOCOLS = ['imap', 'pop3', 'lmtp', 'sieve', 'submission'] as const;
+export const ROUTE_PROTOCOLS = ['imap', 'pop3', 'lmtp', 'sieve', 'submission', 'doveadm'] as const;
 export type RouteProtocol = (typeof ROUTE_PROTOCOLS)[number];
 
 export interface RouteDeps {

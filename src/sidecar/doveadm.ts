@@ -27,7 +27,22 @@ export class DoveadmError extends Error {
  * (`kick`, which reaches IMAP, POP3, ManageSieve and submission processes).
  */
 export class Doveadm {
+  private syntax: Promise<'2.3' | '2.4'> | undefined;
+
   constructor(private readonly opts: DoveadmOptions = {}) {}
+
+  /**
+   * Which doveadm this is, from its own usage text: 2.4's kick takes `-f <passdb field>` (and
+   * always ends every matching connection); 2.3's `-f` means force.
+   */
+  private version(): Promise<'2.3' | '2.4'> {
+    this.syntax ??= new Promise((resolve) => {
+      execFile(this.opts.binary ?? 'doveadm', ['help'], { timeout: this.opts.timeoutMs ?? 10_000 }, (_err, stdout, stderr) => {
+        resolve(/kick .*-f <passdb field>/.test(`${stdout}${stderr}`) ? '2.4' : '2.3');
+      });
+    });
+    return this.syntax;
+  }
 
   /** Every user logged in now, one entry per user and protocol. */
   async who(): Promise<DovecotSession[]> {
@@ -47,12 +62,17 @@ export class Doveadm {
   /** Ends every session of `user` (a Dovecot login name, exactly: wildcards are refused). */
   async kick(user: string): Promise<void> {
     if (!/^[^\s*?]+$/.test(user)) throw new DoveadmError(`kick: "${user}" is not one user's login name`);
-    await this.run(['kick', '-f', user]);
+    await this.run(['kick', ...(await this.force()), user]);
   }
 
   /** Ends every session on this Dovecot (the node lost its lease). */
   async kickAll(): Promise<void> {
-    await this.run(['kick', '-f', '*']);
+    await this.run(['kick', ...(await this.force()), '*']);
+  }
+
+  /** 2.3: -f, so that a process serving others too is ended as well. */
+  private async force(): Promise<string[]> {
+    return (await this.version()) === '2.3' ? ['-f'] : [];
   }
 
   private run(args: string[]): Promise<string> {

@@ -1,11 +1,10 @@
 import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
-import http from 'node:http';
 import path from 'node:path';
 import { createAgent } from '../../src/agent/agent.js';
 import { connectApi } from '../harness/api.js';
 import { startEtcd } from '../harness/etcd.js';
-import { BIN, cleanEnv } from '../harness/server.js';
+import { BIN, REPO_ROOT, cleanEnv } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
 import type { BenchResult } from './run.js';
 
@@ -21,7 +20,8 @@ const quantile = (sorted: number[], q: number): number => sorted[Math.min(sorted
  * fixed 1,000 requests/s spread over 50 keep-alive connections, open loop
  * (each request leaves on its schedule whether or not the earlier ones are
  * answered), against the same lookups from the agent SDK's memory. The
- * coordinator runs as its own process; the users are assigned beforehand.
+ * coordinator and the load generator each run as their own process; the
+ * users are assigned beforehand.
  */
 export async function routeBench(): Promise<BenchResult> {
   const etcd = await startEtcd();
@@ -65,48 +65,15 @@ export async function routeBench(): Promise<BenchResult> {
     }
     local.sort((a, b) => a - b);
 
-    // Subject: the route endpoint, open loop.
-    const [host, port] = httpAddr.split(':');
-    const pool = new http.Agent({ keepAlive: true, maxSockets: CONNECTIONS });
-    const post = (user: string): Promise<number> =>
-      new Promise((resolve, reject) => {
-        const body = JSON.stringify({ user: `${user}@acme.test`, protocol: 'imap', assign: true });
-        const req = http.request({ host, port: Number(port), path: '/v1/route', method: 'POST', agent: pool, headers: { authorization: `Bearer ${proxyToken}`, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) } }, (res) => {
-          res.resume();
-          res.on('end', () => resolve(res.statusCode ?? 0));
-        });
-        req.on('error', reject);
-        req.end(body);
-      });
-    // Warm the connections up.
-    await Promise.all(Array.from({ length: CONNECTIONS }, (_, i) => post(`u${i}`)));
-    const lat: number[] = [];
-    const fromSend: number[] = [];
-    let failed = 0;
-    const inflight: Array<Promise<void>> = [];
-    const t0 = performance.now();
-    const total = RATE * SECONDS;
-    for (let i = 0; i < total; i++) {
-      const due = t0 + (i * 1000) / RATE;
-      const wait = due - performance.now();
-      if (wait > 1) await new Promise((r) => setTimeout(r, wait));
-      // Latency from the scheduled time: a request the client sent late counts its wait too.
-      const sent = performance.now();
-      inflight.push(
-        post(`u${i % USERS}`).then(
-          (status) => {
-            if (status !== 200) failed++;
-            const now = performance.now();
-            lat.push(now - due);
-            fromSend.push(now - sent);
-          },
-          () => void failed++,
-        ),
-      );
-    }
-    await Promise.all(inflight);
-    const elapsed = (performance.now() - t0) / 1000;
-    pool.destroy();
+    // Subject: the route endpoint, open loop, from a load generator in its own process.
+    const run = await new Promise<{ lat: number[]; fromSend: number[]; failed: number; secs: number }>((resolve, reject) => {
+      const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/route-worker.ts'), httpAddr, proxyToken, String(RATE), String(CONNECTIONS), String(SECONDS), String(USERS)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as never) : reject(new Error(`route-worker exited ${code}`))));
+    });
+    const { lat, fromSend, failed } = run;
+    const elapsed = run.secs;
     await agent.close();
     lat.sort((a, b) => a - b);
     fromSend.sort((a, b) => a - b);

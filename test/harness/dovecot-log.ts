@@ -32,7 +32,8 @@ export function loggedSessions(instance: string, d: DovecotInstance): LoggedSess
   for (const line of text.split('\n')) {
     const at = stamp(line);
     if (at === undefined) continue;
-    const login = /^\S+ \S+ (\w+)-login: Info: Login: user=<([^>]*)>.*session=<([^>]+)>/.exec(line);
+    // 2.3 says "Login:", 2.4 "Logged in:".
+    const login = /^\S+ \S+ (\w+)-login: Info: (?:Login|Logged in): user=<([^>]*)>.*session=<([^>]+)>/.exec(line);
     if (login) {
       open.set(login[3]!, { user: login[2]!, service: login[1]!, start: at, end: Infinity });
       continue;

@@ -25,6 +25,29 @@ export interface DovecotInstance {
   currentPid(): number;
 }
 
+/**
+ * The Dovecot the tests run: the system's (Debian's 2.3) by default, or the one installed under
+ * MAILSHARE_DOVECOT_PREFIX (e.g. 2.4, built by shared/tools/dovecot24/build.sh).
+ */
+export const DOVECOT_PREFIX = process.env.MAILSHARE_DOVECOT_PREFIX || undefined;
+export const DOVECOT_BIN = DOVECOT_PREFIX ? path.join(DOVECOT_PREFIX, 'sbin', 'dovecot') : 'dovecot';
+export const DOVEADM_BIN = DOVECOT_PREFIX ? path.join(DOVECOT_PREFIX, 'bin', 'doveadm') : 'doveadm';
+let version: '2.3' | '2.4' | undefined;
+
+/** "2.3" or "2.4": which configuration syntax the Dovecot under test takes. */
+export function dovecotVersion(): '2.3' | '2.4' {
+  if (version === undefined) {
+    const v = execFileSync(DOVECOT_BIN, ['--version']).toString().trim();
+    version = /^2\.[4-9]|^[3-9]\./.test(v) ? '2.4' : '2.3';
+  }
+  return version;
+}
+
+/** The directory of the deploy/dovecot files for the Dovecot under test (2.4 has its own syntax). */
+export function deployDovecotDir(root: string): string {
+  return dovecotVersion() === '2.4' ? path.join(root, 'deploy', 'dovecot', '2.4') : path.join(root, 'deploy', 'dovecot');
+}
+
 /** uid/gid of nobody/nogroup: Dovecot refuses to store mail as root. */
 function nobody(): { uid: number; gid: number } {
   const uid = Number(execFileSync('id', ['-u', 'nobody']).toString().trim());
@@ -69,10 +92,16 @@ export async function startDovecot(opts: {
   submissionRelay?: string;
   /**
    * Authentication of its own instead of the users' passwd-file passdb and userdb (the master
-   * passdb stays): given the instance's directory (where users.passwd is), the config text.
+   * passdb stays): given the instance's directory (where users.passwd is), the config text (in
+   * the syntax of dovecotVersion()).
    */
   auth?: (dir: string) => string;
 }): Promise<DovecotInstance> {
+  if (dovecotVersion() === '2.4') {
+    const unsupported = (['acl', 'quotaRules', 'oauthIntrospection', 'proxyTo'] as const).filter((k) => opts[k] !== undefined && opts[k] !== false);
+    if (opts.protocols?.includes('sieve')) unsupported.push('sieve' as never);
+    if (unsupported.length > 0) throw new Error(`startDovecot: ${unsupported.join(', ')} not written for Dovecot 2.4 yet`);
+  }
   const t = tempDir(`mailshare-dovecot-${opts.name}-`);
   const dir = t.path;
   // Dovecot's auth process runs as user dovecot and must read the passwd files.
@@ -115,9 +144,10 @@ userdb {
 }
 `;
   const conf = path.join(dir, 'dovecot.conf');
+  const ports = { port, pop3Port, lmtpPort, submissionPort };
   writeFileSync(
     conf,
-    `base_dir = ${dir}/run
+    dovecotVersion() === '2.4' ? config24(opts, dir, instanceName, ports) : `base_dir = ${dir}/run
 state_dir = ${dir}/state
 instance_name = ${instanceName}
 log_path = ${dir}/dovecot.log
@@ -266,7 +296,7 @@ service imap-login {
   const pidFile = path.join(dir, 'run', 'master.pid');
   const launch = async (): Promise<number> => {
     const fd = openSync(startLog, 'w');
-    const r = spawnSync('dovecot', ['-c', conf], { stdio: ['ignore', fd, fd] });
+    const r = spawnSync(DOVECOT_BIN, ['-c', conf], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
     if (r.status !== 0) throw new Error(`dovecot failed to start: ${readFileSync(startLog, 'utf8').trim()}`);
     await waitFor(() => existsSync(pidFile), 10_000, 'dovecot pid file');
@@ -365,4 +395,128 @@ async function canConnect(port: number): Promise<boolean> {
     });
     s.once('error', () => resolve(false));
   });
+}
+
+/** The same test instance in Dovecot 2.4's syntax (shared/tools/dovecot24/README.md). */
+function config24(
+  opts: { name: string; mailRoot: string; master: unknown; tls?: { cert: string; key: string }; maxUserIpConnections?: number; submissionRelay?: string; auth?: (dir: string) => string },
+  dir: string,
+  instanceName: string,
+  p: { port: number; pop3Port?: number; lmtpPort?: number; submissionPort?: number },
+): string {
+  const defaultAuth = `passdb users {
+  driver = passwd-file
+  passwd_file_path = ${dir}/users.passwd
+}
+# Users are the passwd file's (so LMTP knows who does not exist); all store mail as nobody.
+userdb users {
+  driver = passwd-file
+  passwd_file_path = ${dir}/users.passwd
+}
+`;
+  const relay = opts.submissionRelay?.split(':');
+  return `dovecot_config_version = 2.4.4
+dovecot_storage_version = 2.4.4
+base_dir = ${dir}/run
+state_dir = ${dir}/state
+instance_name = ${instanceName}
+log_path = ${dir}/dovecot.log
+# Microseconds: tests order sessions on different instances by their log lines.
+log_timestamp = "%Y-%m-%d %H:%M:%S.%{usecs} "
+protocols = imap${p.pop3Port ? ' pop3' : ''}${p.lmtpPort ? ' lmtp' : ''}${p.submissionPort ? ' submission' : ''}
+listen = 127.0.0.1
+${opts.tls ? `ssl = required
+ssl_server_cert_file = ${opts.tls.cert}
+ssl_server_key_file = ${opts.tls.key}` : 'ssl = no\nauth_allow_cleartext = yes'}
+auth_mechanisms = plain login
+# Tests log in wrongly on purpose: no failure delay.
+auth_failure_delay = 0
+login_trusted_networks = 127.0.0.0/8
+mail_uid = nobody
+mail_gid = nogroup
+first_valid_uid = 1
+mail_driver = maildir
+mail_path = ${opts.mailRoot}/%{user}
+mail_home = ${opts.mailRoot}/%{user}
+auth_master_user_separator = *
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+# The readers of a shared folder each open a connection as its owner (see deploy/local-cluster.sh).
+protocol imap {
+  mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
+}
+service imap {
+  process_limit = 4096
+}
+passdb master {
+  driver = passwd-file
+  passwd_file_path = ${dir}/master.passwd
+  master = yes
+}
+${opts.auth ? opts.auth(dir) : defaultAuth}
+${
+  p.lmtpPort || p.submissionPort
+    ? `postmaster_address = postmaster@mailshare.test
+hostname = ${opts.name}.mailshare.test`
+    : ''
+}
+${
+  p.lmtpPort
+    ? `# Deliveries name the client's address (the MTA's, as the gateway passes it on with XCLIENT).
+protocol lmtp {
+  mail_log_prefix = "%{protocol}(%{user})<%{process:pid}><%{session}> rip=%{remote_ip}: "
+}
+service lmtp {
+  inet_listener lmtp {
+    port = ${p.lmtpPort}
+  }
+}`
+    : ''
+}
+${
+  p.submissionPort
+    ? `service submission-login {
+  inet_listener submission {
+    port = ${p.submissionPort}
+  }
+  inet_listener submissions {
+    port = 0
+  }
+}
+${relay ? `submission_relay_host = ${relay[0]}\nsubmission_relay_port = ${relay[1]}\nsubmission_relay_trusted = yes` : ''}`
+    : ''
+}
+${
+  p.pop3Port
+    ? `service pop3-login {
+  restart_request_count = unlimited
+  process_min_avail = 1
+  inet_listener pop3 {
+    port = ${p.pop3Port}
+  }
+  inet_listener pop3s {
+    port = 0
+  }
+}
+protocol pop3 {
+  # One POP3 session per maildrop at a time (a second one hears -ERR [IN-USE]).
+  pop3_lock_session = yes
+  mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
+}`
+    : ''
+}
+# Login processes that are already running greet at once.
+service imap-login {
+  restart_request_count = unlimited
+  process_min_avail = 1
+  inet_listener imap {
+    port = ${p.port}${opts.tls ? '\n    ssl = yes' : ''}
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+`;
 }

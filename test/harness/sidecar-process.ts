@@ -1,6 +1,6 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import path from 'node:path';
-import type { DovecotInstance } from './dovecot.js';
+import { DOVEADM_BIN, type DovecotInstance } from './dovecot.js';
 import { waitFor } from './process.js';
 import { BIN, cleanEnv } from './server.js';
 
@@ -30,7 +30,7 @@ export async function spawnAgent(opts: { node: string; dovecot: DovecotInstance;
   if (d.lmtpAddress) args.push('--lmtp', d.lmtpAddress);
   if (d.sieveAddress) args.push('--sieve', d.sieveAddress);
   if (d.submissionAddress) args.push('--submission', d.submissionAddress);
-  args.push('--dovecot-config', path.join(d.dir, 'dovecot.conf'), '--coordinators', opts.coordinators, '--ttl', '3', '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn');
+  args.push('--doveadm', DOVEADM_BIN, '--dovecot-config', path.join(d.dir, 'dovecot.conf'), '--coordinators', opts.coordinators, '--ttl', '3', '--metrics-listen', '127.0.0.1:0', '--log-level', 'warn');
   if (opts.tenant) args.push('--tenant', opts.tenant);
   if (opts.check) args.push('--check-listen', opts.check);
   args.push(...(opts.extra ?? []));

@@ -1,3 +1,4 @@
+import { execFile } from 'node:child_process';
 import { chmodSync, copyFileSync, readFileSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import * as grpc from '@grpc/grpc-js';
@@ -7,7 +8,7 @@ import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js'
 import { createEtcdClient } from '../../src/store/etcd-client.js';
 import { getFreePort } from '../../src/store/etcd-process.js';
 import { connectApi, nodeTokens } from '../harness/api.js';
-import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot.js';
+import { DOVEADM_BIN, type DovecotInstance, deployDovecotDir, dovecotVersion, mailRoot, startDovecot } from '../harness/dovecot.js';
 import { loggedSessions, overlaps } from '../harness/dovecot-log.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
@@ -15,7 +16,7 @@ import { RawImap } from '../harness/imap.js';
 import { python } from '../harness/lines.js';
 import { scrape } from '../harness/metrics.js';
 import { waitFor } from '../harness/process.js';
-import { REPO_ROOT, startInProcessServer, type InProcessServer } from '../harness/server.js';
+import { REPO_ROOT, runCli, startInProcessServer, type InProcessServer } from '../harness/server.js';
 import { type AgentProcess, spawnAgent } from '../harness/sidecar-process.js';
 import { startSmtpSink } from '../harness/smtp-sink.js';
 import { tempDir } from '../harness/tmp.js';
@@ -37,12 +38,19 @@ import { tempDir } from '../harness/tmp.js';
  */
 const USERS = { 'alice@acme.test': 'alice-pw', 'bob@acme.test': 'bob-pw', 'carol@acme.test': 'carol-pw', 'dave@acme.test': 'dave-pw', 'erin@acme.test': 'erin-pw' };
 const NODES = ['b1', 'b2'] as const;
+const SIEVE = dovecotVersion() === '2.3';
+const PROTOCOLS: Array<'pop3' | 'lmtp' | 'sieve' | 'submission'> = SIEVE ? ['pop3', 'lmtp', 'sieve', 'submission'] : ['pop3', 'lmtp', 'submission'];
+/** The users' passdb of a backend, in the syntax of the Dovecot under test. */
+const usersPassdb = (dir: string): string =>
+  dovecotVersion() === '2.4' ? `passdb users {\n  driver = passwd-file\n  passwd_file_path = ${dir}/users.passwd\n}\n` : `passdb {\n  driver = passwd-file\n  args = ${dir}/users.passwd\n}\n`;
 let etcd: EtcdCluster;
 let server: InProcessServer;
 let root: ReturnType<typeof mailRoot>;
 const dirs: Array<ReturnType<typeof tempDir>> = [];
 const backends: DovecotInstance[] = [];
 const agents: AgentProcess[] = [];
+/** Each backend's doveadm server (service doveadm inet_listener), registered by its agent. */
+const doveadmServers: string[] = [];
 let proxy: DovecotInstance;
 let placement: PlacementServiceClient;
 let sink: Awaited<ReturnType<typeof startSmtpSink>>;
@@ -66,7 +74,7 @@ async function refusedLogin(d: DovecotInstance, user: string, password: string):
   await waitFor(() => c.closed, 10_000, 'the backend closes the connection');
   return !/^t1 OK/m.test(c.pending()) && logins(d, user) === before;
 }
-const logins = (d: DovecotInstance, user: string, service = 'imap'): number => logOf(d).split('\n').filter((l) => l.includes(`${service}-login: Info: Login: user=<${user}>`)).length;
+const logins = (d: DovecotInstance, user: string, service = 'imap'): number => logOf(d).split('\n').filter((l) => l.includes(`${service}-login: Info: Login: user=<${user}>`) || l.includes(`${service}-login: Info: Logged in: user=<${user}>`)).length;
 
 /** One shipped file set per Dovecot: the script, its settings from the example with `edit`, and what Dovecot reads. */
 function luaDir(script: string, edit: (example: string, dir: string) => string, token?: string): string {
@@ -75,6 +83,7 @@ function luaDir(script: string, edit: (example: string, dir: string) => string, 
   copyFileSync(path.join(REPO_ROOT, 'deploy/dovecot', `${script}.lua`), path.join(t.path, `${script}.lua`));
   writeFileSync(path.join(t.path, `${script}.conf`), edit(readFileSync(path.join(REPO_ROOT, 'deploy/dovecot', `${script}.conf.example`), 'utf8'), t.path), { mode: 0o644 });
   if (token !== undefined) writeFileSync(path.join(t.path, 'mailshare.token'), `${token}\n`, { mode: 0o644 });
+  writeFileSync(path.join(t.path, 'doveadm-password.conf'), 'doveadm_password = doveadm-secret\n', { mode: 0o600 });
   // Dovecot's auth process (user dovecot) reads them.
   chmodSync(t.path, 0o755);
   chmodSync(path.join(t.path, `${script}.lua`), 0o644);
@@ -102,38 +111,41 @@ beforeAll(async () => {
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   root = mailRoot();
   sink = await startSmtpSink();
-  const backendConf = readFileSync(path.join(REPO_ROOT, 'deploy/dovecot/backend.conf'), 'utf8');
+  const backendConf = readFileSync(path.join(deployDovecotDir(REPO_ROOT), 'backend.conf'), 'utf8');
   for (const [i, name] of NODES.entries()) {
     const check = `127.0.0.1:${await getFreePort()}`;
+    const doveadmServer = `127.0.0.1:${await getFreePort()}`;
     const lua = luaDir('mailshare-check', (ex) => ex.replace(/^url = .*$/m, `url = http://${check}/v1/check`));
     const d = await startDovecot({
       name,
       mailRoot: root.path,
       users: USERS,
       master: { user: 'gateway', password: 'm' },
-      protocols: ['pop3', 'lmtp', 'sieve', 'submission'],
+      protocols: PROTOCOLS,
       submissionRelay: sink.address,
-      auth: (dir) => `passdb {\n  driver = passwd-file\n  args = ${dir}/users.passwd\n}\n${backendConf.replaceAll('/etc/dovecot/users', path.join(dir, 'users.passwd')).replaceAll('/etc/dovecot/mailshare/', `${lua}/`)}`,
+      auth: (dir) => `${usersPassdb(dir)}${backendConf.replaceAll('/etc/dovecot/users', path.join(dir, 'users.passwd')).replaceAll('/etc/dovecot/mailshare/', `${lua}/`).replace('port = 2425', `port = ${doveadmServer.split(':')[1]}`)}`,
     });
     backends.push(d);
-    agents.push(await spawnAgent({ node: name, dovecot: d, token: nodeTokenList[i]!, coordinators: server.address, tenant: 'acme', check, extra: ['--who-interval', '300ms'] }));
+    doveadmServers.push(doveadmServer);
+    agents.push(await spawnAgent({ node: name, dovecot: d, token: nodeTokenList[i]!, coordinators: server.address, tenant: 'acme', check, extra: ['--who-interval', '300ms', '--doveadm-server', doveadmServer] }));
   }
   const lua = luaDir(
     'mailshare-route',
     (ex, dir) => ex.replace(/^url = .*\n(url = .*\n)?/m, `url = http://${server.httpAddress}/v1/route\n`).replace('/etc/dovecot/mailshare.token', path.join(dir, 'mailshare.token')),
     proxyToken,
   );
-  const shipped = readFileSync(path.join(REPO_ROOT, 'deploy/dovecot/proxy.conf'), 'utf8');
+  const shipped = readFileSync(path.join(deployDovecotDir(REPO_ROOT), 'proxy.conf'), 'utf8');
   proxy = await startDovecot({
     name: 'proxy',
     mailRoot: root.path,
     users: USERS,
     master: { user: 'gateway', password: 'm' },
-    protocols: ['pop3', 'lmtp', 'sieve', 'submission'],
+    protocols: PROTOCOLS,
     auth: (dir) => shipped.replaceAll('/etc/dovecot/users', path.join(dir, 'users.passwd')).replaceAll('/etc/dovecot/mailshare/', `${lua}/`),
   });
 }, 120_000);
 afterAll(async () => {
+  if (process.env.DEBUG_LOGS) for (const d of [proxy, ...backends]) if (d) console.log(`=== ${d.dir}\n${logOf(d)}`);
   for (const a of agents) a.child.kill('SIGKILL');
   await watcher?.cancel();
   raw?.close();
@@ -194,21 +206,39 @@ s.quit()
     expect(saved(backends[1 - nodeIndex(at)]!, 'alice@acme.test')).toBe(0);
   });
 
-  it('ManageSieve and submission through the proxy land on the same node, and submitted mail reaches the relay', async () => {
-    const [sh, sp] = proxy.sieveAddress!.split(':');
-    const [mh, mp] = proxy.submissionAddress!.split(':');
+  it('submission through the proxy lands on the user\'s node, and the mail it takes reaches the relay', async () => {
     const out = await python(
       `
-import base64, smtplib, socket, sys
+import smtplib, sys
+m = smtplib.SMTP(sys.argv[1], int(sys.argv[2]))
+m.login('bob@acme.test', 'bob-pw')
+print(m.sendmail('bob@acme.test', ['someone@example.com'], 'Subject: submitted\\r\\n\\r\\nthrough the proxy\\r\\n'))
+m.quit()
+`,
+      proxy.submissionAddress!.split(':'),
+    );
+    expect(out.trim()).toBe('{}');
+    const at = await locate('bob');
+    expect(['b1', 'b2']).toContain(at);
+    expect(logins(backends[nodeIndex(at)]!, 'bob@acme.test', 'submission')).toBe(1);
+    expect(logins(backends[1 - nodeIndex(at)]!, 'bob@acme.test', 'submission')).toBe(0);
+    expect(sink.messages.map((m) => [m.from, m.to])).toEqual([['bob@acme.test', ['someone@example.com']]]);
+    expect(sink.messages[0]!.data).toMatch(/through the proxy/);
+  });
+
+  // Pigeonhole (ManageSieve) is Debian's package for 2.3; the 2.4 test build has no Pigeonhole.
+  it.runIf(SIEVE)('ManageSieve through the proxy lands on the user\'s node', async () => {
+    await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: 'bob', mailbox: '', assign: true }, server.adminToken);
+    const out = await python(
+      `
+import base64, socket, sys
 s = socket.create_connection((sys.argv[1], int(sys.argv[2])))
 f = s.makefile('rb')
 def reply():
-    lines = []
     while True:
         l = f.readline().decode()
-        lines.append(l)
         if l.startswith(('OK', 'NO', 'BYE')) or l == '':
-            return lines[-1].strip()
+            return l.strip()
 reply()
 token = base64.b64encode(b'\\0bob@acme.test\\0bob-pw').decode()
 s.sendall(('AUTHENTICATE "PLAIN" "%s"\\r\\n' % token).encode())
@@ -217,24 +247,28 @@ s.sendall(b'PUTSCRIPT "mailshare" {21+}\\r\\nrequire "fileinto";\\r\\n\\r\\n')
 print(reply())
 s.sendall(b'LOGOUT\\r\\n')
 reply()
-m = smtplib.SMTP(sys.argv[3], int(sys.argv[4]))
-m.login('bob@acme.test', 'bob-pw')
-print(m.sendmail('bob@acme.test', ['someone@example.com'], 'Subject: submitted\\r\\n\\r\\nthrough the proxy\\r\\n'))
-m.quit()
 `,
-      [sh!, sp!, mh!, mp!],
+      proxy.sieveAddress!.split(':'),
     );
-    expect(out.trim().split('\n')).toEqual(['OK "Logged in."', 'OK "PUTSCRIPT completed."', '{}']);
+    expect(out.trim().split('\n')).toEqual(['OK "Logged in."', 'OK "PUTSCRIPT completed."']);
     const at = await locate('bob');
-    expect(['b1', 'b2']).toContain(at);
-    const home = backends[nodeIndex(at)]!;
-    const other = backends[1 - nodeIndex(at)]!;
-    for (const service of ['managesieve', 'submission']) {
-      expect(logins(home, 'bob@acme.test', service)).toBe(1);
-      expect(logins(other, 'bob@acme.test', service)).toBe(0);
-    }
-    expect(sink.messages.map((m) => [m.from, m.to])).toEqual([['bob@acme.test', ['someone@example.com']]]);
-    expect(sink.messages[0]!.data).toMatch(/through the proxy/);
+    expect(logins(backends[nodeIndex(at)]!, 'bob@acme.test', 'managesieve')).toBe(1);
+    expect(logins(backends[1 - nodeIndex(at)]!, 'bob@acme.test', 'managesieve')).toBe(0);
+  });
+
+  it("doveadm on the proxy runs a user's mail command on the user's node (doveadm_port)", async () => {
+    const at = await locate('alice');
+    const run = (args: string[]): Promise<{ out: string; err: string; code: number }> =>
+      new Promise((resolve) => {
+        execFile(DOVEADM_BIN, ['-D', '-c', path.join(proxy.dir, 'dovecot.conf'), ...args], { timeout: 20_000 }, (err, out, errText) => resolve({ out, err: errText, code: err ? Number((err as { code?: number }).code ?? 1) : 0 }));
+      });
+    const listed = await run(['mailbox', 'list', '-u', 'alice@acme.test']);
+    expect(listed.code, listed.err).toBe(0);
+    expect(listed.out.split('\n')).toContain('INBOX');
+    // It went to the doveadm server of alice's node, and not to the other's.
+    const port = (i: number): string => doveadmServers[i]!.split(':')[1]!;
+    const answer = /passdb lookup\(alice@acme\.test\): auth PASS input: (.*)/.exec(listed.err)?.[1] ?? '';
+    expect(answer.split(' ').sort()).toEqual(['host=127.0.0.1', `port=${port(nodeIndex(at))}`, 'proxy=y', 'user=alice@acme.test']);
   });
 
   it('a move kicks the session on the old node, and the next login through the proxy lands on the new one', async () => {
@@ -249,6 +283,29 @@ m.quit()
     const again = await RawImap.login(proxy.address, 'alice@acme.test', USERS['alice@acme.test']);
     again.close();
     await waitFor(() => logins(backends[nodeIndex(to)]!, 'alice@acme.test') === before + 1, 5000, 'login on the new node');
+  });
+
+  it('a drain kicks every user of the node before they land on the other one, and their next logins go there', async () => {
+    const users = ['alice', 'bob'];
+    for (const u of users) {
+      await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: u, mailbox: '', assign: true }, server.adminToken);
+      if ((await locate(u)) !== 'b1') await unaryCall(placement.move.bind(placement), { tenant: 'acme', user: u, toNode: 'b1', timeoutMs: 5000 }, server.adminToken);
+    }
+    const open = await Promise.all(users.map((u) => RawImap.login(proxy.address, `${u}@acme.test`, USERS[`${u}@acme.test` as keyof typeof USERS])));
+    await waitFor(async () => (await scrape(agents[0]!.metrics)).value('mailshare_agent_dovecot_sessions', { protocol: 'imap' }) === users.length, 5000, 'sessions seen');
+    const before = users.map((u) => logins(backends[1]!, `${u}@acme.test`));
+    const env = { MAILSHARE_ADDR: server.address, MAILSHARE_TOKEN: server.adminToken };
+    const drained = await runCli(['node', 'drain', 'b1'], { env });
+    expect(drained.stderr).toBe('');
+    expect(drained.code).toBe(0);
+    await waitFor(() => open.every((c) => c.closed), 10_000, "the drained node's sessions end");
+    for (const [i, u] of users.entries()) {
+      expect(await locate(u)).toBe('b2');
+      const again = await RawImap.login(proxy.address, `${u}@acme.test`, USERS[`${u}@acme.test` as keyof typeof USERS]);
+      again.close();
+      await waitFor(() => logins(backends[1]!, `${u}@acme.test`) === before[i]! + 1, 5000, `${u} on b2`);
+    }
+    expect((await runCli(['node', 'undrain', 'b1'], { env })).code).toBe(0);
   });
 
   it('assigns nobody for a wrong password or an unknown user', async () => {
@@ -319,8 +376,12 @@ s.quit()
     expect(await locate('erin')).toBe(to);
     expect(logins(backends[nodeIndex(to)]!, 'erin@acme.test')).toBe(1);
     console.log(`kill -9 of agent ${from}: its sessions kicked after ${kickedAfter} ms, erin logged in on ${to} after ${landed} ms (TTL 3 s)`);
-    expect(kickedAfter).toBeLessThan(2500);
-    expect(landed).toBeLessThan(3000 + 1000 + 1000);
+    // Ordering, not timing (times are for benchmarks): the watchdog ended the session before the
+    // lease ran out and etcd dropped the assignment; the next login came only after that.
+    const dropped = history.find((h) => h.user === 'erin' && h.type === 'delete' && h.node === from && h.at >= t0);
+    expect(dropped).toBeDefined();
+    expect(t0 + kickedAfter).toBeLessThan(dropped!.at);
+    expect(t0 + landed).toBeGreaterThan(dropped!.at);
     expect(agents[nodeIndex(from)]!.err()).toMatch(/the agent exited without letting its users go: kicking every Dovecot session/);
   }, 60_000);
 

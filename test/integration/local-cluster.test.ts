@@ -39,7 +39,8 @@ describe('deploy/local-cluster.sh', () => {
     const addr = ports.map((p) => `127.0.0.1:${p}`);
     const names = ['COORDINATOR', 'GATEWAY1', 'GATEWAY2', 'DOVECOT1', 'DOVECOT2', 'GATEWAY1_POP3', 'GATEWAY2_POP3', 'GATEWAY1_LMTP', 'GATEWAY2_LMTP', 'DOVECOT1_POP3', 'DOVECOT2_POP3', 'DOVECOT1_LMTP', 'DOVECOT2_LMTP', 'COORDINATOR_HTTP', 'GATEWAY1_METRICS', 'GATEWAY2_METRICS'];
     const at = Object.fromEntries(names.map((n, i) => [n, addr[i]!]));
-    const env = cleanEnv({ PATH: `${bin}:${process.env.PATH}`, ...at });
+    // MAILSHARE_DOVECOT_PREFIX: the Dovecot the script runs (npm run test:dovecot24 sets it).
+    const env = cleanEnv({ PATH: `${bin}:${process.env.PATH}`, MAILSHARE_DOVECOT_PREFIX: process.env.MAILSHARE_DOVECOT_PREFIX, ...at });
     const start = async (): Promise<{ output: () => string; exited: Promise<number | null> }> => {
       script = spawn('bash', [path.join(REPO_ROOT, 'deploy', 'local-cluster.sh'), path.join(dir.path, 'cluster')], { env, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
       let text = '';
