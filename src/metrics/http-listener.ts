@@ -108,23 +108,15 @@ export class HttpListener {
       return send(res, known ? { status: 405, body: 'method not allowed\n' } : { status: 404, body: 'not found\n' });
     }
     const max = this.opts.maxBodyBytes ?? 64 * 1024;
-    const chunks: Buffer[] = [];
-    let size = 0;
-    try {
-      for await (const c of req as AsyncIterable<Buffer>) {
-        size += c.length;
-        if (size > max) {
-          res.setHeader('connection', 'close');
-          return send(res, { status: 413, body: `request body larger than ${max} bytes\n` });
-        }
-        chunks.push(c);
-      }
-    } catch {
-      return void res.destroy();
+    const body = await readBody(req, max);
+    if (body === 'aborted') return void res.destroy();
+    if (body === 'too large') {
+      res.setHeader('connection', 'close');
+      return send(res, { status: 413, body: `request body larger than ${max} bytes\n` });
     }
     let answer: HttpAnswer;
     try {
-      answer = await route.handle(req, Buffer.concat(chunks));
+      answer = await route.handle(req, body);
     } catch (err) {
       this.opts.onError?.(err, url.pathname);
       answer = { status: 500, body: 'internal error\n' };
@@ -137,6 +129,38 @@ export class HttpListener {
     }
     send(res, answer);
   }
+}
+
+/**
+ * The request body, at most `max` bytes, read with events (a route is called for every proxy
+ * login: an async iterator per request costs more than the rest of the request's reading).
+ */
+function readBody(req: http.IncomingMessage, max: number): Promise<Buffer | 'too large' | 'aborted'> {
+  return new Promise((resolve) => {
+    const chunks: Buffer[] = [];
+    let size = 0;
+    const done = (v: Buffer | 'too large' | 'aborted'): void => {
+      req.off('data', onData);
+      req.off('end', onEnd);
+      req.off('error', onError);
+      req.off('aborted', onError);
+      resolve(v);
+    };
+    const onData = (c: Buffer): void => {
+      size += c.length;
+      if (size > max) {
+        // The rest is not read: the connection closes after the answer.
+        req.pause();
+        done('too large');
+      } else chunks.push(c);
+    };
+    const onEnd = (): void => done(chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks));
+    const onError = (): void => done('aborted');
+    req.on('data', onData);
+    req.on('end', onEnd);
+    req.on('error', onError);
+    req.on('aborted', onError);
+  });
 }
 
 function send(res: http.ServerResponse, a: { status: number; headers?: Record<string, string>; body: string | Buffer }): void {
