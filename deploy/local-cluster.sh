@@ -80,86 +80,6 @@ trap 'exit 0' INT TERM
 # Every session is one Dovecot process: process_limit bounds them all.
 NOBODY_UID=$(id -u nobody)
 NOGROUP_GID=$(getent group nogroup | cut -d: -f3)
-dovecot24_conf() { # the same instance as below, in Dovecot 2.4's syntax (name imap-host:port pop3 lmtp)
-  local name=$1 host=${2%:*} port=${2##*:} pop3=$3 lmtp=$4 dir="$DIR/$1"
-  cat > "$dir/dovecot.conf" <<CONF
-dovecot_config_version = 2.4.4
-dovecot_storage_version = 2.4.4
-base_dir = $dir/run
-state_dir = $dir/state
-instance_name = mailshare-$name-$port
-log_path = $dir/dovecot.log
-protocols = imap pop3 lmtp
-listen = $host
-ssl = no
-auth_allow_cleartext = yes
-auth_mechanisms = plain
-login_trusted_networks = 127.0.0.0/8
-mail_uid = nobody
-mail_gid = nogroup
-first_valid_uid = 1
-mail_driver = maildir
-mail_path = $DIR/mail/%{user}
-mail_home = $DIR/mail/%{user}
-auth_master_user_separator = *
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-protocol imap {
-  mail_max_userip_connections = 1000
-}
-protocol pop3 {
-  mail_max_userip_connections = 100
-}
-postmaster_address = postmaster@acme.test
-hostname = $name.local-cluster
-service imap {
-  process_limit = 4096
-}
-passdb master {
-  driver = passwd-file
-  passwd_file_path = $dir/master.passwd
-  master = yes
-}
-passdb users {
-  driver = passwd-file
-  passwd_file_path = $dir/users.passwd
-}
-userdb users {
-  driver = passwd-file
-  passwd_file_path = $dir/users.passwd
-}
-# High-performance login mode, as for 2.3 below.
-service imap-login {
-  restart_request_count = unlimited
-  process_min_avail = 2
-  inet_listener imap {
-    port = $port
-  }
-  inet_listener imaps {
-    port = 0
-  }
-}
-service pop3-login {
-  restart_request_count = unlimited
-  process_min_avail = 1
-  inet_listener pop3 {
-    port = ${pop3##*:}
-  }
-  inet_listener pop3s {
-    port = 0
-  }
-}
-service lmtp {
-  inet_listener lmtp {
-    listen = ${lmtp%:*}
-    port = ${lmtp##*:}
-  }
-}
-CONF
-}
-
 start_dovecot() { # name imap-host:port pop3-port lmtp-port
   local name=$1 host=${2%:*} port=${2##*:} pop3=$3 lmtp=$4 dir="$DIR/$1"
   mkdir -p "$dir/run" "$dir/state"
@@ -171,7 +91,15 @@ start_dovecot() { # name imap-host:port pop3-port lmtp-port
     printf '%s:{PLAIN}%s-pw:%s:%s::%s::\n' "$u" "${u%@*}" "$NOBODY_UID" "$NOGROUP_GID" "$DIR/mail/$u" >> "$dir/users.passwd"
   done
   chmod 644 "$dir/master.passwd" "$dir/users.passwd"
-  if [[ $DOVECOT_24 == yes ]]; then dovecot24_conf "$@"; else cat > "$dir/dovecot.conf" <<CONF
+  # The settings both versions name alike, then each version's own (2.4 refuses 2.3's and the
+  # other way round; its first line must be dovecot_config_version).
+  local conf=$dir/dovecot.conf
+  if [[ $DOVECOT_24 == yes ]]; then
+    printf 'dovecot_config_version = 2.4.4\ndovecot_storage_version = 2.4.4\n' > "$conf"
+  else
+    : > "$conf"
+  fi
+  cat >> "$conf" <<CONF
 base_dir = $dir/run
 state_dir = $dir/state
 instance_name = mailshare-$name-$port
@@ -179,13 +107,11 @@ log_path = $dir/dovecot.log
 protocols = imap pop3 lmtp
 listen = $host
 ssl = no
-disable_plaintext_auth = no
 auth_mechanisms = plain
 login_trusted_networks = 127.0.0.0/8
 mail_uid = nobody
 mail_gid = nogroup
 first_valid_uid = 1
-mail_location = maildir:$DIR/mail/%u
 auth_master_user_separator = *
 namespace inbox {
   inbox = yes
@@ -203,6 +129,38 @@ hostname = $name.local-cluster
 service imap {
   process_limit = 4096
 }
+CONF
+  # Dovecot's high-performance login mode: a login process that already runs greets in well under a
+  # millisecond, where a new one per connection (the default) takes ~9 ms, ~85 ms on a busy node, and
+  # the gateway's logins wait for that greeting. Its clients are the gateways, which parse and rebuild
+  # every command (README: Deployment). 2.3 calls it service_count = 0, 2.4 restart_request_count.
+  local reuse="service_count = 0" lmtp_listen="address = ${lmtp%:*}"
+  if [[ $DOVECOT_24 == yes ]]; then
+    reuse="restart_request_count = unlimited"
+    lmtp_listen="listen = ${lmtp%:*}"
+    cat >> "$conf" <<CONF
+auth_allow_cleartext = yes
+mail_driver = maildir
+mail_path = $DIR/mail/%{user}
+mail_home = $DIR/mail/%{user}
+passdb master {
+  driver = passwd-file
+  passwd_file_path = $dir/master.passwd
+  master = yes
+}
+passdb users {
+  driver = passwd-file
+  passwd_file_path = $dir/users.passwd
+}
+userdb users {
+  driver = passwd-file
+  passwd_file_path = $dir/users.passwd
+}
+CONF
+  else
+    cat >> "$conf" <<CONF
+disable_plaintext_auth = no
+mail_location = maildir:$DIR/mail/%u
 passdb {
   driver = passwd-file
   args = $dir/master.passwd
@@ -217,12 +175,11 @@ userdb {
   args = $dir/users.passwd
   default_fields = uid=nobody gid=nogroup home=$DIR/mail/%u
 }
-# Dovecot's high-performance login mode: a login process that already runs greets in well under a
-# millisecond, where a new one per connection (the default) takes ~9 ms, ~85 ms on a busy node, and
-# the gateway's logins wait for that greeting. Its clients are the gateways, which parse and rebuild
-# every command (README: Deployment).
+CONF
+  fi
+  cat >> "$conf" <<CONF
 service imap-login {
-  service_count = 0
+  $reuse
   process_min_avail = 2
   inet_listener imap {
     port = $port
@@ -232,7 +189,7 @@ service imap-login {
   }
 }
 service pop3-login {
-  service_count = 0
+  $reuse
   process_min_avail = 1
   inet_listener pop3 {
     port = ${pop3##*:}
@@ -243,12 +200,11 @@ service pop3-login {
 }
 service lmtp {
   inet_listener lmtp {
-    address = ${lmtp%:*}
+    $lmtp_listen
     port = ${lmtp##*:}
   }
 }
 CONF
-  fi
   # Dovecot's auth process runs as user dovecot: every directory above must let it through.
   if command -v runuser >/dev/null && id dovecot >/dev/null 2>&1 && ! runuser -u dovecot -- test -r "$dir/users.passwd"; then
     die "user dovecot cannot read $dir/users.passwd: give the directories above $DIR o+x (e.g. chmod 755)"

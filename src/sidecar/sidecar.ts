@@ -70,6 +70,8 @@ export class Sidecar {
   private watchdog: ChildProcess | undefined;
   /** Users being let go ("tenant/user" → the epoch they leave under): no new logins meanwhile. */
   private readonly leaving = new Map<string, number>();
+  /** Checks waiting for a user's assignment to reach this node ("tenant/user" → their wake-ups). */
+  private readonly assignedWaiters = new Map<string, Set<() => void>>();
   private readonly kicks: Counter;
   private readonly doveadmErrors: Counter;
   private timer: NodeJS.Timeout | undefined;
@@ -115,6 +117,10 @@ export class Sidecar {
         for (const s of this.lastSessions) by.set(s.protocol, (by.get(s.protocol) ?? 0) + s.connections);
         for (const [protocol, n] of by) sessions.set({ protocol }, n);
       },
+    });
+    // One listener for every waiting check (a burst of logins to a fresh node waits by the hundred).
+    this.agent.on('userAssigned', (u) => {
+      for (const wake of [...(this.assignedWaiters.get(`${u.tenant}/${u.user}`) ?? [])]) wake();
     });
     this.agent.on('leaseLost', () => void this.kickAll('the node lost its lease'));
     this.agent.on('servingChanged', ({ serving, reason }) => {
@@ -176,16 +182,16 @@ export class Sidecar {
     const now = verdict(false);
     if (now) return now;
     await new Promise<void>((resolve) => {
+      const waiters = this.assignedWaiters.get(k) ?? new Set<() => void>();
+      this.assignedWaiters.set(k, waiters);
       const done = (): void => {
         clearTimeout(timer);
-        this.agent.off('userAssigned', seen);
+        waiters.delete(done);
+        if (waiters.size === 0 && this.assignedWaiters.get(k) === waiters) this.assignedWaiters.delete(k);
         resolve();
       };
-      const seen = (u: { tenant: string; user: string }): void => {
-        if (u.tenant === tenant && u.user === user) done();
-      };
       const timer = setTimeout(done, this.opts.checkWaitMs ?? 2000);
-      this.agent.on('userAssigned', seen);
+      waiters.add(done);
     });
     return verdict(true)!;
   }

@@ -48,6 +48,22 @@ export function deployDovecotDir(root: string): string {
   return dovecotVersion() === '2.4' ? path.join(root, 'deploy', 'dovecot', '2.4') : path.join(root, 'deploy', 'dovecot');
 }
 
+const handedOut = new Set<number>();
+/**
+ * A free loopback port no earlier call in this process returned: a port taken by bind(0) and
+ * closed again comes back from the kernel now and then, and a test's own ports (an agent's
+ * login check, a doveadm server) go into a Dovecot's config beside the Dovecot's own.
+ */
+export async function freePort(): Promise<number> {
+  for (;;) {
+    const p = await getFreePort();
+    if (!handedOut.has(p)) {
+      handedOut.add(p);
+      return p;
+    }
+  }
+}
+
 /** uid/gid of nobody/nogroup: Dovecot refuses to store mail as root. */
 function nobody(): { uid: number; gid: number } {
   const uid = Number(execFileSync('id', ['-u', 'nobody']).toString().trim());
@@ -108,12 +124,12 @@ export async function startDovecot(opts: {
   chmodSync(dir, 0o755);
   mkdirSync(path.join(dir, 'run'));
   mkdirSync(path.join(dir, 'state'));
-  const port = await getFreePort();
+  const port = await freePort();
   const instanceName = `mailshare-test-${opts.name}-${port}`;
-  const pop3Port = opts.protocols?.includes('pop3') ? await getFreePort() : undefined;
-  const lmtpPort = opts.protocols?.includes('lmtp') ? await getFreePort() : undefined;
-  const sievePort = opts.protocols?.includes('sieve') ? await getFreePort() : undefined;
-  const submissionPort = opts.protocols?.includes('submission') ? await getFreePort() : undefined;
+  const pop3Port = opts.protocols?.includes('pop3') ? await freePort() : undefined;
+  const lmtpPort = opts.protocols?.includes('lmtp') ? await freePort() : undefined;
+  const sievePort = opts.protocols?.includes('sieve') ? await freePort() : undefined;
+  const submissionPort = opts.protocols?.includes('submission') ? await freePort() : undefined;
   writeFileSync(path.join(dir, 'master.passwd'), `${opts.master.user}:{PLAIN}${opts.master.password}\n`, { mode: 0o644 });
   // user:password:uid:gid:gecos:home:shell: the passdb and the userdb (home and uid come from default_fields).
   const { uid, gid } = nobody();

@@ -6,9 +6,8 @@ import type { Etcd3, Watcher } from 'etcd3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { PlacementServiceClient } from '../../src/gen/mailshare/v1/placement.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
-import { getFreePort } from '../../src/store/etcd-process.js';
 import { connectApi, nodeTokens } from '../harness/api.js';
-import { DOVEADM_BIN, type DovecotInstance, deployDovecotDir, dovecotVersion, mailRoot, startDovecot } from '../harness/dovecot.js';
+import { DOVEADM_BIN, type DovecotInstance, deployDovecotDir, dovecotVersion, freePort, mailRoot, startDovecot } from '../harness/dovecot.js';
 import { loggedSessions, overlaps } from '../harness/dovecot-log.js';
 import { startEtcd, type EtcdCluster } from '../harness/etcd.js';
 import { unaryCall } from '../harness/grpc.js';
@@ -113,8 +112,8 @@ beforeAll(async () => {
   sink = await startSmtpSink();
   const backendConf = readFileSync(path.join(deployDovecotDir(REPO_ROOT), 'backend.conf'), 'utf8');
   for (const [i, name] of NODES.entries()) {
-    const check = `127.0.0.1:${await getFreePort()}`;
-    const doveadmServer = `127.0.0.1:${await getFreePort()}`;
+    const check = `127.0.0.1:${await freePort()}`;
+    const doveadmServer = `127.0.0.1:${await freePort()}`;
     const lua = luaDir('mailshare-check', (ex) => ex.replace(/^url = .*$/m, `url = http://${check}/v1/check`));
     const d = await startDovecot({
       name,
