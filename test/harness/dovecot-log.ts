@@ -38,12 +38,13 @@ export function loggedSessions(instance: string, d: DovecotInstance): LoggedSess
       open.set(login[3]!, { user: login[2]!, service: login[1]!, start: at, end: Infinity });
       continue;
     }
-    const delivered = /^\S+ \S+ lmtp\(([^)]*)\)<\d+><([^>]+)>: Info: .*saved mail to/.exec(line);
+    // The harness's LMTP log prefix adds " rip=ADDRESS" after the session.
+    const delivered = /^\S+ \S+ lmtp\(([^)]*)\)<\d+><([^>]+)>[^:]*: Info: .*saved mail to/.exec(line);
     if (delivered) {
       out.push({ instance, user: delivered[1]!, service: 'lmtp', session: delivered[2]!, start: at, end: at });
       continue;
     }
-    const ended = /^\S+ \S+ (\w+)\(([^)]*)\)<\d+><([^>]+)>: Info: Disconnected/.exec(line);
+    const ended = /^\S+ \S+ (\w+)\(([^)]*)\)<\d+><([^>]+)>[^:]*: Info: Disconnected/.exec(line);
     const s = ended ? open.get(ended[3]!) : undefined;
     if (s) s.end = at;
   }
