@@ -183,19 +183,7 @@ mail_uid = nobody
 mail_gid = nogroup
 first_valid_uid = 1
 mail_location = maildir:${opts.mailRoot}/%u
-auth_master_user_separator = *
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-# The readers of a shared folder each open a connection as its owner (see deploy/local-cluster.sh).
-protocol imap {
-  mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
-${opts.acl ? '  mail_plugins = $mail_plugins acl imap_acl\n' : ''}}
-service imap {
-  process_limit = 4096
-}
-passdb {
+${imapSettings(opts.maxUserIpConnections, opts.acl ? '  mail_plugins = $mail_plugins acl imap_acl\n' : '')}passdb {
   driver = passwd-file
   args = ${dir}/master.passwd
   master = yes
@@ -413,6 +401,23 @@ async function canConnect(port: number): Promise<boolean> {
   });
 }
 
+/** What 2.3 and 2.4 name alike: the master-user separator, the inbox namespace, IMAP's limits. */
+function imapSettings(maxUserIpConnections: number | undefined, plugins = ''): string {
+  return `auth_master_user_separator = *
+namespace inbox {
+  inbox = yes
+  separator = /
+}
+# The readers of a shared folder each open a connection as its owner (see deploy/local-cluster.sh).
+protocol imap {
+  mail_max_userip_connections = ${maxUserIpConnections ?? 1000}
+${plugins}}
+service imap {
+  process_limit = 4096
+}
+`;
+}
+
 /** The same test instance in Dovecot 2.4's syntax (shared/tools/dovecot24/README.md). */
 function config24(
   opts: { name: string; mailRoot: string; master: unknown; tls?: { cert: string; key: string }; maxUserIpConnections?: number; submissionRelay?: string; auth?: (dir: string) => string },
@@ -454,19 +459,7 @@ first_valid_uid = 1
 mail_driver = maildir
 mail_path = ${opts.mailRoot}/%{user}
 mail_home = ${opts.mailRoot}/%{user}
-auth_master_user_separator = *
-namespace inbox {
-  inbox = yes
-  separator = /
-}
-# The readers of a shared folder each open a connection as its owner (see deploy/local-cluster.sh).
-protocol imap {
-  mail_max_userip_connections = ${opts.maxUserIpConnections ?? 1000}
-}
-service imap {
-  process_limit = 4096
-}
-passdb master {
+${imapSettings(opts.maxUserIpConnections)}passdb master {
   driver = passwd-file
   passwd_file_path = ${dir}/master.passwd
   master = yes
