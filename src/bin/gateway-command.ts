@@ -50,8 +50,9 @@ export function registerGateway(program: Command): void {
     .option('--health-interval <duration>', "probe this node's Dovecot this often (default 1s)", duration)
     .option('--health-failures <n>', 'failed probes in a row before the node lets its users go (and passes before it takes them again; default 3)', positive)
     .option('--health-user <name>', 'now and then log in as this user through --master-user, as a deeper probe')
-    .option('--no-health-check', "do not probe this node's Dovecot");
-  addNodeOptions(cmd, 'release a user with no session through any gateway for this long').action(async (flags: NodeFlags & { backend: string; listen?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean }) => {
+    .option('--no-health-check', "do not probe this node's Dovecot")
+    .option('--no-migrate-sessions', 'end IMAP sessions with BYE when their user moves, instead of moving them to the new node with the client kept connected (migration needs --master-user)');
+  addNodeOptions(cmd, 'release a user with no session through any gateway for this long').action(async (flags: NodeFlags & { backend: string; listen?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean; migrateSessions?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { createLogger } = await import('./logger.js');
       const { createGateway } = await import('../gateway/gateway.js');
@@ -103,6 +104,7 @@ export function registerGateway(program: Command): void {
         ttlSeconds: flags.ttl,
         userExpireMs: flags.userExpire,
         master,
+        migrateSessions: flags.migrateSessions !== false,
         sharedPrefix,
         tls: tlsFiles,
         listenTls: flags.listenTls,

@@ -27,7 +27,8 @@ interface LiveSession {
   readonly protocol: 'imap' | 'pop3';
   readonly tenant: string;
   readonly user: string;
-  readonly epoch: number;
+  /** The assignment the session relays under (a migrated session's changes). */
+  epoch: number;
   readonly session: FencedSession;
 }
 
@@ -136,7 +137,10 @@ export class Gateway {
       this.lmtp?.fence(tenant, user, after?.epoch);
       for (const s of this.sessions) {
         if (s.tenant !== tenant) continue;
-        if (s.user === user && after?.epoch !== s.epoch) s.session.bye('user moved to another node; reconnect');
+        if (s.user === user && after?.epoch !== s.epoch) {
+          if (s.session.userMoved) s.session.userMoved();
+          else s.session.bye('user moved to another node; reconnect');
+        }
         else s.session.ownerMoved(user, after?.epoch);
       }
     });
@@ -407,6 +411,7 @@ export class Gateway {
     const capabilities = sessionCapabilities(line);
     const tag = line.slice(0, line.indexOf(' '));
     client.write(`${tag} OK [CAPABILITY ${capabilities}] Logged in\r\n`);
+    const migrate = this.opts.migrateSessions !== false && this.opts.master !== undefined;
     const session = new Session(
       {
         agent: this.agent,
@@ -424,6 +429,17 @@ export class Gateway {
         capabilities,
         log: this.opts.logger ?? { info: () => undefined, warn: () => undefined, debug: () => undefined },
         metrics: this.metrics,
+        migration: migrate
+          ? {
+              leaseTtlMs: (this.opts.ttlSeconds ?? 5) * 1000,
+              migrated: (node, epoch) => {
+                for (const live of this.sessions) if (live.session === session) live.epoch = epoch;
+                // The session now counts for the new node (a hold, if that is another node's).
+                this.agent.sessionOpened(who.tenant, who.user, node);
+                this.agent.sessionClosed(who.tenant, who.user);
+              },
+            }
+          : undefined,
       },
       client,
       backend,

@@ -43,6 +43,7 @@ export class GatewayMetrics {
   private readonly logins: Counter;
   private readonly commands: Histogram;
   private readonly recipients: Counter;
+  private readonly migrations: Counter;
 
   constructor(agent: Agent, view: GatewayView) {
     const registers = [this.registry];
@@ -56,6 +57,7 @@ export class GatewayMetrics {
     this.logins = new Counter({ name: 'mailshare_gateway_logins_total', help: 'Logins by protocol and result (ok, failed: wrong credentials, refused: by the server, unavailable: cluster or server unreachable).', labelNames: ['protocol', 'result'], registers });
     this.commands = new Histogram({ name: 'mailshare_gateway_imap_command_duration_seconds', help: 'From an IMAP command read to its tagged response from the Dovecot that ran it, by command.', labelNames: ['command'], buckets: LATENCY_BUCKETS, registers });
     this.recipients = new Counter({ name: 'mailshare_gateway_lmtp_recipients_total', help: 'LMTP recipients by final reply class (delivered: 2xx after the data, temporary: 4xx, rejected: 5xx).', labelNames: ['result'], registers });
+    this.migrations = new Counter({ name: 'mailshare_gateway_session_migrations_total', help: 'IMAP connections to a Dovecot moved to a user\'s new node with the client kept connected (migrated), or ended with BYE because their state could not be carried over (fell_back).', labelNames: ['outcome'], registers });
     gauge({ name: 'mailshare_gateway_sessions', help: 'Logged-in sessions by protocol.', labelNames: ['protocol'] }, (g) => byProtocol(g, view.sessions()));
     gauge({ name: 'mailshare_gateway_connections', help: 'Client connections open, by protocol (logged in or not).', labelNames: ['protocol'] }, (g) => byProtocol(g, view.connections()));
     const bytes = new Counter({
@@ -85,6 +87,10 @@ export class GatewayMetrics {
 
   command(label: string, seconds: number): void {
     this.commands.observe({ command: label }, seconds);
+  }
+
+  migration(outcome: 'migrated' | 'fell_back'): void {
+    this.migrations.inc({ outcome });
   }
 
   lmtpRecipient(code: number): void {

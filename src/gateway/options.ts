@@ -49,6 +49,13 @@ export interface GatewayOptions {
    */
   master?: { user: string; password: string };
   /**
+   * When a user moves (move, drain, failover), keep each IMAP client
+   * connected and move its session to the new node (state restored, the
+   * mailbox reconciled with untagged responses) instead of ending it with
+   * BYE. Needs `master`. Default true.
+   */
+  migrateSessions?: boolean;
+  /**
    * A user with no session through any gateway for this long is released
    * (next login may land on another node); default 15 minutes, 0 never.
    */

@@ -16,7 +16,9 @@ import { ImapNo, type SessionCore, type Target, bad, nonexistent } from './imap/
 import { sharedSelected } from './imap/shared-selected.js';
 import { commandLabel } from './metrics.js';
 import { Conn, type ConnSink, type Pending, failPending, retag } from './imap/upstream.js';
-import { WireError, atom, command, commandHead, quote, str, wireAll } from './imap/wire.js';
+import { WireError, atom, command, commandHead, list, quote, str, wireAll } from './imap/wire.js';
+import { type IdleState, type MigrationHost, migrateConn } from './imap/migration.js';
+import { observe } from './imap/view-tracker.js';
 import type { CoordinatorClients } from './coordinators.js';
 import { type Piece, fetchItemRenamer, splitArgs } from './imap-syntax.js';
 import { decodeMutf7 } from './mutf7.js';
@@ -48,7 +50,13 @@ export interface SessionContext {
   readonly capabilities: string;
   readonly log: AgentLogger;
   /** Told how long each command relayed to a Dovecot took, until its tagged response (the metrics). */
-  readonly metrics?: { command(label: string, seconds: number): void };
+  readonly metrics?: { command(label: string, seconds: number): void; migration?(outcome: 'migrated' | 'fell_back'): void };
+  /**
+   * Session migration (see migration.ts): when set, a move or a lost
+   * Dovecot connection moves the session to the user's new node instead of
+   * ending it. `migrated` is told the home connection's new node and epoch.
+   */
+  readonly migration?: { leaseTtlMs: number; migrated(node: string, epoch: number): void };
 }
 
 /** Output to a client that does not read is held up to this, then the servers wait. */
@@ -83,26 +91,30 @@ const REFUSED = new Map([
  * connection, or one that changes the selected mailbox, waits until the
  * earlier ones completed, so responses never interleave mid-response.
  */
-export class Session implements SessionCore, ConnSink {
-  readonly home: Conn;
+export class Session implements SessionCore, ConnSink, MigrationHost {
+  home: Conn;
   readonly owners = new Map<string, Conn>();
   selected: { conn: Conn; target: Target } | undefined;
   /** The APPEND whose messages are streaming: where to, and the rights its messages' flags are filtered by. */
   streamTo: { conn: Conn; rights: Rights | undefined } | undefined;
-  private idling: { conn: Conn; sentDone: boolean; badDone: boolean } | undefined;
+  idling: IdleState | undefined;
+  /** A connection of the session is moving to another node: new commands wait for it. */
+  migrating: Promise<void> | undefined;
+  /** Another move came while one ran: check again when it is done. */
+  private migrateAgain = false;
   private wake: (() => void) | undefined;
   private quietWaiters: Array<() => void> = [];
-  private closed = false;
+  closed = false;
   private paused = false;
   private outputPaused = false;
   private tagSeq = 0;
-  private enabled: string[] = [];
+  enabled: string[] = [];
   /**
    * Searches with RETURN (UPDATE) (RFC 5267 CONTEXT=SEARCH) outlive their
    * command: their updates and CANCELUPDATE name the command's tag. Upstream
    * tag → the client's, per connection.
    */
-  private readonly updateTags = new WeakMap<Conn, Map<string, string>>();
+  readonly updateTags = new WeakMap<Conn, Map<string, string>>();
   /** NOTIFY reports held back until no other connection is answering. */
   private readonly deferred: Array<{ c: Conn; pieces: Piece[]; raw: Buffer }> = [];
   readonly done: Promise<void>;
@@ -113,7 +125,7 @@ export class Session implements SessionCore, ConnSink {
   /** The last words are on their way (compressed output ends when the deflater has flushed). */
   private closing = false;
   /** A client command is being handled (owner connections are given back only between commands). */
-  private busy = false;
+  busy = false;
 
   constructor(
     readonly ctx: SessionContext,
@@ -161,7 +173,60 @@ export class Session implements SessionCore, ConnSink {
   /** An owner's assignment changed: drop the connection to that owner's old node. */
   ownerMoved(owner: string, epoch: number | undefined): void {
     const c = this.owners.get(owner);
-    if (c && c.epoch !== epoch) this.dropOwner(c, `${owner}'s mailboxes moved to another node; reconnect`);
+    if (!c || c.epoch === epoch || c.closed) return;
+    // The owner's mailbox is open here: the client keeps it, on the owner's new node.
+    if (this.selected?.conn === c && this.canMigrate()) return this.migrate(c, false);
+    this.dropOwner(c, `${owner}'s mailboxes moved to another node; reconnect`);
+  }
+
+  /** The user's own assignment changed: the session moves with it (or ends, when it cannot). */
+  userMoved(): void {
+    if (this.closed) return;
+    if (!this.canMigrate()) return this.bye('user moved to another node; reconnect');
+    this.migrate(this.home, false);
+  }
+
+  /** The epoch of the home connection's assignment (it changes when the session migrates). */
+  get epoch(): number {
+    return this.home.epoch;
+  }
+
+  private canMigrate(): boolean {
+    return this.ctx.migration !== undefined && this.ctx.master !== undefined && !this.closed && !this.closing;
+  }
+
+  /** Moves `c` to its user's new node; one move at a time, a later one after it. */
+  private migrate(c: Conn, dead: boolean): void {
+    if (this.migrating) {
+      this.migrateAgain = true;
+      return;
+    }
+    this.migrating = migrateConn(this, c, dead)
+      .then((outcome) => {
+        this.ctx.metrics?.migration?.(outcome === true ? 'migrated' : 'fell_back');
+        if (outcome !== true) {
+          this.ctx.log.info({ user: this.ctx.user, owner: c.owner, why: outcome }, 'session not migrated');
+          this.bye(c.home ? 'user moved to another node; reconnect' : `${c.owner}'s mailboxes moved to another node; reconnect`);
+        } else this.ctx.log.debug({ user: this.ctx.user, owner: c.owner }, 'session migrated');
+      })
+      .catch((err: unknown) => {
+        this.ctx.log.warn({ user: this.ctx.user, err: String(err) }, 'session migration failed');
+        this.bye('user moved to another node; reconnect');
+      })
+      .finally(() => {
+        this.migrating = undefined;
+        this.wake?.();
+        if (!this.migrateAgain || this.closed) return;
+        this.migrateAgain = false;
+        // Moved again meanwhile: whichever connection is behind its user's assignment now.
+        const { agent, tenant } = this.ctx;
+        for (const x of [this.home, ...this.owners.values()]) {
+          if (x.closed || agent.locate(tenant, x.owner)?.epoch === x.epoch) continue;
+          if (x.home) this.userMoved();
+          else this.ownerMoved(x.owner, agent.locate(tenant, x.owner)?.epoch);
+          break;
+        }
+      });
   }
 
   private end(): void {
@@ -180,7 +245,7 @@ export class Session implements SessionCore, ConnSink {
     for (const w of this.quietWaiters.splice(0)) w();
   }
 
-  private attach(owner: string, home: boolean, socket: net.Socket, epoch: number): Conn {
+  attach(owner: string, home: boolean, socket: net.Socket, epoch: number): Conn {
     const c = new Conn(this, owner, home, socket, epoch);
     socket.on('data', (chunk: Buffer) => {
       if (this.closed) return;
@@ -195,6 +260,12 @@ export class Session implements SessionCore, ConnSink {
     });
     socket.on('close', () => {
       if (c.closed) return;
+      // The server went away (a Dovecot killed, a node lost): the session follows its user's
+      // assignment once it changes, if what the client holds can be carried over.
+      if ((home || this.selected?.conn === c) && this.canMigrate()) {
+        c.closed = true;
+        return this.migrate(c, true);
+      }
       c.closed = true;
       if (home) {
         failPending(c);
@@ -219,14 +290,14 @@ export class Session implements SessionCore, ConnSink {
     for (const x of [this.home, ...this.owners.values()]) if (!x.closed) x.socket.resume();
   }
 
-  private uncount(c: Conn): void {
+  uncount(c: Conn): void {
     if (!c.counted) return;
     c.counted = false;
     this.ctx.agent.sessionClosed(this.ctx.tenant, c.owner);
   }
 
   unselected(conn: Conn): void {
-    conn.selected = false;
+    conn.unselect();
     if (this.selected?.conn === conn) this.selected = undefined;
   }
 
@@ -245,7 +316,15 @@ export class Session implements SessionCore, ConnSink {
   // ---- responses from backends ----
 
   classify(c: Conn, line: string): ResponseAction {
-    if (line.startsWith('+')) return c.clientPending > 0 ? 'forward' : 'drop';
+    observe(c, line);
+    if (line.startsWith('+')) {
+      // The continuation of an IDLE carried over from another node: the client has had its own.
+      if (this.idling?.conn === c && this.idling.quietPlus) {
+        this.idling.quietPlus = false;
+        return 'drop';
+      }
+      return c.clientPending > 0 ? 'forward' : 'drop';
+    }
     if (!line.startsWith('* ')) return 'buffer';
     // Only the gateway's own commands are outstanding: capture (response() passes mailbox updates on).
     if (c.pending.length > 0 && c.clientPending === 0) return 'buffer';
@@ -350,6 +429,9 @@ export class Session implements SessionCore, ConnSink {
         this.wake = undefined;
         continue;
       }
+      // Commands that come while a connection moves run on the new node (the move is bounded).
+      if (ev.kind === 'command' || ev.kind === 'bad') while (this.migrating && !this.closed) await this.migrating;
+      if (this.closed) return;
       try {
         this.busy = true;
         await this.handle(ev);
@@ -469,8 +551,11 @@ export class Session implements SessionCore, ConnSink {
       return this.idle(this.home, tag);
     }
     if (name === 'CLOSE' || name === 'UNSELECT') {
-      await this.exclusive(this.home, tag, name, args, { onStatus: (status) => {
-        if (status === 'OK') this.selected = undefined;
+      const home = this.home;
+      await this.exclusive(home, tag, name, args, { onStatus: (status) => {
+        if (status !== 'OK') return;
+        this.selected = undefined;
+        home.unselect();
       } });
       return;
     }
@@ -534,27 +619,35 @@ export class Session implements SessionCore, ConnSink {
   async idle(conn: Conn, clientTag: string): Promise<void> {
     await this.barrier(conn, true);
     if (conn.closed) throw new BackendUnavailable('connection closed');
-    const state = { conn, sentDone: false, badDone: false };
+    const state: IdleState = { conn, clientTag, sentDone: false, badDone: false, moving: false, quietPlus: false };
+    this.idling = state;
+    this.reader.expectLine();
+    this.idleOn(state);
+  }
+
+  /** Sends IDLE for `state` on its connection (again, on a new node, after a migration). */
+  idleOn(state: IdleState): void {
     const tag = this.nextTag();
-    this.enqueue(conn, tag, clientTag, (status, raw) => {
+    this.enqueue(state.conn, tag, state.clientTag, (status, raw) => {
+      // The connection went while the session moves: the client's IDLE goes on at the new node.
+      if (state.moving) return;
       this.idling = undefined;
       if (!state.sentDone) this.reader.cancelLine();
       // RFC 2177: IDLE ends with "DONE" alone; anything else is refused as Dovecot does.
-      if (state.badDone && status === 'OK') this.write(`${clientTag} BAD Expected DONE.\r\n`);
+      if (state.badDone && status === 'OK') this.write(`${state.clientTag} BAD Expected DONE.\r\n`);
       else this.forward(raw);
     });
-    this.idling = state;
-    this.reader.expectLine();
-    conn.socket.write(command(tag, 'IDLE', []), 'latin1');
+    state.conn.socket.write(command(tag, 'IDLE', []), 'latin1');
   }
 
   /** The line after IDLE: only "DONE" is sent on, whatever the client wrote. */
   private idleLine(text: string, overflow: boolean): void {
     const idle = this.idling;
-    if (!idle || idle.sentDone || idle.conn.closed) return;
+    if (!idle || idle.sentDone || (idle.conn.closed && !idle.moving)) return;
     idle.sentDone = true;
     idle.badDone = overflow || text.toUpperCase() !== 'DONE';
-    idle.conn.socket.write('DONE\r\n', 'latin1');
+    // While the session moves, the DONE is answered when it has (see migration.ts).
+    if (!idle.moving) idle.conn.socket.write('DONE\r\n', 'latin1');
   }
 
   // ---- connections ----
@@ -617,7 +710,8 @@ export class Session implements SessionCore, ConnSink {
    * gateway's pool; the next command on that owner's mailboxes takes one.
    */
   private releaseIdleOwners(): void {
-    if (this.busy || this.closed) return;
+    // Not while a connection moves: the new one is not selected yet, but it is the session's.
+    if (this.busy || this.closed || this.migrating) return;
     for (const c of [...this.owners.values()]) {
       if (c.closed || c.pending.length > 0 || c.selected || c.notify || this.idling?.conn === c || this.streamTo?.conn === c || !c.poolKey) continue;
       this.owners.delete(c.owner);
@@ -642,8 +736,8 @@ export class Session implements SessionCore, ConnSink {
     return `m${++this.tagSeq}`;
   }
 
-  enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done']): Pending {
-    const p: Pending = { tag, clientTag, untagged: [], done };
+  enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done'], name?: string): Pending {
+    const p: Pending = { tag, clientTag, name, untagged: [], done };
     conn.pending.push(p);
     return p;
   }
@@ -653,7 +747,9 @@ export class Session implements SessionCore, ConnSink {
    * when `all`, this one neither): responses then never interleave.
    */
   private async barrier(conn: Conn, all: boolean): Promise<void> {
-    const busy = (): boolean => [this.home, ...this.owners.values()].some((c) => (c !== conn || all) && c.pending.length > 0);
+    // The gateway's own commands on `conn` (the UID SEARCH after a SELECT) finish first too:
+    // their responses are the gateway's, never mixed with a client command's.
+    const busy = (): boolean => [this.home, ...this.owners.values()].some((c) => ((c !== conn || all) && c.pending.length > 0) || (c === conn && c.pending.some((p) => p.clientTag === undefined)));
     while (busy() && !this.closed) await new Promise<void>((r) => this.quietWaiters.push(r));
   }
 
@@ -695,7 +791,7 @@ export class Session implements SessionCore, ConnSink {
       if (streaming && this.reader.cancelSyncLiteral(clientTag) && this.streamTo?.conn === conn) this.streamTo = undefined;
       if (done) done(status, raw, pieces);
       else this.forward(raw);
-    });
+    }, name);
     conn.socket.write(line, 'latin1');
   }
 
@@ -729,7 +825,7 @@ export class Session implements SessionCore, ConnSink {
         onStatus?.(status);
         if (!after) this.forward(raw);
         resolve({ status, raw });
-      });
+      }, name);
       conn.socket.write(line, 'latin1');
     });
     if (after) {
@@ -759,9 +855,26 @@ export class Session implements SessionCore, ConnSink {
     const tag = this.nextTag();
     const line = command(tag, name, args);
     return new Promise((resolve) => {
-      const p = this.enqueue(conn, tag, undefined, (status, raw) => resolve({ status, untagged: p.untagged, line: raw.toString('latin1') }));
+      const p = this.enqueue(conn, tag, undefined, (status, raw) => resolve({ status, untagged: p.untagged, line: raw.toString('latin1') }), name);
       conn.socket.write(line, 'latin1');
     });
+  }
+
+  /**
+   * After a SELECT or EXAMINE on `conn` succeeded: the gateway's own UID
+   * SEARCH, sent at once, gives the UIDs the client's sequence numbers
+   * stand for (view-tracker.ts keeps them from then on), so the session
+   * can migrate. Client commands on `conn` wait for it (barrier).
+   */
+  trackView(conn: Conn): void {
+    conn.view = undefined;
+    if (!this.ctx.migration || conn.closed) return;
+    const tag = this.nextTag();
+    conn.viewTag = tag;
+    this.enqueue(conn, tag, undefined, (status) => {
+      if (status !== 'OK' && conn.viewTag === tag) conn.viewTag = undefined;
+    }, 'UID');
+    conn.socket.write(command(tag, 'UID', [atom('SEARCH'), atom('RETURN'), list([atom('ALL')]), atom('ALL')]), 'latin1');
   }
 
   write(s: string): void {

@@ -19,6 +19,8 @@ export interface DovecotInstance {
   readonly dir: string;
   stop(): Promise<void>;
   kill(): void;
+  /** SIGKILL to the master and every process of the instance (a node's Dovecot gone at once: its clients' connections close). */
+  killAll(): void;
   /** Starts it again after kill(), on the same configuration and port. */
   restart(): Promise<void>;
   /** The master process's pid now (it changes with restart()). */
@@ -341,6 +343,17 @@ service imap-login {
     pid: current,
     dir,
     kill,
+    killAll: () => {
+      const procs = children();
+      kill();
+      for (const pid of procs) {
+        try {
+          process.kill(pid, 'SIGKILL');
+        } catch {
+          // already gone
+        }
+      }
+    },
     currentPid: () => current,
     restart: async () => {
       kill();

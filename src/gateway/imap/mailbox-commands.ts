@@ -37,10 +37,17 @@ export async function selectCommand(s: SessionCore, tag: string, name: string, a
     values = [str(t.wire), ...args.slice(1)];
   }
   if (s.selected && s.selected.conn !== conn) await switchAway(s);
-  await s.exclusive(conn, tag, verb, values, { onStatus: (status) => {
-    conn.selected = status === 'OK';
-    s.selected = status === 'OK' ? { conn, target: t } : undefined;
-  } });
+  await s.exclusive(conn, tag, verb, values, {
+    // A SELECT ends what was selected on the connection, whether it succeeds or not (RFC 3501 §6.3.1).
+    start: () => conn.unselect(),
+    onStatus: (status) => {
+      s.selected = status === 'OK' ? { conn, target: t } : undefined;
+      if (status !== 'OK') return;
+      conn.selected = true;
+      conn.selectedAs = { verb, args: values };
+      s.trackView(conn);
+    },
+  });
 }
 
 /**
@@ -60,7 +67,7 @@ async function deselect(s: SessionCore): Promise<void> {
   const sel = s.selected;
   if (!sel) return;
   s.selected = undefined;
-  sel.conn.selected = false;
+  sel.conn.unselect();
   if (!sel.conn.closed) await s.internal(sel.conn, 'UNSELECT', []);
 }
 

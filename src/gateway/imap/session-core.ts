@@ -62,6 +62,8 @@ export interface SessionCore {
   /** A server response from a connection, as if it had come now (routed, renamed or dropped). */
   response(c: Conn, pieces: Piece[], raw: Buffer): void;
   forward(chunk: Buffer): void;
+  /** A SELECT or EXAMINE succeeded on `conn`: learn the UIDs the client's sequence numbers stand for. */
+  trackView(conn: Conn): void;
   /** The selected mailbox on `conn` was closed. */
   unselected(conn: Conn): void;
   /** The selected mailbox and the connection it is selected on. */

@@ -1,5 +1,7 @@
 import type net from 'node:net';
 import type { Piece } from '../imap-syntax.js';
+import type { MailboxView } from './mailbox-view.js';
+import type { ImapValue } from './parser.js';
 import type { OwnerKey } from '../owner-pool.js';
 import { type ResponseAction, ResponseStream } from '../response-stream.js';
 
@@ -9,6 +11,8 @@ export interface Pending {
   readonly tag: string;
   /** The client's tag, for a client's command: its responses go to the client. Internal ones are captured. */
   readonly clientTag: string | undefined;
+  /** The command's name (UID for UID FETCH, …). */
+  readonly name?: string;
   readonly untagged: Piece[][];
   done(status: string, raw: Buffer, pieces: Piece[]): void;
 }
@@ -34,6 +38,18 @@ export class Conn {
   counted = false;
   /** While a client FETCH asked for RFC822 items fetched as BODY.PEEK[…]: the answers' names to restore. */
   renames: ReadonlyMap<string, string> | undefined;
+  /** How the mailbox selected here was opened: what a migrated session sends its new node. */
+  selectedAs: { verb: string; args: readonly ImapValue[] } | undefined;
+  /** The client's view of the mailbox selected here, once the gateway's UID SEARCH answered. */
+  view: MailboxView | undefined;
+  /** The tag of that UID SEARCH while it runs. */
+  viewTag: string | undefined;
+  /** UIDVALIDITY of the mailbox selected here (RFC 3501 §2.3.1.1). */
+  uidValidity: string | undefined;
+  /** The highest MODSEQ the client was shown here (CONDSTORE is active when set, RFC 7162). */
+  modseq: bigint | undefined;
+  /** The server has shown MODSEQs here: CONDSTORE is on for this connection (RFC 7162 §3.1). */
+  condstore = false;
   constructor(
     sink: ConnSink,
     readonly owner: string,
@@ -46,6 +62,16 @@ export class Conn {
       forward: (chunk) => sink.forward(chunk),
       response: (pieces, raw) => sink.response(this, pieces, raw),
     });
+  }
+
+  /** Nothing is selected here any more. */
+  unselect(): void {
+    this.selected = false;
+    this.selectedAs = undefined;
+    this.view = undefined;
+    this.viewTag = undefined;
+    this.uidValidity = undefined;
+    this.modseq = undefined;
   }
 
   get clientPending(): number {
