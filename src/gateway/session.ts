@@ -100,6 +100,8 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
   idling: IdleState | undefined;
   /** A connection of the session is moving to another node: new commands wait for it. */
   migrating: Promise<void> | undefined;
+  /** The UIDs of mail announced during an IDLE being learnt (refreshIdle). */
+  idleRefresh: Promise<void> | undefined;
   /** Another move came while one ran: check again when it is done. */
   private migrateAgain = false;
   private wake: (() => void) | undefined;
@@ -316,7 +318,14 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
   // ---- responses from backends ----
 
   classify(c: Conn, line: string): ResponseAction {
-    observe(c, line);
+    if (this.ctx.migration) {
+      observe(c, line);
+      // New mail announced during an IDLE: its UIDs are learnt at once, so the session stays movable.
+      const idle = this.idling;
+      if (idle?.conn === c && (c.view?.unknown ?? 0) > 0 && !idle.moving && !idle.sentDone && !this.idleRefresh) {
+        this.idleRefresh = this.refreshIdle(idle).finally(() => (this.idleRefresh = undefined));
+      }
+    }
     if (line.startsWith('+')) {
       // The continuation of an IDLE carried over from another node: the client has had its own.
       if (this.idling?.conn === c && this.idling.quietPlus) {
@@ -638,6 +647,33 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
       else this.forward(raw);
     });
     state.conn.socket.write(command(tag, 'IDLE', []), 'latin1');
+  }
+
+  /**
+   * The client is in IDLE and was told of messages whose UIDs the gateway
+   * does not know: the IDLE upstream ends (DONE), a FETCH of their UIDs
+   * runs, and IDLE starts again, all unseen by the client, whose IDLE stays
+   * open (a DONE it sends meanwhile is answered at the end).
+   */
+  private async refreshIdle(state: IdleState): Promise<void> {
+    await Promise.resolve();
+    const c = state.conn;
+    if (this.closed || c.closed || state.sentDone || this.idling !== state) return;
+    state.moving = true;
+    c.socket.write('DONE\r\n', 'latin1');
+    for (let i = 0; i < 3 && c.view && c.view.unknown > 0 && !c.closed; i++) {
+      await this.internal(c, 'FETCH', [atom(`${c.view.known + 1}:*`), list([atom('UID')])]);
+    }
+    // A migration that started meanwhile carries the IDLE over itself.
+    if (this.closed || c.closed || this.idling !== state || state.conn !== c) return;
+    state.moving = false;
+    if (state.sentDone) {
+      this.idling = undefined;
+      this.write(`${state.clientTag} ${state.badDone ? 'BAD Expected DONE.' : 'OK Idle completed.'}\r\n`);
+      return;
+    }
+    state.quietPlus = true;
+    this.idleOn(state);
   }
 
   /** The line after IDLE: only "DONE" is sent on, whatever the client wrote. */

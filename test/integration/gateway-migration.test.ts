@@ -169,6 +169,38 @@ describe('session migration', () => {
     c.close();
   });
 
+  it('learns the UIDs of mail announced during an IDLE, so that session moves too', async () => {
+    await cluster.pin('dave', 'n1');
+    const c = await RawImap.login(gw.n2, 'dave', USERS.dave);
+    await append(c, 'INBOX', 'd0');
+    await c.cmd('SELECT INBOX');
+    const model = new ClientModel();
+    model.apply(await c.cmd('FETCH 1:* (UID)'));
+    const n = model.uids.length;
+    c.write('idle2 IDLE\r\n');
+    await c.until(/^\+ [^\r]*\r\n/m);
+    const writer = await RawImap.login(gw.n1, 'dave', USERS.dave);
+    await append(writer, 'INBOX', 'during idle');
+    writer.close();
+    model.apply(await c.until(new RegExp(`^\\* ${n + 1} EXISTS\r\n`, 'm'), 10_000));
+    // Its UID is not known to the client: it may FETCH it later, by sequence number.
+    expect(model.uids[n]).toBeUndefined();
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await move('dave', 'n2')).node).toBe('n2');
+    const writer2 = await RawImap.login(gw.n1, 'dave', USERS.dave);
+    await append(writer2, 'INBOX', 'after move');
+    writer2.close();
+    const pushed = await c.until(new RegExp(`^\\* ${n + 2} EXISTS\r\n`, 'm'), 10_000);
+    expect(pushed).not.toMatch(/^\* BYE/m);
+    expect(pushed).not.toMatch(/^(\+ |idle2 )/m);
+    c.write('DONE\r\n');
+    expect(await c.until(/^idle2 (OK|NO|BAD)[^\r]*\r\n/m)).toMatch(/^idle2 OK/m);
+    const tail = await c.cmd(`FETCH ${n + 1}:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])`);
+    expect(tail).toContain('Subject: during idle');
+    expect(tail).toContain('Subject: after move');
+    c.close();
+  });
+
   it('a DONE sent while the session moves ends the IDLE with OK', async () => {
     await cluster.pin('dave', 'n1');
     const c = await RawImap.login(gw.n1, 'dave', USERS.dave);

@@ -29,6 +29,7 @@ export interface MigrationHost {
   selected: { conn: Conn; target: Target } | undefined;
   streamTo: { conn: Conn } | undefined;
   idling: IdleState | undefined;
+  readonly idleRefresh: Promise<void> | undefined;
   readonly enabled: string[];
   readonly updateTags: WeakMap<Conn, Map<string, string>>;
   readonly closed: boolean;
@@ -75,6 +76,8 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
   const { ctx } = s;
   const started = Date.now();
   const deadline = started + (dead ? ctx.migration!.leaseTtlMs + GRACEFUL_MS : GRACEFUL_MS);
+  // An IDLE's UIDs being learnt: that finishes first (bounded by the server's answer).
+  if (s.idleRefresh && !dead) await Promise.race([s.idleRefresh, sleep(GRACEFUL_MS)]);
   const wasSelected = s.selected?.conn === old ? s.selected : undefined;
   const idle = s.idling?.conn === old ? s.idling : undefined;
   if (idle) idle.moving = true;

@@ -26,12 +26,16 @@ export function observe(c: Conn, line: string): void {
     const v = c.view;
     const kind = m[2]!.toUpperCase();
     if (kind === 'FETCH') {
+      // Read only what is needed: a UID the view lacks, a MODSEQ (both cheap to rule out).
+      const wantUid = v !== undefined && n > v.known;
+      const hasModseq = line.indexOf('MODSEQ (') >= 0;
+      if (!wantUid && !hasModseq) return;
       const items = topLevelItems(line, m[0].length);
       if (items.modseq !== undefined) {
         c.condstore = true;
         bumpModseq(c, items.modseq);
       }
-      if (v && items.uid !== undefined) v.learn(n, items.uid);
+      if (wantUid && items.uid !== undefined) v.learn(n, items.uid);
     } else if (v) {
       if (kind === 'EXISTS') v.exists(n);
       else v.expunge(n);
