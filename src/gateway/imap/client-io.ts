@@ -11,6 +11,9 @@ import zlib from 'node:zlib';
  * socket nor the inflater is read (a small compressed input cannot grow
  * into a large buffer).
  */
+/** Compressed output below this (socket and deflater) lets waiting output go on. */
+const DRAINED = 256 << 10;
+
 export class ClientIo {
   private deflate: zlib.DeflateRaw | undefined;
   private inflate: zlib.InflateRaw | undefined;
@@ -120,6 +123,9 @@ export class ClientIo {
     deflate.on('data', (c: Buffer) => {
       if (this.socket.destroyed) return;
       if (!this.socket.write(c)) deflate.pause();
+      // The socket took it without backpressure, so no 'drain' will come: output that waited for
+      // the deflater's backlog (counted in writableLength) goes on once that is small again.
+      else if (this.writableLength < DRAINED) this.handlers.drained();
       this.handlers.written();
     });
     this.socket.on('drain', () => deflate.resume());
