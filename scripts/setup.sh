@@ -27,6 +27,8 @@ command -v promtool >/dev/null 2>&1 || need+=(prometheus)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 # Python 3: the tests drive the gateway with real clients (imaplib, poplib, smtplib).
 command -v python3 >/dev/null 2>&1 || need+=(python3)
+# mbsync (isync): a real synchronizing client, kept connected through session migration in the tests.
+command -v mbsync >/dev/null 2>&1 || need+=(isync)
 if ((${#need[@]})); then
   echo "setup: installing ${need[*]}" >&2
   SUDO=""
