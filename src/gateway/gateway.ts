@@ -4,6 +4,7 @@ import * as grpc from '@grpc/grpc-js';
 import { type Agent, createAgent } from '../agent/agent.js';
 import { BackendConnector, type Credentials, backendLogin } from './backend.js';
 import { LoginRouter } from './core/login-router.js';
+import { Limiter } from './core/limiter.js';
 import { dovecotName, resolveName } from '../agent/names.js';
 import { AUTH_FAILED, type LoginResult, type PreLoginHost, preLogin } from './imap/prelogin.js';
 import { BackendHealth } from './backend-health.js';
@@ -33,6 +34,9 @@ interface LiveSession {
 }
 
 type Protocol = 'imap' | 'pop3' | 'lmtp';
+
+/** Logins of migrating sessions at once, per gateway (the rest wait their turn). */
+const MIGRATION_LOGINS = 16;
 
 /** What a client over the limits hears before the connection closes. */
 const TOO_MANY: Record<Protocol, string> = {
@@ -84,6 +88,8 @@ export class Gateway {
   /** Owner connections no session needs right now. */
   readonly owners: OwnerPool;
   private readonly health: BackendHealth | undefined;
+  /** Migrated sessions' logins at their new nodes, a few at a time. */
+  private readonly migrationLogins = new Limiter(MIGRATION_LOGINS);
   /** Pre-login timers of connections not yet logged in. */
   private readonly loginDeadlines = new WeakMap<net.Socket, NodeJS.Timeout>();
 
@@ -432,6 +438,7 @@ export class Gateway {
         migration: migrate
           ? {
               leaseTtlMs: (this.opts.ttlSeconds ?? 5) * 1000,
+              logins: this.migrationLogins,
               migrated: (node, epoch) => {
                 for (const live of this.sessions) if (live.session === session) live.epoch = epoch;
                 // The session now counts for the new node (a hold, if that is another node's).

@@ -56,7 +56,12 @@ export interface SessionContext {
    * Dovecot connection moves the session to the user's new node instead of
    * ending it. `migrated` is told the home connection's new node and epoch.
    */
-  readonly migration?: { leaseTtlMs: number; migrated(node: string, epoch: number): void };
+  readonly migration?: {
+    leaseTtlMs: number;
+    migrated(node: string, epoch: number): void;
+    /** Logins at new nodes take turns (gateway-wide): a drain moves many sessions at once. */
+    logins: { run<T>(task: () => Promise<T>): Promise<T> };
+  };
 }
 
 /** Output to a client that does not read is held up to this, then the servers wait. */

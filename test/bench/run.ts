@@ -12,6 +12,7 @@ import { imapProxy } from './imap-proxy.js';
 import { lmtpBench } from './lmtp.js';
 import { locateCache } from './locate-cache.js';
 import { locateRpc } from './locate-rpc.js';
+import { migrationBench } from './migration.js';
 import { routeBench } from './route.js';
 import { scale } from './scale.js';
 
@@ -35,6 +36,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   lmtp: lmtpBench,
   route: routeBench,
   import: importBench,
+  migration: migrationBench,
 };
 
 async function main(): Promise<void> {

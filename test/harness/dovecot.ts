@@ -305,8 +305,10 @@ service imap-login {
     const r = spawnSync(DOVECOT_BIN, ['-c', conf], { stdio: ['ignore', fd, fd] });
     closeSync(fd);
     if (r.status !== 0) throw new Error(`dovecot failed to start: ${readFileSync(startLog, 'utf8').trim()}`);
-    await waitFor(() => existsSync(pidFile), 10_000, 'dovecot pid file');
-    const started = Number(readFileSync(pidFile, 'utf8').trim());
+    // The file appears before its number is in it: read 0 then, the instance could never be stopped.
+    const pidIn = (): number => (existsSync(pidFile) ? Number(readFileSync(pidFile, 'utf8').trim()) || 0 : 0);
+    await waitFor(() => pidIn() > 0, 10_000, 'dovecot pid file');
+    const started = pidIn();
     await waitFor(async () => canConnect(port), 10_000, 'dovecot listening');
     return started;
   };
@@ -427,6 +429,10 @@ protocol imap {
 ${plugins}}
 service imap {
   process_limit = 4096
+}
+# Every imap process talks to stats: as many as imap may have.
+service stats {
+  client_limit = 10000
 }
 `;
 }

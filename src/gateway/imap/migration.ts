@@ -44,6 +44,8 @@ export interface MigrationHost {
 
 /** A graceful move (the old node let go) completes within this, or the session ends as before. */
 const GRACEFUL_MS = 5000;
+/** A login at the new node (each of two tries), once its turn came. */
+const LOGIN_MS = 10_000;
 /** After a release, the mover assigns the user; a session asks for an assignment itself after this. */
 const ASSIGN_AFTER_MS = 1000;
 /** A mailbox this large gets no full FLAGS resend (without CONDSTORE the changes cannot be told). */
@@ -111,11 +113,10 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
   const master = ctx.master!;
   let login;
   try {
-    login = await backendLogin(target.address, 'mailshare.migrate', `${ctx.dovecotName(who)}*${master.user}`, master.password, {
-      via: ctx.backends,
-      client: ctx.client,
-      timeoutMs: Math.max(1000, deadline - Date.now()),
-    });
+    // Its turn among the gateway's migrations, then one retry: a drain sends many at once.
+    const attempt = () =>
+      backendLogin(target.address, 'mailshare.migrate', `${ctx.dovecotName(who)}*${master.user}`, master.password, { via: ctx.backends, client: ctx.client, timeoutMs: LOGIN_MS });
+    login = await ctx.migration!.logins.run(() => attempt().catch(() => attempt()));
   } catch (err) {
     return `no login at the new node: ${String(err)}`;
   }
