@@ -14,6 +14,8 @@ export default defineConfig({
       'test/integration/gateway-sharing.test.ts',
       'test/integration/gateway-extensions.test.ts',
       'test/integration/gateway-compress.test.ts',
+      'test/integration/gateway-migration.test.ts',
+      'test/integration/gateway-migration-clients.test.ts',
       'test/integration/gateway-failover.test.ts',
       'test/integration/gateway-lmtp.test.ts',
       'test/integration/gateway-pop3.test.ts',

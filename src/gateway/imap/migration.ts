@@ -80,26 +80,27 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
   const deadline = started + (dead ? ctx.migration!.leaseTtlMs + GRACEFUL_MS : GRACEFUL_MS);
   // An IDLE's UIDs being learnt: that finishes first (bounded by the server's answer).
   if (s.idleRefresh && !dead) await Promise.race([s.idleRefresh, sleep(GRACEFUL_MS)]);
-  const wasSelected = s.selected?.conn === old ? s.selected : undefined;
+  // An IDLE can only end meanwhile, not begin (new commands wait): its DONE is kept for the new node.
   const idle = s.idling?.conn === old ? s.idling : undefined;
   if (idle) idle.moving = true;
-
-  // 1. What the client holds must be known before anything is given up.
-  const blocker = unmovable(s, old, wasSelected !== undefined);
-  if (blocker) return blocker;
-  if (dead) {
-    for (const p of old.pending) {
-      if (p.clientTag === undefined || p.clientTag === idle?.clientTag) continue;
-      if (!RETRYABLE.has(p.name ?? '')) return `${p.name ?? 'a command'} was in flight when the connection was lost`;
-      s.write(`${p.clientTag} NO [UNAVAILABLE] The mail server was lost during the command; try again.\r\n`);
-    }
-  } else {
-    // Between commands: what the client sent before the move finishes on the old node.
-    while (!old.closed && (s.busy || old.pending.some((p) => p.clientTag !== idle?.clientTag) || s.streamTo?.conn === old)) {
+  const ours = (p: { clientTag: string | undefined }): boolean => idle === undefined || p.clientTag !== idle.clientTag;
+  if (!dead) {
+    // Between commands: what the client sent before the move (and the gateway's own commands,
+    // such as the UID SEARCH after a SELECT) finishes on the old node.
+    while (!old.closed && (s.busy || old.pending.some(ours) || s.streamTo?.conn === old)) {
       if (Date.now() > deadline || s.closed) return 'the session did not come to rest between commands';
       await sleep(10);
     }
   }
+  if (dead || old.closed) {
+    // The connection is gone (before the move, or while coming to rest): what was in flight is lost.
+    if (old.pending.some((p) => ours(p) && p.clientTag !== undefined && !RETRYABLE.has(p.name ?? ''))) return 'a command was in flight when the connection was lost';
+    for (const p of old.pending) if (ours(p) && p.clientTag !== undefined) s.write(`${p.clientTag} NO [UNAVAILABLE] The mail server was lost during the command; try again.\r\n`);
+  }
+  // 1. What the client holds must be known before anything is given up.
+  const wasSelected = s.selected?.conn === old ? s.selected : undefined;
+  const blocker = unmovable(s, old, wasSelected !== undefined);
+  if (blocker) return blocker;
   if (s.closed) return 'session closed';
   // Nothing more reaches the old node: not even IDLE's DONE.
   retire(s, old);
