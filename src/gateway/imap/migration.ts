@@ -108,7 +108,8 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
 
   // 2. Where the user is now.
   const who = old.owner;
-  const target = await nextAssignment(ctx, who, old.epoch, deadline, () => s.closed);
+  // No mover assigns a user whose node died: then the session asks as soon as the old one is gone.
+  const target = await nextAssignment(ctx, who, old.epoch, deadline, dead ? 0 : ASSIGN_AFTER_MS, () => s.closed);
   if (typeof target === 'string') return target;
   if (s.closed) return 'session closed';
   const master = ctx.master!;
@@ -222,7 +223,7 @@ function retire(s: MigrationHost, old: Conn): void {
 }
 
 /** The assignment that replaced `epoch`: the mover's, or one asked for when none comes. */
-async function nextAssignment(ctx: SessionContext, user: string, epoch: number, deadline: number, closed: () => boolean): Promise<{ node: string; epoch: number; address: string } | string> {
+async function nextAssignment(ctx: SessionContext, user: string, epoch: number, deadline: number, assignAfterMs: number, closed: () => boolean): Promise<{ node: string; epoch: number; address: string } | string> {
   const { agent, tenant } = ctx;
   let goneSince: number | undefined;
   while (!closed()) {
@@ -232,7 +233,7 @@ async function nextAssignment(ctx: SessionContext, user: string, epoch: number, 
       if (address) return { node: a.node, epoch: a.epoch, address };
     }
     if (!a) goneSince ??= Date.now();
-    if (goneSince !== undefined && Date.now() - goneSince >= ASSIGN_AFTER_MS) {
+    if (goneSince !== undefined && Date.now() - goneSince >= assignAfterMs) {
       const r = await agent.assign(tenant, user).catch(() => undefined);
       if (r && r.epoch !== epoch && r.imapAddress) return { node: r.node, epoch: r.epoch, address: r.imapAddress };
       goneSince = Date.now();
