@@ -107,8 +107,8 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
   migrating: Promise<void> | undefined;
   /** The UIDs of mail announced during an IDLE being learnt (refreshIdle). */
   idleRefresh: Promise<void> | undefined;
-  /** Another move came while one ran: check again when it is done. */
-  private migrateAgain = false;
+  /** Moves asked for while one ran (a connection and whether it died), looked at again after it. */
+  private readonly queuedMoves: Array<{ c: Conn; dead: boolean }> = [];
   private wake: (() => void) | undefined;
   private quietWaiters: Array<() => void> = [];
   closed = false;
@@ -202,10 +202,10 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     return this.ctx.migration !== undefined && this.ctx.master !== undefined && !this.closed && !this.closing;
   }
 
-  /** Moves `c` to its user's new node; one move at a time, a later one after it. */
+  /** Moves `c` to its user's new node; one move at a time, later ones after it. */
   private migrate(c: Conn, dead: boolean): void {
     if (this.migrating) {
-      this.migrateAgain = true;
+      this.queuedMoves.push({ c, dead });
       return;
     }
     this.migrating = migrateConn(this, c, dead)
@@ -223,17 +223,24 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
       .finally(() => {
         this.migrating = undefined;
         this.wake?.();
-        if (!this.migrateAgain || this.closed) return;
-        this.migrateAgain = false;
-        // Moved again meanwhile: whichever connection is behind its user's assignment now.
-        const { agent, tenant } = this.ctx;
-        for (const x of [this.home, ...this.owners.values()]) {
-          if (x.closed || agent.locate(tenant, x.owner)?.epoch === x.epoch) continue;
-          if (x.home) this.userMoved();
-          else this.ownerMoved(x.owner, agent.locate(tenant, x.owner)?.epoch);
-          break;
-        }
+        this.nextMove();
       });
+  }
+
+  /** A move asked for while another ran: whatever still needs one now (the rest queue again behind it). */
+  private nextMove(): void {
+    const { agent, tenant } = this.ctx;
+    for (const { c, dead } of this.queuedMoves.splice(0)) {
+      if (this.closed) return;
+      // The connection that stands for `c` now: the same, or the one a migration put in its place.
+      const now = c.home ? this.home : (this.owners.get(c.owner) ?? (this.selected?.conn === c ? c : undefined));
+      if (!now) continue;
+      if (now === c && dead && c.closed) this.migrate(c, true);
+      else if (agent.locate(tenant, now.owner)?.epoch !== now.epoch) {
+        if (now.home) this.userMoved();
+        else this.ownerMoved(now.owner, agent.locate(tenant, now.owner)?.epoch);
+      }
+    }
   }
 
   private end(): void {
