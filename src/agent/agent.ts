@@ -61,7 +61,7 @@ export interface AgentEvents {
   /** A mailbox was registered, deleted, renamed or had its ACL changed; the cache already shows it. */
   mailboxChanged: [{ tenant: string; mailbox: string; deleted: boolean; revision: number }];
   /** Any user's assignment changed (any node): gateways close sessions that no longer match. */
-  assignmentChanged: [{ tenant: string; user: string; before: CachedAssignment | undefined; after: CachedAssignment | undefined }];
+  assignmentChanged: [{ tenant: string; user: string; before: CachedAssignment | undefined; after: CachedAssignment | undefined; kicked?: boolean }];
   /** `serving` changed: when false, serve nothing (refuse logins, end sessions); `reason` says why. */
   servingChanged: [{ serving: boolean; reason: string }];
 }
@@ -99,6 +99,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly waiters: Array<{ revision: number; resolve: () => void }> = [];
   /** "tenant/user@epoch" of users already reported lost through a move. */
   private readonly left = new Set<string>();
+  /** Users being kicked, with the epoch the kick ends (MoveIntent.kick). */
+  private readonly kicks = new Map<string, number>();
   /** Open sessions per "tenant/user", and idle-expiry timers of users with none. */
   private readonly sessions = new Map<string, number>();
   private readonly idle = new Map<string, NodeJS.Timeout>();
@@ -712,12 +714,21 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private applyEvent(e: Event): void {
     if (e.kind === 'move') {
-      if (!e.deleted && e.move) this.leave(e.move.tenant, e.move.user, e.move.epoch);
+      if (!e.deleted && e.move) {
+        // The assignment a kick ends: its end is told as a kick (sessions end, not carried over).
+        if (e.move.kick) this.kicks.set(`${e.move.tenant}/${e.move.user}`, e.move.epoch);
+        this.leave(e.move.tenant, e.move.user, e.move.epoch);
+      }
       return;
     }
     const change = this.cache.apply(e);
     if (e.kind === 'mailbox' && e.mailbox) this.emit('mailboxChanged', { tenant: e.tenant, mailbox: `${e.mailbox.owner}/${e.mailbox.name}`, deleted: e.deleted, revision: e.revision });
-    if (change && e.assignment) this.emit('assignmentChanged', { tenant: e.assignment.tenant, user: e.assignment.user, ...change });
+    if (change && e.assignment) {
+      const k = `${e.assignment.tenant}/${e.assignment.user}`;
+      const kicked = change.before !== undefined && this.kicks.get(k) === change.before.epoch;
+      if (change.before) this.kicks.delete(k);
+      this.emit('assignmentChanged', { tenant: e.assignment.tenant, user: e.assignment.user, ...change, ...(kicked ? { kicked: true } : {}) });
+    }
     if (!change || !this.lease) return;
     const self = this.opts.node.name;
     const lease = this.lease;

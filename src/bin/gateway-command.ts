@@ -51,7 +51,8 @@ export function registerGateway(program: Command): void {
     .option('--health-failures <n>', 'failed probes in a row before the node lets its users go (and passes before it takes them again; default 3)', positive)
     .option('--health-user <name>', 'now and then log in as this user through --master-user, as a deeper probe')
     .option('--no-health-check', "do not probe this node's Dovecot")
-    .option('--no-migrate-sessions', 'end IMAP sessions with BYE when their user moves, instead of moving them to the new node with the client kept connected (migration needs --master-user)');
+    .option('--migrate-sessions', "when a user moves, move their IMAP sessions to the new node with the clients kept connected (default; needs --master-user)")
+    .option('--no-migrate-sessions', 'end IMAP sessions with BYE when their user moves instead');
   addNodeOptions(cmd, 'release a user with no session through any gateway for this long').action(async (flags: NodeFlags & { backend: string; listen?: string; masterUser?: string; sharedPrefix?: string; tlsCert?: string; tlsKey?: string; listenTls?: string; backendCa?: string; backendServerName?: string; listenPop3?: string; listenPop3s?: string; backendPop3?: string; listenLmtp?: string; backendLmtp?: string; lmtpMaxSize?: number; lmtpMaxRecipients?: number; backendPool?: number; oauth?: boolean; maxConnections?: number; maxConnectionsPerIp?: number; preloginTimeout?: number; idleTimeout?: number; healthInterval?: number; healthFailures?: number; healthUser?: string; healthCheck?: boolean; migrateSessions?: boolean }) => {
       const { DomainError } = await import('../domain/errors.js');
       const { createLogger } = await import('./logger.js');

@@ -138,13 +138,15 @@ export class Gateway {
     }
     this.api = new CoordinatorClients(opts.coordinators, opts.credentials ?? grpc.credentials.createInsecure(), opts.channelOptions);
     this.owners = new OwnerPool({ released: (key) => this.agent.sessionClosed(key.tenant, key.owner) });
-    this.agent.on('assignmentChanged', ({ tenant, user, after }) => {
+    this.agent.on('assignmentChanged', ({ tenant, user, after, kicked }) => {
       this.owners.dropOwner(tenant, user);
       this.lmtp?.fence(tenant, user, after?.epoch);
       for (const s of this.sessions) {
         if (s.tenant !== tenant) continue;
         if (s.user === user && after?.epoch !== s.epoch) {
-          if (s.session.userMoved) s.session.userMoved();
+          // A kick ends the user's sessions (an operator's word); a move carries them over.
+          if (kicked) s.session.bye('an administrator ended this session; reconnect');
+          else if (s.session.userMoved) s.session.userMoved();
           else s.session.bye('user moved to another node; reconnect');
         }
         else s.session.ownerMoved(user, after?.epoch);

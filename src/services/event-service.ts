@@ -67,13 +67,13 @@ export function eventToPb(e: StoreEvent, hideLeases = false): Event {
       out.assignment = { tenant: e.tenant, user: e.id, node: (e.value && decodeAssignmentNode(e.value)) ?? '', epoch: e.epoch };
       break;
     case 'move': {
-      let v: { epoch?: number; from?: string; to?: string } = {};
+      let v: { epoch?: number; from?: string; to?: string; kick?: boolean } = {};
       try {
         v = e.value ? (JSON.parse(e.value.toString()) as typeof v) : {};
       } catch {
         v = {};
       }
-      out.move = { tenant: e.tenant, user: e.id, epoch: v.epoch ?? 0, fromNode: v.from ?? '', toNode: v.to ?? '' };
+      out.move = { tenant: e.tenant, user: e.id, epoch: v.epoch ?? 0, fromNode: v.from ?? '', toNode: v.to ?? '', kick: v.kick === true };
       break;
     }
     case 'node': {

@@ -28,7 +28,7 @@ beforeAll(async () => {
   server = await startInProcessServer({ endpoints: etcd.endpoints });
   const admin = connectApi(server.address, server.adminToken);
   const tokens = nodeTokens(admin);
-  for (const name of ['imap1', 'imap2', 'imap4', 'mail1']) await tokens(name);
+  for (const name of ['imap1', 'imap2', 'imap4', 'imap5', 'imap6', 'mail1']) await tokens(name);
   tokenFor = tokens;
   admin.close();
   root = mailRoot();
@@ -280,6 +280,59 @@ describe('mailshare gateway (real binary)', () => {
       expect(r.stderr).toBe(line);
     }
   });
+
+  it('migrates sessions when their user moves (--migrate-sessions, the default; --master-user), ends them with --no-migrate-sessions, and on a kick', async () => {
+    const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+    const gateway = async (node: string, flags: string[]): Promise<{ address: string; stop(): Promise<void> }> => {
+      const child = spawn(
+        process.execPath,
+        [BIN, 'gateway', '--node', node, '--backend', dovecot.address, '--tenant', 'acme', '--listen', '127.0.0.1:0', '--coordinators', server.address, '--log-level', 'warn', '--master-user', 'gateway', ...flags],
+        { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor(node), MAILSHARE_MASTER_PASSWORD: 'm' }), stdio: ['ignore', 'pipe', 'inherit'] },
+      );
+      let out = '';
+      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      const stop = async (): Promise<void> => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        child.kill('SIGTERM');
+        await new Promise((r) => child.once('exit', r));
+      };
+      await waitFor(() => /listening on (\S+)/.test(out), 20_000, `gateway ${node} listening`).catch(async (err: unknown) => {
+        await stop();
+        throw err;
+      });
+      return { address: /listening on (\S+)/.exec(out)![1]!, stop };
+    };
+    const move = (to: string) => unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'alice', toNode: to, timeoutMs: 3000 }, server.adminToken);
+    // Both nodes' gateways front the one Dovecot: a move changes the assignment, not the mail.
+    const other = await gateway('imap6', []);
+    try {
+      for (const mode of ['--migrate-sessions', '--no-migrate-sessions']) {
+        const g = await gateway('imap5', [mode]);
+        try {
+          await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: 'alice', mailbox: '', assign: true }, server.adminToken);
+          await move('imap5');
+          const c = await RawImap.login(g.address, 'alice', 'alice-pw');
+          expect(await c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+          await move('imap6');
+          if (mode === '--migrate-sessions') {
+            expect(await c.cmd('NOOP')).toMatch(/^t\d+ OK/m);
+            expect(c.closed).toBe(false);
+            // A kick is an operator ending the user's sessions: those are not carried over.
+            await unaryCall(placement.kick.bind(placement), { tenant: 'acme', user: 'alice', timeoutMs: 3000 }, server.adminToken);
+            expect(await c.until(/^\* BYE \[UNAVAILABLE\][^\r]*\r\n/m, 5000)).toMatch(/administrator ended this session/);
+          } else {
+            expect(await c.until(/^\* BYE \[UNAVAILABLE\][^\r]*\r\n/m, 5000)).toMatch(/moved to another node/);
+          }
+          c.close();
+        } finally {
+          await g.stop();
+        }
+      }
+    } finally {
+      await other.stop();
+      placement.close();
+    }
+  }, 90_000);
 
   it('takes its limits, timeouts and health checks from flags', async () => {
     const child = spawn(

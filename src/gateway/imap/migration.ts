@@ -193,7 +193,7 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
     }
   }
   if (old.home) ctx.migration!.migrated(target.node, target.epoch);
-  ctx.log.info({ user: ctx.user, owner: who, node: target.node, epoch: target.epoch, ms: Date.now() - started, selected: wasSelected !== undefined, idle: idle !== undefined }, 'session migrated');
+  ctx.log.info({ user: ctx.user, owner: who, to: target.node, epoch: target.epoch, ms: Date.now() - started, selected: wasSelected !== undefined, idle: idle !== undefined }, 'session migrated');
   return true;
 }
 

@@ -57,8 +57,10 @@ export interface MoveIntent {
   /** The assignment being ended. */
   epoch: number;
   fromNode: string;
-  /** Empty for a kick. */
+  /** Empty for a kick (and for a move to wherever placement chooses). */
   toNode: string;
+  /** A kick (`mailshare user kick`): the user's sessions end; gateways do not carry them to a new node. */
+  kick: boolean;
 }
 
 export interface Event {
@@ -304,7 +306,7 @@ export const Assignment: MessageFns<Assignment> = {
 };
 
 function createBaseMoveIntent(): MoveIntent {
-  return { tenant: "", user: "", epoch: 0, fromNode: "", toNode: "" };
+  return { tenant: "", user: "", epoch: 0, fromNode: "", toNode: "", kick: false };
 }
 
 export const MoveIntent: MessageFns<MoveIntent> = {
@@ -323,6 +325,9 @@ export const MoveIntent: MessageFns<MoveIntent> = {
     }
     if (message.toNode !== "") {
       writer.uint32(42).string(message.toNode);
+    }
+    if (message.kick !== false) {
+      writer.uint32(48).bool(message.kick);
     }
     return writer;
   },
@@ -374,6 +379,14 @@ export const MoveIntent: MessageFns<MoveIntent> = {
           message.toNode = reader.string();
           continue;
         }
+        case 6: {
+          if (tag !== 48) {
+            break;
+          }
+
+          message.kick = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -390,6 +403,7 @@ export const MoveIntent: MessageFns<MoveIntent> = {
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
       fromNode: isSet(object.fromNode) ? globalThis.String(object.fromNode) : "",
       toNode: isSet(object.toNode) ? globalThis.String(object.toNode) : "",
+      kick: isSet(object.kick) ? globalThis.Boolean(object.kick) : false,
     };
   },
 
@@ -410,6 +424,9 @@ export const MoveIntent: MessageFns<MoveIntent> = {
     if (message.toNode !== "") {
       obj.toNode = message.toNode;
     }
+    if (message.kick !== false) {
+      obj.kick = message.kick;
+    }
     return obj;
   },
 
@@ -423,6 +440,7 @@ export const MoveIntent: MessageFns<MoveIntent> = {
     message.epoch = object.epoch ?? 0;
     message.fromNode = object.fromNode ?? "";
     message.toNode = object.toNode ?? "";
+    message.kick = object.kick ?? false;
     return message;
   },
 };
