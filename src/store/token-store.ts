@@ -33,8 +33,13 @@ export interface TokenPage {
   lastKey: string | undefined;
 }
 
+/** Lookups of ids the token cache does not know that may read etcd, per second (a burst as large). */
+const MISS_READS_PER_SECOND = 50;
+
 export class TokenStore {
   private cache: PrefixCache<TokenRecord> | undefined;
+  private missBudget = MISS_READS_PER_SECOND;
+  private missAt = Date.now();
 
   constructor(
     private readonly client: Etcd3,
@@ -145,9 +150,22 @@ export class TokenStore {
     return this.cache.ready;
   }
 
-  /** Cached lookup; falls back to etcd when the cache is not running. */
+  /**
+   * Cached lookup; falls back to etcd when the cache is not running, and for
+   * an id the cache does not know: a token created a moment ago (here or at
+   * another coordinator) may not have reached the cache yet. Those reads are
+   * limited (MISS_READS_PER_SECOND), so made-up ids cannot turn into an etcd
+   * read each; over the limit an unknown id is unknown.
+   */
   async lookup(id: string): Promise<TokenRecord | undefined> {
-    if (this.cache) return this.cache.get(this.keys.token(id));
+    if (!this.cache) return this.get(id);
+    const hit = this.cache.get(this.keys.token(id));
+    if (hit) return hit;
+    const now = Date.now();
+    this.missBudget = Math.min(MISS_READS_PER_SECOND, this.missBudget + ((now - this.missAt) / 1000) * MISS_READS_PER_SECOND);
+    this.missAt = now;
+    if (this.missBudget < 1) return undefined;
+    this.missBudget--;
     return this.get(id);
   }
 
