@@ -826,6 +826,7 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     if (conn.closed) throw new BackendUnavailable('connection closed');
     const tag = this.nextTag();
     const line = streaming ? `${commandHead(tag, name, args)} ${literalMarker(streaming)}\r\n` : command(tag, name, args);
+    if (returnsOption(name, args, 'SAVE')) conn.savedSearch = true;
     if (isUpdateSearch(name, args)) {
       const known = this.updateTags.get(conn) ?? new Map<string, string>();
       this.updateTags.set(conn, known);
@@ -932,11 +933,16 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
 
 /** SEARCH or SORT (UID too) with RETURN (… UPDATE …) (RFC 5267 §4). */
 function isUpdateSearch(name: string, args: readonly ImapValue[]): boolean {
+  return returnsOption(name, args, 'UPDATE');
+}
+
+/** SEARCH or SORT (UID too) with `option` among its RETURN options (RFC 4731, 5182, 5267). */
+function returnsOption(name: string, args: readonly ImapValue[], option: string): boolean {
   const rest = name === 'UID' ? args.slice(1) : args;
   const verb = name === 'UID' ? atomUpper(args[0]) : name;
   if (verb !== 'SEARCH' && verb !== 'SORT') return false;
   const opts = rest[1];
-  return atomUpper(rest[0]) === 'RETURN' && opts?.type === 'list' && opts.items.some((o) => atomUpper(o) === 'UPDATE');
+  return atomUpper(rest[0]) === 'RETURN' && opts?.type === 'list' && opts.items.some((o) => atomUpper(o) === option);
 }
 
 function literalMarker(s: Streaming): string {

@@ -281,6 +281,24 @@ describe('session migration', () => {
     expect(metrics.value('mailshare_gateway_session_migrations_total', { outcome: 'fell_back' })).toBeGreaterThanOrEqual(1);
   });
 
+  it('falls back to BYE [UNAVAILABLE] while a saved search result ($, RFC 5182) is in use, and migrates again once the mailbox is reselected', async () => {
+    await cluster.pin('erin', 'n1');
+    const c = await RawImap.login(gw.n2, 'erin', USERS.erin);
+    await c.cmd('SELECT INBOX');
+    expect(await c.cmd('SEARCH RETURN (SAVE) ALL')).toMatch(/^t\d+ OK/m);
+    await move('erin', 'n2');
+    await c.until(/^\* BYE \[UNAVAILABLE\][^\r]*\r\n/m, 10_000);
+    // A new SELECT forgets the saved result: that session moves.
+    const d = await RawImap.login(gw.n2, 'erin', USERS.erin);
+    await d.cmd('SELECT INBOX');
+    await d.cmd('SEARCH RETURN (SAVE) ALL');
+    await d.cmd('SELECT INBOX');
+    await move('erin', 'n1');
+    expect(await d.cmd('NOOP')).toMatch(/^t\d+ OK/m);
+    expect(d.closed).toBe(false);
+    d.close();
+  });
+
   it("moves sessions off a Dovecot that was killed (its gateway alive) once the node let its users go", async () => {
     await cluster.pin('alice', 'n1');
     const c = await RawImap.login(gw.n2, 'alice', USERS.alice);

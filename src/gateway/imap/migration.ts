@@ -201,6 +201,7 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
 function unmovable(s: MigrationHost, old: Conn, selected: boolean): string | undefined {
   if (old.notify) return 'a NOTIFY is set (its state is not carried over)';
   if ((s.updateTags.get(old)?.size ?? 0) > 0) return 'searches with RETURN (UPDATE) are active';
+  if (old.savedSearch) return 'a saved search result ($, RFC 5182) is in use';
   if (selected) {
     if (!old.view) return 'the selected mailbox\'s UIDs are not known';
     if (old.view.broken) return `the client's view is unknown (${old.view.broken})`;

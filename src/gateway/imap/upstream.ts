@@ -50,6 +50,8 @@ export class Conn {
   modseq: bigint | undefined;
   /** The server has shown MODSEQs here: CONDSTORE is on for this connection (RFC 7162 §3.1). */
   condstore = false;
+  /** A search result was saved here (RETURN (SAVE), RFC 5182): `$` means it until the mailbox is closed. */
+  savedSearch = false;
   constructor(
     sink: ConnSink,
     readonly owner: string,
@@ -72,6 +74,7 @@ export class Conn {
     this.viewTag = undefined;
     this.uidValidity = undefined;
     this.modseq = undefined;
+    this.savedSearch = false;
   }
 
   get clientPending(): number {
