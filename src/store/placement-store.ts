@@ -58,6 +58,17 @@ export interface NodeView extends NodeConfig {
  * transaction (the key must not exist, and the chosen node must still be
  * live on the lease the assignment is bound to).
  */
+/** What Locate answers: the assignment, and whether this call created it. */
+export interface LocateResult {
+  assignment: Assignment | undefined;
+  created: boolean;
+}
+
+/** Users assigned in one transaction (two guards each, plus one per node: under etcd's 128). */
+const ASSIGN_BATCH = 50;
+/** Batched assignment transactions in flight at once. */
+const ASSIGN_BATCHES = 4;
+
 export class PlacementStore {
   private readonly configs: PrefixCache<NodeConfig>;
   private readonly lives: PrefixCache<NodeLive>;
@@ -357,12 +368,113 @@ export class PlacementStore {
    * clients read their writes, while another coordinator may lag by the
    * watch delay. Safety never rests on this read: the epoch and the lease do.
    */
-  async locate(tenant: string, user: string, assign: boolean): Promise<{ assignment: Assignment | undefined; created: boolean }> {
+  async locate(tenant: string, user: string, assign: boolean): Promise<LocateResult> {
     const key = this.keys.assignment(tenant, user);
     if (!assign) {
       const cached = this.assignments.get(key);
       return { assignment: cached ? { tenant, user, ...cached } : undefined, created: false };
     }
+    // Many at once (a failover's burst of logins): together, a few transactions for dozens of users.
+    return this.batchedAssign(tenant, user);
+  }
+
+  /** Assignments asked for in this turn of the event loop and not yet written, by tenant/user. */
+  private readonly assignQueue = new Map<string, { tenant: string; user: string; waiters: Array<{ resolve: (r: LocateResult) => void; reject: (err: unknown) => void }> }>();
+  private assignFlush: NodeJS.Immediate | undefined;
+  private assignBatchesRunning = 0;
+
+  private batchedAssign(tenant: string, user: string): Promise<LocateResult> {
+    return new Promise((resolve, reject) => {
+      const k = `${tenant}/${user}`;
+      const queued = this.assignQueue.get(k);
+      if (queued) queued.waiters.push({ resolve, reject });
+      else this.assignQueue.set(k, { tenant, user, waiters: [{ resolve, reject }] });
+      this.assignFlush ??= setImmediate(() => this.flushAssigns());
+    });
+  }
+
+  /** Writes what is queued, ASSIGN_BATCH users a transaction, a few transactions at a time. */
+  private flushAssigns(): void {
+    this.assignFlush = undefined;
+    while (this.assignQueue.size > 0 && this.assignBatchesRunning < ASSIGN_BATCHES) {
+      const batch = [...this.assignQueue.values()].slice(0, ASSIGN_BATCH);
+      for (const b of batch) this.assignQueue.delete(`${b.tenant}/${b.user}`);
+      this.assignBatchesRunning++;
+      void this.assignBatch(batch).finally(() => {
+        this.assignBatchesRunning--;
+        if (this.assignQueue.size > 0) this.assignFlush ??= setImmediate(() => this.flushAssigns());
+      });
+    }
+  }
+
+  /**
+   * Assigns a batch: one read of their keys from etcd itself (never the
+   * cache: a just-expired assignment is not handed out), then, for those
+   * without one, one transaction that creates all their keys, guarded per
+   * key as a single assignment is (the key absent, no move under way) and
+   * per chosen node (its live key still on the lease the keys are bound
+   * to). All of them get that transaction's revision as their epoch (an
+   * epoch orders one user's assignments; users never compare theirs). If
+   * any guard fails, each user takes the one-by-one path.
+   */
+  private async assignBatch(batch: Array<{ tenant: string; user: string; waiters: Array<{ resolve: (r: LocateResult) => void; reject: (err: unknown) => void }> }>): Promise<void> {
+    const settle = (b: (typeof batch)[number], r: Promise<LocateResult>): Promise<void> =>
+      r.then(
+        (v) => b.waiters.forEach((w) => w.resolve(v)),
+        (err: unknown) => b.waiters.forEach((w) => w.reject(err)),
+      );
+    if (batch.length === 1) return settle(batch[0]!, this.assignOne(batch[0]!.tenant, batch[0]!.user));
+    try {
+      const keys = batch.map((b) => Buffer.from(this.keys.assignment(b.tenant, b.user)));
+      const read = await etcdOp('reading assignments', () => this.client.kv.txn({ compare: [], success: keys.map((key) => ({ request_range: { key } })), failure: [] }));
+      const missing: Array<(typeof batch)[number]> = [];
+      batch.forEach((b, i) => {
+        const kv = read.responses[i]?.response_range?.kvs[0];
+        if (kv) b.waiters.forEach((w) => w.resolve({ assignment: { tenant: b.tenant, user: b.user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) }, created: false }));
+        else missing.push(b);
+      });
+      if (missing.length === 0) return;
+      const ring = this.activeRing();
+      // Each choice counts in the loads the next one sees, as one-by-one assignments would.
+      const extra = new Map<string, number>();
+      const chosen: Array<{ b: (typeof batch)[number]; node: string; leaseId: string }> = [];
+      for (const b of missing) {
+        const node = chooseNode(ring, `${b.tenant}/${b.user}`, (n) => (this.counts.get(n) ?? 0) + (extra.get(n) ?? 0), this.total + chosen.length, this.epsilon);
+        if (node === undefined) throw new DomainError('unavailable', 'no active node is registered', { retryable: true });
+        extra.set(node, (extra.get(node) ?? 0) + 1);
+        chosen.push({ b, node, leaseId: this.lives.get(this.keys.liveNode(node))!.leaseId });
+      }
+      const nodes = new Map(chosen.map((c) => [c.node, c.leaseId]));
+      const at = new Date().toISOString();
+      const write = await etcdOp('assigning users', () =>
+        this.client.kv.txn({
+          compare: [
+            ...chosen.flatMap(({ b }) => [
+              { key: Buffer.from(this.keys.assignment(b.tenant, b.user)), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' },
+              // A move in progress assigns the user itself.
+              { key: Buffer.from(this.keys.move(b.tenant, b.user)), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' },
+            ]),
+            ...[...nodes].map(([node, lease]) => ({ key: Buffer.from(this.keys.liveNode(node)), target: 'Lease' as const, result: 'Equal' as const, lease })),
+          ],
+          success: chosen.map(({ b, node, leaseId }) => ({ request_put: { key: Buffer.from(this.keys.assignment(b.tenant, b.user)), value: Buffer.from(JSON.stringify({ node, assignedAt: at })), lease: leaseId } })),
+          failure: [],
+        }),
+      );
+      if (!write.succeeded) {
+        await Promise.all(missing.map((b) => settle(b, this.assignOne(b.tenant, b.user))));
+        return;
+      }
+      const epoch = Number(write.header.revision);
+      await this.assignments.waitFor(epoch, SETTLE_MS);
+      for (const { b, node, leaseId } of chosen) b.waiters.forEach((w) => w.resolve({ assignment: { tenant: b.tenant, user: b.user, node, leaseId, epoch }, created: true }));
+    } catch (err) {
+      for (const b of batch) b.waiters.forEach((w) => w.reject(err));
+    }
+  }
+
+  /** One user's assignment, read and written alone (with retries when nodes change under it). */
+  private async assignOne(tenant: string, user: string): Promise<LocateResult> {
+    const key = this.keys.assignment(tenant, user);
     for (let attempt = 0; attempt < 20; attempt++) {
       // About to write: read etcd itself, not the cache, so a just-expired assignment is never handed out.
       const existing = await this.getAssignment(tenant, user);
