@@ -68,6 +68,9 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
     const metrics = new CoordinatorMetrics();
     const client = createEtcdClient({ endpoints, interceptors: [metrics.etcdInterceptor] });
     cleanups.push(() => client.close());
+    // The event streams' watches on a connection of their own (see CoordinatorOptions.eventsClient).
+    const eventsClient = createEtcdClient({ endpoints, interceptors: [metrics.etcdInterceptor] });
+    cleanups.push(() => eventsClient.close());
     const keys = createKeys(config.etcd.prefix);
     const tokens = new TokenStore(client, keys, logger);
     cleanups.push(() => tokens.close());
@@ -77,6 +80,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       listen: config.listen,
       tls: config.tls.cert && config.tls.key ? { cert: config.tls.cert, key: config.tls.key, clientCa: config.tls.clientCa } : undefined,
       client,
+      eventsClient,
       endpoints,
       keys,
       tokens,

@@ -48,6 +48,14 @@ export interface CoordinatorOptions {
   listen: string;
   tls?: { cert: string; key: string; clientCa?: string | undefined } | undefined;
   client: Etcd3;
+  /**
+   * The etcd client of the event streams (each a watch of everything, with
+   * previous values); default `client`. One etcd client carries all its
+   * watches on one stream, so a burst (a node's lease expiring with its
+   * 10,000 assignments) for the agents' watches would hold up the
+   * coordinator's own caches behind it: give the event streams their own.
+   */
+  eventsClient?: Etcd3;
   endpoints: readonly string[];
   keys: Keys;
   tokens: TokenStore;
@@ -152,7 +160,7 @@ export class Coordinator {
     this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes, placement: this.placement }));
     this.barriers = new BarrierStore(opts.client, opts.keys, opts.logger.child({ component: 'barriers' }));
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, barriers: this.barriers, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
-    const events = new EventStore(opts.client, opts.keys);
+    const events = new EventStore(opts.eventsClient ?? opts.client, opts.keys);
     this.server.addService(EventServiceService, createEventService({ ...deps, events, maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
     if (opts.httpListen !== undefined) {

@@ -26,8 +26,9 @@ function node(addr: string, token: string, name: string): Promise<ChildProcess> 
  * failover: a node holding 10,000 users is killed with SIGKILL; how long
  * until every user is assignable elsewhere (etcd dropped the node's lease
  * with all its assignments), and until all 10,000 are actually reassigned
- * (LocateStream with assign). Goal: assignable within TTL + 1 s; the ratio
- * is (TTL + 1 s) / measured.
+ * (LocateStream with assign, as a burst of reconnecting clients would).
+ * Goals: assignable within TTL + 1 s, and all reassigned within TTL + 3 s;
+ * the ratio is (TTL + 3 s) / the time until all were reassigned.
  */
 export async function failover(): Promise<BenchResult> {
   const c = await startBenchCluster();
@@ -76,11 +77,12 @@ export async function failover(): Promise<BenchResult> {
     await w.cancel();
     lookups.close();
     const goalMs = (TTL + 1) * 1000;
+    const reassignGoalMs = (TTL + 3) * 1000;
     return {
       name: 'failover',
-      ratio: goalMs / assignable,
-      goal: `all ${USERS.toLocaleString('en-US')} users assignable within TTL + 1 s (${goalMs} ms)`,
-      met: assignable <= goalMs && moved === USERS,
+      ratio: reassignGoalMs / reassigned,
+      goal: `all ${USERS.toLocaleString('en-US')} users assignable within TTL + 1 s (${goalMs} ms) and reassigned within TTL + 3 s (${reassignGoalMs} ms)`,
+      met: assignable <= goalMs && reassigned <= reassignGoalMs && moved === USERS,
       figures: {
         'users on the killed node': USERS,
         'lease TTL ms': TTL * 1000,
