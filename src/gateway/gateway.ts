@@ -28,8 +28,8 @@ interface LiveSession {
   readonly protocol: 'imap' | 'pop3';
   readonly tenant: string;
   readonly user: string;
-  /** The assignment the session relays under (a migrated session's changes). */
-  epoch: number;
+  /** The assignment the session began under (FencedSession.epoch, when set, is the one now). */
+  readonly epoch: number;
   readonly session: FencedSession;
 }
 
@@ -143,7 +143,7 @@ export class Gateway {
       this.lmtp?.fence(tenant, user, after?.epoch);
       for (const s of this.sessions) {
         if (s.tenant !== tenant) continue;
-        if (s.user === user && after?.epoch !== s.epoch) {
+        if (s.user === user && after?.epoch !== (s.session.epoch ?? s.epoch)) {
           // A kick ends the user's sessions (an operator's word); a move carries them over.
           if (kicked) s.session.bye('an administrator ended this session; reconnect');
           else if (s.session.userMoved) s.session.userMoved();
@@ -441,8 +441,7 @@ export class Gateway {
           ? {
               leaseTtlMs: (this.opts.ttlSeconds ?? 5) * 1000,
               logins: this.migrationLogins,
-              migrated: (node, epoch) => {
-                for (const live of this.sessions) if (live.session === session) live.epoch = epoch;
+              migrated: (node) => {
                 // The session now counts for the new node (a hold, if that is another node's).
                 this.agent.sessionOpened(who.tenant, who.user, node);
                 this.agent.sessionClosed(who.tenant, who.user);

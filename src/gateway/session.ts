@@ -58,7 +58,7 @@ export interface SessionContext {
    */
   readonly migration?: {
     leaseTtlMs: number;
-    migrated(node: string, epoch: number): void;
+    migrated(node: string): void;
     /** Logins at new nodes take turns (gateway-wide): a drain moves many sessions at once. */
     logins: { run<T>(task: () => Promise<T>): Promise<T> };
   };
@@ -678,6 +678,16 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     }
     // A migration that started meanwhile carries the IDLE over itself.
     if (this.closed || c.closed || this.idling !== state || state.conn !== c) return;
+    this.resumeIdle(state, c);
+  }
+
+  /**
+   * The client's IDLE goes on at `conn` after its upstream IDLE ended
+   * behind its back: sent again (its continuation not shown twice), or,
+   * when the client sent its DONE meanwhile, answered here.
+   */
+  resumeIdle(state: IdleState, conn: Conn): void {
+    state.conn = conn;
     state.moving = false;
     if (state.sentDone) {
       this.idling = undefined;
@@ -827,7 +837,8 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     const tag = this.nextTag();
     const line = streaming ? `${commandHead(tag, name, args)} ${literalMarker(streaming)}\r\n` : command(tag, name, args);
     if (returnsOption(name, args, 'SAVE')) conn.savedSearch = true;
-    if (isUpdateSearch(name, args)) {
+    // RETURN (UPDATE) (RFC 5267 §4): the search outlives its command.
+    if (returnsOption(name, args, 'UPDATE')) {
       const known = this.updateTags.get(conn) ?? new Map<string, string>();
       this.updateTags.set(conn, known);
       // A server keeps few such searches (Dovecot: a handful); so does the gateway's table.
@@ -929,11 +940,6 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
   write(s: string): void {
     this.io.write(s, 'latin1');
   }
-}
-
-/** SEARCH or SORT (UID too) with RETURN (… UPDATE …) (RFC 5267 §4). */
-function isUpdateSearch(name: string, args: readonly ImapValue[]): boolean {
-  return returnsOption(name, args, 'UPDATE');
 }
 
 /** SEARCH or SORT (UID too) with `option` among its RETURN options (RFC 4731, 5182, 5267). */

@@ -58,6 +58,11 @@ export interface NodeView extends NodeConfig {
  * transaction (the key must not exist, and the chosen node must still be
  * live on the lease the assignment is bound to).
  */
+/** An assignment as etcd holds it (its key's create revision is the epoch). */
+function assignmentOf(tenant: string, user: string, kv: { value: Buffer; lease: string; create_revision: string }): Assignment {
+  return { tenant, user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) };
+}
+
 /** What Locate answers: the assignment, and whether this call created it. */
 export interface LocateResult {
   assignment: Assignment | undefined;
@@ -356,7 +361,7 @@ export class PlacementStore {
     const res = await etcdOp('reading an assignment', () => this.client.get(this.keys.assignment(tenant, user)).exec());
     const kv = res.kvs[0];
     if (!kv) return undefined;
-    return { tenant, user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) };
+    return assignmentOf(tenant, user, kv);
   }
 
   /**
@@ -430,7 +435,7 @@ export class PlacementStore {
       const missing: Array<(typeof batch)[number]> = [];
       batch.forEach((b, i) => {
         const kv = read.responses[i]?.response_range?.kvs[0];
-        if (kv) b.waiters.forEach((w) => w.resolve({ assignment: { tenant: b.tenant, user: b.user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) }, created: false }));
+        if (kv) b.waiters.forEach((w) => w.resolve({ assignment: assignmentOf(b.tenant, b.user, kv), created: false }));
         else missing.push(b);
       });
       if (missing.length === 0) return;
@@ -502,7 +507,7 @@ export class PlacementStore {
       const kv = res.responses[0]?.response_range?.kvs[0];
       if (kv) {
         await this.assignments.waitFor(Number(kv.mod_revision), SETTLE_MS);
-        return { assignment: { tenant, user, node: decodeAssignmentNode(kv.value) ?? '', leaseId: kv.lease, epoch: Number(kv.create_revision) }, created: false };
+        return { assignment: assignmentOf(tenant, user, kv), created: false };
       }
       // The node's lease changed, or a move is under way: look again.
       await this.clearStaleMove(tenant, user);

@@ -32,6 +32,9 @@ describe('observe', () => {
     expect([...c.view!.runs()]).toEqual([[1, 1], [8, 2]]);
     observe(c, '* VANISHED (EARLIER) 1');
     expect(c.view!.length).toBe(3);
+    // Numbers no server sends spoil the view rather than the session.
+    observe(c, '* VANISHED 0:2');
+    expect(c.view!.broken).toMatch(/unreadable VANISHED/);
   });
 
   it('an empty mailbox answers with no ALL; UIDVALIDITY and MODSEQs are kept', () => {

@@ -4,6 +4,8 @@ import type net from 'node:net';
 export interface FencedSession {
   /** Ends the session now (its upstream first): the user moved, or the node may not serve. */
   bye(reason: string): void;
+  /** The epoch the session relays under now, when it can change (a migrated session's); else the one it began with. */
+  readonly epoch?: number;
   /** The session's own user moved: it follows (migration) or ends; without this, bye() is called. */
   userMoved?(): void;
   /** Another user whose mailbox the session uses moved (`epoch`: the new assignment's, if any). */

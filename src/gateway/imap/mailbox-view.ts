@@ -22,15 +22,7 @@ export class MailboxView {
   /** A view from an IMAP sequence set of UIDs (ESEARCH ALL, e.g. "1:3,5,7:9"), ascending; "" for none. */
   static fromUidSet(set: string): MailboxView {
     const v = new MailboxView();
-    if (set === '') return v;
-    const ranges = set.split(',').map((part) => {
-      const [a, b] = part.split(':');
-      const lo = Number(a);
-      const hi = b === undefined ? lo : Number(b);
-      if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi) || lo < 1 || hi < 1) throw new Error(`not a UID set: ${set}`);
-      return lo <= hi ? [lo, hi] : [hi, lo];
-    });
-    ranges.sort((x, y) => x[0]! - y[0]!);
+    const ranges = uidRanges(set).sort((x, y) => x[0] - y[0]);
     for (const [lo, hi] of ranges) {
       const last = v.lastUid;
       if (lo! <= last) {
@@ -222,6 +214,18 @@ export function reconcile(client: MailboxView, now: MailboxView): Reconciliation
   // Highest first: each EXPUNGE leaves the lower numbers as they were (RFC 3501 §7.4.1).
   for (let k = gone.length - 1; k >= 0; k--) expungeSeqs.push(client.seqOf(gone[k]!)!);
   return { gone, expungeSeqs, exists: now.length, added: now.length - kept };
+}
+
+/** The ranges [low, high] of an IMAP sequence set of numbers ("1:3,7", either end first); "" has none. */
+export function uidRanges(set: string): Array<[number, number]> {
+  if (set === '') return [];
+  return set.split(',').map((part) => {
+    const [a, b] = part.split(':');
+    const lo = Number(a);
+    const hi = b === undefined ? lo : Number(b);
+    if (!Number.isSafeInteger(lo) || !Number.isSafeInteger(hi) || lo < 1 || hi < 1) throw new Error(`not a UID set: ${set}`);
+    return lo <= hi ? [lo, hi] : [hi, lo];
+  });
 }
 
 /** "1:3,5" from ascending UIDs. */

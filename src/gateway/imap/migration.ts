@@ -37,7 +37,7 @@ export interface MigrationHost {
   attach(owner: string, home: boolean, socket: net.Socket, epoch: number): Conn;
   uncount(c: Conn): void;
   internal(conn: Conn, name: string, args: readonly ImapValue[]): Promise<{ status: string; untagged: Piece[][]; line: string }>;
-  idleOn(state: IdleState): void;
+  resumeIdle(state: IdleState, conn: Conn): void;
   trackView(conn: Conn): void;
   write(s: string): void;
 }
@@ -181,18 +181,8 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
   }
 
   // 5. The client's IDLE goes on here.
-  if (idle && s.idling === idle) {
-    idle.conn = conn;
-    idle.moving = false;
-    if (idle.sentDone) {
-      s.idling = undefined;
-      s.write(`${idle.clientTag} ${idle.badDone ? 'BAD Expected DONE.' : 'OK Idle completed.'}\r\n`);
-    } else {
-      idle.quietPlus = true;
-      s.idleOn(idle);
-    }
-  }
-  if (old.home) ctx.migration!.migrated(target.node, target.epoch);
+  if (idle && s.idling === idle) s.resumeIdle(idle, conn);
+  if (old.home) ctx.migration!.migrated(target.node);
   ctx.log.info({ user: ctx.user, owner: who, to: target.node, epoch: target.epoch, ms: Date.now() - started, selected: wasSelected !== undefined, idle: idle !== undefined }, 'session migrated');
   return true;
 }

@@ -1,4 +1,4 @@
-import { MailboxView } from './mailbox-view.js';
+import { MailboxView, uidRanges } from './mailbox-view.js';
 import type { Conn } from './upstream.js';
 
 const NUMBERED = /^\* (\d+) (EXISTS|EXPUNGE|FETCH)\b/i;
@@ -46,13 +46,24 @@ export function observe(c: Conn, line: string): void {
     const e = ESEARCH.exec(line);
     if (e && e[1] === c.viewTag) {
       c.viewTag = undefined;
-      c.view = MailboxView.fromUidSet(e[2] ?? '');
+      // A set no server sends (a UID 0): no view, so no migration of this mailbox.
+      try {
+        c.view = MailboxView.fromUidSet(e[2] ?? '');
+      } catch {
+        c.view = undefined;
+      }
       return;
     }
   }
   const van = VANISHED.exec(line);
   if (van) {
-    c.view?.vanish(expand(van[1]!));
+    const v = c.view;
+    if (!v) return;
+    try {
+      v.vanish(expand(van[1]!));
+    } catch {
+      v.broken ??= `unreadable VANISHED ${van[1]}`;
+    }
     return;
   }
   const hms = HIGHESTMODSEQ.exec(line);
@@ -133,10 +144,5 @@ function skipQuoted(line: string, i: number): number {
 
 /** The UIDs of a sequence set of numbers ("1:3,7"). */
 function* expand(set: string): IterableIterator<number> {
-  for (const part of set.split(',')) {
-    const [a, b] = part.split(':');
-    const lo = Number(a);
-    const hi = b === undefined ? lo : Number(b);
-    for (let u = Math.min(lo, hi); u <= Math.max(lo, hi); u++) yield u;
-  }
+  for (const [lo, hi] of uidRanges(set)) for (let u = lo; u <= hi; u++) yield u;
 }
