@@ -403,7 +403,7 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     const internal = c.pending.find((p) => p.clientTag === undefined);
     if (internal && c.clientPending === 0) {
       // Updates of the selected mailbox belong to the client, whoever's command they came with.
-      if (c.selected && /^\* \d+ (EXISTS|EXPUNGE|RECENT)\b/i.test(first)) this.forward(raw);
+      if (c.selected && /^\* (\d+ (EXISTS|EXPUNGE|RECENT)\b|VANISHED (?!\(EARLIER\)))/i.test(first)) this.forward(raw);
       else internal.untagged.push(pieces);
       return;
     }

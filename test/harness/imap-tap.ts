@@ -12,11 +12,25 @@ export interface ImapTap {
   readonly address: string;
   /** Tags of the tagged responses seen so far, in order. */
   readonly tags: string[];
+  /**
+   * Holds the next data to the server that matches `pattern` (and what
+   * follows it on that connection) until release(); `reached` settles when
+   * it is held.
+   */
+  hold(pattern: RegExp): { reached: Promise<void>; release(): void };
   close(): Promise<void>;
 }
 
 export async function startImapTap(target: string): Promise<ImapTap> {
   const tags: string[] = [];
+  let held: { pattern: RegExp; reached: () => void; released: Promise<void> } | undefined;
+  const gate = (chunk: Buffer): Promise<void> | undefined => {
+    if (!held || !held.pattern.test(chunk.toString('latin1'))) return undefined;
+    const h = held;
+    held = undefined;
+    h.reached();
+    return h.released;
+  };
   const proxy = await startTcpProxy(target, () => {
     const parser = new ResponseStream({
       classify: (line) => (line.startsWith('* ') || line.startsWith('+') ? 'drop' : 'buffer'),
@@ -27,6 +41,14 @@ export async function startImapTap(target: string): Promise<ImapTap> {
       },
     });
     return (chunk) => parser.push(chunk);
-  });
-  return { address: proxy.address, tags, close: () => proxy.close() };
+  }, gate);
+  const hold = (pattern: RegExp) => {
+    let reached!: () => void;
+    let release!: () => void;
+    const r = new Promise<void>((res) => (reached = res));
+    const released = new Promise<void>((res) => (release = res));
+    held = { pattern, reached, released };
+    return { reached: r, release };
+  };
+  return { address: proxy.address, tags, hold, close: () => proxy.close() };
 }

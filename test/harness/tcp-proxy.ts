@@ -15,8 +15,11 @@ export interface TcpProxy {
   close(): Promise<void>;
 }
 
-/** `watch`, when given, is called for each connection and sees what the target sends on it. */
-export async function startTcpProxy(target: string, watch?: () => (fromTarget: Buffer) => void): Promise<TcpProxy> {
+/**
+ * `watch`, when given, is called for each connection and sees what the target sends on it;
+ * `gate`, when given, sees what is sent to the target and may hold it (in order) until its promise settles.
+ */
+export async function startTcpProxy(target: string, watch?: () => (fromTarget: Buffer) => void, gate?: (toTarget: Buffer) => Promise<void> | undefined): Promise<TcpProxy> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   let dropping = false;
   const sockets = new Set<net.Socket>();
@@ -31,7 +34,14 @@ export async function startTcpProxy(target: string, watch?: () => (fromTarget: B
         see?.(chunk);
         to.write(chunk);
       });
-    forward(client, upstream);
+    if (gate) {
+      let chain = Promise.resolve();
+      client.on('data', (chunk: Buffer) => {
+        chain = chain.then(() => gate(chunk)).then(() => {
+          if (!dropping) upstream.write(chunk);
+        });
+      });
+    } else forward(client, upstream);
     forward(upstream, client, seen);
     const end = () => {
       client.destroy();

@@ -6,7 +6,7 @@ import { RawImap, message } from '../harness/imap.js';
 import { scrape } from '../harness/metrics.js';
 import { waitFor } from '../harness/process.js';
 
-const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw', erin: 'erin-pw', frank: 'frank-pw' };
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw', erin: 'erin-pw', frank: 'frank-pw', gina: 'gina-pw' };
 
 let cluster: GatewayCluster;
 let dovecots: DovecotInstance[];
@@ -198,6 +198,30 @@ describe('session migration', () => {
     const tail = await c.cmd(`FETCH ${n + 1}:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])`);
     expect(tail).toContain('Subject: during idle');
     expect(tail).toContain('Subject: after move');
+    c.close();
+  });
+
+  it('mail arriving at the new node while the moved session is set up there is announced to the client', async () => {
+    await cluster.pin('gina', 'n1');
+    const c = await RawImap.login(gw.n2, 'gina', USERS.gina);
+    await append(c, 'INBOX', 'g1');
+    await c.cmd('SELECT INBOX');
+    // The migration's FETCH of the flags at the new node waits until mail arrives there (another client).
+    const held = cluster.taps[1]!.hold(/ FETCH 1:\* \(FLAGS\)\r\n/);
+    try {
+      expect((await move('gina', 'n2')).node).toBe('n2');
+      await Promise.race([held.reached, new Promise((_, reject) => setTimeout(() => reject(new Error('the flags were never fetched at the new node')), 10_000))]);
+      const other = await direct('n2', 'gina');
+      await append(other, 'INBOX', 'g2');
+      other.close();
+    } finally {
+      held.release();
+    }
+    // Dovecot tells of it in that FETCH's answer: the client hears it then, not never.
+    const out = await c.until(/^\* 2 EXISTS\r\n/m, 10_000);
+    expect(out).not.toMatch(/^\* BYE/m);
+    expect(await c.cmd('FETCH 2 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])')).toContain('Subject: g2');
+    expect(await serverMap(c)).toHaveLength(2);
     c.close();
   });
 

@@ -173,11 +173,13 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
       else for (const seq of plan.expungeSeqs) s.write(`* ${seq} EXPUNGE\r\n`);
     }
     if (plan.added > 0) s.write(`* ${plan.exists} EXISTS\r\n`);
+    // The client's view is the new node's from here: what changes after this (mail arriving
+    // during the flags' FETCH, say) reaches the client as it comes, as for any selected mailbox.
+    conn.selected = true;
+    s.selected = { conn, target: wasSelected.target };
     const flags = await flagUpdates(s, conn, old.modseq, fresh.length);
     if (typeof flags === 'string') return fail(flags);
     for (const line of flags) s.write(`${line}\r\n`);
-    conn.selected = true;
-    s.selected = { conn, target: wasSelected.target };
   }
 
   // 5. The client's IDLE goes on here.
