@@ -23,15 +23,15 @@ export function registerIndex(program: Command, io: CliIo): void {
   ).action(async (tenant: string | undefined, flags: Flags) =>
     withService(io, flags, MailboxServiceClient, async (api) => {
       const r = await api.checkIndex({ tenant: tenant ?? '', repair: flags.repair === true });
-      const differences = r.tenants.reduce((n, t) => n + t.missing + t.stale + t.wrongId, 0);
+      const differences = r.tenants.reduce((n, t) => n + t.missing + t.stale + t.wrongId + t.outdated, 0);
       if (flags.output === 'json') printJson(io, r);
       else {
         const out: string[] = [];
         for (const t of r.tenants) {
-          const found = t.missing + t.stale + t.wrongId;
+          const found = t.missing + t.stale + t.wrongId + t.outdated;
           out.push(
             `${t.tenant}: ${t.mailboxes} mailboxes, ${t.entries} index entries (${t.expected} expected) at revision ${t.revision}: ` +
-              (found === 0 ? 'consistent' : `${t.missing} missing, ${t.stale} stale, ${t.wrongId} with a wrong id`) +
+              (found === 0 ? 'consistent' : `${t.missing} missing, ${t.stale} stale, ${t.wrongId} with a wrong id, ${t.outdated} outdated`) +
               (flags.repair && found > 0 ? `; repaired ${t.repaired} mailboxes${t.skipped ? `, ${t.skipped} skipped (changed meanwhile: run again)` : ''}` : ''),
           );
           if (t.differences.length > 0) out.push(table(['', 'KIND', 'GRANTEE', 'MAILBOX'], t.differences.map((d) => [' ', d.kind, d.grantee, d.mailbox])).trimEnd());

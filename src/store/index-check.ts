@@ -3,12 +3,17 @@ import { shareGrantees } from '../domain/acl.js';
 import type { AuditContext, AuditStore } from './audit-store.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
-import { decodeMailbox } from './mailbox-store.js';
+import { decodeMailbox, isStoredRecord } from './mailbox-store.js';
 
 /** One way the "shared with" index disagrees with the ACLs. */
 export interface IndexDifference {
-  /** missing: the ACL grants l and no entry says so; stale: an entry no ACL backs; wrong-id: the entry names another mailbox id. */
-  readonly kind: 'missing' | 'stale' | 'wrong-id';
+  /**
+   * missing: the ACL grants l and no entry says so; stale: an entry no ACL
+   * backs; wrong-id: the entry names another mailbox id; outdated: the
+   * entry does not hold the mailbox's record as it is (an entry written
+   * before entries held it, or one a failed write left behind).
+   */
+  readonly kind: 'missing' | 'stale' | 'wrong-id' | 'outdated';
   readonly grantee: string;
   /** OWNER/NAME */
   readonly mailbox: string;
@@ -25,6 +30,7 @@ export interface IndexReport {
   readonly missing: number;
   readonly stale: number;
   readonly wrongId: number;
+  readonly outdated: number;
   /** The first differences, in key order (at most `detailLimit`). */
   readonly differences: IndexDifference[];
   /** With repair: mailboxes whose entries were put right, and those skipped because they changed since the check. */
@@ -50,14 +56,16 @@ const FIXES_PER_TXN = 60;
 export interface Fix {
   /** The mailbox's record as the check saw it (mod revision; 0 when it does not exist). */
   mod: number;
-  puts: Array<{ key: string; id: string; mod: number }>;
+  /** Index entries to write with the mailbox's stored record. */
+  puts: Array<{ key: string; value: string; mod: number }>;
   deletes: Array<{ key: string; mod: number }>;
 }
 
 /**
  * Verifies a tenant's "shared with" index against its ACLs at one
  * revision: every mailbox's positive entries with l (but the owner's)
- * must have exactly one index entry holding the mailbox id, and no other
+ * must have exactly one index entry holding the mailbox's record (as its
+ * own key does), and no other
  * entry may exist. The index is written in each ACL change's own
  * transaction, so this should never find anything; it proves it on a
  * live system. Repairs go mailbox by mailbox, each one transaction
@@ -105,7 +113,7 @@ export class IndexChecker {
         }
         const puts = part.filter((it) => it.put).length;
         const ops = [
-          ...part.map((it) => (it.put ? client.put(it.put.key).value(it.put.id) : client.delete().key(it.del!.key))),
+          ...part.map((it) => (it.put ? client.put(it.put.key).value(it.put.value) : client.delete().key(it.del!.key))),
           ...audit.ops({ tenant, ...ctx, action: 'RepairIndex', target: ref, before: `${part.length} entries wrong`, after: `${puts} put, ${part.length - puts} removed` }),
         ];
         const res = await etcdOp('repairing the index', () => txn.then(...ops).commit());
@@ -131,8 +139,9 @@ async function inspect(deps: { client: Etcd3; keys: Keys }, tenant: string, deta
   const mboxPrefix = keys.mailboxesPrefix(tenant);
   const sharedPrefix = keys.sharedTenantPrefix(tenant);
 
-  // Expected entries (index key → mailbox id), and each mailbox's record revision.
+  // Expected entries (index key → the mailbox's stored record), each mailbox's id and record revision.
   const expected = new Map<string, string>();
+  const ids = new Map<string, string>();
   const mailboxMod = new Map<string, number>();
   let mailboxes = 0;
   for await (const kv of scan(client, mboxPrefix, revision)) {
@@ -143,7 +152,9 @@ async function inspect(deps: { client: Etcd3; keys: Keys }, tenant: string, deta
     if (!rec) continue;
     mailboxes++;
     mailboxMod.set(ref, kv.mod);
-    for (const g of shareGrantees(rec.acl, owner)) expected.set(`${sharedPrefix}${g}/${ref}`, rec.id);
+    ids.set(ref, rec.id);
+    const stored = kv.value.toString();
+    for (const g of shareGrantees(rec.acl, owner)) expected.set(`${sharedPrefix}${g}/${ref}`, stored);
   }
   const expectedCount = expected.size;
 
@@ -154,7 +165,7 @@ async function inspect(deps: { client: Etcd3; keys: Keys }, tenant: string, deta
     if (!f) fixes.set(ref, (f = { mod: mailboxMod.get(ref) ?? 0, puts: [], deletes: [] }));
     return f;
   };
-  const counts = { missing: 0, stale: 0, 'wrong-id': 0 };
+  const counts = { missing: 0, stale: 0, 'wrong-id': 0, outdated: 0 };
   const note = (kind: IndexDifference['kind'], key: string): string => {
     counts[kind]++;
     const rest = key.slice(sharedPrefix.length);
@@ -172,10 +183,15 @@ async function inspect(deps: { client: Etcd3; keys: Keys }, tenant: string, deta
       continue;
     }
     expected.delete(kv.key);
-    if (kv.value.toString() !== want) fixOf(note('wrong-id', kv.key)).puts.push({ key: kv.key, id: want, mod: kv.mod });
+    const value = kv.value.toString();
+    if (value === want) continue;
+    const rest = kv.key.slice(sharedPrefix.length);
+    const ref = rest.slice(rest.indexOf('/') + 1);
+    const id = isStoredRecord(kv.value) ? decodeMailbox(tenant, '', '', kv.value, 0)?.id : value;
+    fixOf(note(id === ids.get(ref) ? 'outdated' : 'wrong-id', kv.key)).puts.push({ key: kv.key, value: want, mod: kv.mod });
   }
-  for (const [key, id] of expected) fixOf(note('missing', key)).puts.push({ key, id, mod: 0 });
+  for (const [key, value] of expected) fixOf(note('missing', key)).puts.push({ key, value, mod: 0 });
   differences.sort((a, b) => (a.mailbox < b.mailbox ? -1 : a.mailbox > b.mailbox ? 1 : a.grantee < b.grantee ? -1 : 1));
 
-  return { report: { tenant, revision, mailboxes, entries, expected: expectedCount, missing: counts.missing, stale: counts.stale, wrongId: counts['wrong-id'], differences, repaired: 0, skipped: 0 }, fixes };
+  return { report: { tenant, revision, mailboxes, entries, expected: expectedCount, missing: counts.missing, stale: counts.stale, wrongId: counts['wrong-id'], outdated: counts.outdated, differences, repaired: 0, skipped: 0 }, fixes };
 }

@@ -12,7 +12,9 @@
  *   <prefix>v1/t/<tenant>/shared/<grantee>/<owner>/<name>
  *                                                    "shared with" index entry: the ACL has a
  *                                                    positive entry with "l" for grantee
- *                                                    (a user, group:NAME, anyone, authenticated)
+ *                                                    (a user, group:NAME, anyone, authenticated);
+ *                                                    holds a copy of the mailbox record, written
+ *                                                    with it (older entries: the mailbox id only)
  *   <prefix>v1/nodes/<node>                          node configuration (weight, zone, state)
  *   <prefix>v1/nodes-live/<node>                     node liveness, attached to the node's lease
  *   <prefix>v1/assign/<tenant>/<user>                user → node assignment, attached to the

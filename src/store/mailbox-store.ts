@@ -1,4 +1,4 @@
-import type { DeleteBuilder, Etcd3, PutBuilder } from 'etcd3';
+import type { DeleteBuilder, Etcd3, IKeyValue, PutBuilder } from 'etcd3';
 import {
   type Acl,
   aclEntries,
@@ -13,7 +13,7 @@ import { MAILBOX_SEPARATOR, parseMailboxName } from '../domain/mailbox-name.js';
 import { ALL_RIGHTS, L, NO_RIGHTS, type Rights, type RightsChange, formatRights, parseRights } from '../domain/rights.js';
 import type { AuditContext, AuditStore } from './audit-store.js';
 import { CasConflict, MAX_TXN_OPS, checkExpectedRevision, randomId, withCasRetry } from './cas.js';
-import { type DirectoryStore, type TenantSettings, tenantNotFound } from './directory-store.js';
+import { type DirectoryStore, type TenantSettings, decodeGroup, tenantNotFound } from './directory-store.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 
@@ -39,6 +39,73 @@ export interface SharedEntry {
   readonly rights: Rights;
 }
 
+/** Shares kept in all by a coordinator's ListSharedWith answers (about 250 B each). */
+const MAX_KEPT_SHARES = 200_000;
+
+/** A user's ListSharedWith answer as read, and what it was read from. */
+interface SharedAnswer {
+  /** Valid at this revision (confirmed at later ones since). */
+  revision: number;
+  /** The index prefixes read (user, anyone, authenticated, the user's groups), with their entry counts. */
+  readonly grantees: readonly string[];
+  readonly counts: readonly number[];
+  /** Groups in the tenant. */
+  readonly groupCount: number;
+  /** OWNER/NAME of each item, sorted. */
+  readonly refs: readonly string[];
+  readonly items: readonly SharedEntry[];
+}
+
+/** Answers by "tenant/user", least recently used dropped first, bounded by their items in all. */
+class AnswerCache {
+  private readonly map = new Map<string, SharedAnswer>();
+  private size = 0;
+  constructor(private readonly maxItems: number) {}
+
+  get(key: string): SharedAnswer | undefined {
+    return this.map.get(key);
+  }
+
+  touch(key: string): void {
+    const a = this.map.get(key);
+    if (!a) return;
+    this.map.delete(key);
+    this.map.set(key, a);
+  }
+
+  set(key: string, a: SharedAnswer): void {
+    this.delete(key);
+    // A user whose groups exceed one probe transaction is read every time.
+    if (a.items.length > this.maxItems || 2 + a.grantees.length > MAX_TXN_OPS) return;
+    this.map.set(key, a);
+    this.size += a.items.length + 1;
+    for (const [k, old] of this.map) {
+      if (this.size <= this.maxItems) break;
+      this.map.delete(k);
+      this.size -= old.items.length + 1;
+    }
+  }
+
+  private delete(key: string): void {
+    const a = this.map.get(key);
+    if (!a) return;
+    this.map.delete(key);
+    this.size -= a.items.length + 1;
+  }
+}
+
+/** The index of the first of `sorted` greater than `x`. */
+function upperBound(sorted: readonly string[], x: string): number {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid]! <= x) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 export type AclChange = { kind: 'set'; identifier: Identifier; change: RightsChange } | { kind: 'delete'; identifier: Identifier };
 
 export function mailboxNotFound(tenant: string, owner: string, name: string): DomainError {
@@ -51,6 +118,9 @@ export function mailboxNotFound(tenant: string, owner: string, name: string): Do
  * disagree with the ACLs.
  */
 export class MailboxStore {
+  /** Users' ListSharedWith answers, recently asked first out last (see sharedWith). */
+  private readonly answers = new AnswerCache(MAX_KEPT_SHARES);
+
   constructor(
     private readonly client: Etcd3,
     private readonly keys: Keys,
@@ -186,7 +256,7 @@ export class MailboxStore {
         b = b.and(this.keys.mailbox(tenant, owner, m.name), 'Mod', '==', m.revision).and(this.keys.mailbox(tenant, owner, to.name), 'Create', '==', 0);
         ops.push(this.client.delete().key(this.keys.mailbox(tenant, owner, m.name)), this.client.put(this.keys.mailbox(tenant, owner, to.name)).value(encodeMailbox(to)));
         for (const g of shareGrantees(m.acl, owner)) {
-          ops.push(this.client.delete().key(this.keys.shared(tenant, g, owner, m.name)), this.client.put(this.keys.shared(tenant, g, owner, to.name)).value(to.id));
+          ops.push(this.client.delete().key(this.keys.shared(tenant, g, owner, m.name)), this.client.put(this.keys.shared(tenant, g, owner, to.name)).value(encodeMailbox(to)));
         }
       });
       ops.push(...this.audit.ops({ tenant, ...ctx, action: 'RenameMailbox', target: `${owner}/${name}`, before: name, after: newName }));
@@ -320,13 +390,15 @@ export class MailboxStore {
       const newG = shareGrantees(acl, owner);
       const key = this.keys.mailbox(tenant, owner, name);
       const next: MailboxRecord = { ...cur, acl };
+      const stored = encodeMailbox(next);
       const res = await etcdOp('changing an ACL', () =>
         this.client
           .if(this.keys.tenant(tenant), 'Mod', '==', t.revision)
           .and(key, 'Mod', '==', cur.revision)
           .then(
-            this.client.put(key).value(encodeMailbox(next)),
-            ...[...newG].filter((g) => !oldG.has(g)).map((g) => this.client.put(this.keys.shared(tenant, g, owner, name)).value(cur.id)),
+            this.client.put(key).value(stored),
+            // Every entry carries the mailbox as it is now (ListSharedWith reads only the index).
+            ...[...newG].map((g) => this.client.put(this.keys.shared(tenant, g, owner, name)).value(stored)),
             ...[...oldG].filter((g) => !newG.has(g)).map((g) => this.client.delete().key(this.keys.shared(tenant, g, owner, name))),
             ...this.audit.ops({ tenant, ...ctx, target: `${owner}/${name}`, ...audit }),
           )
@@ -339,49 +411,125 @@ export class MailboxStore {
 
   /**
    * Other users' mailboxes on which `user` holds "l", with the user's
-   * effective rights, in OWNER/NAME order, all read at one etcd revision.
+   * effective rights, in OWNER/NAME order, all as at one etcd revision.
    * Candidates come from the index entries of the user, of "anyone", of
-   * "authenticated" and of the user's groups; negative entries are applied
-   * by computing the effective rights from each candidate's ACL.
+   * "authenticated" and of the user's groups; each entry holds the
+   * mailbox's record (ACL included) as the mailbox's last change wrote it,
+   * so the index alone answers, negative entries applied.
+   *
+   * A user's whole answer is kept (recently asked users, a bounded number
+   * of entries in all) with the revision it was read at. Every change that
+   * could alter it writes under one of the prefixes it was read from: any
+   * ACL change of a mailbox rewrites all of that mailbox's entries, a
+   * rename or delete removes them, and group changes write the groups. So
+   * one read at the current revision that finds, under each prefix, as many
+   * keys as before and none modified since proves the kept answer current
+   * (read-your-writes holds: that read is linearizable); otherwise it is
+   * read again.
    */
   async sharedWith(tenant: string, user: string, limit: number, afterRef: string | undefined): Promise<{ items: SharedEntry[]; lastRef: string | undefined; revision: number }> {
-    const t = await this.directory.getTenant(tenant);
-    if (!t) throw tenantNotFound(tenant);
-    const { groups, revision } = await this.directory.groupsOf(tenant, user);
-    const grantees = [user, 'anyone', 'authenticated', ...[...groups].map((g) => `group:${g}`)];
-    const lists = await Promise.all(
-      grantees.map((g) =>
-        etcdOp('reading the shared index', () => this.client.getAll().prefix(this.keys.sharedPrefix(tenant, g)).revision(revision).keys()).then((keys) =>
-          keys.map((k) => this.keys.sharedRefFromKey(tenant, g, k)),
-        ),
-      ),
-    );
-    const refs = [...new Set(lists.flat())]
-      .filter((ref) => !ref.startsWith(`${user}/`) && (afterRef === undefined || ref > afterRef))
-      .sort();
+    const key = `${tenant}/${user}`;
+    let answer = this.answers.get(key);
+    const revision = answer ? await this.confirm(tenant, answer) : 0;
+    if (answer && revision > 0) {
+      answer.revision = revision;
+      this.answers.touch(key);
+    } else {
+      answer = await this.readShared(tenant, user);
+      this.answers.set(key, answer);
+    }
+    const from = afterRef === undefined ? 0 : upperBound(answer.refs, afterRef);
+    const items = answer.items.slice(from, from + limit);
+    // Only hand out a page token when something may follow.
+    const lastRef = from + limit < answer.items.length ? answer.refs[from + limit - 1] : undefined;
+    return { items, lastRef, revision: answer.revision };
+  }
 
-    const items: SharedEntry[] = [];
-    let lastRef: string | undefined;
-    const subject = { user, groups };
-    const chunk = Math.max(16, Math.min(limit * 2, 1000));
-    for (let i = 0; i < refs.length && items.length < limit; i += chunk) {
-      const slice = refs.slice(i, i + chunk);
-      const records = await this.getMany(tenant, slice, revision);
-      for (let j = 0; j < slice.length; j++) {
-        const rec = records[j];
-        if (!rec) continue;
-        const rights = effectiveRights(rec.acl, subject, rec.owner);
-        if ((rights & L) === 0) continue;
-        items.push({ record: rec, rights });
-        if (items.length === limit) {
-          lastRef = slice[j]!;
-          // Only hand out a page token when something may follow.
-          if (i + j + 1 >= refs.length) lastRef = undefined;
-          break;
-        }
+  /** The revision a kept answer is current at (nothing it was read from changed), or 0 when it is not. */
+  private async confirm(tenant: string, a: SharedAnswer): Promise<number> {
+    // Per prefix, one keys-only range that returns the keys modified since the answer, and
+    // (etcd counts before it filters) how many keys the prefix holds: a deletion shows as fewer.
+    // Were the count ever the filtered one, a kept answer would only be read again, never wrong.
+    const since = String(a.revision + 1);
+    const probe = (prefix: string) => ({ request_range: { key: Buffer.from(prefix), range_end: Buffer.from(prefixEnd(prefix)), keys_only: true, min_mod_revision: since } });
+    const res = await etcdOp('reading the shared index', () =>
+      this.client.kv.txn({
+        compare: [],
+        success: [{ request_range: { key: Buffer.from(this.keys.tenant(tenant)), count_only: true } }, probe(this.keys.groupsPrefix(tenant)), ...a.grantees.map((g) => probe(this.keys.sharedPrefix(tenant, g)))],
+        failure: [],
+      }),
+    );
+    const range = (i: number) => res.responses[i]?.response_range;
+    if (Number(range(0)?.count ?? 0) === 0) return 0;
+    const counts = [a.groupCount, ...a.counts];
+    for (let i = 0; i < counts.length; i++) {
+      const r = range(1 + i);
+      if (!r || r.kvs.length > 0 || Number(r.count) !== counts[i]) return 0;
+    }
+    return Number(res.header.revision);
+  }
+
+  /** A user's whole answer, read at one revision. */
+  private async readShared(tenant: string, user: string): Promise<SharedAnswer> {
+    const range = (prefix: string) => ({ key: Buffer.from(prefix), range_end: Buffer.from(prefixEnd(prefix)) });
+    // One round trip: the tenant, its groups and the entries of the user, "anyone" and
+    // "authenticated", all at one revision; then the entries of the user's groups at it.
+    const first = await etcdOp('reading the shared index', () =>
+      this.client.kv.txn({
+        compare: [],
+        success: [
+          { request_range: { key: Buffer.from(this.keys.tenant(tenant)) } },
+          { request_range: range(this.keys.groupsPrefix(tenant)) },
+          ...[user, 'anyone', 'authenticated'].map((g) => ({ request_range: range(this.keys.sharedPrefix(tenant, g)) })),
+        ],
+        failure: [],
+      }),
+    );
+    const revision = Number(first.header.revision);
+    const kvsOf = (i: number) => first.responses[i]?.response_range?.kvs ?? [];
+    if (kvsOf(0).length === 0) throw tenantNotFound(tenant);
+    const groups = new Set<string>();
+    for (const kv of kvsOf(1)) {
+      const g = decodeGroup(tenant, this.keys.groupFromKey(tenant, kv.key.toString()), kv.value, 0);
+      if (g.members.includes(user)) groups.add(g.name);
+    }
+    const entries: Array<{ grantee: string; kvs: IKeyValue[] }> = [user, 'anyone', 'authenticated'].map((g, i) => ({ grantee: g, kvs: kvsOf(2 + i) }));
+    if (groups.size > 0) {
+      const names = [...groups].map((g) => `group:${g}`);
+      const more = await Promise.all(
+        names.map((g) => etcdOp('reading the shared index', () => this.client.getAll().prefix(this.keys.sharedPrefix(tenant, g)).revision(revision).exec()).then((r) => ({ grantee: g, kvs: r.kvs }))),
+      );
+      entries.push(...more);
+    }
+
+    // An entry written before entries held the record (the mailbox id alone) sends the reader to the mailbox itself.
+    const records = new Map<string, MailboxRecord | undefined>();
+    for (const { grantee, kvs } of entries) {
+      for (const kv of kvs) {
+        const ref = this.keys.sharedRefFromKey(tenant, grantee, kv.key.toString());
+        if (ref.startsWith(`${user}/`) || records.get(ref) !== undefined) continue;
+        const slash = ref.indexOf('/');
+        records.set(ref, isStoredRecord(kv.value) ? decodeMailbox(tenant, ref.slice(0, slash), ref.slice(slash + 1), kv.value, Number(kv.mod_revision)) : undefined);
       }
     }
-    return { items, lastRef, revision };
+    const sorted = [...records.keys()].sort();
+    const older = sorted.filter((r) => records.get(r) === undefined);
+    if (older.length > 0) {
+      const read = await this.getMany(tenant, older, revision);
+      older.forEach((r, i) => records.set(r, read[i]));
+    }
+    const subject = { user, groups };
+    const refs: string[] = [];
+    const items: SharedEntry[] = [];
+    for (const ref of sorted) {
+      const rec = records.get(ref);
+      if (!rec) continue;
+      const rights = effectiveRights(rec.acl, subject, rec.owner);
+      if ((rights & L) === 0) continue;
+      refs.push(ref);
+      items.push({ record: rec, rights });
+    }
+    return { revision, grantees: entries.map((e) => e.grantee), counts: entries.map((e) => e.kvs.length), groupCount: kvsOf(1).length, refs, items };
   }
 
   private decodeKey(tenant: string, key: string, value: Buffer, revision: number): MailboxRecord {
@@ -398,6 +546,11 @@ export function encodeMailbox(rec: MailboxRecord): string {
   const acl: Record<string, string> = {};
   for (const [k, r] of aclEntries(rec.acl)) acl[k] = formatRights(r);
   return JSON.stringify({ id: rec.id, acl, createdAt: rec.createdAt.toISOString() } satisfies StoredMailbox);
+}
+
+/** A stored mailbox record (JSON), as mailbox keys and index entries hold; an older index entry holds only the id. */
+export function isStoredRecord(value: Buffer): boolean {
+  return value[0] === 0x7b;
 }
 
 export function decodeMailbox(tenant: string, owner: string, name: string, value: Buffer, revision: number): MailboxRecord | undefined {

@@ -55,9 +55,17 @@ describe('mailshare index check', () => {
       expect(idx).toMatchObject({ mailboxes: 3, entries: 4, expected: 4, missing: 0, stale: 0, wrongId: 0, differences: [] });
       expect((await ms('index', 'check', 'idx')).stdout).toMatch(/^idx: 3 mailboxes, 4 index entries \(4 expected\) at revision \d+: consistent$/m);
 
-      // Corrupt the index by hand: one entry gone, one naming another id, two nobody backs.
+      // Each entry holds the mailbox's record as its own key does (ListSharedWith reads only the index).
       const shared = `${server.prefix}v1/t/idx/shared/`;
+      const ids = Object.fromEntries((await api.mailbox.listMailboxes({ tenant: 'idx', owner: 'alice', pageSize: 0, pageToken: '' })).mailboxes.map((m) => [m.mailbox, m.id]));
+      const record = (name: string) => c.get(`${server.prefix}v1/t/idx/mbox/alice/${name}`).string();
+      expect(await c.get(`${shared}carol/alice/C`).string()).toBe(await record('C'));
+      expect(JSON.parse((await c.get(`${shared}group:sales/alice/A`).string())!)).toMatchObject({ id: ids['alice/A'], acl: { bob: 'lr', 'group:sales': 'lrs' } });
+
+      // Corrupt the index by hand: one entry gone, one naming another id, two nobody backs,
+      // and one as entries were written before they held the record (the id alone).
       await c.delete().key(`${shared}bob/alice/A`);
+      await c.put(`${shared}anyone/alice/B`).value(ids['alice/B']!);
       await c.put(`${shared}carol/alice/C`).value('0000000000000000');
       await c.put(`${shared}dave/alice/C`).value('x');
       await c.put(`${shared}bob/alice/Gone`).value('y');
@@ -66,7 +74,8 @@ describe('mailshare index check', () => {
       const found = await ms('index', 'check', 'idx');
       expect(found.code).toBe(1);
       expect(found.stderr).toBe('mailshare: index: the index disagrees with the ACLs; run with --repair\n');
-      expect(found.stdout).toMatch(/^idx: 3 mailboxes, 5 index entries \(4 expected\) at revision \d+: 1 missing, 2 stale, 1 with a wrong id$/m);
+      expect(found.stdout).toMatch(/^idx: 3 mailboxes, 5 index entries \(4 expected\) at revision \d+: 1 missing, 2 stale, 1 with a wrong id, 1 outdated$/m);
+      expect(found.stdout).toMatch(/^\s+outdated\s+anyone\s+alice\/B$/m);
       expect(found.stdout).toMatch(/^\s+missing\s+bob\s+alice\/A$/m);
       expect(found.stdout).toMatch(/^\s+wrong-id\s+carol\s+alice\/C$/m);
       expect(found.stdout).toMatch(/^\s+stale\s+dave\s+alice\/C$/m);
@@ -76,18 +85,18 @@ describe('mailshare index check', () => {
 
       const repaired = await ms('index', 'check', 'idx', '--repair', '-o', 'json');
       expect([repaired.code, repaired.stderr]).toEqual([0, '']);
-      expect(JSON.parse(repaired.stdout).tenants[0]).toMatchObject({ missing: 1, stale: 2, wrongId: 1, repaired: 3, skipped: 0 });
+      expect(JSON.parse(repaired.stdout).tenants[0]).toMatchObject({ missing: 1, stale: 2, wrongId: 1, outdated: 1, repaired: 4, skipped: 0 });
       const after = await ms('index', 'check', 'idx');
       expect([after.code, after.stderr]).toEqual([0, '']);
       expect(after.stdout).toMatch(/: consistent$/m);
-      const ids = Object.fromEntries((await api.mailbox.listMailboxes({ tenant: 'idx', owner: 'alice', pageSize: 0, pageToken: '' })).mailboxes.map((m) => [m.mailbox, m.id]));
-      expect(await c.get(`${shared}carol/alice/C`).string()).toBe(ids['alice/C']);
-      expect(await c.get(`${shared}bob/alice/A`).string()).toBe(ids['alice/A']);
+      expect(await c.get(`${shared}carol/alice/C`).string()).toBe(await record('C'));
+      expect(await c.get(`${shared}bob/alice/A`).string()).toBe(await record('A'));
+      expect(await c.get(`${shared}anyone/alice/B`).string()).toBe(await record('B'));
       expect(await c.get(`${shared}bob/alice/Gone`).string()).toBeNull();
       expect((await api.mailbox.listSharedWith({ tenant: 'idx', user: 'bob', pageSize: 0, pageToken: '' })).mailboxes.map((m) => m.mailbox)).toEqual(['alice/A', 'alice/B']);
       // Each repair is in the audit trail.
       const audit = await api.audit.listAudit({ tenant: 'idx', pageSize: 1000, pageToken: '' });
-      expect(audit.records.filter((r) => r.action === 'RepairIndex').map((r) => r.target).sort()).toEqual(['alice/A', 'alice/C', 'alice/Gone']);
+      expect(audit.records.filter((r) => r.action === 'RepairIndex').map((r) => r.target).sort()).toEqual(['alice/A', 'alice/B', 'alice/C', 'alice/Gone']);
 
       // Bad input and roles: one line, nothing changed.
       const noTenant = await ms('index', 'check', 'Nope!');
@@ -128,10 +137,15 @@ describe('mailshare index check', () => {
       // The ACL changes after the check: the repair planned from the old ACL must not land.
       await api.acl.setAcl({ tenant: 'race', mailbox: 'alice/A', identifier: 'carol', rights: 'lr', expectedRevision: 0, actor: '' });
       expect(await checker.repair(found, ctx)).toEqual({ repaired: 0, skipped: 1 });
-      expect(await c.get(keys.shared('race', 'bob', 'alice', 'A')).string()).toBeNull();
+      // That change wrote every entry of the mailbox, bob's too: the record as it is now, not as the check saw it.
+      const now = await c.get(keys.mailbox('race', 'alice', 'A')).string();
+      expect(await c.get(keys.shared('race', 'bob', 'alice', 'A')).string()).toBe(now);
+      expect((await checker.inspect('race')).report).toMatchObject({ missing: 0, stale: 0, wrongId: 0, outdated: 0, entries: 2 });
+      await c.delete().key(keys.shared('race', 'bob', 'alice', 'A'));
       const again = await checker.check('race', { repair: true, ctx });
       expect(again).toMatchObject({ missing: 1, repaired: 1, skipped: 0 });
-      expect((await checker.inspect('race')).report).toMatchObject({ missing: 0, stale: 0, wrongId: 0, entries: 2 });
+      expect((await checker.inspect('race')).report).toMatchObject({ missing: 0, stale: 0, wrongId: 0, outdated: 0, entries: 2 });
+      expect(await c.get(keys.shared('race', 'bob', 'alice', 'A')).string()).toBe(now);
     } finally {
       c.close();
       api.close();

@@ -188,10 +188,66 @@ describe('mailboxes, ACLs and the shared-with index', () => {
     // Group changes apply without touching the index.
     await admin.directory.removeGroupMember({ tenant, name: 'sales', member: 'dave', expectedRevision: 0, members: [] });
     expect(await shared(tenant, 'dave')).toEqual([['erin/Public', 'lr']]);
+    // Read your writes: a change of rights on a share, or a negative entry, is in the next answer
+    // (each index entry holds the mailbox as that change wrote it).
+    await set('alice/Projects', 'bob', '+w');
+    expect((await shared(tenant, 'bob'))[0]).toEqual(['alice/Projects', 'lrsw']);
+    await set('alice/Projects/2024', '-bob', 'l');
+    expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/Projects', 'carol/Team']);
+    await set('erin/Public', '-bob', '');
+    expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/Projects', 'carol/Team', 'erin/Public']);
 
     const mr = await admin.acl.myRights({ tenant, mailbox: 'carol/Team', user: 'bob' });
     expect(mr.rights).toBe('lrswi');
     expect((await admin.acl.myRights({ tenant, mailbox: 'carol/Team', user: 'carol' })).rights).toBe('lrswipkxteacd');
+  });
+
+  it('keeps no answer past a change: every change through another coordinator, or in etcd by hand, is in the next ListSharedWith', async () => {
+    const tenant = tenantName();
+    await admin.directory.createTenant({ id: tenant, domains: [] });
+    const other = await startInProcessServer({ endpoints: etcd.endpoints, prefix: server.prefix });
+    const api2 = connectApi(other.address, server.adminToken);
+    const c = createEtcdClient({ endpoints: etcd.endpoints });
+    try {
+      for (const [owner, name] of [['alice', 'A'], ['alice', 'B'], ['carol', 'C']]) await admin.mailbox.createMailbox({ tenant, owner: owner!, name: name!, actor: '' });
+      const set = (mailbox: string, identifier: string, rights: string) => api2.acl.setAcl({ tenant, mailbox, identifier, rights, expectedRevision: 0, actor: '' });
+      await set('alice/A', 'bob', 'lr');
+      await admin.directory.setGroupMembers({ tenant, name: 'sales', members: ['bob'], expectedRevision: 0 });
+      expect(await shared(tenant, 'bob')).toEqual([['alice/A', 'lr']]);
+      // Asked again with nothing changed: the same answer, at a revision no older.
+      const r1 = await admin.mailbox.listSharedWith({ tenant, user: 'bob', pageSize: 0, pageToken: '' });
+      const r2 = await admin.mailbox.listSharedWith({ tenant, user: 'bob', pageSize: 0, pageToken: '' });
+      expect(r2.mailboxes).toEqual(r1.mailboxes);
+      expect(r2.revision).toBeGreaterThanOrEqual(r1.revision);
+
+      await set('alice/A', 'bob', '+w');
+      expect(await shared(tenant, 'bob')).toEqual([['alice/A', 'lrw']]);
+      await set('alice/B', 'group:sales', 'lr');
+      expect(await shared(tenant, 'bob')).toEqual([['alice/A', 'lrw'], ['alice/B', 'lr']]);
+      await api2.directory.removeGroupMember({ tenant, name: 'sales', member: 'bob', expectedRevision: 0, members: [] });
+      expect(await shared(tenant, 'bob')).toEqual([['alice/A', 'lrw']]);
+      await api2.directory.addGroupMember({ tenant, name: 'sales', member: 'bob', expectedRevision: 0, members: [] });
+      expect(await shared(tenant, 'bob')).toEqual([['alice/A', 'lrw'], ['alice/B', 'lr']]);
+      await set('carol/C', 'anyone', 'lr');
+      expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/A', 'alice/B', 'carol/C']);
+      // A change that writes no entry of bob's own: a negative entry for him on a mailbox shared with anyone.
+      await set('carol/C', '-bob', 'l');
+      expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/A', 'alice/B']);
+      await set('carol/C', '-bob', '');
+      await api2.mailbox.renameMailbox({ tenant, mailbox: 'carol/C', newName: 'D', expectedRevision: 0, actor: '' });
+      expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/A', 'alice/B', 'carol/D']);
+      // Paging through a kept answer gives the same.
+      expect(await shared(tenant, 'bob', 1)).toEqual(await shared(tenant, 'bob'));
+      await api2.mailbox.deleteMailbox({ tenant, mailbox: 'alice/A', expectedRevision: 0, actor: '' });
+      expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/B', 'carol/D']);
+      // By hand in etcd: an entry removed.
+      await c.delete().key(`${server.prefix}v1/t/${tenant}/shared/anyone/carol/D`);
+      expect((await shared(tenant, 'bob')).map(([m]) => m)).toEqual(['alice/B']);
+    } finally {
+      c.close();
+      api2.close();
+      await other.stop();
+    }
   });
 
   it('renames with children keeping ids and ACLs, and deletes ACL and index with the mailbox', async () => {

@@ -147,7 +147,9 @@ export interface CheckIndexRequest {
 export interface IndexDifference {
   /**
    * "missing": the ACL grants l and no entry says so; "stale": an entry no
-   * ACL backs; "wrong-id": the entry names another mailbox id.
+   * ACL backs; "wrong-id": the entry names another mailbox id; "outdated":
+   * the entry does not hold the mailbox's record as it is (written before
+   * entries held it).
    */
   kind: string;
   grantee: string;
@@ -174,6 +176,7 @@ export interface TenantIndexReport {
    */
   repaired: number;
   skipped: number;
+  outdated: number;
 }
 
 export interface CheckIndexResponse {
@@ -1831,6 +1834,7 @@ function createBaseTenantIndexReport(): TenantIndexReport {
     differences: [],
     repaired: 0,
     skipped: 0,
+    outdated: 0,
   };
 }
 
@@ -1868,6 +1872,9 @@ export const TenantIndexReport: MessageFns<TenantIndexReport> = {
     }
     if (message.skipped !== 0) {
       writer.uint32(88).int64(message.skipped);
+    }
+    if (message.outdated !== 0) {
+      writer.uint32(96).int64(message.outdated);
     }
     return writer;
   },
@@ -1967,6 +1974,14 @@ export const TenantIndexReport: MessageFns<TenantIndexReport> = {
           message.skipped = longToNumber(reader.int64());
           continue;
         }
+        case 12: {
+          if (tag !== 96) {
+            break;
+          }
+
+          message.outdated = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -1991,6 +2006,7 @@ export const TenantIndexReport: MessageFns<TenantIndexReport> = {
         : [],
       repaired: isSet(object.repaired) ? globalThis.Number(object.repaired) : 0,
       skipped: isSet(object.skipped) ? globalThis.Number(object.skipped) : 0,
+      outdated: isSet(object.outdated) ? globalThis.Number(object.outdated) : 0,
     };
   },
 
@@ -2029,6 +2045,9 @@ export const TenantIndexReport: MessageFns<TenantIndexReport> = {
     if (message.skipped !== 0) {
       obj.skipped = Math.round(message.skipped);
     }
+    if (message.outdated !== 0) {
+      obj.outdated = Math.round(message.outdated);
+    }
     return obj;
   },
 
@@ -2048,6 +2067,7 @@ export const TenantIndexReport: MessageFns<TenantIndexReport> = {
     message.differences = object.differences?.map((e) => IndexDifference.fromPartial(e)) || [];
     message.repaired = object.repaired ?? 0;
     message.skipped = object.skipped ?? 0;
+    message.outdated = object.outdated ?? 0;
     return message;
   },
 };
