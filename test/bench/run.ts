@@ -15,6 +15,7 @@ import { locateRpc } from './locate-rpc.js';
 import { migrationBench } from './migration.js';
 import { routeBench } from './route.js';
 import { scale } from './scale.js';
+import { usersScale } from './users-scale.js';
 
 export interface BenchResult {
   name: string;
@@ -37,6 +38,7 @@ const BENCHMARKS: Record<string, () => Promise<BenchResult>> = {
   route: routeBench,
   import: importBench,
   migration: migrationBench,
+  'users-scale': usersScale,
 };
 
 async function main(): Promise<void> {
