@@ -403,7 +403,8 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     const internal = c.pending.find((p) => p.clientTag === undefined);
     if (internal && c.clientPending === 0) {
       // Updates of the selected mailbox belong to the client, whoever's command they came with.
-      if (c.selected && /^\* (\d+ (EXISTS|EXPUNGE|RECENT)\b|VANISHED (?!\(EARLIER\)))/i.test(first)) this.forward(raw);
+      const update = /^\* (\d+ (EXISTS|EXPUNGE|RECENT)\b|VANISHED (?!\(EARLIER\)))/i.test(first) || (internal.fetchIsUpdate === true && !c.renames && /^\* \d+ FETCH /i.test(first));
+      if (c.selected && update) this.forward(raw);
       else internal.untagged.push(pieces);
       return;
     }
@@ -794,8 +795,8 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     return `m${++this.tagSeq}`;
   }
 
-  enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done'], name?: string): Pending {
-    const p: Pending = { tag, clientTag, name, untagged: [], done };
+  enqueue(conn: Conn, tag: string, clientTag: string | undefined, done: Pending['done'], name?: string, fetchIsUpdate = false): Pending {
+    const p: Pending = { tag, clientTag, name, untagged: [], done, fetchIsUpdate };
     conn.pending.push(p);
     return p;
   }
@@ -931,9 +932,16 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     if (!this.ctx.migration || conn.closed) return;
     const tag = this.nextTag();
     conn.viewTag = tag;
-    this.enqueue(conn, tag, undefined, (status) => {
-      if (status !== 'OK' && conn.viewTag === tag) conn.viewTag = undefined;
-    }, 'UID');
+    this.enqueue(
+      conn,
+      tag,
+      undefined,
+      (status) => {
+        if (status !== 'OK' && conn.viewTag === tag) conn.viewTag = undefined;
+      },
+      'UID',
+      true,
+    );
     conn.socket.write(command(tag, 'UID', [atom('SEARCH'), atom('RETURN'), list([atom('ALL')]), atom('ALL')]), 'latin1');
   }
 

@@ -225,6 +225,29 @@ describe('session migration', () => {
     c.close();
   });
 
+  it("a flag changed by another client while the gateway learns a mailbox's UIDs reaches the client", async () => {
+    await cluster.pin('gina', 'n1');
+    const c = await RawImap.login(gw.n1, 'gina', USERS.gina);
+    await append(c, 'INBOX', 'to be flagged');
+    // The gateway's own UID SEARCH after the SELECT waits until another client on the node flags message 1.
+    const held = cluster.taps[0]!.hold(/ UID SEARCH RETURN \(ALL\) ALL\r\n/);
+    const other = await direct('n1', 'gina');
+    try {
+      await other.cmd('SELECT INBOX');
+      c.write('s1 SELECT INBOX\r\n');
+      await Promise.race([held.reached, new Promise((_, reject) => setTimeout(() => reject(new Error('no UID SEARCH after the SELECT')), 10_000))]);
+      expect(await other.cmd('STORE 1 +FLAGS.SILENT (\\Flagged)')).toMatch(/^t\d+ OK/m);
+    } finally {
+      held.release();
+      other.close();
+    }
+    // Dovecot tells of it with the gateway's SEARCH: the client hears it then, not never.
+    const out = await c.until(/^\* 1 FETCH \([^\r]*\\Flagged[^\r]*\)\r\n/m, 10_000);
+    expect(out).toMatch(/^s1 OK/m);
+    expect(await c.cmd('NOOP')).not.toMatch(/^\* \d+ FETCH/m);
+    c.close();
+  });
+
   it('a DONE sent while the session moves ends the IDLE with OK', async () => {
     await cluster.pin('dave', 'n1');
     const c = await RawImap.login(gw.n1, 'dave', USERS.dave);

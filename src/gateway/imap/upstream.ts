@@ -14,6 +14,8 @@ export interface Pending {
   /** The command's name (UID for UID FETCH, …). */
   readonly name?: string;
   readonly untagged: Piece[][];
+  /** An internal command that asks for no FETCH data: any FETCH during it is an update for the client. */
+  readonly fetchIsUpdate?: boolean;
   done(status: string, raw: Buffer, pieces: Piece[]): void;
 }
 
