@@ -21,6 +21,9 @@ const dovecots: DovecotInstance[] = [];
 let child: ChildProcess | undefined;
 let survivor: Gateway;
 let placement: PlacementServiceClient;
+/** What the surviving gateway logged (info and up), shown when the session fails to move. */
+const logged: string[] = [];
+const keep = (level: string) => (obj: object, msg?: string) => logged.push(`${new Date().toISOString()} ${level} ${msg ?? ''} ${JSON.stringify(obj)}`);
 
 const locate = (user: string, assign = false) => unaryCall(placement.locate.bind(placement), { tenant: 'acme', user, mailbox: '', assign }, server.adminToken);
 
@@ -33,7 +36,7 @@ beforeAll(async () => {
   admin.close();
   root = mailRoot();
   for (const name of ['n1', 'n2']) dovecots.push(await startDovecot({ name, mailRoot: root.path, users: USERS, master: MASTER }));
-  survivor = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: n2Token, node: { name: 'n2', backend: dovecots[1]!.address }, tenant: 'acme', ttlSeconds: 2, master: MASTER });
+  survivor = createGateway({ listen: '127.0.0.1:0', coordinators: [server.address], token: n2Token, node: { name: 'n2', backend: dovecots[1]!.address }, tenant: 'acme', ttlSeconds: 2, master: MASTER, logger: { info: keep('info'), warn: keep('warn'), debug: () => undefined } });
   await survivor.start();
   placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
   // n1 is a real gateway process, so it can be killed with SIGKILL.
@@ -91,7 +94,8 @@ describe('a node killed with SIGKILL', () => {
     c.close();
     // Its command waits while the session follows alice to n2 once n1's lease (TTL 2 s) is gone.
     await new Promise((r) => setTimeout(r, 300));
-    expect(await through.cmd('NOOP', 15_000)).toMatch(/^t\d+ OK/m);
+    const noop = await through.cmd('NOOP', 15_000).catch((err: unknown) => `${String(err)}\nthe surviving gateway logged:\n${logged.join('\n')}`);
+    expect(noop).toMatch(/^t\d+ OK/m);
     const movedAfter = Date.now() - killedAt;
     expect(through.closed).toBe(false);
     // The message in flight may have been written before the kill: then the client hears of it.
