@@ -388,15 +388,21 @@ s.quit()
     const sessions = [...loggedSessions('b1', backends[0]!), ...loggedSessions('b2', backends[1]!)].filter((x) => x.user.endsWith('@acme.test'));
     expect(sessions.length).toBeGreaterThanOrEqual(8);
     expect(overlaps(sessions)).toEqual([]);
-    // Each session began where etcd had the user (the assignment seen before it, or within 500 ms:
-    // the test sees etcd's events after they happened) and ended before that assignment did.
+    // Each session began where etcd had the user (an assignment to its backend seen before it, or
+    // within 500 ms: the test sees etcd's events after they happened), the assignment had not
+    // ended before the session began, and the session ended before that assignment did. (The
+    // assignment's end may follow the session's start within those 500 ms: a move right after a login.)
     for (const x of sessions) {
       const user = x.user.slice(0, x.user.indexOf('@'));
+      const what = `${x.service} session of ${x.user} on ${x.instance} at ${new Date(x.start).toISOString()}`;
       const events = history.filter((h) => h.user === user);
-      const put = events.filter((h) => h.type === 'put' && h.at <= x.start + 500).at(-1);
-      expect(put?.node, `${x.service} session of ${x.user} on ${x.instance} at ${new Date(x.start).toISOString()}`).toBe(x.instance);
+      const put = events.filter((h) => h.type === 'put' && h.node === x.instance && h.at <= x.start + 500).at(-1);
+      expect(put, `${what}: an assignment to ${x.instance} before it (history: ${JSON.stringify(events)})`).toBeDefined();
       const ended = events.find((h) => h.at > put!.at && (h.type === 'delete' || h.node !== put!.node));
-      if (ended) expect(x.end, `${x.service} session of ${x.user} on ${x.instance} ends before the assignment does`).toBeLessThanOrEqual(ended.at);
+      if (ended) {
+        expect(ended.at, `${what} began after its assignment ended`).toBeGreaterThan(x.start - 500);
+        expect(x.end, `${what} ends before the assignment does`).toBeLessThanOrEqual(ended.at);
+      }
     }
   });
 
