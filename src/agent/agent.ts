@@ -669,11 +669,21 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private async snapshot(): Promise<void> {
     const fresh = new AgentCache();
-    const stream = this.events.snapshot({ kinds: ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
+    // Mailboxes in the compact form where the coordinator serves it (else as events, as before).
+    const stream = this.events.snapshot({ kinds: ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'], tenant: '', compact: true }, this.md);
     let revision = 0;
     await new Promise<void>((resolve, reject) => {
       stream.on('data', (r: SnapshotResponse) => {
         for (const e of r.events) fresh.apply(e);
+        if (r.mailboxes.length > 0) {
+          try {
+            fresh.applyPacked(r.mailboxes);
+          } catch (err) {
+            stream.cancel();
+            reject(err);
+            return;
+          }
+        }
         if (r.revision) revision = r.revision;
       });
       stream.on('end', resolve);

@@ -91,6 +91,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       placementEpsilon: config.placementEpsilon,
       placementAllowedAddresses: config.placementAllowedAddresses,
       eventsBufferLimit: config.eventsBufferLimit,
+      snapshotCopy: config.eventsSnapshotCopy,
       httpListen: config.http.listen,
       metrics,
     });

@@ -15,6 +15,7 @@ import { PlacementServiceService } from '../gen/mailshare/v1/placement.js';
 import { EventServiceService } from '../gen/mailshare/v1/events.js';
 import { EventStore } from '../store/event-store.js';
 import { createEventService } from './event-service.js';
+import { SnapshotCopy } from './snapshot-copy.js';
 import { PlacementStore } from '../store/placement-store.js';
 import { createPlacementService } from './placement-service.js';
 import { SystemServiceService } from '../gen/mailshare/v1/system.js';
@@ -73,6 +74,12 @@ export interface CoordinatorOptions {
   /** Bytes an event watcher may have queued before it is cut off; default 8 MiB. */
   eventsBufferLimit?: number;
   /**
+   * Keep a watch-fed copy of every entity and serve agents' snapshots from
+   * it (compact mailboxes, no etcd read per snapshot); default true. False:
+   * every snapshot is read from etcd.
+   */
+  snapshotCopy?: boolean;
+  /**
    * host:port of the HTTP listener (/metrics); off when absent. HTTPS with
    * the gRPC certificate when `tls` is set (client certificates too).
    */
@@ -111,6 +118,7 @@ export class Coordinator {
   /** Tenants' login domains, watch-fed (the route endpoint). */
   private readonly tenants: TenantCache;
   private readonly barriers: BarrierStore;
+  private readonly snapshotCopy: SnapshotCopy | undefined;
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
@@ -161,7 +169,8 @@ export class Coordinator {
     this.barriers = new BarrierStore(opts.client, opts.keys, opts.logger.child({ component: 'barriers' }));
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, barriers: this.barriers, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     const events = new EventStore(opts.eventsClient ?? opts.client, opts.keys);
-    this.server.addService(EventServiceService, createEventService({ ...deps, events, maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
+    if (opts.snapshotCopy !== false) this.snapshotCopy = new SnapshotCopy(events, opts.logger.child({ component: 'snapshot-copy' }), `coordinator ${process.pid}`);
+    this.server.addService(EventServiceService, createEventService({ ...deps, events, ...(this.snapshotCopy ? { copy: this.snapshotCopy } : {}), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
     if (opts.httpListen !== undefined) {
       this.http = new HttpListener({
@@ -185,6 +194,8 @@ export class Coordinator {
     await this.placement.start();
     await this.tenants.ready;
     await this.barriers.ready;
+    // Loads in the background: snapshots are read from etcd until it is ready.
+    this.snapshotCopy?.start();
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.opts.listen, creds, (err, port) => {
         if (err) reject(new DomainError('unavailable', `listen: cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
@@ -246,6 +257,7 @@ export class Coordinator {
     await this.placement.close();
     await this.tenants.close();
     await this.barriers.close();
+    await this.snapshotCopy?.close();
     this.cluster.close();
     this.state = 'stopped';
     this.log.info('stopped');
@@ -259,6 +271,7 @@ export class Coordinator {
     void this.placement.close();
     void this.tenants.close();
     void this.barriers.close();
+    void this.snapshotCopy?.close();
     this.cluster.close();
     this.state = 'stopped';
   }

@@ -1,4 +1,5 @@
 import type { WatchRegistry, WatchTracker } from './coordinator-metrics.js';
+import type { SnapshotCopy } from './snapshot-copy.js';
 import { Metadata, type ServerWritableStream } from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
 import { parseTenantId } from '../domain/ids.js';
@@ -24,7 +25,11 @@ export interface EventServiceDeps extends RpcDeps {
   readonly heartbeatMs?: number;
   /** Told of every stream served and the revisions it delivers (the lag metric). */
   readonly watchers?: WatchRegistry;
+  /** This coordinator's copy of the entities, for snapshots with compact mailboxes. */
+  readonly copy?: SnapshotCopy;
 }
+
+const EMPTY = Buffer.alloc(0);
 
 function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
   const set = new Set<EventKind>();
@@ -176,12 +181,14 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       void (async () => {
         const filter = parseFilter(call.request.kinds, call.request.tenant, principal);
         const hide = principal.role.kind === 'node';
-        const revision = await deps.events.snapshot(filter, async (events) => {
-          if (!call.write({ events: events.map((e) => eventToPb(e, hide)), revision: 0 })) {
-            await new Promise<void>((resolve) => call.once('drain', resolve));
-          }
-        });
-        call.write({ events: [], revision });
+        const write = async (msg: SnapshotResponse): Promise<void> => {
+          if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', resolve));
+        };
+        // From this coordinator's copy when the client reads compact mailboxes; else (or while the
+        // copy loads, or cannot catch up) from etcd at its current revision.
+        let revision = call.request.compact && deps.copy ? await deps.copy.serve(filter, hide, write) : undefined;
+        revision ??= await deps.events.snapshot(filter, (events) => write({ events: events.map((e) => eventToPb(e, hide)), revision: 0, mailboxes: EMPTY }));
+        call.write({ events: [], revision, mailboxes: EMPTY });
         call.end();
       })().catch((err: unknown) => call.emit('error', toGrpcError(err, log)));
     }),

@@ -131,16 +131,34 @@ export class EventStore {
     return revision;
   }
 
+  /** etcd's current revision (one read). */
+  async headRevision(): Promise<number> {
+    const head = await etcdOp('reading the current revision', () => this.client.get(this.keys.healthProbe).exec());
+    return Number(head.header.revision);
+  }
+
+  /**
+   * Writes the snapshot mark (no entity, no event: a revision under the
+   * root that a watch of the root sees); returns its revision.
+   */
+  async mark(by: string): Promise<number> {
+    const res = await etcdOp('writing the snapshot mark', () => this.client.put(this.keys.snapshotMark).value(by).exec());
+    return Number(res.header.revision);
+  }
+
   /**
    * Watches every mailshare key from `fromRevision` (0 = now), delivering
    * each etcd response as one ordered batch (possibly empty after
    * filtering, with the revision it covers). Compaction of fromRevision is
-   * reported through onError as CompactedError.
+   * reported through onError as CompactedError. `lastEvent` is the revision
+   * of the batch's last change under the root (filtered out or not, 0 for
+   * none): every change up to it has been delivered, which etcd's header
+   * revision does not promise while a watch catches up.
    */
   async watch(
     fromRevision: number,
     filter: EventFilter,
-    onBatch: (events: StoreEvent[], revision: number) => void,
+    onBatch: (events: StoreEvent[], revision: number, lastEvent: number) => void,
     onError: (err: DomainError) => void,
   ): Promise<WatchHandle> {
     let b = this.client.watch().prefix(this.keys.root).withPreviousKV();
@@ -156,11 +174,13 @@ export class EventStore {
     let live = true;
     w.on('data', (res) => {
       const events: StoreEvent[] = [];
+      let lastEvent = 0;
       for (const ev of res.events) {
-        const e = this.toEvent(ev.kv, ev.prev_kv, ev.type === 'Delete', Number(ev.kv.mod_revision), filter);
+        lastEvent = Number(ev.kv.mod_revision);
+        const e = this.toEvent(ev.kv, ev.prev_kv, ev.type === 'Delete', lastEvent, filter);
         if (e) events.push(e);
       }
-      onBatch(events, Number(res.header.revision));
+      onBatch(events, Number(res.header.revision), lastEvent);
     });
     w.on('error', (err: Error) => {
       live = false;

@@ -4,6 +4,8 @@
  *
  *   <prefix>v1/meta/bootstrap                        admin bootstrap marker (token id)
  *   <prefix>v1/meta/health                           probed by health checks, never written
+ *   <prefix>v1/meta/snapshot-mark                    written by a coordinator to bring its copy for
+ *                                                    snapshots up to the current revision
  *   <prefix>v1/tokens/<token-id>                     bearer token record (hash, role)
  *   <prefix>v1/tenants/<tenant>                      tenant record (settings)
  *   <prefix>v1/t/<tenant>/meta                       touched by every create inside the tenant
@@ -35,6 +37,8 @@ export interface Keys {
   tokenIdFromKey(key: string): string;
   readonly bootstrap: string;
   readonly healthProbe: string;
+  /** Written by a coordinator whose copy for snapshots must see a revision at least as recent as now. */
+  readonly snapshotMark: string;
 
   readonly tenantsPrefix: string;
   tenant(tenant: string): string;
@@ -106,6 +110,7 @@ export function createKeys(prefix: string): Keys {
     tokenIdFromKey: (key: string) => key.slice(tokensPrefix.length),
     bootstrap: `${root}meta/bootstrap`,
     healthProbe: `${root}meta/health`,
+    snapshotMark: `${root}meta/snapshot-mark`,
 
     tenantsPrefix,
     tenant: (tenant: string) => `${tenantsPrefix}${tenant}`,

@@ -141,7 +141,7 @@ describe('event stream', () => {
     expect(err.code).toBe(grpc.status.OUT_OF_RANGE);
     expect(err.details).toMatch(/compacted; take a new Snapshot/);
 
-    const snap = events.snapshot({ kinds: ['mailbox', 'assignment'], tenant: 'acme' }, bearer(nodeToken));
+    const snap = events.snapshot({ kinds: ['mailbox', 'assignment'], tenant: 'acme', compact: false }, bearer(nodeToken));
     const got: Event[] = [];
     let revision = 0;
     await new Promise<void>((resolve, reject) => {

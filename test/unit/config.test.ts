@@ -44,6 +44,10 @@ describe('server configuration', () => {
     expect(load({ placementAllowedAddresses: '10.1.0.0/16, imap1.example.net' }).placementAllowedAddresses).toEqual(['10.1.0.0/16', 'imap1.example.net']);
     expect(load({}, { MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES: '192.0.2.0/24' }).placementAllowedAddresses).toEqual(['192.0.2.0/24']);
     expect(c.http.listen).toBeUndefined();
+    expect(c.eventsSnapshotCopy).toBe(true);
+    expect(load({ eventsSnapshotCopy: 'off' }).eventsSnapshotCopy).toBe(false);
+    expect(load({}, { MAILSHARE_EVENTS_SNAPSHOT_COPY: 'false' }).eventsSnapshotCopy).toBe(false);
+    expect(load({}, {}, file('copy.yaml', 'events:\n  snapshotCopy: false\n')).eventsSnapshotCopy).toBe(false);
     expect(load({ httpListen: '127.0.0.1:7480' }).http.listen).toBe('127.0.0.1:7480');
     expect(load({}, { MAILSHARE_HTTP_LISTEN: '[::1]:7480' }).http.listen).toBe('[::1]:7480');
     expect(load({}, {}, file('http.yaml', 'http:\n  listen: 0.0.0.0:7480\n')).http.listen).toBe('0.0.0.0:7480');
@@ -92,6 +96,7 @@ describe('server configuration', () => {
     [{ logFormat: 'xml' }, {}, '--log-format'],
     [{ shutdownTimeout: 'soon' }, {}, '--shutdown-timeout'],
     [{ placementEpsilon: 'lots' }, {}, '--placement-epsilon'],
+    [{ eventsSnapshotCopy: 'maybe' }, {}, '--events-snapshot-copy'],
     [{}, { MAILSHARE_PLACEMENT_EPSILON: '0' }, 'MAILSHARE_PLACEMENT_EPSILON'],
     [{ auditRetention: '10s' }, {}, '--audit-retention'],
     [{ placementAllowedAddresses: '10.0.0.0/33' }, {}, '--placement-allowed-addresses'],

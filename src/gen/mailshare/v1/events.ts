@@ -93,6 +93,12 @@ export interface WatchResponse {
 export interface SnapshotRequest {
   kinds: string[];
   tenant: string;
+  /**
+   * Mailboxes in the compact form (SnapshotResponse.mailboxes) instead of
+   * as events, when the coordinator can serve it: what an agent's cache
+   * needs of 1 M mailboxes in a fraction of the bytes and the decoding.
+   */
+  compact: boolean;
 }
 
 export interface SnapshotResponse {
@@ -103,6 +109,17 @@ export interface SnapshotResponse {
    * revision; Watch from revision + 1.
    */
   revision: number;
+  /**
+   * With compact = true: mailboxes (with their ACLs) as records one after
+   * another, each: varint key length + key "tenant/owner/name" (UTF-8);
+   * varint tenant length and varint owner length (UTF-16 code units of the
+   * key); varint id length + id; varint entry count, then per entry a
+   * varint identifier length + identifier and the rights as a varint of
+   * bits (l = 1, r = 2, s = 4 … a = 1024, RFC 4314 order "lrswipkxtea").
+   * Varints are little-endian base 128. A coordinator that cannot serve
+   * this sends mailboxes as events, as without compact.
+   */
+  mailboxes: Buffer;
 }
 
 function createBaseWatchRequest(): WatchRequest {
@@ -745,7 +762,7 @@ export const WatchResponse: MessageFns<WatchResponse> = {
 };
 
 function createBaseSnapshotRequest(): SnapshotRequest {
-  return { kinds: [], tenant: "" };
+  return { kinds: [], tenant: "", compact: false };
 }
 
 export const SnapshotRequest: MessageFns<SnapshotRequest> = {
@@ -755,6 +772,9 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     }
     if (message.tenant !== "") {
       writer.uint32(18).string(message.tenant);
+    }
+    if (message.compact !== false) {
+      writer.uint32(24).bool(message.compact);
     }
     return writer;
   },
@@ -782,6 +802,14 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
           message.tenant = reader.string();
           continue;
         }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.compact = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -795,6 +823,7 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     return {
       kinds: globalThis.Array.isArray(object?.kinds) ? object.kinds.map((e: any) => globalThis.String(e)) : [],
       tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      compact: isSet(object.compact) ? globalThis.Boolean(object.compact) : false,
     };
   },
 
@@ -806,6 +835,9 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     if (message.tenant !== "") {
       obj.tenant = message.tenant;
     }
+    if (message.compact !== false) {
+      obj.compact = message.compact;
+    }
     return obj;
   },
 
@@ -816,12 +848,13 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     const message = createBaseSnapshotRequest();
     message.kinds = object.kinds?.map((e) => e) || [];
     message.tenant = object.tenant ?? "";
+    message.compact = object.compact ?? false;
     return message;
   },
 };
 
 function createBaseSnapshotResponse(): SnapshotResponse {
-  return { events: [], revision: 0 };
+  return { events: [], revision: 0, mailboxes: Buffer.alloc(0) };
 }
 
 export const SnapshotResponse: MessageFns<SnapshotResponse> = {
@@ -831,6 +864,9 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
     }
     if (message.revision !== 0) {
       writer.uint32(16).int64(message.revision);
+    }
+    if (message.mailboxes.length !== 0) {
+      writer.uint32(26).bytes(message.mailboxes);
     }
     return writer;
   },
@@ -858,6 +894,14 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
           message.revision = longToNumber(reader.int64());
           continue;
         }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.mailboxes = Buffer.from(reader.bytes());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -871,6 +915,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
     return {
       events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => Event.fromJSON(e)) : [],
       revision: isSet(object.revision) ? globalThis.Number(object.revision) : 0,
+      mailboxes: isSet(object.mailboxes) ? Buffer.from(bytesFromBase64(object.mailboxes)) : Buffer.alloc(0),
     };
   },
 
@@ -882,6 +927,9 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
     if (message.revision !== 0) {
       obj.revision = Math.round(message.revision);
     }
+    if (message.mailboxes.length !== 0) {
+      obj.mailboxes = base64FromBytes(message.mailboxes);
+    }
     return obj;
   },
 
@@ -892,6 +940,7 @@ export const SnapshotResponse: MessageFns<SnapshotResponse> = {
     const message = createBaseSnapshotResponse();
     message.events = object.events?.map((e) => Event.fromPartial(e)) || [];
     message.revision = object.revision ?? 0;
+    message.mailboxes = object.mailboxes ?? Buffer.alloc(0);
     return message;
   },
 };
@@ -956,6 +1005,14 @@ export const EventServiceClient = makeGenericClientConstructor(
   service: typeof EventServiceService;
   serviceName: string;
 };
+
+function bytesFromBase64(b64: string): Uint8Array {
+  return Uint8Array.from(globalThis.Buffer.from(b64, "base64"));
+}
+
+function base64FromBytes(arr: Uint8Array): string {
+  return globalThis.Buffer.from(arr).toString("base64");
+}
 
 type Builtin = Date | Function | Uint8Array | string | number | boolean | undefined;
 
