@@ -78,9 +78,9 @@ export class SnapshotCopy {
         this.watch = await this.events.watch(
           revision + 1,
           all,
-          (batch, _header, lastEvent) => {
+          (batch, revision) => {
             for (const e of batch) apply(this.copy, e, this.log);
-            if (lastEvent > this.revision) this.revision = lastEvent;
+            if (revision > this.revision) this.revision = revision;
             this.wake();
           },
           (err) => {

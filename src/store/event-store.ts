@@ -1,5 +1,6 @@
 import type { Etcd3, IKeyValue, Watcher } from 'etcd3';
 import { DomainError } from '../domain/errors.js';
+import { deliveredThrough, resumeExactly } from './etcd-client.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 
@@ -150,15 +151,16 @@ export class EventStore {
    * Watches every mailshare key from `fromRevision` (0 = now), delivering
    * each etcd response as one ordered batch (possibly empty after
    * filtering, with the revision it covers). Compaction of fromRevision is
-   * reported through onError as CompactedError. `lastEvent` is the revision
-   * of the batch's last change under the root (filtered out or not, 0 for
-   * none): every change up to it has been delivered, which etcd's header
-   * revision does not promise while a watch catches up.
+   * reported through onError as CompactedError. The revision is that of
+   * the batch's last change under the root (filtered out or not), or for a
+   * batch without changes etcd's header revision: every change up to it has
+   * been delivered (the header alone does not promise that while a watch
+   * catches up).
    */
   async watch(
     fromRevision: number,
     filter: EventFilter,
-    onBatch: (events: StoreEvent[], revision: number, lastEvent: number) => void,
+    onBatch: (events: StoreEvent[], revision: number) => void,
     onError: (err: DomainError) => void,
   ): Promise<WatchHandle> {
     let b = this.client.watch().prefix(this.keys.root).withPreviousKV();
@@ -169,18 +171,17 @@ export class EventStore {
     } catch (err) {
       throw await this.explain(err, fromRevision);
     }
+    resumeExactly(w, fromRevision);
     // etcd cancels a failed watch itself; cancelling it again would make
     // etcd3 trip over the second cancel response, so only live ones are cancelled.
     let live = true;
     w.on('data', (res) => {
       const events: StoreEvent[] = [];
-      let lastEvent = 0;
       for (const ev of res.events) {
-        lastEvent = Number(ev.kv.mod_revision);
-        const e = this.toEvent(ev.kv, ev.prev_kv, ev.type === 'Delete', lastEvent, filter);
+        const e = this.toEvent(ev.kv, ev.prev_kv, ev.type === 'Delete', Number(ev.kv.mod_revision), filter);
         if (e) events.push(e);
       }
-      onBatch(events, Number(res.header.revision), lastEvent);
+      onBatch(events, deliveredThrough(res));
     });
     w.on('error', (err: Error) => {
       live = false;

@@ -1,5 +1,6 @@
 import type { Etcd3, Watcher } from 'etcd3';
 import type { Logger } from 'pino';
+import { deliveredThrough, resumeExactly } from './etcd-client.js';
 
 export interface PrefixCacheOptions<T> {
   client: Etcd3;
@@ -88,9 +89,10 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
       return;
     }
     watcher = w;
+    resumeExactly(w, rev + 1);
     w.on('data', (res) => {
       for (const ev of res.events) apply(ev.kv.key.toString(), ev.type === 'Delete' ? undefined : ev.kv.value, { createRevision: Number(ev.kv.create_revision), lease: ev.kv.lease });
-      rev = Math.max(rev, Number(res.header.revision));
+      rev = Math.max(rev, deliveredThrough(res));
       wake();
     });
     w.on('error', (err) => {
