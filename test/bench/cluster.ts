@@ -20,11 +20,10 @@ export interface BenchCluster {
   stop(): Promise<void>;
 }
 
-export async function startBenchCluster(): Promise<BenchCluster> {
-  const etcd = await startEtcd();
-  const dir = tempDir('mailshare-bench-');
+/** A coordinator process on `etcd` (its default prefix), with extra flags; `dir` holds its data. */
+export async function startCoordinator(etcd: EtcdCluster, dir: string, extra: string[] = []): Promise<{ addr: string; pid: number; stop(): Promise<void> }> {
   const prof = process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : [];
-  const server: ChildProcess = spawn(process.execPath, [...prof, BIN, 'server', '--etcd', etcd.endpoints.join(','), '--listen', '127.0.0.1:0', '--data-dir', dir.path, '--log-level', 'warn'], {
+  const server: ChildProcess = spawn(process.execPath, [...prof, BIN, 'server', '--etcd', etcd.endpoints.join(','), '--listen', '127.0.0.1:0', '--data-dir', dir, '--log-level', 'warn', ...extra], {
     env: cleanEnv(),
     stdio: ['ignore', 'pipe', 'inherit'],
   });
@@ -37,6 +36,22 @@ export async function startBenchCluster(): Promise<BenchCluster> {
     });
     server.on('exit', (code) => reject(new Error(`server exited ${code}`)));
   });
+  return {
+    addr,
+    pid: server.pid!,
+    stop: async () => {
+      if (server.exitCode !== null) return;
+      server.kill('SIGTERM');
+      await new Promise((r) => server.once('exit', r));
+    },
+  };
+}
+
+export async function startBenchCluster(): Promise<BenchCluster> {
+  const etcd = await startEtcd();
+  const dir = tempDir('mailshare-bench-');
+  const server = await startCoordinator(etcd, dir.path);
+  const addr = server.addr;
   const adminToken = (JSON.parse(readFileSync(path.join(dir.path, 'credentials.json'), 'utf8')) as { token: string }).token;
   const admin = connectApi(addr, adminToken);
   const tokenFor = nodeTokens(admin);
@@ -47,11 +62,10 @@ export async function startBenchCluster(): Promise<BenchCluster> {
     adminToken,
     nodeToken,
     tokenFor,
-    serverPid: server.pid!,
+    serverPid: server.pid,
     stop: async () => {
       admin.close();
-      server.kill('SIGTERM');
-      await new Promise((r) => server.once('exit', r));
+      await server.stop();
       await etcd.stop();
       dir.remove();
     },

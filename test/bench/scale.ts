@@ -8,7 +8,8 @@ import { encodeMailbox } from '../../src/store/mailbox-store.js';
 import { parseRights } from '../../src/domain/rights.js';
 import { connectApi } from '../harness/api.js';
 import { REPO_ROOT } from '../harness/server.js';
-import { type BenchCluster, startBenchCluster } from './cluster.js';
+import { tempDir } from '../harness/tmp.js';
+import { type BenchCluster, startBenchCluster, startCoordinator } from './cluster.js';
 import type { BenchResult } from './run.js';
 
 /** Sizes to measure; MAILSHARE_BENCH_SCALE="10000,100000" for a quicker run. */
@@ -59,10 +60,10 @@ async function load(c: BenchCluster, n: number): Promise<void> {
   etcd.close();
 }
 
-async function coldStart(c: BenchCluster): Promise<{ ms: number; heapBytes: number; shares: number }> {
+async function coldStart(c: BenchCluster, addr = c.addr): Promise<{ ms: number; heapBytes: number; shares: number }> {
   const token = await c.tokenFor('cold');
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), c.addr, token], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+    const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), addr, token], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
     let out = '';
     child.stdout.on('data', (d: Buffer) => (out += d.toString()));
     child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`cold start exited ${code}`))));
@@ -93,6 +94,16 @@ export async function scale(): Promise<BenchResult> {
       await load(c, n);
       const loadS = (performance.now() - t0) / 1000;
       const cold = await coldStart(c);
+      // The baseline: the same cold start from a coordinator without the copy (every snapshot read from etcd).
+      const dir = tempDir('mailshare-bench-plain-');
+      const plain = await startCoordinator(c.etcd, dir.path, ['--events-snapshot-copy', 'off']);
+      let fromEtcd;
+      try {
+        fromEtcd = await coldStart(c, plain.addr);
+      } finally {
+        await plain.stop();
+        dir.remove();
+      }
       const api = connectApi(c.addr, c.nodeToken);
       // One full listing of a user's 1,000 shares: its time and how many came back.
       const listOnce = async (user: string): Promise<{ ms: number; listed: number }> => {
@@ -150,7 +161,10 @@ export async function scale(): Promise<BenchResult> {
       const k = n >= 1_000_000 ? `${n / 1_000_000}M` : `${n / 1000}k`;
       figures[`${k} load into etcd s`] = +loadS.toFixed(1);
       figures[`${k} coordinator RSS growth MB`] = +((rssOf(c.serverPid) - rss0) / 1e6).toFixed(1);
+      figures[`${k} coordinator RSS growth B/mailbox`] = Math.round((rssOf(c.serverPid) - rss0) / n);
       figures[`${k} agent cold start ms`] = Math.round(cold.ms);
+      figures[`${k} agent cold start from etcd (no copy) ms`] = Math.round(fromEtcd.ms);
+      figures[`${k} cold start: copy vs etcd`] = `${(fromEtcd.ms / cold.ms).toFixed(1)}x faster`;
       figures[`${k} agent bytes/mailbox`] = Math.round(cold.heapBytes / n);
       figures[`${k} ListSharedWith(1,000) p50 ms`] = +listMs.toFixed(2);
       figures[`${k} ListSharedWith(1,000) p99 ms`] = +listP99.toFixed(2);
@@ -160,7 +174,7 @@ export async function scale(): Promise<BenchResult> {
       figures[`${k} ListSharedWith(1,000) after a change p99 ms`] = +pct(fresh, 0.99).toFixed(2);
       figures[`${k} ListSharedWith(1,000) id-only entries after a change p50 ms`] = +pct(legacy, 0.5).toFixed(2);
       figures[`${k} ListSharedWith(1,000) id-only entries after a change p99 ms`] = +pct(legacy, 0.99).toFixed(2);
-      if (listed !== STAR_SHARES || legacyListed !== STAR_SHARES || cold.shares !== STAR_SHARES) figures[`${k} WRONG share count`] = `${listed} / ${legacyListed} / ${cold.shares}`;
+      if (listed !== STAR_SHARES || legacyListed !== STAR_SHARES || cold.shares !== STAR_SHARES || fromEtcd.shares !== STAR_SHARES) figures[`${k} WRONG share count`] = `${listed} / ${legacyListed} / ${cold.shares} / ${fromEtcd.shares}`;
       last = { bytes: cold.heapBytes / n, coldMs: cold.ms, listMs, listP99, n };
     } finally {
       await c.stop();
