@@ -4,6 +4,7 @@ import { packMailbox, packedChunks } from '../domain/mailbox-pack.js';
 import type { Event, SnapshotResponse } from '../gen/mailshare/v1/events.js';
 import { EVENT_KINDS, type EventFilter, type EventStore, type StoreEvent, type WatchHandle } from '../store/event-store.js';
 import { decodeMailbox } from '../store/mailbox-store.js';
+import { decodeAssignmentNode } from '../store/placement-store.js';
 import { eventToPb } from './event-service.js';
 import { hideLease } from './placement-service.js';
 
@@ -226,10 +227,10 @@ function apply(copy: Copy, e: StoreEvent, log: Logger): void {
       copy.assignments.delete(key);
       return;
     }
-    const a = eventToPb(e, false).assignment!;
-    let node = nodeNames.get(a.node);
-    if (node === undefined) nodeNames.set(a.node, (node = flat(a.node)));
-    copy.assignments.set(copy.assignments.has(key) ? key : flat(key), { node, epoch: a.epoch, revision: e.revision });
+    const named = (e.value && decodeAssignmentNode(e.value)) ?? '';
+    let node = nodeNames.get(named);
+    if (node === undefined) nodeNames.set(named, (node = flat(named)));
+    copy.assignments.set(copy.assignments.has(key) ? key : flat(key), { node, epoch: e.epoch, revision: e.revision });
     return;
   }
   const key = `${e.kind}\0${e.tenant}\0${e.id}\0${e.liveness ? 1 : 0}`;
