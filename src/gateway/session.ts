@@ -212,7 +212,7 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
       .then((outcome) => {
         this.ctx.metrics?.migration?.(outcome === true ? 'migrated' : 'fell_back');
         if (outcome !== true) {
-          this.ctx.log.info({ user: this.ctx.user, owner: c.owner, why: outcome }, 'session not migrated');
+          this.ctx.log.warn({ user: this.ctx.user, owner: c.owner, why: outcome }, 'session not migrated');
           this.bye(c.home ? 'user moved to another node; reconnect' : `${c.owner}'s mailboxes moved to another node; reconnect`);
         } else this.ctx.log.debug({ user: this.ctx.user, owner: c.owner }, 'session migrated');
       })
