@@ -1,4 +1,4 @@
-import { type PackedAcl, effectivePackedRights, packAcl, packedEntries, shareGrantees } from '../domain/acl.js';
+import { type PackedAcl, effectivePackedRights, forEachPackedGrantee, packAcl } from '../domain/acl.js';
 import { type Rights, L, NO_RIGHTS, formatRightsForResponse, parseRights } from '../domain/rights.js';
 import { readPackedMailboxes } from '../domain/mailbox-pack.js';
 import type { Event } from '../gen/mailshare/v1/events.js';
@@ -238,20 +238,16 @@ export class AgentCache {
   }
 
   private index(tenant: string, key: string, m: CachedMailbox): void {
-    // As shareGrantees, without a set and a generator per mailbox (a snapshot indexes a million).
-    const acl = m.acl;
-    for (let i = 0; i + 1 < acl.length; i += 2) {
-      const g = acl[i] as string;
-      if (((acl[i + 1] as Rights) & L) === 0 || g === m.owner || g.startsWith('-')) continue;
+    forEachPackedGrantee(m.acl, m.owner, (g) => {
       const k = `${tenant}/${g}`;
       let s = this.shared.get(k);
       if (!s) this.shared.set(k, (s = new Set()));
       s.add(key);
-    }
+    });
   }
 
   private unindex(tenant: string, key: string, m: CachedMailbox): void {
-    for (const g of shareGrantees(packedEntries(m.acl), m.owner)) this.shared.get(`${tenant}/${g}`)?.delete(key);
+    forEachPackedGrantee(m.acl, m.owner, (g) => this.shared.get(`${tenant}/${g}`)?.delete(key));
   }
 }
 

@@ -257,6 +257,15 @@ export function shareGrantees(acl: Iterable<readonly [string, Rights]>, owner: s
   return out;
 }
 
+/** shareGrantees over a packed ACL, calling `visit` for each, allocating nothing (an agent's snapshot indexes a million). */
+export function forEachPackedGrantee(acl: PackedAcl, owner: string, visit: (grantee: string) => void): void {
+  for (let i = 0; i + 1 < acl.length; i += 2) {
+    const key = acl[i] as string;
+    if (key.startsWith('-') || ((acl[i + 1] as Rights) & L) === 0 || key === owner) continue;
+    visit(key);
+  }
+}
+
 /** Number of entries counted against a tenant's max_shares_per_mailbox (all but the owner's own). */
 export function shareCount(acl: Acl, owner: string): number {
   return acl.has(owner) ? acl.size - 1 : acl.size;

@@ -108,8 +108,7 @@ export class EventStore {
    * them all in memory. Returns the revision the snapshot is valid at.
    */
   async snapshot(filter: EventFilter, onChunk: (events: StoreEvent[]) => Promise<void>, chunkSize = 500, readSize = 20000): Promise<number> {
-    const head = await etcdOp('reading the current revision', () => this.client.get(this.keys.healthProbe).exec());
-    const revision = Number(head.header.revision);
+    const revision = await this.headRevision();
     // Large reads: etcd 3.4 counts every key left in the range on each paged read, so
     // small pages make a snapshot quadratic in its size. Chunks to the caller stay small.
     const read = (from: string, end: string) =>

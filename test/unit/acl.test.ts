@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { type Acl, EMPTY_ACL, aclEntries, deleteAcl, effectivePackedRights, effectiveRights, explainRights, listRights, packAcl, packedEntries, setAcl } from '../../src/domain/acl.js';
+import { type Acl, EMPTY_ACL, aclEntries, deleteAcl, effectivePackedRights, effectiveRights, explainRights, listRights, packAcl, packedEntries, setAcl, shareGrantees, forEachPackedGrantee } from '../../src/domain/acl.js';
 import { formatIdentifier, parseIdentifier } from '../../src/domain/identifier.js';
 import { type Rights, formatRights, formatRightsForResponse, parseRights, parseRightsChange } from '../../src/domain/rights.js';
 
@@ -107,6 +107,10 @@ describe('effective rights (RFC 4314 §2: ∪ positive − ∪ negative)', () =>
         expect([...packedEntries(packed)]).toEqual([...acl]);
         const subject = { user, groups: new Set(memberOf) };
         expect(effectivePackedRights(packed, subject, owner)).toBe(effectiveRights(acl, subject, owner));
+        // The agent indexes a packed ACL under the same grantees as the store's index.
+        const grantees: string[] = [];
+        forEachPackedGrantee(packed, owner, (g) => grantees.push(g));
+        expect(grantees).toEqual([...shareGrantees(acl, owner)]);
         // The explanation (status page, acl explain) comes to the same rights by the same chain.
         expect(explainRights(acl, subject, owner).rights).toBe(effectiveRights(acl, subject, owner));
       }),
