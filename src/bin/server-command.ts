@@ -26,6 +26,7 @@ export function registerServer(program: Command, version: string): void {
     .option('--placement-allowed-addresses <list>', 'comma-separated CIDRs and host names nodes may register as their address; gateways send passwords there (env MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES; default loopback and private ranges)')
     .option('--events-buffer-limit <n>', 'bytes an event watcher that stopped reading may have queued before it is cut off (env MAILSHARE_EVENTS_BUFFER_LIMIT; default 8388608)')
     .option('--events-snapshot-copy <on|off>', "serve agents' snapshots from a watch-fed copy of every entity instead of reading etcd for each (env MAILSHARE_EVENTS_SNAPSHOT_COPY; default on)")
+    .option('--events-shared-watch <on|off>', 'serve every event stream from one etcd watch per coordinator instead of one etcd watch per stream (env MAILSHARE_EVENTS_SHARED_WATCH; default on)')
     .option('--http-listen <host:port>', 'HTTP listener for Prometheus /metrics and the status page (env MAILSHARE_HTTP_LISTEN; default off; HTTPS with --tls-cert)')
     .option('--shutdown-timeout <duration>', 'grace period for in-flight calls, e.g. 10s (env MAILSHARE_SHUTDOWN_TIMEOUT)')
     .action(async (flags: Record<string, unknown>) => {

@@ -42,6 +42,8 @@ export interface ServerConfig {
   readonly eventsBufferLimit: number;
   /** Keep a watch-fed copy of every entity to serve agents' snapshots from (default true). */
   readonly eventsSnapshotCopy: boolean;
+  /** Serve every event stream from one shared etcd watch (default true). */
+  readonly eventsSharedWatch: boolean;
   readonly http: {
     /** host:port of the HTTP listener (/metrics); undefined = off. HTTPS when tls is set. */
     readonly listen: string | undefined;
@@ -85,6 +87,7 @@ export const SERVER_SETTINGS: readonly Setting[] = [
   { key: 'placement.allowedAddresses', flag: 'placementAllowedAddresses', env: 'MAILSHARE_PLACEMENT_ALLOWED_ADDRESSES', isList: true },
   { key: 'events.bufferLimit', flag: 'eventsBufferLimit', env: 'MAILSHARE_EVENTS_BUFFER_LIMIT' },
   { key: 'events.snapshotCopy', flag: 'eventsSnapshotCopy', env: 'MAILSHARE_EVENTS_SNAPSHOT_COPY' },
+  { key: 'events.sharedWatch', flag: 'eventsSharedWatch', env: 'MAILSHARE_EVENTS_SHARED_WATCH' },
   { key: 'http.listen', flag: 'httpListen', env: 'MAILSHARE_HTTP_LISTEN' },
 ];
 
@@ -192,14 +195,16 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
   if (bl !== undefined && (typeof bl.value === 'boolean' || bl.value === '' || !Number.isInteger(eventsBufferLimit) || eventsBufferLimit < 1024 || eventsBufferLimit > 1024 ** 3)) {
     throw new ConfigError(bl.source, `"${String(bl.value)}" is not a byte count from 1024 to 1073741824`);
   }
-  const sc = raw.get('events.snapshotCopy');
-  let eventsSnapshotCopy = true;
-  if (sc !== undefined) {
-    const v = typeof sc.value === 'boolean' ? String(sc.value) : String(sc.value).trim().toLowerCase();
-    if (['true', 'on', 'yes', '1'].includes(v)) eventsSnapshotCopy = true;
-    else if (['false', 'off', 'no', '0'].includes(v)) eventsSnapshotCopy = false;
-    else throw new ConfigError(sc.source, `"${String(sc.value)}" is not on or off`);
-  }
+  const onOff = (key: string, fallback: boolean): boolean => {
+    const setting = raw.get(key);
+    if (setting === undefined) return fallback;
+    const v = typeof setting.value === 'boolean' ? String(setting.value) : String(setting.value).trim().toLowerCase();
+    if (['true', 'on', 'yes', '1'].includes(v)) return true;
+    if (['false', 'off', 'no', '0'].includes(v)) return false;
+    throw new ConfigError(setting.source, `"${String(setting.value)}" is not on or off`);
+  };
+  const eventsSnapshotCopy = onOff('events.snapshotCopy', true);
+  const eventsSharedWatch = onOff('events.sharedWatch', true);
   const eps = raw.get('placement.epsilon');
   const placementEpsilon = eps === undefined ? 0.25 : Number(eps.value);
   if (eps !== undefined && (typeof eps.value === 'boolean' || eps.value === '' || !Number.isFinite(placementEpsilon) || placementEpsilon <= 0 || placementEpsilon > 10)) {
@@ -234,6 +239,7 @@ export function loadServerConfig(src: ConfigSources): ServerConfig {
     placementAllowedAddresses,
     eventsBufferLimit,
     eventsSnapshotCopy,
+    eventsSharedWatch,
     http: { listen: httpListen },
   });
 }

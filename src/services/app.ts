@@ -92,6 +92,7 @@ export async function startServer(config: ServerConfig, logger: Logger, version:
       placementAllowedAddresses: config.placementAllowedAddresses,
       eventsBufferLimit: config.eventsBufferLimit,
       snapshotCopy: config.eventsSnapshotCopy,
+      sharedWatch: config.eventsSharedWatch,
       httpListen: config.http.listen,
       metrics,
     });

@@ -12,10 +12,10 @@ import { DirectoryServiceService } from '../gen/mailshare/v1/directory.js';
 import { MailboxServiceService } from '../gen/mailshare/v1/mailbox.js';
 import { DEFAULT_ALLOWED_ADDRESSES, parseAllowList } from '../domain/address-allowlist.js';
 import { PlacementServiceService } from '../gen/mailshare/v1/placement.js';
-import { EventServiceService } from '../gen/mailshare/v1/events.js';
 import { EventStore } from '../store/event-store.js';
-import { createEventService } from './event-service.js';
+import { EventServiceDefinition, createEventService } from './event-service.js';
 import { SnapshotCopy } from './snapshot-copy.js';
+import { WatchHub } from '../store/watch-hub.js';
 import { PlacementStore } from '../store/placement-store.js';
 import { createPlacementService } from './placement-service.js';
 import { SystemServiceService } from '../gen/mailshare/v1/system.js';
@@ -79,6 +79,8 @@ export interface CoordinatorOptions {
    * every snapshot is read from etcd.
    */
   snapshotCopy?: boolean;
+  /** Serve event streams from one shared etcd watch (default true); false: one etcd watch per stream. */
+  sharedWatch?: boolean;
   /**
    * host:port of the HTTP listener (/metrics); off when absent. HTTPS with
    * the gRPC certificate when `tls` is set (client certificates too).
@@ -119,6 +121,7 @@ export class Coordinator {
   private readonly tenants: TenantCache;
   private readonly barriers: BarrierStore;
   private readonly snapshotCopy: SnapshotCopy | undefined;
+  private readonly hub: WatchHub | undefined;
   private etcdHealthy = false;
   private boundPort = 0;
   private readonly log: Logger;
@@ -170,7 +173,8 @@ export class Coordinator {
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, barriers: this.barriers, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     const events = new EventStore(opts.eventsClient ?? opts.client, opts.keys);
     if (opts.snapshotCopy !== false) this.snapshotCopy = new SnapshotCopy(events, opts.logger.child({ component: 'snapshot-copy' }), `coordinator ${process.pid}`);
-    this.server.addService(EventServiceService, createEventService({ ...deps, events, ...(this.snapshotCopy ? { copy: this.snapshotCopy } : {}), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
+    if (opts.sharedWatch !== false) this.hub = new WatchHub(events, opts.logger.child({ component: 'watch-hub' }));
+    this.server.addService(EventServiceDefinition, createEventService({ ...deps, events, ...(this.snapshotCopy ? { copy: this.snapshotCopy } : {}), ...(this.hub ? { hub: this.hub } : {}), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
     if (opts.httpListen !== undefined) {
       this.http = new HttpListener({
@@ -196,6 +200,7 @@ export class Coordinator {
     await this.barriers.ready;
     // Loads in the background: snapshots are read from etcd until it is ready.
     this.snapshotCopy?.start();
+    this.hub?.start();
     this.boundPort = await new Promise<number>((resolve, reject) => {
       this.server.bindAsync(this.opts.listen, creds, (err, port) => {
         if (err) reject(new DomainError('unavailable', `listen: cannot listen on ${this.opts.listen}: ${err.message}`, { field: 'listen' }));
@@ -258,6 +263,7 @@ export class Coordinator {
     await this.tenants.close();
     await this.barriers.close();
     await this.snapshotCopy?.close();
+    await this.hub?.close();
     this.cluster.close();
     this.state = 'stopped';
     this.log.info('stopped');
@@ -272,6 +278,7 @@ export class Coordinator {
     void this.tenants.close();
     void this.barriers.close();
     void this.snapshotCopy?.close();
+    void this.hub?.close();
     this.cluster.close();
     this.state = 'stopped';
   }

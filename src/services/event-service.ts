@@ -3,9 +3,10 @@ import type { SnapshotCopy } from './snapshot-copy.js';
 import { Metadata, type ServerWritableStream } from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
 import { parseTenantId } from '../domain/ids.js';
-import type { Event, EventServiceServer, SnapshotRequest, SnapshotResponse, WatchRequest, WatchResponse } from '../gen/mailshare/v1/events.js';
+import { type Event, type EventServiceServer, EventServiceService, type SnapshotRequest, type SnapshotResponse, type WatchRequest, type WatchResponse } from '../gen/mailshare/v1/events.js';
 import { decodeGroup, decodeTenant } from '../store/directory-store.js';
-import { EVENT_KINDS, type EventFilter, type EventKind, type EventStore, type StoreEvent } from '../store/event-store.js';
+import { EVENT_KINDS, type EventFilter, type EventKind, type EventStore, type StoreEvent, type WatchHandle, matches } from '../store/event-store.js';
+import type { HubBatch, WatchHub } from '../store/watch-hub.js';
 import { decodeMailbox } from '../store/mailbox-store.js';
 import { decodeAssignmentNode, decodeConfig } from '../store/placement-store.js';
 import type { Principal } from './auth.js';
@@ -27,6 +28,35 @@ export interface EventServiceDeps extends RpcDeps {
   readonly watchers?: WatchRegistry;
   /** This coordinator's copy of the entities, for snapshots with compact mailboxes. */
   readonly copy?: SnapshotCopy;
+  /** The coordinator's one etcd watch, shared by its streams (a stream it cannot serve watches etcd itself). */
+  readonly hub?: WatchHub;
+}
+
+/**
+ * The event service's wire definition, with Watch responses encoded once
+ * however many streams they are written to (the streams of one filter share
+ * each response object, see watch()); grpc-js copies the bytes into each
+ * stream's own frame.
+ */
+const encodedResponses = new WeakMap<WatchResponse, Buffer>();
+export const EventServiceDefinition = {
+  ...EventServiceService,
+  watch: {
+    ...EventServiceService.watch,
+    responseSerialize: (value: WatchResponse): Buffer => {
+      let bytes = encodedResponses.get(value);
+      if (bytes === undefined) {
+        bytes = EventServiceService.watch.responseSerialize(value);
+        encodedResponses.set(value, bytes);
+      }
+      return bytes;
+    },
+  },
+} as const;
+
+/** Identifies what a stream is sent: streams with equal keys are sent the same responses. */
+function filterKey(filter: EventFilter, hideLeases: boolean): string {
+  return `${[...filter.kinds].sort().join(',')}|${filter.tenants?.join(',') ?? '*'}|${hideLeases ? 'hidden' : 'leases'}`;
 }
 
 const EMPTY = Buffer.alloc(0);
@@ -124,7 +154,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         const hide = principal.role.kind === 'node';
         let done = false;
         let wrote = false;
-        const held: { watcher?: Awaited<ReturnType<EventStore['watch']>>; heartbeat?: NodeJS.Timeout; tracker?: WatchTracker } = {};
+        const held: { watcher?: WatchHandle; heartbeat?: NodeJS.Timeout; tracker?: WatchTracker } = {};
         const stop = (): void => {
           done = true;
           held.tracker?.close();
@@ -138,23 +168,32 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         };
         call.on('cancelled', stop);
         endOnShutdown(deps, call, stop);
-        held.watcher = await deps.events.watch(
-          req.fromRevision,
-          filter,
-          (events, revision) => {
-            if (done) return;
-            held.tracker?.delivered(revision);
-            const msg: WatchResponse = events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0 } : { events: [], progressRevision: revision };
-            call.write(msg);
-            wrote = true;
-            // A consumer that cannot keep up must not grow our memory: cut it
-            // off; it resumes from the last revision it processed.
-            if (queuedBytes(call) > maxBufferedBytes) {
-              fail(new DomainError('resource_exhausted', `watcher too slow (more than ${maxBufferedBytes} bytes queued); resume from your last revision`));
-            }
-          },
-          fail,
-        );
+        const send = (msg: WatchResponse, revision: number): void => {
+          if (done) return;
+          held.tracker?.delivered(revision);
+          call.write(msg);
+          wrote = true;
+          // A consumer that cannot keep up must not grow our memory: cut it
+          // off; it resumes from the last revision it processed.
+          if (queuedBytes(call) > maxBufferedBytes) {
+            fail(new DomainError('resource_exhausted', `watcher too slow (more than ${maxBufferedBytes} bytes queued); resume from your last revision`));
+          }
+        };
+        const response = (events: readonly StoreEvent[], revision: number): WatchResponse =>
+          events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0 } : { events: [], progressRevision: revision };
+        // From the coordinator's shared watch: the streams of one filter share each response.
+        const key = filterKey(filter, hide);
+        const fromHub = (batch: HubBatch): void => {
+          let msg = batch.memo.get(key) as WatchResponse | undefined;
+          if (msg === undefined) {
+            msg = response(batch.events.filter((e) => matches(e, filter)), batch.revision);
+            batch.memo.set(key, msg);
+          }
+          send(msg, batch.revision);
+        };
+        held.watcher =
+          deps.hub?.subscribe(req.fromRevision, fromHub, fail) ??
+          (await deps.events.watch(req.fromRevision, filter, (events, revision) => send(response(events, revision), revision), fail));
         if (done) {
           void held.watcher.cancel().catch(() => undefined);
           return;

@@ -30,6 +30,12 @@ export interface EventFilter {
   readonly tenants: readonly string[] | undefined;
 }
 
+/** Whether an event of this kind and tenant passes the filter (nodes belong to no tenant: every filter of their kind passes them). */
+export function matches(e: { readonly kind: EventKind; readonly tenant: string }, filter: EventFilter): boolean {
+  if (!filter.kinds.has(e.kind)) return false;
+  return filter.tenants === undefined || e.kind === 'node' || filter.tenants.includes(e.tenant);
+}
+
 export class CompactedError extends DomainError {
   constructor(readonly fromRevision: number) {
     super('out_of_range', `from_revision: revision ${fromRevision} has been compacted; take a new Snapshot`, { field: 'from_revision' });
@@ -73,8 +79,7 @@ export class EventStore {
 
   toEvent(kv: IKeyValue, prev: IKeyValue | undefined, deleted: boolean, revision: number, filter: EventFilter): StoreEvent | undefined {
     const c = this.classify(kv.key.toString());
-    if (!c || !filter.kinds.has(c.kind)) return undefined;
-    if (filter.tenants !== undefined && c.kind !== 'node' && !filter.tenants.includes(c.tenant)) return undefined;
+    if (!c || !matches(c, filter)) return undefined;
     const epoch = c.kind === 'assignment' ? Number((deleted ? prev?.create_revision : kv.create_revision) ?? 0) : 0;
     return { revision, kind: c.kind, deleted, tenant: c.tenant, id: c.id, value: deleted ? prev?.value : kv.value, epoch, liveness: c.liveness };
   }

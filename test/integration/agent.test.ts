@@ -189,7 +189,10 @@ describe('agent SDK', () => {
   }, 30_000);
 
   it('re-snapshots after its resume point was compacted away while it was cut off', async () => {
-    const proxy = await startTcpProxy(server.address);
+    // A coordinator without the shared watch: one that still holds the changes since the resume
+    // point in its shared watch's buffer serves them, compacted or not (events.test.ts).
+    const plain = await startInProcessServer({ endpoints: etcd.endpoints, prefix: server.prefix, flags: { eventsSharedWatch: 'off' } });
+    const proxy = await startTcpProxy(plain.address);
     const messages: string[] = [];
     const logger = { info: () => undefined, debug: () => undefined, warn: (_o: object, m?: string) => void messages.push(m ?? '') };
     const e = createAgent({ coordinators: [proxy.address], token: nodeTokenOf.get('imap-e')!, node: { name: 'imap-e', imapAddress: '127.0.0.1:2999' }, ttlSeconds: 30, logger });
@@ -220,6 +223,7 @@ describe('agent SDK', () => {
     } finally {
       await e.close();
       await proxy.close();
+      await plain.stop();
     }
   }, 30_000);
 

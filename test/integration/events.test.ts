@@ -17,9 +17,14 @@ let admin: Api;
 let events: EventServiceClient;
 let node: TestNode;
 let nodeToken: string;
+/** etcd's revision before the coordinator started: older than anything its shared watch holds. */
+let beforeServer = 0;
 
 beforeAll(async () => {
   etcd = await startEtcd();
+  const c = createEtcdClient({ endpoints: etcd.endpoints });
+  beforeServer = Number((await c.put('before-server').value('x').exec()).header.revision);
+  c.close();
   server = await startInProcessServer({ endpoints: etcd.endpoints, flags: { eventsBufferLimit: '65536' } });
   admin = connectApi(server.address, server.adminToken);
   events = new EventServiceClient(server.address, grpc.credentials.createInsecure());
@@ -127,19 +132,26 @@ describe('event stream', () => {
 
   it('says OUT_OF_RANGE after compaction, and Snapshot gives state plus the revision to watch from', async () => {
     const c = createEtcdClient({ endpoints: etcd.endpoints });
-    let old: number;
+    let recent: number;
     try {
-      old = Number((await c.get('x').exec()).header.revision);
+      recent = Number((await c.get('x').exec()).header.revision);
       await admin.mailbox.createMailbox({ tenant: 'acme', owner: 'dave', name: 'D', actor: '' });
       const now = Number((await c.get('x').exec()).header.revision);
       await c.kv.compact({ revision: String(now) });
     } finally {
       c.close();
     }
+    // A revision from before the coordinator started is nowhere but in etcd's history: compacted.
+    const old = beforeServer;
     const s = events.watch({ fromRevision: old, kinds: [], tenant: '' }, bearer(server.adminToken));
     const err = await new Promise<grpc.ServiceError>((resolve) => s.on('error', resolve));
     expect(err.code).toBe(grpc.status.OUT_OF_RANGE);
     expect(err.details).toMatch(/compacted; take a new Snapshot/);
+    // A compacted revision the coordinator's shared watch still holds is served from there.
+    const held = await tail({ fromRevision: recent + 1, kinds: ['mailbox'], tenant: 'acme' });
+    await waitFor(() => held.events.length >= 1, 5000, 'the changes since the compacted revision');
+    held.stream.cancel();
+    expect(held.events.map(summary)).toEqual(['mailbox+ acme dave/D']);
 
     const snap = events.snapshot({ kinds: ['mailbox', 'assignment'], tenant: 'acme', compact: false }, bearer(nodeToken));
     const got: Event[] = [];

@@ -48,6 +48,10 @@ describe('server configuration', () => {
     expect(load({ eventsSnapshotCopy: 'off' }).eventsSnapshotCopy).toBe(false);
     expect(load({}, { MAILSHARE_EVENTS_SNAPSHOT_COPY: 'false' }).eventsSnapshotCopy).toBe(false);
     expect(load({}, {}, file('copy.yaml', 'events:\n  snapshotCopy: false\n')).eventsSnapshotCopy).toBe(false);
+    expect(c.eventsSharedWatch).toBe(true);
+    expect(load({ eventsSharedWatch: 'off' }).eventsSharedWatch).toBe(false);
+    expect(load({}, { MAILSHARE_EVENTS_SHARED_WATCH: 'no' }).eventsSharedWatch).toBe(false);
+    expect(load({}, {}, file('hub.yaml', 'events:\n  sharedWatch: off\n')).eventsSharedWatch).toBe(false);
     expect(load({ httpListen: '127.0.0.1:7480' }).http.listen).toBe('127.0.0.1:7480');
     expect(load({}, { MAILSHARE_HTTP_LISTEN: '[::1]:7480' }).http.listen).toBe('[::1]:7480');
     expect(load({}, {}, file('http.yaml', 'http:\n  listen: 0.0.0.0:7480\n')).http.listen).toBe('0.0.0.0:7480');
@@ -97,6 +101,7 @@ describe('server configuration', () => {
     [{ shutdownTimeout: 'soon' }, {}, '--shutdown-timeout'],
     [{ placementEpsilon: 'lots' }, {}, '--placement-epsilon'],
     [{ eventsSnapshotCopy: 'maybe' }, {}, '--events-snapshot-copy'],
+    [{ eventsSharedWatch: 'sometimes' }, {}, '--events-shared-watch'],
     [{}, { MAILSHARE_PLACEMENT_EPSILON: '0' }, 'MAILSHARE_PLACEMENT_EPSILON'],
     [{ auditRetention: '10s' }, {}, '--audit-retention'],
     [{ placementAllowedAddresses: '10.0.0.0/33' }, {}, '--placement-allowed-addresses'],
