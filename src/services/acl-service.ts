@@ -67,9 +67,10 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
     const tenant = parseTenantId(req.tenant);
     const ref = parseMailboxRef(req.mailbox);
     const expected = parseExpectedRevision(req.expectedRevision);
-    const { actor } = await load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL');
+    // The tenant is read beside the mailbox: the write's first attempt starts from both (one round trip to etcd before the transaction).
+    const [{ actor, m }, t] = await Promise.all([load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL'), directory.getTenant(tenant)]);
     const dryRun = req.dryRun === true;
-    const res = await mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner), dryRun);
+    const res = await mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner), dryRun, t ? { tenant: t, record: m } : undefined);
     const ident = formatIdentifier(change.identifier);
     return {
       ...res,

@@ -13,7 +13,7 @@ import { MAILBOX_SEPARATOR, parseMailboxName } from '../domain/mailbox-name.js';
 import { ALL_RIGHTS, L, NO_RIGHTS, type Rights, type RightsChange, formatRights, parseRights } from '../domain/rights.js';
 import type { AuditContext, AuditStore } from './audit-store.js';
 import { CasConflict, MAX_TXN_OPS, checkExpectedRevision, randomId, withCasRetry } from './cas.js';
-import { type DirectoryStore, type TenantSettings, decodeGroup, tenantNotFound } from './directory-store.js';
+import { type DirectoryStore, type TenantRecord, type TenantSettings, decodeGroup, tenantNotFound } from './directory-store.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 
@@ -117,6 +117,12 @@ export function mailboxNotFound(tenant: string, owner: string, name: string): Do
  * is written in the same transaction as every ACL change and so can never
  * disagree with the ACLs.
  */
+/** A tenant and one of its mailboxes as a caller read them (a write's first attempt starts from them). */
+export interface KnownState {
+  readonly tenant: TenantRecord;
+  readonly record: MailboxRecord;
+}
+
 export class MailboxStore {
   /** Users' ListSharedWith answers, recently asked first out last (see sharedWith). */
   private readonly answers = new AnswerCache(MAX_KEPT_SHARES);
@@ -326,9 +332,10 @@ export class MailboxStore {
     ctx: AuditContext,
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
     dryRun = false,
+    known?: KnownState,
   ): Promise<{ record: MailboxRecord; rights: Rights; before: Acl }> {
     const ident = formatIdentifier(change.identifier);
-    const { record, before } = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, dryRun, (cur) => {
+    const { record, before } = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, dryRun, known, (cur) => {
       const acl = change.kind === 'set' ? setAcl(cur, change.identifier, change.change) : deleteAcl(cur, change.identifier);
       const before = cur.get(ident) ?? NO_RIGHTS;
       const after = acl.get(ident) ?? NO_RIGHTS;
@@ -350,7 +357,7 @@ export class MailboxStore {
     ctx: AuditContext,
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
   ): Promise<MailboxRecord> {
-    const { record } = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, false, (cur) => ({
+    const { record } = await this.writeAcl(tenant, owner, name, expectedRevision, ctx, check, false, undefined, (cur) => ({
       acl,
       audit: { action: 'ReplaceAcl', identifier: '', before: formatAcl(cur), after: formatAcl(acl) },
     }));
@@ -363,7 +370,9 @@ export class MailboxStore {
    * revisions. Without an expected revision, lost races are retried from a
    * fresh read, so concurrent "+r" / "-w" changes all land. A dry run goes
    * the same way up to the transaction, and answers what would be (at the
-   * mailbox's current revision) without writing.
+   * mailbox's current revision) without writing. `known`: the tenant and
+   * the mailbox as the caller just read them, for the first attempt (the
+   * transaction's guards catch them stale; a retry reads them again).
    */
   private async writeAcl(
     tenant: string,
@@ -373,12 +382,15 @@ export class MailboxStore {
     ctx: AuditContext,
     check: (settings: TenantSettings, before: Acl, after: Acl) => void,
     dryRun: boolean,
+    known: KnownState | undefined,
     compute: (cur: Acl) => { acl: Acl; audit: { action: string; identifier: string; before: string; after: string } },
   ): Promise<{ record: MailboxRecord; before: Acl }> {
+    let first = known;
     return withCasRetry(async () => {
-      const t = await this.directory.getTenant(tenant);
+      // Both at once: the transaction compares both revisions, so they need not be read at one.
+      const [t, cur] = first ? [first.tenant, first.record] : await Promise.all([this.directory.getTenant(tenant), this.get(tenant, owner, name)]);
+      first = undefined;
       if (!t) throw tenantNotFound(tenant);
-      const cur = await this.get(tenant, owner, name);
       if (!cur) throw mailboxNotFound(tenant, owner, name);
       checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
       const { acl, audit } = compute(cur.acl);
