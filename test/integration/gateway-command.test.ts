@@ -283,6 +283,8 @@ describe('mailshare gateway (real binary)', () => {
 
   it('migrates sessions when their user moves (--migrate-sessions, the default; --master-user), ends them with --no-migrate-sessions, and on a kick', async () => {
     const placement = new PlacementServiceClient(server.address, grpc.credentials.createInsecure());
+    // What each gateway logged (warnings: a migration that falls back says why), shown when the test fails.
+    const logs: string[] = [];
     const gateway = async (node: string, flags: string[]): Promise<{ address: string; stop(): Promise<void> }> => {
       const child = spawn(
         process.execPath,
@@ -290,7 +292,10 @@ describe('mailshare gateway (real binary)', () => {
         { env: cleanEnv({ MAILSHARE_TOKEN: await tokenFor(node), MAILSHARE_MASTER_PASSWORD: 'm' }), stdio: ['ignore', 'pipe', 'inherit'] },
       );
       let out = '';
-      child.stdout.on('data', (c: Buffer) => (out += c.toString()));
+      child.stdout.on('data', (c: Buffer) => {
+        out += c.toString();
+        logs.push(`${node} ${flags.join(' ')}: ${c.toString().trimEnd()}`);
+      });
       const stop = async (): Promise<void> => {
         if (child.exitCode !== null || child.signalCode !== null) return;
         child.kill('SIGTERM');
@@ -328,6 +333,9 @@ describe('mailshare gateway (real binary)', () => {
           await g.stop();
         }
       }
+    } catch (err) {
+      process.stderr.write(`gateways' output:\n${logs.join('\n')}\n`);
+      throw err;
     } finally {
       await other.stop();
       placement.close();
