@@ -71,8 +71,12 @@ export interface LocateResult {
 
 /** Users assigned in one transaction (two guards each, plus one per node: under etcd's 128). */
 const ASSIGN_BATCH = 50;
-/** Batched assignment transactions in flight at once. */
-const ASSIGN_BATCHES = 4;
+/**
+ * Batched assignment transactions in flight at once: a burst of logins after a failover is
+ * bounded by round trips to etcd, not by etcd's work (its transactions are small), so several
+ * go at once; their choices count in each other's loads (`inFlight`).
+ */
+const ASSIGN_BATCHES = 16;
 
 export class PlacementStore {
   private readonly configs: PrefixCache<NodeConfig>;
@@ -82,6 +86,9 @@ export class PlacementStore {
   /** Move intents in flight (a user between nodes): new logins wait for them to end. */
   private readonly moves: PrefixCache<true>;
   private readonly counts = new Map<string, number>();
+  /** Users chosen for each node by batches not yet seen in `counts` (written, or being written). */
+  private readonly inFlight = new Map<string, number>();
+  private inFlightTotal = 0;
   /** Assignments per tenant (the status page). */
   private readonly tenantCounts = new Map<string, number>();
   /** Assignments per lease, so a revoke can wait until this cache saw them go. */
@@ -440,38 +447,54 @@ export class PlacementStore {
       });
       if (missing.length === 0) return;
       const ring = this.activeRing();
-      // Each choice counts in the loads the next one sees, as one-by-one assignments would.
-      const extra = new Map<string, number>();
+      // Each choice counts in the loads the next one sees (in this batch and in the others in
+      // flight), as one-by-one assignments would, until the cache has seen it.
       const chosen: Array<{ b: (typeof batch)[number]; node: string; leaseId: string }> = [];
-      for (const b of missing) {
-        const node = chooseNode(ring, `${b.tenant}/${b.user}`, (n) => (this.counts.get(n) ?? 0) + (extra.get(n) ?? 0), this.total + chosen.length, this.epsilon);
-        if (node === undefined) throw new DomainError('unavailable', 'no active node is registered', { retryable: true });
-        extra.set(node, (extra.get(node) ?? 0) + 1);
-        chosen.push({ b, node, leaseId: this.lives.get(this.keys.liveNode(node))!.leaseId });
+      const release = (): void => {
+        for (const c of chosen) {
+          const n = (this.inFlight.get(c.node) ?? 1) - 1;
+          if (n <= 0) this.inFlight.delete(c.node);
+          else this.inFlight.set(c.node, n);
+        }
+        this.inFlightTotal -= chosen.length;
+        chosen.length = 0;
+      };
+      try {
+        for (const b of missing) {
+          const node = chooseNode(ring, `${b.tenant}/${b.user}`, (n) => (this.counts.get(n) ?? 0) + (this.inFlight.get(n) ?? 0), this.total + this.inFlightTotal, this.epsilon);
+          if (node === undefined) throw new DomainError('unavailable', 'no active node is registered', { retryable: true });
+          this.inFlight.set(node, (this.inFlight.get(node) ?? 0) + 1);
+          this.inFlightTotal++;
+          chosen.push({ b, node, leaseId: this.lives.get(this.keys.liveNode(node))!.leaseId });
+        }
+        const nodes = new Map(chosen.map((c) => [c.node, c.leaseId]));
+        const at = new Date().toISOString();
+        const write = await etcdOp('assigning users', () =>
+          this.client.kv.txn({
+            compare: [
+              ...chosen.flatMap(({ b }) => [
+                { key: Buffer.from(this.keys.assignment(b.tenant, b.user)), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' },
+                // A move in progress assigns the user itself.
+                { key: Buffer.from(this.keys.move(b.tenant, b.user)), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' },
+              ]),
+              ...[...nodes].map(([node, lease]) => ({ key: Buffer.from(this.keys.liveNode(node)), target: 'Lease' as const, result: 'Equal' as const, lease })),
+            ],
+            success: chosen.map(({ b, node, leaseId }) => ({ request_put: { key: Buffer.from(this.keys.assignment(b.tenant, b.user)), value: Buffer.from(JSON.stringify({ node, assignedAt: at })), lease: leaseId } })),
+            failure: [],
+          }),
+        );
+        if (!write.succeeded) {
+          // Lost a guard: each is assigned alone (and counted by the cache as it lands).
+          release();
+          await Promise.all(missing.map((b) => settle(b, this.assignOne(b.tenant, b.user))));
+          return;
+        }
+        const epoch = Number(write.header.revision);
+        await this.assignments.waitFor(epoch, SETTLE_MS);
+        for (const { b, node, leaseId } of chosen) b.waiters.forEach((w) => w.resolve({ assignment: { tenant: b.tenant, user: b.user, node, leaseId, epoch }, created: true }));
+      } finally {
+        release();
       }
-      const nodes = new Map(chosen.map((c) => [c.node, c.leaseId]));
-      const at = new Date().toISOString();
-      const write = await etcdOp('assigning users', () =>
-        this.client.kv.txn({
-          compare: [
-            ...chosen.flatMap(({ b }) => [
-              { key: Buffer.from(this.keys.assignment(b.tenant, b.user)), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' },
-              // A move in progress assigns the user itself.
-              { key: Buffer.from(this.keys.move(b.tenant, b.user)), target: 'Create' as const, result: 'Equal' as const, create_revision: '0' },
-            ]),
-            ...[...nodes].map(([node, lease]) => ({ key: Buffer.from(this.keys.liveNode(node)), target: 'Lease' as const, result: 'Equal' as const, lease })),
-          ],
-          success: chosen.map(({ b, node, leaseId }) => ({ request_put: { key: Buffer.from(this.keys.assignment(b.tenant, b.user)), value: Buffer.from(JSON.stringify({ node, assignedAt: at })), lease: leaseId } })),
-          failure: [],
-        }),
-      );
-      if (!write.succeeded) {
-        await Promise.all(missing.map((b) => settle(b, this.assignOne(b.tenant, b.user))));
-        return;
-      }
-      const epoch = Number(write.header.revision);
-      await this.assignments.waitFor(epoch, SETTLE_MS);
-      for (const { b, node, leaseId } of chosen) b.waiters.forEach((w) => w.resolve({ assignment: { tenant: b.tenant, user: b.user, node, leaseId, epoch }, created: true }));
     } catch (err) {
       for (const b of batch) b.waiters.forEach((w) => w.reject(err));
     }
