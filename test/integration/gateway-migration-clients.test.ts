@@ -4,7 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
-import { unaryCall } from '../harness/grpc.js';
+import type { DrainProgress } from '../../src/gen/mailshare/v1/placement.js';
+import { bearer, unaryCall } from '../harness/grpc.js';
 import { RawImap, message } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
 
@@ -85,6 +86,40 @@ c.logout()
 print(json.dumps({'after': after, 'second': second}), flush=True)
 `;
 
+/** An mbsync configuration that pulls bob's INBOX from host:port into `local` (its state in `state`). */
+function mbsyncrc(host: string, port: string, local: string, state: string): string {
+  const rc = path.join(state, 'mbsyncrc');
+  writeFileSync(
+    rc,
+    [
+      'IMAPAccount gw',
+      `Host ${host}`,
+      `Port ${port}`,
+      'User bob',
+      `Pass ${USERS.bob}`,
+      'SSLType None',
+      'AuthMechs LOGIN',
+      '',
+      'IMAPStore remote',
+      'Account gw',
+      '',
+      'MaildirStore local',
+      `Path ${local}/`,
+      `Inbox ${local}/INBOX`,
+      '',
+      'Channel bob',
+      'Far :remote:',
+      'Near :local:',
+      'Patterns INBOX',
+      'Create Near',
+      'Sync Pull',
+      `SyncState ${state}/`,
+      '',
+    ].join('\n'),
+  );
+  return rc;
+}
+
 describe('session migration with real clients', () => {
   it('Python imaplib keeps its connection and its sequence numbers across a move', async () => {
     await cluster.pin('alice', 'n1');
@@ -110,35 +145,7 @@ describe('session migration with real clients', () => {
     const local = path.join(work, 'bob');
     mkdirSync(local);
     const [host, port] = cluster.gateways[1]!.address().split(':');
-    const rc = path.join(work, 'mbsyncrc');
-    writeFileSync(
-      rc,
-      [
-        'IMAPAccount gw',
-        `Host ${host}`,
-        `Port ${port}`,
-        'User bob',
-        `Pass ${USERS.bob}`,
-        'SSLType None',
-        'AuthMechs LOGIN',
-        '',
-        'IMAPStore remote',
-        'Account gw',
-        '',
-        'MaildirStore local',
-        `Path ${local}/`,
-        `Inbox ${local}/INBOX`,
-        '',
-        'Channel bob',
-        'Far :remote:',
-        'Near :local:',
-        'Patterns INBOX',
-        'Create Near',
-        'Sync Pull',
-        `SyncState ${work}/`,
-        '',
-      ].join('\n'),
-    );
+    const rc = mbsyncrc(host!, port!, local, work);
     // -Dn: the IMAP conversation, to see the run is under way and that it never reconnects.
     const sync = child('mbsync', ['-Dn', '-c', rc, 'bob']);
     let moved = false;
@@ -164,5 +171,51 @@ describe('session migration with real clients', () => {
     expect(files).toHaveLength(total);
     // The rest of the run was served by n2's Dovecot (the gateway's master login as bob).
     expect(readFileSync(path.join(cluster.dovecots[1]!.dir, 'dovecot.log'), 'utf8')).toMatch(/(?:Login|Logged in): user=<bob>/);
+  }, 120_000);
+
+  it('a node drain with imaplib sessions and an mbsync run through both gateways: no client reconnects, every sequence number means the same message', async () => {
+    await cluster.pin('alice', 'n1');
+    await cluster.pin('bob', 'n1');
+    // Four imaplib sessions of alice with INBOX selected, two through each node's gateway.
+    const sessions = [0, 1, 0, 1].map((g) => {
+      const [host, port] = cluster.gateways[g]!.address().split(':');
+      return child('python3', ['-c', IMAPLIB, host!, port!, 'alice', USERS.alice]);
+    });
+    await waitFor(() => sessions.every((py) => py.out.some((l) => l.startsWith('{"before"'))), 20_000, 'imaplib sessions ready');
+    const befores = sessions.map((py) => JSON.parse(py.out.find((l) => l.startsWith('{"before"'))!).before as unknown[]);
+    // bob's 1,000 messages pulled afresh through n1's own gateway while n1 is drained.
+    const state = mkdtempSync(path.join(work, 'drain-'));
+    const local = path.join(state, 'bob');
+    mkdirSync(local);
+    const [host, port] = cluster.gateways[0]!.address().split(':');
+    const sync = child('mbsync', ['-Dn', '-c', mbsyncrc(host!, port!, local, state), 'bob']);
+    const fetches = (): number => sync.out.filter((l) => />>> \d+ UID FETCH [\d:,]+ \(BODY\.PEEK\[\]\)/.test(l)).length;
+    let syncDone = false;
+    void sync.exited.then(() => (syncDone = true));
+    await waitFor(() => fetches() >= 1, 30_000, 'mbsync fetching messages');
+    const drain = cluster.placement.drain({ name: 'n1', parallelism: 16, timeoutMs: 5000 }, bearer(cluster.server.adminToken));
+    let moved = 0;
+    await new Promise<void>((resolve, reject) => {
+      drain.on('data', (p: DrainProgress) => (moved = p.moved));
+      drain.on('end', () => resolve());
+      drain.on('error', reject);
+    });
+    expect(moved).toBe(2);
+    // The pull was still under way when its user was moved.
+    expect(syncDone).toBe(false);
+    expect((await locate('alice')).node).toBe('n2');
+    expect((await locate('bob')).node).toBe('n2');
+    for (const py of sessions) py.proc.stdin!.write('go\n');
+    for (const [i, py] of sessions.entries()) {
+      expect(await py.exited, py.err.join('')).toBe(0);
+      const result = JSON.parse(py.out.find((l) => l.startsWith('{"after"'))!) as { after: unknown[] };
+      expect(result.after).toEqual(befores[i]);
+    }
+    const code = await sync.exited;
+    const log = sync.out.join('\n');
+    expect(code, `${log.slice(-3000)}\n${sync.err.join('')}`).toBe(0);
+    expect(log.match(/^\* BYE \[UNAVAILABLE\]/m)).toBeNull();
+    expect(sync.out.filter((l) => /LOGIN/.test(l) && l.startsWith('>>>')).length).toBe(1);
+    expect(['cur', 'new'].flatMap((d) => readdirSync(path.join(local, 'INBOX', d)))).toHaveLength(1000);
   }, 120_000);
 });
