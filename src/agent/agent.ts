@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import * as grpc from '@grpc/grpc-js';
 import { DomainError } from '../domain/errors.js';
 import { type Rights, formatRightsForResponse } from '../domain/rights.js';
-import { type Event, EventServiceClient, type SnapshotResponse, type WatchResponse } from '../gen/mailshare/v1/events.js';
+import { type Assignment, type Event, EventServiceClient, type FollowRequest, type SnapshotResponse, type UserRef, type WatchResponse } from '../gen/mailshare/v1/events.js';
 import { type KeepAliveResponse, type LocateResponse, PlacementServiceClient } from '../gen/mailshare/v1/placement.js';
 import { AgentCache, type CachedAssignment, type SharedView } from './cache.js';
 import { Backoff, RetryLog } from './retry.js';
@@ -41,7 +41,22 @@ export interface AgentOptions {
    * Default 15 minutes; 0 disables.
    */
   userExpireMs?: number;
+  /**
+   * Which assignments the agent keeps. "all" (default): every user's, from
+   * every change in the cluster. "followed": its own node's, and those of
+   * the users it follows (users with a session here, from sessionOpened
+   * until FOLLOW_LINGER_MS after their last sessionClosed, and users it just
+   * assigned): what a gateway uses, in memory and change traffic that grow
+   * with its own sessions, not with the cluster. locate() then answers only
+   * for those; a miss is asked of the coordinator (assign()).
+   */
+  assignmentView?: 'all' | 'followed';
+  /** How long a user stays followed after its last session; default FOLLOW_LINGER_MS. */
+  followLingerMs?: number;
 }
+
+/** How long a followed user stays followed after its last session (a client that reconnects at once). */
+export const FOLLOW_LINGER_MS = 60_000;
 
 export interface UserEvent {
   readonly tenant: string;
@@ -93,7 +108,16 @@ export class Agent extends EventEmitter<AgentEvents> {
   private deadline = 0;
   private keepalive: grpc.ClientDuplexStream<unknown, KeepAliveResponse> | undefined;
   private timers: NodeJS.Timeout[] = [];
-  private watch: grpc.ClientReadableStream<WatchResponse> | undefined;
+  private watch: grpc.ClientReadableStream<WatchResponse> | grpc.ClientDuplexStream<FollowRequest, WatchResponse> | undefined;
+  /**
+   * assignmentView "followed": the users followed, with how many sessions
+   * (and assignments in flight) want them, whether the coordinator answered
+   * on the current stream and at which revision, and the linger after the last.
+   */
+  private readonly followed = new Map<string, { refs: number; known: boolean; answeredAt: number; linger?: NodeJS.Timeout }>();
+  /** Follows and unfollows to send on the open Follow stream (sent together, once per turn). */
+  private readonly followOut = new Map<string, boolean>();
+  private follows: grpc.ClientDuplexStream<FollowRequest, WatchResponse> | undefined;
   private closed = false;
   private synced = false;
   private readonly waiters: Array<{ revision: number; resolve: () => void }> = [];
@@ -283,8 +307,88 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** Assigns a node if the user has none (one RPC); answers from memory when it can. */
   async assign(tenant: string, user: string): Promise<{ node: string; epoch: number; imapAddress: string }> {
-    const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: true }, this.md, { deadline: Date.now() + 5000 }, cb));
-    return { node: r.node, epoch: r.epoch, imapAddress: r.imapAddress };
+    const k = `${tenant}/${user}`;
+    // Followed from the question on (for the linger, unless a session keeps it): its changes
+    // reach the cache, and until the coordinator's answer does, the cache has this one.
+    this.follow(k);
+    try {
+      const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: true }, this.md, { deadline: Date.now() + 5000 }, cb));
+      const f = this.followed.get(k);
+      if (f && !f.known && r.node !== '' && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
+      return { node: r.node, epoch: r.epoch, imapAddress: r.imapAddress };
+    } finally {
+      this.unfollow(k);
+    }
+  }
+
+  /** Whether this agent keeps only its own node's and followed users' assignments. */
+  get followsUsers(): boolean {
+    return this.opts.assignmentView === 'followed';
+  }
+
+  /** Users followed now (assignmentView "followed"; for tests and metrics). */
+  get followedUsers(): number {
+    return this.followed.size;
+  }
+
+  private follow(k: string): void {
+    if (!this.followsUsers) return;
+    const f = this.followed.get(k);
+    if (f) {
+      f.refs++;
+      clearTimeout(f.linger);
+      f.linger = undefined;
+      return;
+    }
+    this.followed.set(k, { refs: 1, known: false, answeredAt: 0 });
+    this.sendFollow(k, true);
+  }
+
+  private unfollow(k: string): void {
+    const f = this.followed.get(k);
+    if (!f || --f.refs > 0) return;
+    clearTimeout(f.linger);
+    f.linger = setTimeout(() => {
+      if (f.refs > 0 || this.followed.get(k) !== f) return;
+      this.followed.delete(k);
+      this.sendFollow(k, false);
+      const slash = k.indexOf('/');
+      const a = this.cache.locate(k.slice(0, slash), k.slice(slash + 1));
+      if (a && a.node !== this.opts.node.name) this.cache.forget(a.tenant, a.user);
+    }, this.opts.followLingerMs ?? FOLLOW_LINGER_MS);
+    f.linger.unref();
+  }
+
+  /** Queues a follow or unfollow for the open stream; a stream that starts later is told of every followed user itself. */
+  private sendFollow(k: string, on: boolean): void {
+    if (!this.follows) return;
+    const first = this.followOut.size === 0;
+    this.followOut.set(k, on);
+    if (first) setImmediate(() => this.flushFollows());
+  }
+
+  private flushFollows(): void {
+    const stream = this.follows;
+    if (!stream || this.followOut.size === 0) return;
+    const follow: UserRef[] = [];
+    const unfollow: UserRef[] = [];
+    for (const [k, on] of this.followOut) (on ? follow : unfollow).push(userRef(k));
+    this.followOut.clear();
+    stream.write({ watch: undefined, follow, unfollow, following: [] });
+  }
+
+  /** The coordinator's answers to follows: each user's assignment as of the stream's position. */
+  private applyFollowed(answers: readonly Assignment[], at: number): void {
+    for (const a of answers) {
+      const f = this.followed.get(`${a.tenant}/${a.user}`);
+      // Unfollowed while the answer was on its way: the unfollow forgot the user.
+      if (!f) continue;
+      f.known = true;
+      f.answeredAt = at;
+      const had = this.cache.locate(a.tenant, a.user);
+      if (a.node === '' ? had === undefined : had?.node === a.node && had.epoch === a.epoch) continue;
+      this.applyEvent({ revision: 0, kind: 'assignment', deleted: a.node === '', tenant: a.tenant, tenantRecord: undefined, group: undefined, mailbox: undefined, node: undefined, move: undefined, assignment: a });
+    }
   }
 
   /** A user's effective rights on OWNER/NAME from memory ("" if none; undefined if not registered). */
@@ -341,6 +445,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   sessionOpened(tenant: string, user: string, node?: string): void {
     const k = `${tenant}/${user}`;
+    this.follow(k);
     this.sessions.set(k, (this.sessions.get(k) ?? 0) + 1);
     clearTimeout(this.idle.get(k));
     this.idle.delete(k);
@@ -357,6 +462,7 @@ export class Agent extends EventEmitter<AgentEvents> {
    */
   sessionClosed(tenant: string, user: string): void {
     const k = `${tenant}/${user}`;
+    this.unfollow(k);
     const n = (this.sessions.get(k) ?? 1) - 1;
     if (n > 0) {
       this.sessions.set(k, n);
@@ -670,7 +776,7 @@ export class Agent extends EventEmitter<AgentEvents> {
   private async snapshot(): Promise<void> {
     const fresh = new AgentCache();
     // Mailboxes in the compact form where the coordinator serves it (else as events, as before).
-    const stream = this.events.snapshot({ kinds: ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'], tenant: '', compact: true }, this.md);
+    const stream = this.events.snapshot({ kinds: KINDS, tenant: '', compact: true, ownAssignments: this.followsUsers }, this.md);
     let revision = 0;
     await new Promise<void>((resolve, reject) => {
       stream.on('data', (r: SnapshotResponse) => {
@@ -692,6 +798,14 @@ export class Agent extends EventEmitter<AgentEvents> {
     // Swap in the new state and tell the host what changed for this node.
     const mine = (c: AgentCache) => new Map(this.lease ? c.assignmentsOf(this.opts.node.name).filter((a) => a.epoch > this.lease!.revision).map((a) => [`${a.tenant}/${a.user}`, a]) : []);
     fresh.revision = revision;
+    // Followed users are not in a snapshot of this node's own: their assignments stay as they were
+    // until the next stream answers for them again.
+    for (const [k, f] of this.followed) {
+      f.known = false;
+      const slash = k.indexOf('/');
+      const a = this.cache.locate(k.slice(0, slash), k.slice(slash + 1));
+      if (a && !fresh.locate(a.tenant, a.user)) fresh.keep(a);
+    }
     const before = mine(this.cache);
     this.cache = fresh;
     const after = mine(this.cache);
@@ -703,7 +817,29 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   private watchFrom(from: number, onStarted: () => void): Promise<void> {
     return new Promise((resolve, reject) => {
-      const stream = this.events.watch({ fromRevision: from, kinds: ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'], tenant: '' }, this.md);
+      const watch = { fromRevision: from, kinds: KINDS, tenant: '' };
+      let stream: grpc.ClientReadableStream<WatchResponse> | grpc.ClientDuplexStream<FollowRequest, WatchResponse>;
+      if (this.followsUsers) {
+        const follows = this.events.follow(this.md);
+        // Users whose answers the cache holds up to where this stream starts go on from there;
+        // the others (not answered yet, or answered past that point) are answered afresh.
+        const following: UserRef[] = [];
+        const follow: UserRef[] = [];
+        for (const [k, f] of this.followed) (f.known && f.answeredAt < from ? following : follow).push(userRef(k));
+        for (const f of this.followed.values()) f.known = false;
+        for (const r of following) this.followed.get(`${r.tenant}/${r.user}`)!.known = true;
+        this.followOut.clear();
+        follows.write({ watch, follow, unfollow: [], following });
+        this.follows = follows;
+        stream = follows;
+        const done = (): void => {
+          if (this.follows === follows) this.follows = undefined;
+        };
+        follows.on('end', done);
+        follows.on('error', done);
+      } else {
+        stream = this.events.watch(watch, this.md);
+      }
       this.watch = stream;
       stream.on('metadata', () => {
         this.lastHeard = Date.now();
@@ -714,6 +850,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       stream.on('data', (r: WatchResponse) => {
         this.lastHeard = Date.now();
         for (const e of r.events) this.applyEvent(e);
+        if (r.followed.length > 0) this.applyFollowed(r.followed, r.followedRevision);
         if (r.progressRevision > this.cache.revision) this.cache.revision = r.progressRevision;
         this.releaseWaiters();
       });
@@ -847,4 +984,11 @@ function sleep(ms: number, signal: AbortSignal): Promise<void> {
     const t = setTimeout(done, ms);
     signal.addEventListener('abort', done);
   });
+}
+
+const KINDS = ['tenant', 'mailbox', 'group', 'assignment', 'move', 'node'];
+
+function userRef(k: string): UserRef {
+  const slash = k.indexOf('/');
+  return { tenant: k.slice(0, slash), user: k.slice(slash + 1) };
 }

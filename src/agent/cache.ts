@@ -201,6 +201,16 @@ export class AgentCache {
     return out;
   }
 
+  /** Forgets a user's assignment without it counting as a change (a user no longer followed). */
+  forget(tenant: string, user: string): void {
+    this.assignments.delete(`${tenant}/${user}`);
+  }
+
+  /** Keeps an assignment as another cache had it (carried over a new snapshot). */
+  keep(a: CachedAssignment): void {
+    this.assignments.set(`${a.tenant}/${a.user}`, a);
+  }
+
   locate(tenant: string, user: string): CachedAssignment | undefined {
     return this.assignments.get(`${tenant}/${user}`);
   }

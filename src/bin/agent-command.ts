@@ -59,6 +59,7 @@ export function registerAgent(program: Command): void {
         tenant,
         ttlSeconds: flags.ttl,
         userExpireMs: flags.userExpire,
+        assignmentView: flags.assignmentView,
         doveadm: { binary: flags.doveadm, config: flags.dovecotConfig },
         whoIntervalMs: flags.whoInterval,
         metricsListen: flags.metricsListen,

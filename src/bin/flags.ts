@@ -54,12 +54,18 @@ export interface NodeFlags {
   zone?: string;
   ttl?: number;
   userExpire?: number;
+  assignmentView?: 'all' | 'followed';
   metricsListen?: string;
   coordinatorCa?: string;
   coordinatorCert?: string;
   coordinatorKey?: string;
   coordinatorServerName?: string;
   logLevel?: string;
+}
+
+function assignmentView(value: string): 'all' | 'followed' {
+  if (value !== 'all' && value !== 'followed') throw new InvalidArgumentError('give all or followed');
+  return value;
 }
 
 /** The options every node process takes, after its own. */
@@ -70,6 +76,7 @@ export function addNodeOptions(cmd: Command, userExpire: string): Command {
     .option('--zone <zone>', 'zone label')
     .option('--ttl <seconds>', 'lease TTL (default 5)', positive)
     .option('--user-expire <duration>', `${userExpire}, e.g. 15m (default 15m; 0 never)`, duration)
+    .option('--assignment-view <all|followed>', "users whose assignments this node keeps: followed (its own node's and those with sessions through it) or all (default followed)", assignmentView)
     .option('--metrics-listen <host:port>', 'serve Prometheus /metrics here (plain HTTP, no token: counts only; default off)', hostPort)
     .option('--coordinator-ca <file>', "CA that signed the coordinators' certificates: talk to them over TLS (env MAILSHARE_TLS_CA)")
     .option('--coordinator-cert <file>', 'client certificate for coordinators that require one (env MAILSHARE_TLS_CLIENT_CERT)')

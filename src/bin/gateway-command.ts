@@ -104,6 +104,7 @@ export function registerGateway(program: Command): void {
         tenant,
         ttlSeconds: flags.ttl,
         userExpireMs: flags.userExpire,
+        assignmentView: flags.assignmentView,
         master,
         migrateSessions: flags.migrateSessions !== false,
         sharedPrefix,

@@ -111,6 +111,7 @@ export class Gateway {
       logger: opts.logger,
       // Sessions through other gateways hold the user (HoldUser), so idleness counts every session.
       userExpireMs: opts.userExpireMs ?? 15 * 60_000,
+      assignmentView: opts.assignmentView ?? 'followed',
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
     this.backends = new BackendConnector(opts.backendTls, { pool: opts.backendPool });

@@ -60,6 +60,12 @@ export interface GatewayOptions {
    * (next login may land on another node); default 15 minutes, 0 never.
    */
   userExpireMs?: number;
+  /**
+   * Which users' assignments the gateway keeps in memory (AgentOptions.assignmentView):
+   * "followed" (default) its own node's and those of users with sessions through it;
+   * "all" every user's.
+   */
+  assignmentView?: 'all' | 'followed';
   /** Prefix of the shared namespace (RFC 2342); default "Shared/". */
   sharedPrefix?: string;
   /**

@@ -174,7 +174,7 @@ export class Coordinator {
     const events = new EventStore(opts.eventsClient ?? opts.client, opts.keys);
     if (opts.snapshotCopy !== false) this.snapshotCopy = new SnapshotCopy(events, opts.logger.child({ component: 'snapshot-copy' }), `coordinator ${process.pid}`);
     if (opts.sharedWatch !== false) this.hub = new WatchHub(events, opts.logger.child({ component: 'watch-hub' }));
-    this.server.addService(EventServiceDefinition, createEventService({ ...deps, events, ...(this.snapshotCopy ? { copy: this.snapshotCopy } : {}), ...(this.hub ? { hub: this.hub } : {}), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
+    this.server.addService(EventServiceDefinition, createEventService({ ...deps, events, placement: this.placement, ...(this.snapshotCopy ? { copy: this.snapshotCopy } : {}), ...(this.hub ? { hub: this.hub } : {}), maxBufferedBytes: opts.eventsBufferLimit ?? 8 * 1024 * 1024, healthy: () => this.etcdHealthy, watchers: this.metrics }));
     this.health.addToServer(this.server);
     if (opts.httpListen !== undefined) {
       this.http = new HttpListener({

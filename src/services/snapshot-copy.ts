@@ -146,12 +146,13 @@ export class SnapshotCopy {
     }
     // Taken at one revision, synchronously: records are replaced, never changed, so these stay as they are.
     const revision = this.revision;
-    const tenants = filter.tenants;
+    const { tenants, node } = filter;
     const { mailboxes, assignments, others } = this.copy;
     const events: Event[] = [];
     for (const e of others.values()) {
       if (!filter.kinds.has(e.kind as never)) continue;
       if (tenants !== undefined && e.kind !== 'node' && !tenants.includes(e.tenant)) continue;
+      if (node !== undefined && e.move && e.move.fromNode !== node && e.move.toNode !== node) continue;
       events.push(hideLeases && e.node ? { ...e, node: hideLease(e.node) } : e);
     }
     if (filter.kinds.has('assignment')) {
@@ -159,6 +160,7 @@ export class SnapshotCopy {
         const slash = key.indexOf('/');
         const tenant = key.slice(0, slash);
         if (tenants !== undefined && !tenants.includes(tenant)) continue;
+        if (node !== undefined && a.node !== node) continue;
         events.push({ revision: a.revision, kind: 'assignment', deleted: false, tenant, assignment: { tenant, user: key.slice(slash + 1), node: a.node, epoch: a.epoch } });
       }
     }

@@ -21,6 +21,8 @@ export interface SidecarOptions {
   ttlSeconds?: number;
   /** A user with no session on any node for this long is released; default 15 minutes, 0 never. */
   userExpireMs?: number;
+  /** Which users' assignments the agent keeps (AgentOptions.assignmentView); default "followed". */
+  assignmentView?: 'all' | 'followed';
   doveadm?: DoveadmOptions;
   /** How often Dovecot is asked who is logged in (doveadm who); default 1 s. */
   whoIntervalMs?: number;
@@ -95,6 +97,7 @@ export class Sidecar {
       ttlSeconds: opts.ttlSeconds,
       logger: opts.logger,
       userExpireMs: opts.userExpireMs ?? 15 * 60_000,
+      assignmentView: opts.assignmentView ?? 'followed',
       // The old node lets a user go only once Dovecot has ended their sessions.
       onUserLeaving: (u) => {
         this.leaving.set(`${u.tenant}/${u.user}`, u.epoch);

@@ -28,6 +28,11 @@ export interface EventFilter {
   readonly kinds: ReadonlySet<EventKind>;
   /** undefined = every tenant. */
   readonly tenants: readonly string[] | undefined;
+  /**
+   * Snapshots only: assignments and moves of this node only (what a Follow
+   * stream continues); undefined = every node's.
+   */
+  readonly node?: string;
 }
 
 /** Whether an event of this kind and tenant passes the filter (nodes belong to no tenant: every filter of their kind passes them). */

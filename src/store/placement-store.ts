@@ -316,6 +316,17 @@ export class PlacementStore {
     return this.tenantCounts.get(tenant) ?? 0;
   }
 
+  /** The revision this coordinator's copy of the assignments is valid at. */
+  assignmentsRevision(): number {
+    return this.assignments.revision();
+  }
+
+  /** Resolves once the copy of the assignments has loaded and reached `revision` (false on timeout). */
+  async assignmentsReached(revision: number, timeoutMs: number): Promise<boolean> {
+    await this.assignments.ready;
+    return this.assignments.waitFor(revision, timeoutMs);
+  }
+
   /** The assignment of a user as this coordinator's copy has it (no etcd read). */
   cachedAssignment(tenant: string, user: string): { node: string; epoch: number } | undefined {
     const a = this.assignments.get(this.keys.assignment(tenant, user));

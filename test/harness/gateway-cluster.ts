@@ -97,6 +97,8 @@ export async function startGatewayCluster(opts: {
         // POP3 on a free port, and on another for implicit TLS when the gateway has a certificate.
         ...(d.pop3Address ? { pop3: { backend: d.pop3Address, listen: '127.0.0.1:0', ...(own?.tls ? { listenTls: '127.0.0.1:0' } : {}) } } : {}),
         ...(d.lmtpAddress ? { lmtp: { backend: d.lmtpAddress, listen: '127.0.0.1:0', ...opts.lmtpLimits } } : {}),
+        // MAILSHARE_TEST_ASSIGNMENT_VIEW=all runs the gateways as they ran before "followed" was the default.
+        ...(process.env.MAILSHARE_TEST_ASSIGNMENT_VIEW ? { assignmentView: process.env.MAILSHARE_TEST_ASSIGNMENT_VIEW as 'all' | 'followed' } : {}),
         ...own,
       });
       await g.start();

@@ -260,7 +260,8 @@ p.quit()
     try {
       await waitFor(() => cluster.gateways[0]!.agent.nodeAddress('n9', 'pop3') !== undefined, 5000, 'n9 known to the gateway');
       await cluster.pin('dave', 'n9');
-      await waitFor(() => cluster.gateways[0]!.agent.locate('acme', 'dave')?.node === 'n9', 5000, 'dave on n9');
+      // The gateway keeps only the users it serves: it asks where dave is, as a login does.
+      await waitFor(async () => (await cluster.gateways[0]!.agent.assign('acme', 'dave')).node === 'n9', 5000, 'dave on n9');
       const c = await RawLines.connect(pop3(0), { localAddress: '127.0.0.5' });
       try {
         await c.line();

@@ -61,8 +61,8 @@ describe('coordinator /metrics', () => {
     expect(m.value('mailshare_etcd_head_revision')).toBeGreaterThan(0);
     expect(m.value('mailshare_etcd_request_duration_seconds_count', { method: 'KV/Range' })).toBeGreaterThan(0);
     expect(m.value('mailshare_etcd_request_duration_seconds_count', { method: 'KV/Txn' })).toBeGreaterThan(0);
-    // Each gateway's agent holds one event stream and one keepalive stream.
-    expect(m.value('mailshare_rpc_streams_open', { service: 'mailshare.v1.EventService', method: 'Watch' })).toBe(2);
+    // Each gateway's agent holds one event stream (a Follow: it keeps the users it serves) and one keepalive stream.
+    expect(m.value('mailshare_rpc_streams_open', { service: 'mailshare.v1.EventService', method: 'Follow' })).toBe(2);
     expect(m.value('mailshare_rpc_streams_open', { service: 'mailshare.v1.PlacementService', method: 'KeepAlive' })).toBe(2);
     const lag = m.value('mailshare_event_stream_lag_revisions', { consumer: 'node:n1' });
     expect(lag).toBeDefined();

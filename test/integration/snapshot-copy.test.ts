@@ -65,7 +65,7 @@ interface Snap {
 }
 
 function snapshot(client: EventServiceClient, token: string, compact: boolean, tenant = '', kinds: string[] = []): Promise<Snap> {
-  const s = client.snapshot({ kinds, tenant, compact }, bearer(token));
+  const s = client.snapshot({ kinds, tenant, compact, ownAssignments: false }, bearer(token));
   const out: Snap = { revision: 0, mailboxes: [], others: [], packed: 0 };
   return new Promise((resolve, reject) => {
     s.on('data', (r: SnapshotResponse) => {

@@ -219,7 +219,8 @@ async function resolveUrls(s: SessionCore, tag: string, messages: readonly Caten
         owner = src.owner;
         wire = src.wire;
       }
-      const where = s.ctx.agent.locate(s.ctx.tenant, owner);
+      // A gateway keeps the assignments of the users it serves: another owner's is asked for.
+      const where = s.ctx.agent.locate(s.ctx.tenant, owner) ?? (await s.ctx.agent.assign(s.ctx.tenant, owner).catch(() => undefined));
       const address = where ? s.ctx.agent.nodeAddress(where.node) : undefined;
       if (!address || !s.ctx.master) throw new BackendUnavailable(`${owner}'s node is not known`);
       const data = await fetchPart(address, `${s.ctx.dovecotName(owner)}*${s.ctx.master.user}`, s.ctx.master.password, { ...u, mailbox: wire }, { via: s.ctx.backends, maxBytes: MAX_URL_BYTES - bytes }).catch((err: unknown) => {

@@ -10,8 +10,10 @@ import {
   type CallOptions,
   type ChannelCredentials,
   Client,
+  type ClientDuplexStream,
   type ClientOptions,
   type ClientReadableStream,
+  type handleBidiStreamingCall,
   type handleServerStreamingCall,
   makeGenericClientConstructor,
   type Metadata,
@@ -37,6 +39,28 @@ export interface WatchRequest {
    * when asked for); empty = every tenant.
    */
   tenant: string;
+}
+
+export interface FollowRequest {
+  /** First request only: as for Watch. */
+  watch?:
+    | WatchRequest
+    | undefined;
+  /** Users to follow from now on (answered with their assignments). */
+  follow: UserRef[];
+  /** Users no longer followed. */
+  unfollow: UserRef[];
+  /**
+   * First request only: users the client already knows up to
+   * watch.from_revision - 1 (a stream resumed after a broken one): their
+   * changes from from_revision on are sent, with no answer first.
+   */
+  following: UserRef[];
+}
+
+export interface UserRef {
+  tenant: string;
+  user: string;
 }
 
 export interface Assignment {
@@ -88,6 +112,18 @@ export interface WatchResponse {
    * so a node that hears nothing for a lease TTL knows its view is stale.
    */
   progressRevision: number;
+  /**
+   * Follow streams: the assignments of users just followed (node empty and
+   * epoch 0: the user has none), as of the stream's position: every later
+   * change of theirs comes after this message. No events come with them.
+   */
+  followed: Assignment[];
+  /**
+   * The revision of the coordinator's copy of the assignments the followed
+   * answers were read at (a resumed stream that starts at or before it asks
+   * for those users again).
+   */
+  followedRevision: number;
 }
 
 export interface SnapshotRequest {
@@ -99,6 +135,11 @@ export interface SnapshotRequest {
    * needs of 1 M mailboxes in a fraction of the bytes and the decoding.
    */
   compact: boolean;
+  /**
+   * Assignments and moves of the caller's own node only (role node): the
+   * snapshot a Follow stream continues.
+   */
+  ownAssignments: boolean;
 }
 
 export interface SnapshotResponse {
@@ -210,6 +251,194 @@ export const WatchRequest: MessageFns<WatchRequest> = {
     message.fromRevision = object.fromRevision ?? 0;
     message.kinds = object.kinds?.map((e) => e) || [];
     message.tenant = object.tenant ?? "";
+    return message;
+  },
+};
+
+function createBaseFollowRequest(): FollowRequest {
+  return { watch: undefined, follow: [], unfollow: [], following: [] };
+}
+
+export const FollowRequest: MessageFns<FollowRequest> = {
+  encode(message: FollowRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.watch !== undefined) {
+      WatchRequest.encode(message.watch, writer.uint32(10).fork()).join();
+    }
+    for (const v of message.follow) {
+      UserRef.encode(v!, writer.uint32(18).fork()).join();
+    }
+    for (const v of message.unfollow) {
+      UserRef.encode(v!, writer.uint32(26).fork()).join();
+    }
+    for (const v of message.following) {
+      UserRef.encode(v!, writer.uint32(34).fork()).join();
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): FollowRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseFollowRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.watch = WatchRequest.decode(reader, reader.uint32());
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.follow.push(UserRef.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.unfollow.push(UserRef.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.following.push(UserRef.decode(reader, reader.uint32()));
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): FollowRequest {
+    return {
+      watch: isSet(object.watch) ? WatchRequest.fromJSON(object.watch) : undefined,
+      follow: globalThis.Array.isArray(object?.follow) ? object.follow.map((e: any) => UserRef.fromJSON(e)) : [],
+      unfollow: globalThis.Array.isArray(object?.unfollow) ? object.unfollow.map((e: any) => UserRef.fromJSON(e)) : [],
+      following: globalThis.Array.isArray(object?.following)
+        ? object.following.map((e: any) => UserRef.fromJSON(e))
+        : [],
+    };
+  },
+
+  toJSON(message: FollowRequest): unknown {
+    const obj: any = {};
+    if (message.watch !== undefined) {
+      obj.watch = WatchRequest.toJSON(message.watch);
+    }
+    if (message.follow?.length) {
+      obj.follow = message.follow.map((e) => UserRef.toJSON(e));
+    }
+    if (message.unfollow?.length) {
+      obj.unfollow = message.unfollow.map((e) => UserRef.toJSON(e));
+    }
+    if (message.following?.length) {
+      obj.following = message.following.map((e) => UserRef.toJSON(e));
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<FollowRequest>): FollowRequest {
+    return FollowRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<FollowRequest>): FollowRequest {
+    const message = createBaseFollowRequest();
+    message.watch = (object.watch !== undefined && object.watch !== null)
+      ? WatchRequest.fromPartial(object.watch)
+      : undefined;
+    message.follow = object.follow?.map((e) => UserRef.fromPartial(e)) || [];
+    message.unfollow = object.unfollow?.map((e) => UserRef.fromPartial(e)) || [];
+    message.following = object.following?.map((e) => UserRef.fromPartial(e)) || [];
+    return message;
+  },
+};
+
+function createBaseUserRef(): UserRef {
+  return { tenant: "", user: "" };
+}
+
+export const UserRef: MessageFns<UserRef> = {
+  encode(message: UserRef, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): UserRef {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseUserRef();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): UserRef {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+    };
+  },
+
+  toJSON(message: UserRef): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<UserRef>): UserRef {
+    return UserRef.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<UserRef>): UserRef {
+    const message = createBaseUserRef();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
     return message;
   },
 };
@@ -686,7 +915,7 @@ export const Event: MessageFns<Event> = {
 };
 
 function createBaseWatchResponse(): WatchResponse {
-  return { events: [], progressRevision: 0 };
+  return { events: [], progressRevision: 0, followed: [], followedRevision: 0 };
 }
 
 export const WatchResponse: MessageFns<WatchResponse> = {
@@ -696,6 +925,12 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     }
     if (message.progressRevision !== 0) {
       writer.uint32(16).int64(message.progressRevision);
+    }
+    for (const v of message.followed) {
+      Assignment.encode(v!, writer.uint32(26).fork()).join();
+    }
+    if (message.followedRevision !== 0) {
+      writer.uint32(32).int64(message.followedRevision);
     }
     return writer;
   },
@@ -723,6 +958,22 @@ export const WatchResponse: MessageFns<WatchResponse> = {
           message.progressRevision = longToNumber(reader.int64());
           continue;
         }
+        case 3: {
+          if (tag !== 26) {
+            break;
+          }
+
+          message.followed.push(Assignment.decode(reader, reader.uint32()));
+          continue;
+        }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.followedRevision = longToNumber(reader.int64());
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -736,6 +987,10 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     return {
       events: globalThis.Array.isArray(object?.events) ? object.events.map((e: any) => Event.fromJSON(e)) : [],
       progressRevision: isSet(object.progressRevision) ? globalThis.Number(object.progressRevision) : 0,
+      followed: globalThis.Array.isArray(object?.followed)
+        ? object.followed.map((e: any) => Assignment.fromJSON(e))
+        : [],
+      followedRevision: isSet(object.followedRevision) ? globalThis.Number(object.followedRevision) : 0,
     };
   },
 
@@ -747,6 +1002,12 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     if (message.progressRevision !== 0) {
       obj.progressRevision = Math.round(message.progressRevision);
     }
+    if (message.followed?.length) {
+      obj.followed = message.followed.map((e) => Assignment.toJSON(e));
+    }
+    if (message.followedRevision !== 0) {
+      obj.followedRevision = Math.round(message.followedRevision);
+    }
     return obj;
   },
 
@@ -757,12 +1018,14 @@ export const WatchResponse: MessageFns<WatchResponse> = {
     const message = createBaseWatchResponse();
     message.events = object.events?.map((e) => Event.fromPartial(e)) || [];
     message.progressRevision = object.progressRevision ?? 0;
+    message.followed = object.followed?.map((e) => Assignment.fromPartial(e)) || [];
+    message.followedRevision = object.followedRevision ?? 0;
     return message;
   },
 };
 
 function createBaseSnapshotRequest(): SnapshotRequest {
-  return { kinds: [], tenant: "", compact: false };
+  return { kinds: [], tenant: "", compact: false, ownAssignments: false };
 }
 
 export const SnapshotRequest: MessageFns<SnapshotRequest> = {
@@ -775,6 +1038,9 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     }
     if (message.compact !== false) {
       writer.uint32(24).bool(message.compact);
+    }
+    if (message.ownAssignments !== false) {
+      writer.uint32(32).bool(message.ownAssignments);
     }
     return writer;
   },
@@ -810,6 +1076,14 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
           message.compact = reader.bool();
           continue;
         }
+        case 4: {
+          if (tag !== 32) {
+            break;
+          }
+
+          message.ownAssignments = reader.bool();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -824,6 +1098,7 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
       kinds: globalThis.Array.isArray(object?.kinds) ? object.kinds.map((e: any) => globalThis.String(e)) : [],
       tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
       compact: isSet(object.compact) ? globalThis.Boolean(object.compact) : false,
+      ownAssignments: isSet(object.ownAssignments) ? globalThis.Boolean(object.ownAssignments) : false,
     };
   },
 
@@ -838,6 +1113,9 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     if (message.compact !== false) {
       obj.compact = message.compact;
     }
+    if (message.ownAssignments !== false) {
+      obj.ownAssignments = message.ownAssignments;
+    }
     return obj;
   },
 
@@ -849,6 +1127,7 @@ export const SnapshotRequest: MessageFns<SnapshotRequest> = {
     message.kinds = object.kinds?.map((e) => e) || [];
     message.tenant = object.tenant ?? "";
     message.compact = object.compact ?? false;
+    message.ownAssignments = object.ownAssignments ?? false;
     return message;
   },
 };
@@ -975,11 +1254,39 @@ export const EventServiceService = {
     responseSerialize: (value: SnapshotResponse): Buffer => Buffer.from(SnapshotResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): SnapshotResponse => SnapshotResponse.decode(value),
   },
+  /**
+   * A Watch whose assignments and moves are only those of the caller's own
+   * node and of the users it follows (the users with sessions through it):
+   * what a gateway needs, where Watch sends every assignment of the cluster.
+   * The first request says where to start (watch); any request may follow
+   * and unfollow users. Each follow is answered with the user's assignment
+   * at the stream's position (WatchResponse.followed); that user's later
+   * changes follow it on the stream. Role node only.
+   */
+  follow: {
+    path: "/mailshare.v1.EventService/Follow",
+    requestStream: true,
+    responseStream: true,
+    requestSerialize: (value: FollowRequest): Buffer => Buffer.from(FollowRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): FollowRequest => FollowRequest.decode(value),
+    responseSerialize: (value: WatchResponse): Buffer => Buffer.from(WatchResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): WatchResponse => WatchResponse.decode(value),
+  },
 } as const;
 
 export interface EventServiceServer extends UntypedServiceImplementation {
   watch: handleServerStreamingCall<WatchRequest, WatchResponse>;
   snapshot: handleServerStreamingCall<SnapshotRequest, SnapshotResponse>;
+  /**
+   * A Watch whose assignments and moves are only those of the caller's own
+   * node and of the users it follows (the users with sessions through it):
+   * what a gateway needs, where Watch sends every assignment of the cluster.
+   * The first request says where to start (watch); any request may follow
+   * and unfollow users. Each follow is answered with the user's assignment
+   * at the stream's position (WatchResponse.followed); that user's later
+   * changes follow it on the stream. Role node only.
+   */
+  follow: handleBidiStreamingCall<FollowRequest, WatchResponse>;
 }
 
 export interface EventServiceClient extends Client {
@@ -995,6 +1302,18 @@ export interface EventServiceClient extends Client {
     metadata?: Metadata,
     options?: Partial<CallOptions>,
   ): ClientReadableStream<SnapshotResponse>;
+  /**
+   * A Watch whose assignments and moves are only those of the caller's own
+   * node and of the users it follows (the users with sessions through it):
+   * what a gateway needs, where Watch sends every assignment of the cluster.
+   * The first request says where to start (watch); any request may follow
+   * and unfollow users. Each follow is answered with the user's assignment
+   * at the stream's position (WatchResponse.followed); that user's later
+   * changes follow it on the stream. Role node only.
+   */
+  follow(): ClientDuplexStream<FollowRequest, WatchResponse>;
+  follow(options: Partial<CallOptions>): ClientDuplexStream<FollowRequest, WatchResponse>;
+  follow(metadata: Metadata, options?: Partial<CallOptions>): ClientDuplexStream<FollowRequest, WatchResponse>;
 }
 
 export const EventServiceClient = makeGenericClientConstructor(
