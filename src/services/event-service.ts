@@ -64,6 +64,11 @@ function filterKey(filter: EventFilter, hideLeases: boolean): string {
 
 const EMPTY = Buffer.alloc(0);
 
+/** A stream is sent progress alone (no events for it) at most this often (ms). */
+const PROGRESS_MS = 50;
+/** A Follow stream is sent at most one message this often (ms) while changes keep coming. */
+const FOLLOW_GAP_MS = 25;
+
 function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
   const set = new Set<EventKind>();
   for (const [i, k] of kinds.entries()) {
@@ -263,11 +268,21 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
     const hide = principal.role.kind === 'node';
     let done = false;
     let wrote = false;
-    const held: { watcher?: WatchHandle; heartbeat?: NodeJS.Timeout; tracker?: WatchTracker } = {};
+    let lastWrite = 0;
+    const held: {
+      watcher?: WatchHandle;
+      heartbeat?: NodeJS.Timeout;
+      tracker?: WatchTracker;
+      progress?: NodeJS.Timeout;
+      pending?: { msg: WatchResponse; revision: number };
+      /** A Follow stream's changes not sent yet (see sendMerged), and when they will be. */
+      merged?: { events: Event[]; revision: number; at: number };
+    } = {};
     const stop = (): void => {
       done = true;
       held.tracker?.close();
       clearInterval(held.heartbeat);
+      clearTimeout(held.progress);
       void held.watcher?.cancel().catch(() => undefined);
     };
     const fail = (err: unknown): void => {
@@ -281,6 +296,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       if (done) return;
       call.write(msg);
       wrote = true;
+      lastWrite = Date.now();
       // A consumer that cannot keep up must not grow our memory: cut it
       // off; it resumes from the last revision it processed.
       if (queuedBytes(call as unknown as ServerWritableStream<unknown, unknown>) > maxBufferedBytes) {
@@ -289,8 +305,52 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
     };
     const send = (msg: WatchResponse, revision: number): void => {
       if (done) return;
+      if (msg.events.length === 0 && msg.progressRevision > 0) {
+        // Progress alone (nothing in these changes for this stream) is sent at most every
+        // PROGRESS_MS: a stream that hears little (a Follow) is not sent a message per etcd write.
+        const wait = lastWrite + PROGRESS_MS - Date.now();
+        if (wait > 0) {
+          held.pending = { msg, revision };
+          held.progress ??= setTimeout(() => {
+            held.progress = undefined;
+            const p = held.pending;
+            held.pending = undefined;
+            if (p) send(p.msg, p.revision);
+          }, wait);
+          return;
+        }
+      } else {
+        // Events carry their own revisions, past any progress still waiting.
+        held.pending = undefined;
+      }
       held.tracker?.delivered(revision);
       write(msg);
+    };
+    // A Follow stream is sent at most one message per FOLLOW_GAP_MS while changes keep coming
+    // (each message costs its client a wakeup, whatever it holds), PROGRESS_MS for progress alone;
+    // what comes meanwhile is merged into the next, in order, with the revision it reached.
+    const flushMerged = (): void => {
+      clearTimeout(held.progress);
+      held.progress = undefined;
+      const m = held.merged;
+      held.merged = undefined;
+      if (!m || done) return;
+      held.tracker?.delivered(m.revision);
+      write({ events: m.events, progressRevision: m.revision, followed: [], followedRevision: 0 });
+    };
+    const sendMerged = (msg: WatchResponse, revision: number): void => {
+      if (done) return;
+      const m = (held.merged ??= { events: [], revision: 0, at: Infinity });
+      for (const e of msg.events) m.events.push(e);
+      m.revision = Math.max(m.revision, revision);
+      const at = lastWrite + (m.events.length > 0 ? FOLLOW_GAP_MS : PROGRESS_MS);
+      if (at <= Date.now()) {
+        flushMerged();
+      } else if (at < m.at) {
+        m.at = at;
+        clearTimeout(held.progress);
+        held.progress = setTimeout(flushMerged, at - Date.now());
+      }
     };
     const response = (events: readonly StoreEvent[], revision: number): WatchResponse =>
       events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0, followed: [], followedRevision: 0 } : { events: [], progressRevision: revision, followed: [], followedRevision: 0 };
@@ -299,7 +359,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
     const fromHub = (batch: HubBatch): void => {
       const picked = follower?.pick(batch.events, filter, batch.revision, batch.memo);
       if (picked !== undefined) {
-        send(response(picked, batch.revision), batch.revision);
+        sendMerged(response(picked, batch.revision), batch.revision);
         return;
       }
       let msg = batch.memo.get(key) as WatchResponse | undefined;
@@ -307,9 +367,9 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         msg = response(batch.events.filter((e) => matches(e, filter)), batch.revision);
         batch.memo.set(key, msg);
       }
-      send(msg, batch.revision);
+      (follower ? sendMerged : send)(msg, batch.revision);
     };
-    const fromEtcd = (events: StoreEvent[], revision: number): void => send(response(follower?.pick(events, filter, revision, new Map()) ?? events, revision), revision);
+    const fromEtcd = (events: StoreEvent[], revision: number): void => (follower ? sendMerged : send)(response(follower?.pick(events, filter, revision, new Map()) ?? events, revision), revision);
     held.watcher = deps.hub?.subscribe(req.fromRevision, fromHub, fail) ?? (await deps.events.watch(req.fromRevision, filter, fromEtcd, fail));
     if (done) {
       void held.watcher.cancel().catch(() => undefined);

@@ -199,6 +199,34 @@ describe('Follow: a node keeps only its own and its followed users\' assignments
     await proxy.close();
   });
 
+  it('tells a stream that hears nothing of the revisions it passed at most every 50 ms, and of the last one soon after', async () => {
+    await allAgent();
+    const events = new EventServiceClient(server.address, grpc.credentials.createInsecure());
+    const s = events.follow(bearer(tokens.get('n3')!));
+    const progress: Array<{ at: number; revision: number }> = [];
+    s.on('data', (r: WatchResponse) => {
+      if (r.events.length === 0 && r.progressRevision > 0) progress.push({ at: Date.now(), revision: r.progressRevision });
+    });
+    s.on('error', () => undefined);
+    s.write({ watch: { fromRevision: 0, kinds: [], tenant: '' }, follow: [], unfollow: [], following: [] });
+    await new Promise<void>((resolve) => s.once('metadata', () => resolve()));
+    const t0 = Date.now();
+    let last = 0;
+    let writes = 0;
+    // Users n3 does not follow, assigned one after another: an etcd write each.
+    while (Date.now() - t0 < 2000) {
+      last = (await assign(`quiet${writes++}`)).epoch;
+    }
+    const took = Date.now() - t0;
+    await waitFor(() => (progress[progress.length - 1]?.revision ?? 0) >= last, 2000, 'the last revision told');
+    s.cancel();
+    events.close();
+    expect(writes).toBeGreaterThan(60);
+    // One a write would be `writes` messages; at most one per 50 ms (and the last one after).
+    expect(progress.length).toBeLessThanOrEqual(Math.ceil(took / 50) + 3);
+    for (let i = 1; i < progress.length; i++) expect(progress[i]!.revision).toBeGreaterThan(progress[i - 1]!.revision);
+  });
+
   it('refuses a stream that does not start with watch, users without a name, other tenants, and callers that are not nodes', async () => {
     const events = new EventServiceClient(server.address, grpc.credentials.createInsecure());
     const firstError = (token: string, reqs: FollowRequest[]) =>
