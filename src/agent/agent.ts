@@ -112,9 +112,10 @@ export class Agent extends EventEmitter<AgentEvents> {
   /**
    * assignmentView "followed": the users followed, with how many sessions
    * (and assignments in flight) want them, whether the coordinator answered
-   * on the current stream and at which revision, and the linger after the last.
+   * on the current stream, the newest revision the cache has of them (an
+   * answer's or an event's), and the linger after the last.
    */
-  private readonly followed = new Map<string, { refs: number; known: boolean; answeredAt: number; linger?: NodeJS.Timeout }>();
+  private readonly followed = new Map<string, { refs: number; known: boolean; seenAt: number; linger?: NodeJS.Timeout }>();
   /** Follows and unfollows to send on the open Follow stream (sent together, once per turn). */
   private readonly followOut = new Map<string, boolean>();
   private follows: grpc.ClientDuplexStream<FollowRequest, WatchResponse> | undefined;
@@ -314,7 +315,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     try {
       const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: true }, this.md, { deadline: Date.now() + 5000 }, cb));
       const f = this.followed.get(k);
-      if (f && !f.known && r.node !== '' && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
+      // Kept unless the cache already has this assignment or something newer (then the stream told it).
+      if (f && r.node !== '' && f.seenAt < r.epoch && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
       return { node: r.node, epoch: r.epoch, imapAddress: r.imapAddress };
     } finally {
       this.unfollow(k);
@@ -324,6 +326,11 @@ export class Agent extends EventEmitter<AgentEvents> {
   /** Whether this agent keeps only its own node's and followed users' assignments. */
   get followsUsers(): boolean {
     return this.opts.assignmentView === 'followed';
+  }
+
+  /** Assignments in the cache (metrics). */
+  get cachedAssignments(): number {
+    return this.cache.assignmentCount;
   }
 
   /** Users followed now (assignmentView "followed"; for tests and metrics). */
@@ -340,7 +347,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       f.linger = undefined;
       return;
     }
-    this.followed.set(k, { refs: 1, known: false, answeredAt: 0 });
+    this.followed.set(k, { refs: 1, known: false, seenAt: 0 });
     this.sendFollow(k, true);
   }
 
@@ -384,7 +391,7 @@ export class Agent extends EventEmitter<AgentEvents> {
       // Unfollowed while the answer was on its way: the unfollow forgot the user.
       if (!f) continue;
       f.known = true;
-      f.answeredAt = at;
+      if (at > f.seenAt) f.seenAt = at;
       const had = this.cache.locate(a.tenant, a.user);
       if (a.node === '' ? had === undefined : had?.node === a.node && had.epoch === a.epoch) continue;
       this.applyEvent({ revision: 0, kind: 'assignment', deleted: a.node === '', tenant: a.tenant, tenantRecord: undefined, group: undefined, mailbox: undefined, node: undefined, move: undefined, assignment: a });
@@ -825,7 +832,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         // the others (not answered yet, or answered past that point) are answered afresh.
         const following: UserRef[] = [];
         const follow: UserRef[] = [];
-        for (const [k, f] of this.followed) (f.known && f.answeredAt < from ? following : follow).push(userRef(k));
+        for (const [k, f] of this.followed) (f.known && f.seenAt < from ? following : follow).push(userRef(k));
         for (const f of this.followed.values()) f.known = false;
         for (const r of following) this.followed.get(`${r.tenant}/${r.user}`)!.known = true;
         this.followOut.clear();
@@ -869,6 +876,10 @@ export class Agent extends EventEmitter<AgentEvents> {
       return;
     }
     const change = this.cache.apply(e);
+    if (e.assignment && e.revision > 0 && this.followed.size > 0) {
+      const f = this.followed.get(`${e.assignment.tenant}/${e.assignment.user}`);
+      if (f && e.revision > f.seenAt) f.seenAt = e.revision;
+    }
     if (e.kind === 'mailbox' && e.mailbox) this.emit('mailboxChanged', { tenant: e.tenant, mailbox: `${e.mailbox.owner}/${e.mailbox.name}`, deleted: e.deleted, revision: e.revision });
     if (change && e.assignment) {
       const k = `${e.assignment.tenant}/${e.assignment.user}`;

@@ -201,6 +201,10 @@ export class AgentCache {
     return out;
   }
 
+  get assignmentCount(): number {
+    return this.assignments.size;
+  }
+
   /** Forgets a user's assignment without it counting as a change (a user no longer followed). */
   forget(tenant: string, user: string): void {
     this.assignments.delete(`${tenant}/${user}`);

@@ -15,4 +15,6 @@ export function addAgentGauges(registry: Registry, agent: Agent): void {
   gauge('mailshare_serving', '1 while this node may serve (provable lease, fresh view of the cluster), else 0.', () => (agent.serving ? 1 : 0));
   gauge('mailshare_event_stream_silence_seconds', 'Seconds since the event stream last spoke (events or heartbeat); past the lease TTL the node stops serving.', () => agent.lastHeardAgoMs / 1000);
   gauge('mailshare_cache_revision', "The etcd revision this node's caches are valid at.", () => agent.revision);
+  gauge('mailshare_cached_assignments', "Assignments this node keeps in memory: its own node's and its followed users' (--assignment-view followed), or every user's (all).", () => agent.cachedAssignments);
+  gauge('mailshare_followed_users', 'Users this node follows: with a session here now, or within a minute after the last (--assignment-view followed; 0 with all).', () => agent.followedUsers);
 }

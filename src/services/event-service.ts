@@ -66,8 +66,6 @@ const EMPTY = Buffer.alloc(0);
 
 /** A stream is sent progress alone (no events for it) at most this often (ms). */
 const PROGRESS_MS = 50;
-/** A Follow stream is sent at most one message this often (ms) while changes keep coming. */
-const FOLLOW_GAP_MS = 25;
 
 function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
   const set = new Set<EventKind>();
@@ -275,8 +273,6 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       tracker?: WatchTracker;
       progress?: NodeJS.Timeout;
       pending?: { msg: WatchResponse; revision: number };
-      /** A Follow stream's changes not sent yet (see sendMerged), and when they will be. */
-      merged?: { events: Event[]; revision: number; at: number };
     } = {};
     const stop = (): void => {
       done = true;
@@ -326,32 +322,6 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       held.tracker?.delivered(revision);
       write(msg);
     };
-    // A Follow stream is sent at most one message per FOLLOW_GAP_MS while changes keep coming
-    // (each message costs its client a wakeup, whatever it holds), PROGRESS_MS for progress alone;
-    // what comes meanwhile is merged into the next, in order, with the revision it reached.
-    const flushMerged = (): void => {
-      clearTimeout(held.progress);
-      held.progress = undefined;
-      const m = held.merged;
-      held.merged = undefined;
-      if (!m || done) return;
-      held.tracker?.delivered(m.revision);
-      write({ events: m.events, progressRevision: m.revision, followed: [], followedRevision: 0 });
-    };
-    const sendMerged = (msg: WatchResponse, revision: number): void => {
-      if (done) return;
-      const m = (held.merged ??= { events: [], revision: 0, at: Infinity });
-      for (const e of msg.events) m.events.push(e);
-      m.revision = Math.max(m.revision, revision);
-      const at = lastWrite + (m.events.length > 0 ? FOLLOW_GAP_MS : PROGRESS_MS);
-      if (at <= Date.now()) {
-        flushMerged();
-      } else if (at < m.at) {
-        m.at = at;
-        clearTimeout(held.progress);
-        held.progress = setTimeout(flushMerged, at - Date.now());
-      }
-    };
     const response = (events: readonly StoreEvent[], revision: number): WatchResponse =>
       events.length > 0 ? { events: events.map((e) => eventToPb(e, hide)), progressRevision: 0, followed: [], followedRevision: 0 } : { events: [], progressRevision: revision, followed: [], followedRevision: 0 };
     // From the coordinator's shared watch: the streams of one filter share each response.
@@ -359,7 +329,7 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
     const fromHub = (batch: HubBatch): void => {
       const picked = follower?.pick(batch.events, filter, batch.revision, batch.memo);
       if (picked !== undefined) {
-        sendMerged(response(picked, batch.revision), batch.revision);
+        send(response(picked, batch.revision), batch.revision);
         return;
       }
       let msg = batch.memo.get(key) as WatchResponse | undefined;
@@ -367,9 +337,9 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         msg = response(batch.events.filter((e) => matches(e, filter)), batch.revision);
         batch.memo.set(key, msg);
       }
-      (follower ? sendMerged : send)(msg, batch.revision);
+      send(msg, batch.revision);
     };
-    const fromEtcd = (events: StoreEvent[], revision: number): void => (follower ? sendMerged : send)(response(follower?.pick(events, filter, revision, new Map()) ?? events, revision), revision);
+    const fromEtcd = (events: StoreEvent[], revision: number): void => send(response(follower?.pick(events, filter, revision, new Map()) ?? events, revision), revision);
     held.watcher = deps.hub?.subscribe(req.fromRevision, fromHub, fail) ?? (await deps.events.watch(req.fromRevision, filter, fromEtcd, fail));
     if (done) {
       void held.watcher.cancel().catch(() => undefined);

@@ -145,6 +145,8 @@ describe('gateway /metrics', () => {
   });
 
   it("shows the node's lease and view of the cluster", async () => {
+    const agent = cluster.gateways[1]!.agent;
+    const was = { cached: agent.cachedAssignments, followed: agent.followedUsers };
     const m = await scrape(gatewayMetrics(1));
     expect(m.value('mailshare_serving')).toBe(1);
     const left = m.value('mailshare_lease_remaining_seconds')!;
@@ -152,6 +154,10 @@ describe('gateway /metrics', () => {
     expect(left).toBeLessThanOrEqual(5);
     expect(m.value('mailshare_event_stream_silence_seconds')).toBeLessThan(3);
     expect(m.value('mailshare_cache_revision')).toBeGreaterThan(0);
+    // The gateway keeps its node's users and those it follows, not the cluster's (a follow may end while scraping).
+    expect([was.cached, agent.cachedAssignments]).toContain(m.value('mailshare_cached_assignments'));
+    expect([was.followed, agent.followedUsers]).toContain(m.value('mailshare_followed_users'));
+    expect(agent.followsUsers).toBe(true);
   });
 });
 
