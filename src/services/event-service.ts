@@ -65,7 +65,7 @@ function filterKey(filter: EventFilter, hideLeases: boolean): string {
 const EMPTY = Buffer.alloc(0);
 
 /** A stream is sent progress alone (no events for it) at most this often (ms). */
-const PROGRESS_MS = 50;
+const PROGRESS_MS = 100;
 
 function parseFilter(kinds: string[], tenantText: string, principal: Principal): EventFilter {
   const set = new Set<EventKind>();

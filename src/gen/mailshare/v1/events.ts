@@ -107,7 +107,7 @@ export interface WatchResponse {
   /**
    * Everything up to this revision has been delivered (sent when a batch of
    * changes had nothing for this watcher, so it can advance its resume point;
-   * at most every 50 ms, the latest revision passed).
+   * at most every 100 ms, the latest revision passed).
    * A message with no events and progress_revision 0 is a heartbeat: sent
    * about every second on a quiet stream while the coordinator reaches etcd,
    * so a node that hears nothing for a lease TTL knows its view is stale.
