@@ -62,6 +62,8 @@ export interface UserEvent {
   readonly tenant: string;
   readonly user: string;
   readonly epoch: number;
+  /** onUserLeaving: the user is kicked (`mailshare user kick`), not moved: sessions end. */
+  readonly kick?: boolean;
 }
 
 export interface AgentEvents {
@@ -906,7 +908,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     const a = this.cache.locate(tenant, user);
     const lease = this.lease;
     if (!a || !lease || a.node !== this.opts.node.name || a.epoch !== epoch || a.epoch <= lease.revision) return;
-    const u = { tenant, user, epoch };
+    const u = { tenant, user, epoch, ...(this.kicks.get(`${tenant}/${user}`) === epoch ? { kick: true } : {}) };
     this.left.add(`${tenant}/${user}@${epoch}`);
     this.emit('userLost', u);
     void (async () => {

@@ -1,0 +1,95 @@
+import * as grpc from '@grpc/grpc-js';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { EventServiceClient, type WatchResponse } from '../../src/gen/mailshare/v1/events.js';
+import { type GatewayCluster, startGatewayCluster } from '../harness/gateway-cluster.js';
+import { bearer, unaryCall } from '../harness/grpc.js';
+import { RawImap } from '../harness/imap.js';
+import { waitFor } from '../harness/process.js';
+import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.js';
+
+const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
+
+let cluster: GatewayCluster;
+/** Between n1's gateway and the coordinator: what the coordinator says reaches n1 late when asked. */
+let slow: TcpProxy;
+
+beforeAll(async () => {
+  cluster = await startGatewayCluster({
+    nodes: ['n1', 'n2'],
+    users: USERS,
+    tenant: true,
+    tap: true,
+    gateway: async (name, server) => {
+      if (name !== 'n1') return {};
+      slow = await startTcpProxy(server.address);
+      return { coordinators: [slow.address], ttlSeconds: 5 };
+    },
+  });
+}, 60_000);
+afterAll(async () => {
+  await cluster?.stop();
+  await slow?.close();
+});
+
+const move = (user: string, to: string) => unaryCall(cluster.placement.move.bind(cluster.placement), { tenant: 'acme', user, toNode: to, timeoutMs: 5000 }, cluster.server.adminToken);
+
+/** When the user's assignment on `node` is deleted (the release), as an admin's event stream tells it. */
+function releasedAt(user: string, node: string): { at: () => number; stop: () => void } {
+  const events = new EventServiceClient(cluster.server.address, grpc.credentials.createInsecure());
+  const s = events.watch({ fromRevision: 0, kinds: ['assignment'], tenant: 'acme' }, bearer(cluster.server.adminToken));
+  let at = 0;
+  s.on('data', (r: WatchResponse) => {
+    // A deletion names the node it was on (the previous value).
+    for (const e of r.events) if (at === 0 && e.deleted && e.assignment?.user === user && e.assignment.node === node) at = Date.now();
+  });
+  s.on('error', () => undefined);
+  return {
+    at: () => at,
+    stop: () => {
+      s.cancel();
+      events.close();
+    },
+  };
+}
+
+describe('a node lets a user go', () => {
+  it("only once its own gateway's sessions stopped sending there: no command reaches the old node after the release, and the session goes on at the new one", async () => {
+    await cluster.pin('alice', 'n1');
+    const n1 = cluster.gateways[0]!.agent;
+    await waitFor(() => n1.locate('acme', 'alice')?.node === 'n1', 5000, 'n1 holds alice');
+    const c = await RawImap.login(cluster.gateways[0]!.address(), 'alice', USERS.alice);
+    expect(await c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+    const release = releasedAt('alice', 'n1');
+    // n1's gateway now hears the cluster 300 ms late (the move's request, the release, the new
+    // assignment): a gateway that kept relaying until it heard of the release would keep sending
+    // to n1 for that long after it.
+    slow.delay(300);
+    let stop = false;
+    let noops = 0;
+    const replies: string[] = [];
+    const loop = (async () => {
+      while (!stop) {
+        replies.push(await c.cmd('NOOP', 15_000));
+        noops++;
+      }
+    })();
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      expect((await move('alice', 'n2')).node).toBe('n2');
+      await waitFor(() => release.at() > 0, 5000, 'the release seen');
+      const atMove = noops;
+      await waitFor(() => noops > atMove + 5, 10_000, 'NOOPs answered after the move');
+    } finally {
+      stop = true;
+      await loop.catch(() => undefined);
+      slow.delay(0);
+      release.stop();
+    }
+    expect(replies.every((r) => /^t\d+ OK/m.test(r))).toBe(true);
+    expect(c.closed).toBe(false);
+    const after = (tap: number) => cluster.taps[tap]!.sent.filter((s) => s.at > release.at() && /NOOP/i.test(s.text));
+    expect(after(0)).toEqual([]);
+    expect(after(1).length).toBeGreaterThan(0);
+    c.close();
+  });
+});
