@@ -6,12 +6,14 @@ import { bearer, unaryCall } from '../harness/grpc.js';
 import { RawImap } from '../harness/imap.js';
 import { waitFor } from '../harness/process.js';
 import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { createKeys } from '../../src/store/keys.js';
 
 const USERS = { alice: 'alice-pw', bob: 'bob-pw' };
 
 let cluster: GatewayCluster;
-/** Between n1's gateway and the coordinator: what the coordinator says reaches n1 late when asked. */
-let slow: TcpProxy;
+/** Between each gateway and the coordinator: what the coordinator says reaches that gateway late when asked. */
+const slow: Record<string, TcpProxy> = {};
 
 beforeAll(async () => {
   cluster = await startGatewayCluster({
@@ -20,15 +22,14 @@ beforeAll(async () => {
     tenant: true,
     tap: true,
     gateway: async (name, server) => {
-      if (name !== 'n1') return {};
-      slow = await startTcpProxy(server.address);
-      return { coordinators: [slow.address], ttlSeconds: 5 };
+      slow[name] = await startTcpProxy(server.address);
+      return { coordinators: [slow[name].address], ttlSeconds: 5 };
     },
   });
 }, 60_000);
 afterAll(async () => {
   await cluster?.stop();
-  await slow?.close();
+  for (const p of Object.values(slow)) await p.close();
 });
 
 const move = (user: string, to: string) => unaryCall(cluster.placement.move.bind(cluster.placement), { tenant: 'acme', user, toNode: to, timeoutMs: 5000 }, cluster.server.adminToken);
@@ -52,44 +53,62 @@ function releasedAt(user: string, node: string): { at: () => number; stop: () =>
   };
 }
 
+/**
+ * A client logged in as alice (on n1) through `via`'s gateway sends NOOPs
+ * one after another while alice moves to n2, with `late`'s gateway hearing
+ * the cluster 300 ms late. No NOOP may reach n1 after it released alice;
+ * the session goes on at n2 without reconnecting.
+ */
+async function moveUnderNoops(via: number, late: string): Promise<void> {
+  await cluster.pin('alice', 'n1');
+  const gw = cluster.gateways[via]!;
+  await waitFor(() => cluster.gateways[0]!.agent.locate('acme', 'alice')?.node === 'n1', 5000, 'n1 holds alice');
+  const c = await RawImap.login(gw.address(), 'alice', USERS.alice);
+  expect(await c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+  if (via !== 0) {
+    // The relaying gateway's hold (HoldUser) is what the old node waits on.
+    const etcd = createEtcdClient({ endpoints: cluster.etcd.endpoints });
+    const key = createKeys(cluster.server.prefix).hold('acme', 'alice', `n${via + 1}`);
+    await waitFor(async () => (await etcd.get(key).exec()).kvs.length === 1, 5000, 'the hold written');
+    etcd.close();
+  }
+  const release = releasedAt('alice', 'n1');
+  slow[late]!.delay(300);
+  let stop = false;
+  let noops = 0;
+  const replies: string[] = [];
+  const loop = (async () => {
+    while (!stop) {
+      replies.push(await c.cmd('NOOP', 15_000));
+      noops++;
+    }
+  })();
+  try {
+    await new Promise((r) => setTimeout(r, 200));
+    expect((await move('alice', 'n2')).node).toBe('n2');
+    await waitFor(() => release.at() > 0, 5000, 'the release seen');
+    const atMove = noops;
+    await waitFor(() => noops > atMove + 5, 10_000, 'NOOPs answered after the move');
+  } finally {
+    stop = true;
+    await loop.catch(() => undefined);
+    slow[late]!.delay(0);
+    release.stop();
+  }
+  expect(replies.every((r) => /^t\d+ OK/m.test(r))).toBe(true);
+  expect(c.closed).toBe(false);
+  const after = (tap: number) => cluster.taps[tap]!.sent.filter((s) => s.at > release.at() && /NOOP/i.test(s.text));
+  expect(after(0)).toEqual([]);
+  expect(after(1).length).toBeGreaterThan(0);
+  c.close();
+}
+
 describe('a node lets a user go', () => {
   it("only once its own gateway's sessions stopped sending there: no command reaches the old node after the release, and the session goes on at the new one", async () => {
-    await cluster.pin('alice', 'n1');
-    const n1 = cluster.gateways[0]!.agent;
-    await waitFor(() => n1.locate('acme', 'alice')?.node === 'n1', 5000, 'n1 holds alice');
-    const c = await RawImap.login(cluster.gateways[0]!.address(), 'alice', USERS.alice);
-    expect(await c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
-    const release = releasedAt('alice', 'n1');
-    // n1's gateway now hears the cluster 300 ms late (the move's request, the release, the new
-    // assignment): a gateway that kept relaying until it heard of the release would keep sending
-    // to n1 for that long after it.
-    slow.delay(300);
-    let stop = false;
-    let noops = 0;
-    const replies: string[] = [];
-    const loop = (async () => {
-      while (!stop) {
-        replies.push(await c.cmd('NOOP', 15_000));
-        noops++;
-      }
-    })();
-    try {
-      await new Promise((r) => setTimeout(r, 200));
-      expect((await move('alice', 'n2')).node).toBe('n2');
-      await waitFor(() => release.at() > 0, 5000, 'the release seen');
-      const atMove = noops;
-      await waitFor(() => noops > atMove + 5, 10_000, 'NOOPs answered after the move');
-    } finally {
-      stop = true;
-      await loop.catch(() => undefined);
-      slow.delay(0);
-      release.stop();
-    }
-    expect(replies.every((r) => /^t\d+ OK/m.test(r))).toBe(true);
-    expect(c.closed).toBe(false);
-    const after = (tap: number) => cluster.taps[tap]!.sent.filter((s) => s.at > release.at() && /NOOP/i.test(s.text));
-    expect(after(0)).toEqual([]);
-    expect(after(1).length).toBeGreaterThan(0);
-    c.close();
+    await moveUnderNoops(0, 'n1');
+  });
+
+  it('only once the gateways relaying the user\'s sessions to it stopped them and said so (AckMove), even one that hears the cluster late', async () => {
+    await moveUnderNoops(1, 'n2');
   });
 });
