@@ -340,7 +340,10 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
       send(msg, batch.revision);
     };
     const fromEtcd = (events: StoreEvent[], revision: number): void => send(response(follower?.pick(events, filter, revision, new Map()) ?? events, revision), revision);
-    held.watcher = deps.hub?.subscribe(req.fromRevision, fromHub, fail) ?? (await deps.events.watch(req.fromRevision, filter, fromEtcd, fail));
+    // "From now" is from etcd's revision now: the shared watch may not have delivered it yet.
+    const from = req.fromRevision === 0 ? (await deps.events.headRevision()) + 1 : req.fromRevision;
+    if (done) return { write, fail, done: () => true };
+    held.watcher = deps.hub?.subscribe(from, fromHub, fail) ?? (await deps.events.watch(from, filter, fromEtcd, fail));
     if (done) {
       void held.watcher.cancel().catch(() => undefined);
       return { write, fail, done: () => true };
