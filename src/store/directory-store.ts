@@ -1,4 +1,4 @@
-import type { Etcd3 } from 'etcd3';
+import type { Etcd3, IKeyValue } from 'etcd3';
 import { DomainError } from '../domain/errors.js';
 import type { AuditContext, AuditStore } from './audit-store.js';
 import { CasConflict, checkExpectedRevision, withCasRetry } from './cas.js';
@@ -281,12 +281,7 @@ export class DirectoryStore {
     const b = this.client.getAll().prefix(this.keys.groupsPrefix(tenant));
     if (revision) b.revision(revision);
     const res = await etcdOp('reading groups', () => b.exec());
-    const groups = new Set<string>();
-    for (const kv of res.kvs) {
-      const g = decodeGroup(tenant, this.keys.groupFromKey(tenant, kv.key.toString()), kv.value, 0);
-      if (g.members.includes(user)) groups.add(g.name);
-    }
-    return { groups, revision: Number(res.header.revision) };
+    return { groups: groupsContaining(this.keys, tenant, user, res.kvs), revision: Number(res.header.revision) };
   }
 
   /**
@@ -409,6 +404,16 @@ export function decodeTenant(id: string, value: Buffer, revision: number): Tenan
   } catch {
     return undefined;
   }
+}
+
+/** The names of the groups among `kvs` (a tenant's group records, as read from etcd) that have `user` as a member. */
+export function groupsContaining(keys: Keys, tenant: string, user: string, kvs: readonly IKeyValue[]): Set<string> {
+  const groups = new Set<string>();
+  for (const kv of kvs) {
+    const g = decodeGroup(tenant, keys.groupFromKey(tenant, kv.key.toString()), kv.value, 0);
+    if (g.members.includes(user)) groups.add(g.name);
+  }
+  return groups;
 }
 
 export function decodeGroup(tenant: string, name: string, value: Buffer, revision: number): GroupRecord {

@@ -13,7 +13,7 @@ import { MAILBOX_SEPARATOR, parseMailboxName } from '../domain/mailbox-name.js';
 import { ALL_RIGHTS, L, NO_RIGHTS, type Rights, type RightsChange, formatRights, parseRights } from '../domain/rights.js';
 import type { AuditContext, AuditStore } from './audit-store.js';
 import { CasConflict, MAX_TXN_OPS, checkExpectedRevision, randomId, withCasRetry } from './cas.js';
-import { type DirectoryStore, type TenantRecord, type TenantSettings, decodeGroup, tenantNotFound } from './directory-store.js';
+import { type DirectoryStore, type TenantRecord, type TenantSettings, groupsContaining, tenantNotFound } from './directory-store.js';
 import { etcdOp } from './errors.js';
 import { type Keys, prefixEnd } from './keys.js';
 
@@ -500,11 +500,7 @@ export class MailboxStore {
     const revision = Number(first.header.revision);
     const kvsOf = (i: number) => first.responses[i]?.response_range?.kvs ?? [];
     if (kvsOf(0).length === 0) throw tenantNotFound(tenant);
-    const groups = new Set<string>();
-    for (const kv of kvsOf(1)) {
-      const g = decodeGroup(tenant, this.keys.groupFromKey(tenant, kv.key.toString()), kv.value, 0);
-      if (g.members.includes(user)) groups.add(g.name);
-    }
+    const groups = groupsContaining(this.keys, tenant, user, kvsOf(1));
     const entries: Array<{ grantee: string; kvs: IKeyValue[] }> = [user, 'anyone', 'authenticated'].map((g, i) => ({ grantee: g, kvs: kvsOf(2 + i) }));
     if (groups.size > 0) {
       const names = [...groups].map((g) => `group:${g}`);
