@@ -359,9 +359,9 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (f.refs > 0 || this.followed.get(k) !== f) return;
       this.followed.delete(k);
       this.sendFollow(k, false);
-      const slash = k.indexOf('/');
-      const a = this.cache.locate(k.slice(0, slash), k.slice(slash + 1));
-      if (a && a.node !== this.opts.node.name) this.cache.forget(a.tenant, a.user);
+      const { tenant, user } = userRef(k);
+      const a = this.cache.locate(tenant, user);
+      if (a && a.node !== this.opts.node.name) this.cache.forget(tenant, user);
     }, this.opts.followLingerMs ?? FOLLOW_LINGER_MS);
     f.linger.unref();
   }
@@ -809,9 +809,9 @@ export class Agent extends EventEmitter<AgentEvents> {
     // until the next stream answers for them again.
     for (const [k, f] of this.followed) {
       f.known = false;
-      const slash = k.indexOf('/');
-      const a = this.cache.locate(k.slice(0, slash), k.slice(slash + 1));
-      if (a && !fresh.locate(a.tenant, a.user)) fresh.keep(a);
+      const { tenant, user } = userRef(k);
+      const a = this.cache.locate(tenant, user);
+      if (a && !fresh.locate(tenant, user)) fresh.keep(a);
     }
     const before = mine(this.cache);
     this.cache = fresh;
@@ -832,9 +832,10 @@ export class Agent extends EventEmitter<AgentEvents> {
         // the others (not answered yet, or answered past that point) are answered afresh.
         const following: UserRef[] = [];
         const follow: UserRef[] = [];
-        for (const [k, f] of this.followed) (f.known && f.seenAt < from ? following : follow).push(userRef(k));
-        for (const f of this.followed.values()) f.known = false;
-        for (const r of following) this.followed.get(`${r.tenant}/${r.user}`)!.known = true;
+        for (const [k, f] of this.followed) {
+          f.known &&= f.seenAt < from;
+          (f.known ? following : follow).push(userRef(k));
+        }
         this.followOut.clear();
         follows.write({ watch, follow, unfollow: [], following });
         this.follows = follows;

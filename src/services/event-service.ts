@@ -108,12 +108,7 @@ export function eventToPb(e: StoreEvent, hideLeases = false): Event {
       out.assignment = { tenant: e.tenant, user: e.id, node: (e.value && decodeAssignmentNode(e.value)) ?? '', epoch: e.epoch };
       break;
     case 'move': {
-      let v: { epoch?: number; from?: string; to?: string; kick?: boolean } = {};
-      try {
-        v = e.value ? (JSON.parse(e.value.toString()) as typeof v) : {};
-      } catch {
-        v = {};
-      }
+      const v = moveValue(e.value);
       out.move = { tenant: e.tenant, user: e.id, epoch: v.epoch ?? 0, fromNode: v.from ?? '', toNode: v.to ?? '', kick: v.kick === true };
       break;
     }
@@ -153,11 +148,16 @@ function nodesOf(e: StoreEvent): readonly string[] {
     const n = decodeAssignmentNode(e.value);
     return n === undefined ? [] : [n];
   }
+  const v = moveValue(e.value);
+  return [v.from, v.to].filter((n): n is string => typeof n === 'string' && n !== '');
+}
+
+/** A move request's stored value (JSON), {} when unreadable. */
+function moveValue(value: Buffer | undefined): { epoch?: number; from?: string; to?: string; kick?: boolean } {
   try {
-    const v = JSON.parse(e.value.toString()) as { from?: unknown; to?: unknown };
-    return [v.from, v.to].filter((n): n is string => typeof n === 'string' && n !== '');
+    return value ? (JSON.parse(value.toString()) as ReturnType<typeof moveValue>) : {};
   } catch {
-    return [];
+    return {};
   }
 }
 
@@ -418,11 +418,11 @@ export function createEventService(deps: EventServiceDeps): EventServiceServer {
         // stream has passed (those it did not send for these users); later ones it has too are skipped.
         for (;;) {
           const need = follower.lastAssignment;
-          if (placement.assignmentsRevision() >= need) break;
+          if (placement.revision() >= need) break;
           if (!(await placement.assignmentsReached(need, 5000))) throw new DomainError('unavailable', 'the assignment cache is behind the stream; follow again', { retryable: true });
         }
         if (stream.done()) return;
-        const at = placement.assignmentsRevision();
+        const at = placement.revision();
         const followed = keys.map((k) => {
           const slash = k.indexOf('/');
           const tenant = k.slice(0, slash);

@@ -316,11 +316,6 @@ export class PlacementStore {
     return this.tenantCounts.get(tenant) ?? 0;
   }
 
-  /** The revision this coordinator's copy of the assignments is valid at. */
-  assignmentsRevision(): number {
-    return this.assignments.revision();
-  }
-
   /** Resolves once the copy of the assignments has loaded and reached `revision` (false on timeout). */
   async assignmentsReached(revision: number, timeoutMs: number): Promise<boolean> {
     await this.assignments.ready;
