@@ -36,7 +36,7 @@ interface Pending {
 /** One keep-alive connection: at most one request in flight; answers parsed by Content-Length. */
 class Connection {
   private socket!: net.Socket;
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   current: Pending | undefined;
   readonly ready: Promise<void>;
 
