@@ -55,6 +55,9 @@ export interface AgentOptions {
   followLingerMs?: number;
 }
 
+/** How long lookup() waits for the event stream's answer to a follow before it asks with a unary Locate. */
+const LOOKUP_STREAM_MS = 2000;
+
 /** How long a followed user stays followed after its last session (a client that reconnects at once). */
 export const FOLLOW_LINGER_MS = 60_000;
 
@@ -116,6 +119,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * answer's or an event's), and the linger after the last.
    */
   private readonly followed = new Map<string, { refs: number; known: boolean; seenAt: number; linger?: NodeJS.Timeout }>();
+  /** lookup() calls waiting for the coordinator's answer to a follow, by user. */
+  private readonly followWaiters = new Map<string, Array<() => void>>();
   /** Follows and unfollows to send on the open Follow stream (sent together, once per turn). */
   private readonly followOut = new Map<string, boolean>();
   private follows: grpc.ClientDuplexStream<FollowRequest, WatchResponse> | undefined;
@@ -323,6 +328,49 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * Where a user is, when this agent may not hold the answer in memory: with assignmentView
+   * "all" the cache is the answer; with "followed", a user not followed is followed from now on
+   * (and lingers), and the coordinator's answer to the follow, on the event stream, is awaited
+   * (a unary Locate when the stream does not answer within `streamMs`). Undefined: the user holds
+   * no node. A login asks this before it decides where to check the password: a user assigned
+   * elsewhere is logged in there once, not first on this node's backend.
+   */
+  async lookup(tenant: string, user: string, streamMs = LOOKUP_STREAM_MS): Promise<CachedAssignment | undefined> {
+    const hit = this.cache.locate(tenant, user);
+    if (hit || !this.followsUsers) return hit;
+    const k = `${tenant}/${user}`;
+    this.follow(k);
+    try {
+      if (!this.followed.get(k)!.known) {
+        const answered = await new Promise<boolean>((resolve) => {
+          const waiters = this.followWaiters.get(k) ?? [];
+          this.followWaiters.set(k, waiters);
+          const timer = setTimeout(() => {
+            const i = waiters.indexOf(done);
+            if (i >= 0) waiters.splice(i, 1);
+            if (waiters.length === 0 && this.followWaiters.get(k) === waiters) this.followWaiters.delete(k);
+            resolve(false);
+          }, streamMs);
+          const done = (): void => {
+            clearTimeout(timer);
+            resolve(true);
+          };
+          waiters.push(done);
+        });
+        if (!answered) {
+          const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: false }, this.md, { deadline: Date.now() + 5000 }, cb));
+          const f = this.followed.get(k);
+          if (f && r.node !== '' && f.seenAt < r.epoch && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
+          return r.node === '' ? this.cache.locate(tenant, user) : { tenant, user, node: r.node, epoch: r.epoch };
+        }
+      }
+      return this.cache.locate(tenant, user);
+    } finally {
+      this.unfollow(k);
+    }
+  }
+
   /** Whether this agent keeps only its own node's and followed users' assignments. */
   get followsUsers(): boolean {
     return this.opts.assignmentView === 'followed';
@@ -386,16 +434,21 @@ export class Agent extends EventEmitter<AgentEvents> {
 
   /** The coordinator's answers to follows: each user's assignment as of the stream's position. */
   private applyFollowed(answers: readonly Assignment[], at: number): void {
+    const answered: Array<() => void> = [];
     for (const a of answers) {
-      const f = this.followed.get(`${a.tenant}/${a.user}`);
+      const k = `${a.tenant}/${a.user}`;
+      const f = this.followed.get(k);
       // Unfollowed while the answer was on its way: the unfollow forgot the user.
       if (!f) continue;
       f.known = true;
       if (at > f.seenAt) f.seenAt = at;
+      answered.push(...(this.followWaiters.get(k) ?? []));
+      this.followWaiters.delete(k);
       const had = this.cache.locate(a.tenant, a.user);
       if (a.node === '' ? had === undefined : had?.node === a.node && had.epoch === a.epoch) continue;
       this.applyEvent({ revision: 0, kind: 'assignment', deleted: a.node === '', tenant: a.tenant, tenantRecord: undefined, group: undefined, mailbox: undefined, node: undefined, move: undefined, assignment: a });
     }
+    for (const done of answered) done();
   }
 
   /** A user's effective rights on OWNER/NAME from memory ("" if none; undefined if not registered). */

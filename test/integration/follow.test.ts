@@ -199,6 +199,38 @@ describe('Follow: a node keeps only its own and its followed users\' assignments
     await proxy.close();
   });
 
+  it('looks up a user it does not follow on the Follow stream, follows them from then on, and assigns nobody', async () => {
+    const all = await allAgent();
+    const mine = agent('n3', 'followed', [server.address], 60_000);
+    await mine.ready;
+    await waitFor(async () => (await activeNodes()).includes('n3'), 5000, 'n3 active');
+    const rand = Math.random().toString(36).slice(2);
+    const users: string[] = [];
+    for (let i = 0; users.length < 2; i++) {
+      const u = `look-${rand}-${i}`;
+      if ((await assign(u)).node !== 'n3') users.push(u);
+    }
+    const [u, v] = users as [string, string];
+    await Promise.all([mine.waitForRevision(await mark()), all.waitForRevision(await mark())]);
+    expect(mine.locate('acme', u)).toBeUndefined();
+    // The wait for the stream is longer than the test may take: only the stream's answer makes it in time.
+    const found = await mine.lookup('acme', u, 60_000);
+    expect(found).toMatchObject({ node: all.locate('acme', u)!.node, epoch: all.locate('acme', u)!.epoch });
+    expect(mine.followedUsers).toBeGreaterThan(0);
+    expect(mine.locate('acme', u)?.epoch).toBe(found!.epoch);
+    // Followed (the linger): its next change reaches the cache.
+    const moved = await move(u, 'n3');
+    await waitFor(() => mine.locate('acme', u)?.epoch === moved.epoch, 5000, 'the move heard');
+    // Nobody holds this one: no answer, and the lookup assigned nothing.
+    const nobody = `nobody-${rand}`;
+    expect(await mine.lookup('acme', nobody, 60_000)).toBeUndefined();
+    expect((await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: nobody, mailbox: '', assign: false }, server.adminToken)).node).toBe('');
+    // Asked with a unary Locate when the stream does not answer at once: the same answer.
+    expect(await mine.lookup('acme', v, 0)).toMatchObject({ node: all.locate('acme', v)!.node, epoch: all.locate('acme', v)!.epoch });
+    await mine.close();
+    agents.splice(agents.indexOf(mine), 1);
+  }, 20_000);
+
   it('tells a stream that hears nothing of the revisions it passed at most every 100 ms, and of the last one soon after', async () => {
     await allAgent();
     const events = new EventServiceClient(server.address, grpc.credentials.createInsecure());

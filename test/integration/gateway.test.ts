@@ -10,7 +10,7 @@ import { unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
 import type { InProcessServer } from '../harness/server.js';
 
-const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw' };
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw', erin: 'erin-pw' };
 
 let cluster: GatewayCluster;
 let server: InProcessServer;
@@ -99,6 +99,18 @@ describe('IMAP gateway', () => {
     const { readFileSync } = await import('node:fs');
     const log = readFileSync(`${dovecots[home.node === 'n1' ? 0 : 1]!.dir}/dovecot.log`, 'utf8');
     expect(log).toMatch(/(?:Login|Logged in): user=<carol>, method=PLAIN, rip=127\.0\.0\.2,/);
+  });
+
+  it('logs a user who lives on another node in there only, not first on its own node\'s backend', async () => {
+    // erin lives on n1; she logs in through n2's gateway, which has not heard of her.
+    const placed = await unaryCall(placement.locate.bind(placement), { tenant: 'acme', user: 'erin', mailbox: '', assign: true }, server.adminToken);
+    if (placed.node !== 'n1') await unaryCall(placement.move.bind(placement), { tenant: 'acme', user: 'erin', toNode: 'n1', timeoutMs: 5000 }, server.adminToken);
+    expect((await locate('erin')).node).toBe('n1');
+    const out = await raw(gateways[1]!.address(), [`a LOGIN erin ${USERS.erin}\r\n`, 'b LOGOUT\r\n'], /b OK/);
+    expect(out).toMatch(/a OK .*Logged in/);
+    const { readFileSync } = await import('node:fs');
+    expect(readFileSync(`${dovecots[0]!.dir}/dovecot.log`, 'utf8')).toMatch(/Login: user=<erin>/);
+    expect(readFileSync(`${dovecots[1]!.dir}/dovecot.log`, 'utf8')).not.toMatch(/user=<erin>/);
   });
 
   it('supports LOGIN with literals, AUTHENTICATE PLAIN with and without SASL-IR', async () => {

@@ -152,11 +152,14 @@ export class LoginRouter {
 
   /**
    * The user's node, from the agent's watch-fed cache (no RPC on the login
-   * path); with `assign`, one RPC assigns a node when there is none.
+   * path; with assignmentView "followed", a user not followed yet is asked
+   * of the coordinator once on the event stream); with `assign`, one RPC
+   * assigns a node when there is none.
    */
   async home(tenant: string, user: string, assign: boolean): Promise<Home | undefined> {
     const agent = this.opts.agent;
-    const a = agent.locate(tenant, user);
+    // From memory; a gateway that keeps only the users it follows asks the coordinator on a miss.
+    const a = await agent.lookup(tenant, user);
     const address = a && agent.nodeAddress(a.node, this.protocol);
     if (a && address) return { node: a.node, epoch: a.epoch, address };
     if (a && agent.nodeAddress(a.node) !== undefined) throw new BackendUnavailable(`node ${a.node} registered no ${this.protocol} server`);
