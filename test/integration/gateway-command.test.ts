@@ -274,6 +274,7 @@ describe('mailshare gateway (real binary)', () => {
       [['--listen-pop3s', '127.0.0.1:995', '--backend-pop3', '127.0.0.1:110'], 'mailshare: listen-pop3s: needs --tls-cert and --tls-key\n'],
       [['--lmtp-max-size', '10'], "mailshare: option '--lmtp-max-size <bytes>' argument '10' is invalid. must be a number of bytes, at least 1024\n"],
       [['--backend-pool', '65'], "mailshare: option '--backend-pool <n>' argument '65' is invalid. must be a whole number from 0 to 64\n"],
+      [['--assignment-view', 'bogus'], "mailshare: option '--assignment-view <all|followed>' argument 'bogus' is invalid. give all or followed\n"],
     ] as const) {
       const r = await runCli([...base, ...flags], { env: { MAILSHARE_TOKEN: 'x' } });
       expect(r.code, flags.join(' ')).toBe(2);
