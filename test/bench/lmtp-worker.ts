@@ -15,7 +15,9 @@ const messages = Number(messagesText);
 const size = Number(sizeText);
 const rcpts = rcptsCsv!.split(',');
 const [host, port] = address!.split(':');
-const body = `From: bench@example.com\r\nSubject: bench\r\n\r\n${('x'.repeat(76) + '\r\n').repeat(Math.max(1, Math.floor(size / 78)))}`;
+// The message and its end of data, encoded once (a 1 MB string built and encoded per message cost
+// the generator ~1 ms of CPU each, taken from the two cores the servers measured run on).
+const message = Buffer.from(`From: bench@example.com\r\nSubject: bench\r\n\r\n${('x'.repeat(76) + '\r\n').repeat(Math.max(1, Math.floor(size / 78)))}.\r\n`, 'latin1');
 
 async function sender(count: number, offset: number, latencies: number[]): Promise<number> {
   const s = net.connect(Number(port), host);
@@ -55,7 +57,7 @@ async function sender(count: number, offset: number, latencies: number[]): Promi
       await replies(1);
       continue;
     }
-    s.write(`${body}.\r\n`);
+    s.write(message);
     const [r] = await replies(1);
     if (!r!.startsWith('250')) failed++;
     latencies.push(Number(process.hrtime.bigint() - started) / 1e6);
