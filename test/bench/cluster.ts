@@ -5,6 +5,7 @@ import { connectApi, nodeTokens } from '../harness/api.js';
 import { type EtcdCluster, startEtcd } from '../harness/etcd.js';
 import { BIN, REPO_ROOT, cleanEnv } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
+import { workerOutput } from './worker-output.js';
 
 /** etcd + a coordinator in its own process, with admin and node tokens. */
 export interface BenchCluster {
@@ -74,10 +75,6 @@ export async function startBenchCluster(): Promise<BenchCluster> {
 
 /** Runs the load worker in its own process and returns what it measured. */
 export function runWorker(args: string[]): Promise<{ ops: number; p50: number; p99: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/load-worker.ts'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`load worker exited ${code}`))));
-  });
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/load-worker.ts'), ...args], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  return workerOutput(child, 'load worker');
 }

@@ -7,6 +7,7 @@ import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot
 import { REPO_ROOT } from '../harness/server.js';
 import { startBenchCluster } from './cluster.js';
 import type { BenchResult } from './run.js';
+import { workerOutput } from './worker-output.js';
 
 const CLIENTS = 50;
 const MESSAGES = 1000;
@@ -14,17 +15,8 @@ const MESSAGES = 1000;
 const ROUNDS = 3;
 
 function worker(address: string, users: string[], rounds = 1): Promise<{ secs: number; loginP50: number; bytes: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/imap-worker.ts'), address, users.join(','), String(rounds)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 300_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (code === 0) resolve(JSON.parse(out));
-      else reject(new Error(`imap worker for ${address} exited ${code}`));
-    });
-  });
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/imap-worker.ts'), address, users.join(','), String(rounds)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  return workerOutput(child, `imap worker for ${address}`, 300_000);
 }
 
 /** 1,000 messages of 10 kB per user, written straight into their maildirs (what APPEND would leave). */

@@ -6,21 +6,18 @@ import { type DovecotInstance, mailRoot, startDovecot } from '../harness/dovecot
 import { REPO_ROOT } from '../harness/server.js';
 import { startBenchCluster } from './cluster.js';
 import type { BenchResult } from './run.js';
+import { workerOutput } from './worker-output.js';
 
 const USERS = 20;
 /** Rounds of each case (direct and gateway back to back); the figures are their medians. */
 const ROUNDS = 5;
 
 function load(address: string, senders: number, messages: number, size: number, rcpts: string[]): Promise<{ secs: number; deliveries: number; p50: number; p99: number; failed: number }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/lmtp-worker.ts'), address, String(senders), String(messages), String(size), rcpts.join(',')], {
-      cwd: REPO_ROOT,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
-    let out = '';
-    child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as never) : reject(new Error(`lmtp-worker exited ${code}`))));
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/lmtp-worker.ts'), address, String(senders), String(messages), String(size), rcpts.join(',')], {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'inherit'],
   });
+  return workerOutput(child, 'lmtp-worker');
 }
 
 /**

@@ -7,6 +7,7 @@ import { startEtcd } from '../harness/etcd.js';
 import { BIN, REPO_ROOT, cleanEnv } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
 import type { BenchResult } from './run.js';
+import { workerOutput } from './worker-output.js';
 
 const USERS = 1000;
 const RATE = 1000;
@@ -86,12 +87,10 @@ export async function routeBench(): Promise<BenchResult> {
     );
     const floorAddr = await new Promise<string>((resolve) => floorServer.stdout!.once('data', (c: Buffer) => resolve(`127.0.0.1:${c.toString().trim()}`)));
     const load = (target: string) =>
-      new Promise<{ lat: number[]; fromSend: number[]; failed: number; secs: number }>((resolve, reject) => {
-        const child = spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/route-worker.ts'), target, proxyToken, String(RATE), String(CONNECTIONS), String(SECONDS), String(USERS)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-        let out = '';
-        child.stdout.on('data', (c: Buffer) => (out += c.toString()));
-        child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out) as never) : reject(new Error(`route-worker exited ${code}`))));
-      });
+      workerOutput<{ lat: number[]; fromSend: number[]; failed: number; secs: number }>(
+        spawn(process.execPath, ['--import', 'tsx', path.join(REPO_ROOT, 'test/bench/route-worker.ts'), target, proxyToken, String(RATE), String(CONNECTIONS), String(SECONDS), String(USERS)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] }),
+        'route-worker',
+      );
     // Subject: the route endpoint; rounds alternate with the floor, medians are reported.
     const rounds: Array<{ route: ReturnType<typeof summary>; floor: ReturnType<typeof summary> }> = [];
     try {

@@ -11,6 +11,7 @@ import { REPO_ROOT } from '../harness/server.js';
 import { tempDir } from '../harness/tmp.js';
 import { type BenchCluster, startBenchCluster, startCoordinator } from './cluster.js';
 import type { BenchResult } from './run.js';
+import { workerOutput } from './worker-output.js';
 
 /** Sizes to measure; MAILSHARE_BENCH_SCALE="10000,100000" for a quicker run. */
 const SIZES = (process.env.MAILSHARE_BENCH_SCALE ?? '10000,100000,1000000').split(',').map(Number);
@@ -62,12 +63,8 @@ async function load(c: BenchCluster, n: number): Promise<void> {
 
 async function coldStart(c: BenchCluster, addr = c.addr): Promise<{ ms: number; heapBytes: number; shares: number }> {
   const token = await c.tokenFor('cold');
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), addr, token], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-    let out = '';
-    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-    child.on('exit', (code) => (code === 0 ? resolve(JSON.parse(out)) : reject(new Error(`cold start exited ${code}`))));
-  });
+  const child = spawn(process.execPath, [...(process.env.MAILSHARE_BENCH_PROF ? ['--cpu-prof', '--cpu-prof-dir', process.env.MAILSHARE_BENCH_PROF] : []), '--expose-gc', '--import', 'tsx', path.join(REPO_ROOT, 'test/bench/agent-coldstart.ts'), addr, token], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+  return workerOutput(child, 'cold start');
 }
 
 function rssOf(pid: number): number {
