@@ -319,9 +319,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     this.follow(k);
     try {
       const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: true }, this.md, { deadline: Date.now() + 5000 }, cb));
-      const f = this.followed.get(k);
-      // Kept unless the cache already has this assignment or something newer (then the stream told it).
-      if (f && r.node !== '' && f.seenAt < r.epoch && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
+      this.keepLocated(k, tenant, user, r);
       return { node: r.node, epoch: r.epoch, imapAddress: r.imapAddress };
     } finally {
       this.unfollow(k);
@@ -342,33 +340,42 @@ export class Agent extends EventEmitter<AgentEvents> {
     const k = `${tenant}/${user}`;
     this.follow(k);
     try {
-      if (!this.followed.get(k)!.known) {
-        const answered = await new Promise<boolean>((resolve) => {
-          const waiters = this.followWaiters.get(k) ?? [];
-          this.followWaiters.set(k, waiters);
-          const timer = setTimeout(() => {
-            const i = waiters.indexOf(done);
-            if (i >= 0) waiters.splice(i, 1);
-            if (waiters.length === 0 && this.followWaiters.get(k) === waiters) this.followWaiters.delete(k);
-            resolve(false);
-          }, streamMs);
-          const done = (): void => {
-            clearTimeout(timer);
-            resolve(true);
-          };
-          waiters.push(done);
-        });
-        if (!answered) {
-          const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: false }, this.md, { deadline: Date.now() + 5000 }, cb));
-          const f = this.followed.get(k);
-          if (f && r.node !== '' && f.seenAt < r.epoch && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
-          return r.node === '' ? this.cache.locate(tenant, user) : { tenant, user, node: r.node, epoch: r.epoch };
-        }
+      if (!this.followed.get(k)!.known && !(await this.followAnswered(k, streamMs))) {
+        const r = await this.unary<LocateResponse>((cb) => this.placement.locate({ tenant, user, mailbox: '', assign: false }, this.md, { deadline: Date.now() + 5000 }, cb));
+        this.keepLocated(k, tenant, user, r);
+        if (r.node !== '') return { tenant, user, node: r.node, epoch: r.epoch };
       }
       return this.cache.locate(tenant, user);
     } finally {
       this.unfollow(k);
     }
+  }
+
+  /** Whether the coordinator answered the follow of `k` within `ms` (false: it did not, yet). */
+  private followAnswered(k: string, ms: number): Promise<boolean> {
+    return new Promise((resolve) => {
+      const waiters = this.followWaiters.get(k) ?? [];
+      this.followWaiters.set(k, waiters);
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve(true);
+      };
+      const timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(done), 1);
+        if (waiters.length === 0 && this.followWaiters.get(k) === waiters) this.followWaiters.delete(k);
+        resolve(false);
+      }, ms);
+      waiters.push(done);
+    });
+  }
+
+  /**
+   * A Locate's answer for a followed user, kept in the cache until the stream has something as
+   * new; not when the cache already has this assignment or a newer one (the stream told it).
+   */
+  private keepLocated(k: string, tenant: string, user: string, r: LocateResponse): void {
+    const f = this.followed.get(k);
+    if (f && r.node !== '' && f.seenAt < r.epoch && (this.cache.locate(tenant, user)?.epoch ?? 0) < r.epoch) this.cache.keep({ tenant, user, node: r.node, epoch: r.epoch });
   }
 
   /** Whether this agent keeps only its own node's and followed users' assignments. */
