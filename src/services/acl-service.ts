@@ -17,12 +17,15 @@ import { requireDomainlessUsers } from './user-names.js';
 import { explainAccess } from './explain.js';
 import { rightsDiffs } from './rights-diff.js';
 import type { PlacementStore } from '../store/placement-store.js';
+import type { TenantCache } from '../store/tenant-cache.js';
 
 export interface AclServiceDeps extends RpcDeps {
   readonly directory: DirectoryStore;
   readonly mailboxes: MailboxStore;
   /** Where owners and users are served (ExplainRights says). */
   readonly placement?: Pick<PlacementStore, 'cachedAssignment'>;
+  /** The watch-fed tenants: an ACL write's first attempt starts from the cached tenant (its guard catches a stale one). */
+  readonly tenants?: Pick<TenantCache, 'record'>;
 }
 
 const ROLES = ['admin', 'tenant-admin', 'node'] as const;
@@ -67,10 +70,33 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
     const tenant = parseTenantId(req.tenant);
     const ref = parseMailboxRef(req.mailbox);
     const expected = parseExpectedRevision(req.expectedRevision);
-    // The tenant is read beside the mailbox: the write's first attempt starts from both (one round trip to etcd before the transaction).
-    const [{ actor, m }, t] = await Promise.all([load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL'), directory.getTenant(tenant)]);
     const dryRun = req.dryRun === true;
-    const res = await mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner), dryRun, t ? { tenant: t, record: m } : undefined);
+    // The write's first attempt starts from the mailbox as read here and the tenant as the watch
+    // delivered it (read beside the mailbox when not cached): one etcd read before the transaction,
+    // whose guards compare both revisions (a stale tenant fails them, and the retry reads etcd). A
+    // dry run, which has no guard, reads the tenant.
+    const cached = dryRun ? undefined : deps.tenants?.record(tenant);
+    const [{ actor, m }, t] = await Promise.all([load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL'), cached ?? directory.getTenant(tenant)]);
+    const policy = tenantPolicy(change.identifier, ref.owner);
+    let refusedFromCache = false;
+    const check = (settings: TenantSettings, before: Acl, after: Acl): void => {
+      try {
+        policy(settings, before, after);
+      } catch (err) {
+        refusedFromCache = settings === cached?.settings;
+        throw err;
+      }
+    };
+    const write = (known: Parameters<MailboxStore['changeAcl']>[8]) =>
+      mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), check, dryRun, known);
+    let res;
+    try {
+      res = await write(t ? { tenant: t, record: m } : undefined);
+    } catch (err) {
+      // The policy refused by the cached tenant: it may have changed a moment ago, so etcd judges again.
+      if (!refusedFromCache) throw err;
+      res = await write(undefined);
+    }
     const ident = formatIdentifier(change.identifier);
     return {
       ...res,

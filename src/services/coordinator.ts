@@ -168,7 +168,7 @@ export class Coordinator {
     this.tenants = new TenantCache(opts.client, opts.keys, opts.logger.child({ component: 'tenants' }));
     this.placement = new PlacementStore(opts.client, opts.keys, opts.logger.child({ component: 'placement' }), opts.placementEpsilon ?? 0.25);
     this.metrics.observePlacement(this.placement);
-    this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes, placement: this.placement }));
+    this.server.addService(AclServiceService, createAclService({ ...deps, directory, mailboxes, placement: this.placement, tenants: this.tenants }));
     this.barriers = new BarrierStore(opts.client, opts.keys, opts.logger.child({ component: 'barriers' }));
     this.server.addService(PlacementServiceService, createPlacementService({ ...deps, placement: this.placement, barriers: this.barriers, directory, allowedAddresses: parseAllowList(opts.placementAllowedAddresses ?? DEFAULT_ALLOWED_ADDRESSES) }));
     const events = new EventStore(opts.eventsClient ?? opts.client, opts.keys);

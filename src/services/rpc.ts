@@ -51,7 +51,11 @@ export function unary<Req, Res>(
   const log = deps.log.child({ method });
   return (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
     const controller = new AbortController();
-    call.on('cancelled', () => controller.abort(new DomainError('cancelled', 'call cancelled')));
+    // grpc-js says 'cancelled' whenever the stream closes, answered or not: only a call still running is.
+    let answered = false;
+    call.on('cancelled', () => {
+      if (!answered) controller.abort(new DomainError('cancelled', 'call cancelled'));
+    });
     const started = performance.now();
     deps.auth
       .authenticate(call.metadata)
@@ -61,10 +65,12 @@ export function unary<Req, Res>(
       })
       .then(
         (res) => {
+          answered = true;
           log.debug({ ms: +(performance.now() - started).toFixed(2) }, 'ok');
           callback(null, res);
         },
         (err: unknown) => {
+          answered = true;
           const e = toGrpcError(err, log);
           log.debug({ code: e.code, ms: +(performance.now() - started).toFixed(2) }, e.details);
           callback(e);

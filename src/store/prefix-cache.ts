@@ -19,6 +19,8 @@ export interface PrefixCacheOptions<T> {
 /** What etcd keeps with a key besides its value. */
 export interface KeyMeta {
   readonly createRevision: number;
+  /** The revision of the key's last change (what a transaction's "Mod" compare checks). */
+  readonly modRevision: number;
   /** Lease id (decimal), "0" without one. */
   readonly lease: string;
 }
@@ -76,7 +78,7 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
     const res = await opts.client.getAll().prefix(opts.prefix).exec();
     map.clear();
     opts.onReset?.();
-    for (const kv of res.kvs) apply(kv.key.toString(), kv.value, { createRevision: Number(kv.create_revision), lease: kv.lease });
+    for (const kv of res.kvs) apply(kv.key.toString(), kv.value, { createRevision: Number(kv.create_revision), modRevision: Number(kv.mod_revision), lease: kv.lease });
     rev = Number(res.header.revision);
     wake();
     const w = await opts.client
@@ -91,7 +93,7 @@ export function createPrefixCache<T>(opts: PrefixCacheOptions<T>): PrefixCache<T
     watcher = w;
     resumeExactly(w, rev + 1);
     w.on('data', (res) => {
-      for (const ev of res.events) apply(ev.kv.key.toString(), ev.type === 'Delete' ? undefined : ev.kv.value, { createRevision: Number(ev.kv.create_revision), lease: ev.kv.lease });
+      for (const ev of res.events) apply(ev.kv.key.toString(), ev.type === 'Delete' ? undefined : ev.kv.value, { createRevision: Number(ev.kv.create_revision), modRevision: Number(ev.kv.mod_revision), lease: ev.kv.lease });
       rev = Math.max(rev, deliveredThrough(res));
       wake();
     });

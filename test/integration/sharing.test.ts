@@ -76,6 +76,22 @@ describe('tenants', () => {
     expect(list.tenants.map((x) => x.id)).toContain(id);
   });
 
+  it('judges an ACL write by the tenant policy as it was just changed, allowing and refusing', async () => {
+    // SetAcl starts from the coordinator's watch-fed tenant; right after UpdateTenant that copy can be behind.
+    const id = tenantName();
+    let t = await admin.directory.createTenant({ id, settings: { allowAnyone: false }, domains: [] });
+    await admin.mailbox.createMailbox({ tenant: id, owner: 'alice', name: 'Pub', actor: '' });
+    for (let round = 0; round < 15; round++) {
+      t = await admin.directory.updateTenant({ id, settings: { allowAnyone: true }, expectedRevision: t.revision });
+      expect((await admin.acl.setAcl({ tenant: id, mailbox: 'alice/Pub', identifier: 'anyone', rights: 'lr', expectedRevision: 0, actor: '' })).rights).toBe('lr');
+      await admin.acl.deleteAcl({ tenant: id, mailbox: 'alice/Pub', identifier: 'anyone', expectedRevision: 0, actor: '' });
+      t = await admin.directory.updateTenant({ id, settings: { allowAnyone: false }, expectedRevision: t.revision });
+      const refused = await codeOf(admin.acl.setAcl({ tenant: id, mailbox: 'alice/Pub', identifier: 'anyone', rights: 'lr', expectedRevision: 0, actor: '' }));
+      expect(refused).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'identifier' });
+    }
+    expect((await admin.acl.getAcl({ tenant: id, mailbox: 'alice/Pub', actor: '' })).entries.map((e) => e.identifier)).not.toContain('anyone');
+  });
+
   it('refuses to delete a non-empty tenant unless forced, then deletes everything', async () => {
     const id = tenantName();
     await admin.directory.createTenant({ id, domains: [] });
