@@ -57,6 +57,8 @@ export interface AgentOptions {
 
 /** How long lookup() waits for the event stream's answer to a follow before it asks with a unary Locate. */
 const LOOKUP_STREAM_MS = 2000;
+/** How long a node letting a user go waits for the nodes relaying the user's sessions to stop them (AckMove). */
+const MOVE_ACKS_MS = 3000;
 
 /** How long a followed user stays followed after its last session (a client that reconnects at once). */
 export const FOLLOW_LINGER_MS = 60_000;
@@ -65,6 +67,8 @@ export interface UserEvent {
   readonly tenant: string;
   readonly user: string;
   readonly epoch: number;
+  /** onUserLeaving: the user is kicked (`mailshare user kick`), not moved: sessions end. */
+  readonly kick?: boolean;
 }
 
 export interface AgentEvents {
@@ -129,6 +133,8 @@ export class Agent extends EventEmitter<AgentEvents> {
   private readonly waiters: Array<{ revision: number; resolve: () => void }> = [];
   /** "tenant/user@epoch" of users already reported lost through a move. */
   private readonly left = new Set<string>();
+  /** "tenant/user@epoch" of other nodes' users whose move this node is acknowledging. */
+  private readonly relayed = new Set<string>();
   /** Users being kicked, with the epoch the kick ends (MoveIntent.kick). */
   private readonly kicks = new Map<string, number>();
   /** Open sessions per "tenant/user", and idle-expiry timers of users with none. */
@@ -508,7 +514,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * For another node's user this node holds the user (HoldUser), so that
    * node does not release the user while the session lasts. `node`: the
    * user's node as the host found it (the cache may not show a fresh
-   * assignment yet).
+   * assignment yet; with assignmentView "followed" it has none of a user
+   * followed only from now on, so give it).
    */
   sessionOpened(tenant: string, user: string, node?: string): void {
     const k = `${tenant}/${user}`;
@@ -559,6 +566,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (h.written) return;
     } else {
       this.holds.set(k, { written: false });
+      // Followed while held: a move of the user reaches this node, which must say it stopped (AckMove).
+      this.follow(k);
     }
     void this.sendHold(tenant, user, true);
   }
@@ -569,6 +578,7 @@ export class Agent extends EventEmitter<AgentEvents> {
     if (!h) return;
     clearTimeout(h.linger);
     this.holds.delete(k);
+    this.unfollow(k);
     if (h.written) await this.sendHold(tenant, user, false);
   }
 
@@ -600,7 +610,7 @@ export class Agent extends EventEmitter<AgentEvents> {
         // A hold of this node's own (from before the user came here) must not keep the user.
         await this.unhold(tenant, user);
         const res = await this.unary<{ released: boolean; held: boolean }>((cb) =>
-          this.placement.release({ tenant, user, epoch: a.epoch, ifUnheld: true }, this.md, { deadline: Date.now() + 5000 }, cb),
+          this.placement.release({ tenant, user, epoch: a.epoch, ifUnheld: true, waitAcksMs: 0 }, this.md, { deadline: Date.now() + 5000 }, cb),
         );
         if (res.released) this.log.debug({ tenant, user }, 'idle user released');
         // Sessions through other nodes: look again after another period.
@@ -932,7 +942,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       if (!e.deleted && e.move) {
         // The assignment a kick ends: its end is told as a kick (sessions end, not carried over).
         if (e.move.kick) this.kicks.set(`${e.move.tenant}/${e.move.user}`, e.move.epoch);
-        this.leave(e.move.tenant, e.move.user, e.move.epoch);
+        if (e.move.fromNode === this.opts.node.name) this.leave(e.move.tenant, e.move.user, e.move.epoch);
+        else this.relayLeaving(e.move.tenant, e.move.user, e.move.epoch, e.move.kick);
       }
       return;
     }
@@ -962,12 +973,34 @@ export class Agent extends EventEmitter<AgentEvents> {
     }
   }
 
+  /**
+   * Another node is asked to let a user go whom this node holds (sessions
+   * relayed from here): they stop there (onUserLeaving), then this node says
+   * so (AckMove), and the old node, which waits for that, releases.
+   */
+  private relayLeaving(tenant: string, user: string, epoch: number, kick: boolean): void {
+    const k = `${tenant}/${user}`;
+    if (!this.holds.has(k) || this.relayed.has(`${k}@${epoch}`)) return;
+    this.relayed.add(`${k}@${epoch}`);
+    void (async () => {
+      try {
+        await this.opts.onUserLeaving?.({ tenant, user, epoch, ...(kick ? { kick: true } : {}) });
+      } catch (err) {
+        this.log.warn({ tenant, user, err: String(err) }, 'onUserLeaving failed; acknowledging the move anyway');
+      }
+      await this.unary((cb) => this.placement.ackMove({ tenant, user, epoch, node: this.opts.node.name }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
+        this.log.warn({ tenant, user, err: String(err) }, 'move acknowledgment failed; the old node releases after its wait'),
+      );
+      this.relayed.delete(`${k}@${epoch}`);
+    })();
+  }
+
   /** A move or kick asks this node to let a user go: close, then release. */
   private leave(tenant: string, user: string, epoch: number): void {
     const a = this.cache.locate(tenant, user);
     const lease = this.lease;
     if (!a || !lease || a.node !== this.opts.node.name || a.epoch !== epoch || a.epoch <= lease.revision) return;
-    const u = { tenant, user, epoch };
+    const u = { tenant, user, epoch, ...(this.kicks.get(`${tenant}/${user}`) === epoch ? { kick: true } : {}) };
     this.left.add(`${tenant}/${user}@${epoch}`);
     this.emit('userLost', u);
     void (async () => {
@@ -976,7 +1009,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       } catch (err) {
         this.log.warn({ tenant, user, err: String(err) }, 'onUserLeaving failed; releasing anyway');
       }
-      await this.unary((cb) => this.placement.release({ tenant, user, epoch, ifUnheld: false }, this.md, { deadline: Date.now() + 5000 }, cb)).catch((err: unknown) =>
+      // The nodes relaying the user's sessions stop them too (AckMove) before the release, or 3 s pass.
+      await this.unary((cb) => this.placement.release({ tenant, user, epoch, ifUnheld: false, waitAcksMs: MOVE_ACKS_MS }, this.md, { deadline: Date.now() + MOVE_ACKS_MS + 5000 }, cb)).catch((err: unknown) =>
         this.log.warn({ tenant, user, err: String(err) }, 'release failed; the mover will end the assignment'),
       );
     })();

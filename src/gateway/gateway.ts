@@ -37,6 +37,11 @@ type Protocol = 'imap' | 'pop3' | 'lmtp';
 
 /** Logins of migrating sessions at once, per gateway (the rest wait their turn). */
 const MIGRATION_LOGINS = 16;
+/**
+ * How long this node's sessions have to stop using a user it lets go before it releases the user
+ * anyway: a little over a migration's wait for a busy session to come to rest (then it ends).
+ */
+const LET_GO_MS = 6000;
 
 /** What a client over the limits hears before the connection closes. */
 const TOO_MANY: Record<Protocol, string> = {
@@ -112,6 +117,9 @@ export class Gateway {
       // Sessions through other gateways hold the user (HoldUser), so idleness counts every session.
       userExpireMs: opts.userExpireMs ?? 15 * 60_000,
       assignmentView: opts.assignmentView ?? 'followed',
+      // Before this node releases a user, its sessions stop sending there (they move on once the
+      // new assignment exists): no command reaches this node after it let the user go.
+      onUserLeaving: (u) => this.letGo(u.tenant, u.user, u.epoch, u.kick === true),
     });
     this.namespace = new SharedNamespace(opts.sharedPrefix ?? 'Shared/');
     this.backends = new BackendConnector(opts.backendTls, { pool: opts.backendPool });
@@ -455,6 +463,27 @@ export class Gateway {
       reader,
     );
     this.track(who, session, client, 'imap');
+  }
+
+  /**
+   * This node is about to release `user` (assignment `epoch`): pooled owner
+   * connections to the user's mailboxes close, deliveries not yet final fail
+   * as temporary, and every session stops sending there (IMAP sessions
+   * migrate, the others end), within LET_GO_MS; the release follows.
+   */
+  private async letGo(tenant: string, user: string, epoch: number, kick: boolean): Promise<void> {
+    this.owners.dropOwner(tenant, user);
+    this.lmtp?.fence(tenant, user, undefined);
+    const waits: Array<Promise<void>> = [];
+    for (const s of this.sessions) {
+      if (s.tenant !== tenant) continue;
+      if (s.session.letGo) waits.push(s.session.letGo(user, epoch, kick).catch(() => undefined));
+      else if (s.user === user) s.session.bye(kick ? 'an administrator ended this session; reconnect' : 'user moved to another node; reconnect');
+    }
+    if (waits.length === 0) return;
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(waits), new Promise<void>((r) => (timer = setTimeout(r, LET_GO_MS)))]);
+    clearTimeout(timer);
   }
 
   /**

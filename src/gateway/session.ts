@@ -109,6 +109,8 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
   idleRefresh: Promise<void> | undefined;
   /** Moves asked for while one ran (a connection and whether it died), looked at again after it. */
   private readonly queuedMoves: Array<{ c: Conn; dead: boolean }> = [];
+  /** Connections whose node is letting their user go (letGo): they move even before the assignment changes. */
+  private readonly lettingGo = new WeakSet<Conn>();
   private wake: (() => void) | undefined;
   private quietWaiters: Array<() => void> = [];
   closed = false;
@@ -193,6 +195,42 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
     this.migrate(this.home, false);
   }
 
+  /**
+   * The node of `user`'s assignment `epoch` is letting the user go: the
+   * connections under it stop (the home one and an owner's with a mailbox
+   * selected migrate, waiting for the new assignment; another owner's
+   * closes; a kick ends the session). Resolves once none of them is open,
+   * or when the session ends.
+   */
+  async letGo(user: string, epoch: number, kick: boolean): Promise<void> {
+    const conns = [this.home, this.owners.get(user)].filter((c): c is Conn => c !== undefined && c.owner === user && c.epoch === epoch && !c.closed);
+    if (conns.length === 0 || this.closed) return;
+    for (const c of conns) {
+      this.lettingGo.add(c);
+      if (kick) {
+        if (c.home) this.bye('an administrator ended this session; reconnect');
+        else this.dropOwner(c, `${user}'s mailboxes moved to another node; reconnect`);
+      } else if (c.home) this.userMoved();
+      else this.ownerMoved(user, undefined);
+    }
+    while (!this.closed && conns.some((c) => !c.closed && !this.restsQueued(c))) await new Promise((r) => setTimeout(r, 5));
+  }
+
+  /**
+   * `c` waits for its migration behind another one and nothing is in flight on it: nothing more
+   * reaches its node (commands wait for the running migration; the queued one retires `c` before
+   * anything else), so its node may let go now. Waiting for `c` to close instead would make this
+   * node's release wait for another user's release, which may wait for this one's.
+   */
+  private restsQueued(c: Conn): boolean {
+    if (!this.migrating || !this.queuedMoves.some((q) => q.c === c) || this.busy || this.streamTo?.conn === c) return false;
+    const idle = this.idling?.conn === c ? this.idling : undefined;
+    if (c.pending.some((p) => idle === undefined || p.clientTag !== idle.clientTag)) return false;
+    // An IDLE open there keeps its DONE for the node the queued migration takes it to.
+    if (idle) idle.moving = true;
+    return true;
+  }
+
   /** The epoch of the home connection's assignment (it changes when the session migrates). */
   get epoch(): number {
     return this.home.epoch;
@@ -236,9 +274,9 @@ export class Session implements SessionCore, ConnSink, MigrationHost {
       const now = c.home ? this.home : (this.owners.get(c.owner) ?? (this.selected?.conn === c ? c : undefined));
       if (!now) continue;
       if (now === c && dead && c.closed) this.migrate(c, true);
-      else if (agent.locate(tenant, now.owner)?.epoch !== now.epoch) {
+      else if (this.lettingGo.has(now) || agent.locate(tenant, now.owner)?.epoch !== now.epoch) {
         if (now.home) this.userMoved();
-        else this.ownerMoved(now.owner, agent.locate(tenant, now.owner)?.epoch);
+        else this.ownerMoved(now.owner, this.lettingGo.has(now) ? undefined : agent.locate(tenant, now.owner)?.epoch);
       }
     }
   }

@@ -383,10 +383,26 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const tenant = parseTenantId(req.tenant);
       const user = parseUserId(req.user, 'user');
       if (!Number.isSafeInteger(req.epoch) || req.epoch <= 0) throw new DomainError('invalid_argument', 'epoch: must be a positive revision', { field: 'epoch' });
+      if (!Number.isSafeInteger(req.waitAcksMs) || req.waitAcksMs < 0 || req.waitAcksMs > 10_000) throw new DomainError('invalid_argument', 'wait_acks_ms: must be 0 to 10000', { field: 'wait_acks_ms' });
       const role = ctx.principal.role;
       requireTenantRole(role, tenant, ['admin', 'node']);
+      const node = role.kind === 'node' ? role.node : undefined;
+      if (req.waitAcksMs > 0) {
+        // The nodes relaying the user's sessions stop them first (AckMove), or the wait runs out.
+        const missing = await placement.waitMoveAcks(tenant, user, req.epoch, node, req.waitAcksMs);
+        if (missing.length > 0) ctx.log.warn({ tenant, user, epoch: req.epoch, missing }, 'releasing before every node holding the user acknowledged the move');
+      }
       // A node releases only its own users' assignments.
-      return placement.release(tenant, user, req.epoch, req.ifUnheld, role.kind === 'node' ? role.node : undefined);
+      return placement.release(tenant, user, req.epoch, req.ifUnheld, node);
+    }),
+
+    ackMove: unary(deps, 'AckMove', ['node'], async (req, ctx) => {
+      const tenant = parseTenantId(req.tenant);
+      const user = parseUserId(req.user, 'user');
+      const node = parseNodeName(req.node, 'node');
+      if (!Number.isSafeInteger(req.epoch) || req.epoch <= 0) throw new DomainError('invalid_argument', 'epoch: must be a positive revision', { field: 'epoch' });
+      authorize(ctx.principal.role, { roles: ['node'], node, tenant });
+      return { recorded: await placement.ackMove(tenant, user, req.epoch, node) };
     }),
 
     holdUser: unary(deps, 'HoldUser', ['node'], async (req, ctx) => {

@@ -22,6 +22,10 @@
  *   <prefix>v1/assign/<tenant>/<user>                user → node assignment, attached to the
  *                                                    node's lease; its create revision is the epoch
  *   <prefix>v1/moves/<tenant>/<user>                 move/kick request to the node holding the user
+ *   <prefix>v1/holds/<tenant>/<user>/<node>          a node serving sessions of a user assigned
+ *                                                    elsewhere (on that node's lease)
+ *   <prefix>v1/move-acks/<tenant>/<user>/<node>      that node stopped its sessions of the user for
+ *                                                    the move of the epoch it holds (on its lease)
  *   <prefix>v1/barriers/<id>[/<node>]                a revision an operator waits for every node to
  *                                                    apply, and each node's answer (on a lease)
  *   <prefix>v1/audit/<tenant>/<time>-<random>        audit record
@@ -79,6 +83,8 @@ export interface Keys {
   /** Nodes serving sessions of a user assigned elsewhere (HoldUser). */
   holdsPrefix(tenant: string, user: string): string;
   hold(tenant: string, user: string, node: string): string;
+  moveAcksPrefix(tenant: string, user: string): string;
+  moveAck(tenant: string, user: string, node: string): string;
 
   readonly movesPrefix: string;
   /** `barriers/<id>` (the revision an operator waits for) and `barriers/<id>/<node>` (a node's answer). */
@@ -148,6 +154,8 @@ export function createKeys(prefix: string): Keys {
 
     holdsPrefix: (tenant: string, user: string) => `${root}holds/${tenant}/${user}/`,
     hold: (tenant: string, user: string, node: string) => `${root}holds/${tenant}/${user}/${node}`,
+    moveAcksPrefix: (tenant: string, user: string) => `${root}move-acks/${tenant}/${user}/`,
+    moveAck: (tenant: string, user: string, node: string) => `${root}move-acks/${tenant}/${user}/${node}`,
 
     movesPrefix: `${root}moves/`,
     barriersPrefix: `${root}barriers/`,

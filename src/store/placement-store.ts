@@ -587,6 +587,48 @@ export class PlacementStore {
   }
 
   /**
+   * Records that `node` (holding the user) stopped its sessions of the user
+   * for the move of assignment `epoch`: a key on the node's lease, written
+   * only while that move's request stands. False when it does not.
+   */
+  async ackMove(tenant: string, user: string, epoch: number, node: string): Promise<boolean> {
+    const lease = this.lives.get(this.keys.liveNode(node))?.leaseId ?? (await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec())).kvs[0]?.value.toString();
+    if (lease === undefined) throw new DomainError('failed_precondition', `node: "${node}" is not live; register first`, { field: 'node' });
+    const moveKey = this.keys.move(tenant, user);
+    const intent = await etcdOp('reading a move', () => this.client.get(moveKey).exec());
+    const kv = intent.kvs[0];
+    if (!kv || moveEpoch(kv.value) !== epoch) return false;
+    const res = await etcdOp('acknowledging a move', () =>
+      this.client
+        .if(moveKey, 'Mod', '==', kv.mod_revision)
+        .and(this.keys.liveNode(node), 'Value', '==', lease)
+        .then(this.client.put(this.keys.moveAck(tenant, user, node)).value(String(epoch)).lease(lease))
+        .commit(),
+    );
+    return res.succeeded;
+  }
+
+  /**
+   * Waits until every node holding the user (other than `except`, the
+   * releasing node) acknowledged the move of `epoch`, or `timeoutMs` passed;
+   * returns the nodes that did not.
+   */
+  async waitMoveAcks(tenant: string, user: string, epoch: number, except: string | undefined, timeoutMs: number): Promise<string[]> {
+    const deadline = Date.now() + timeoutMs;
+    const nameOf = (key: string) => key.slice(key.lastIndexOf('/') + 1);
+    for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
+      const [holds, acks] = await Promise.all([
+        etcdOp('reading holds', () => this.client.getAll().prefix(this.keys.holdsPrefix(tenant, user)).keys()),
+        etcdOp('reading move acknowledgments', () => this.client.getAll().prefix(this.keys.moveAcksPrefix(tenant, user)).strings()),
+      ]);
+      const acked = new Set(Object.entries(acks).filter(([, v]) => Number(v) === epoch).map(([k]) => nameOf(k)));
+      const missing = holds.map(nameOf).filter((n) => n !== except && !acked.has(n));
+      if (missing.length === 0 || Date.now() + pause > deadline) return missing;
+      await new Promise((r) => setTimeout(r, pause));
+    }
+  }
+
+  /**
    * Records (or ends) that `node` serves sessions of a user: a key on the
    * node's current lease, written only while the node is live on it.
    */
@@ -651,7 +693,7 @@ export class PlacementStore {
       }
     }
     if (opts.kick) {
-      if (intentRev) await etcdOp('finishing a kick', () => this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey)).commit());
+      if (intentRev) await etcdOp('finishing a kick', () => this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey), this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user))).commit());
       if (cur) await this.assignments.waitUntil(() => this.assignments.get(key)?.epoch !== cur.epoch, SETTLE_MS);
       return { from: cur?.node ?? '', releasedByNode };
     }
@@ -666,6 +708,7 @@ export class PlacementStore {
           .then(
             this.client.put(key).value(JSON.stringify({ node: target!, assignedAt: new Date().toISOString() })).lease(live.leaseId),
             this.client.delete().key(moveKey),
+            this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user)),
           )
           .commit(),
       );
@@ -676,7 +719,7 @@ export class PlacementStore {
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    if (intentRev) await this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey)).commit().catch(() => undefined);
+    if (intentRev) await this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey), this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user))).commit().catch(() => undefined);
     throw new DomainError('unavailable', `user: could not assign ${user} to a new node; it will get one on its next Locate`, { retryable: true });
   }
 
@@ -846,6 +889,16 @@ export function decodeConfig(name: string, value: Buffer, revision: number): Nod
     return { name, imapAddress: s.imapAddress, addresses, weight: s.weight, zone: s.zone ?? '', state: s.state === 'draining' ? 'draining' : 'active', registeredAt: new Date(s.registeredAt), revision, downReason: typeof s.downReason === 'string' ? s.downReason : '' };
   } catch {
     return undefined;
+  }
+}
+
+/** The epoch a move request ends (its JSON value's `epoch`), 0 when unreadable. */
+function moveEpoch(value: Buffer): number {
+  try {
+    const epoch = (JSON.parse(value.toString()) as { epoch?: unknown }).epoch;
+    return typeof epoch === 'number' ? epoch : 0;
+  } catch {
+    return 0;
   }
 }
 

@@ -12,6 +12,8 @@ export interface ImapTap {
   readonly address: string;
   /** Tags of the tagged responses seen so far, in order. */
   readonly tags: string[];
+  /** What was sent to the server, with when (Date.now()), in order. */
+  readonly sent: Array<{ at: number; text: string }>;
   /**
    * Holds the next data to the server that matches `pattern` (and what
    * follows it on that connection) until release(); `reached` settles when
@@ -23,8 +25,10 @@ export interface ImapTap {
 
 export async function startImapTap(target: string): Promise<ImapTap> {
   const tags: string[] = [];
+  const sent: Array<{ at: number; text: string }> = [];
   let held: { pattern: RegExp; reached: () => void; released: Promise<void> } | undefined;
   const gate = (chunk: Buffer): Promise<void> | undefined => {
+    sent.push({ at: Date.now(), text: chunk.toString('latin1') });
     if (!held || !held.pattern.test(chunk.toString('latin1'))) return undefined;
     const h = held;
     held = undefined;
@@ -50,5 +54,5 @@ export async function startImapTap(target: string): Promise<ImapTap> {
     held = { pattern, reached, released };
     return { reached: r, release };
   };
-  return { address: proxy.address, tags, hold, close: () => proxy.close() };
+  return { address: proxy.address, tags, sent, hold, close: () => proxy.close() };
 }

@@ -12,6 +12,8 @@ export interface TcpProxy {
   restore(): void;
   /** Destroys every open connection (the peers see a reset); new ones are accepted. */
   reset(): void;
+  /** What the target sends reaches the client this much later (ms, in order; 0: at once). */
+  delay(ms: number): void;
   close(): Promise<void>;
 }
 
@@ -22,6 +24,7 @@ export interface TcpProxy {
 export async function startTcpProxy(target: string, watch?: () => (fromTarget: Buffer) => void, gate?: (toTarget: Buffer) => Promise<void> | undefined): Promise<TcpProxy> {
   const [host, port] = [target.slice(0, target.lastIndexOf(':')), Number(target.slice(target.lastIndexOf(':') + 1))];
   let dropping = false;
+  let delayMs = 0;
   const sockets = new Set<net.Socket>();
   const server = net.createServer((client) => {
     const upstream = net.connect(port, host);
@@ -42,7 +45,25 @@ export async function startTcpProxy(target: string, watch?: () => (fromTarget: B
         });
       });
     } else forward(client, upstream);
-    forward(upstream, client, seen);
+    // From the target: at once, or each chunk `delayMs` after it came (never reordered).
+    let late = Promise.resolve();
+    let waiting = 0;
+    upstream.on('data', (chunk: Buffer) => {
+      if (dropping) return;
+      seen?.(chunk);
+      if (delayMs === 0 && waiting === 0) {
+        client.write(chunk);
+        return;
+      }
+      const due = Date.now() + delayMs;
+      waiting++;
+      late = late
+        .then(() => new Promise<void>((r) => setTimeout(r, Math.max(0, due - Date.now()))))
+        .then(() => {
+          waiting--;
+          client.write(chunk);
+        });
+    });
     const end = () => {
       client.destroy();
       upstream.destroy();
@@ -65,6 +86,9 @@ export async function startTcpProxy(target: string, watch?: () => (fromTarget: B
     reset: () => {
       for (const s of sockets) s.destroy();
       sockets.clear();
+    },
+    delay: (ms) => {
+      delayMs = ms;
     },
     close: async () => {
       for (const s of sockets) s.destroy();

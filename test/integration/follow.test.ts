@@ -37,8 +37,9 @@ afterAll(async () => {
   await etcd?.stop();
 });
 
-function agent(name: string, view: 'all' | 'followed', coordinators = [server.address], followLingerMs = 200): Agent {
-  const a = createAgent({ coordinators, token: tokens.get(name)!, node: { name, imapAddress: `127.0.0.1:${2100 + agents.length}` }, ttlSeconds: 3, assignmentView: view, followLingerMs });
+/** No idle expiry unless asked: a session of another node's user would hold it (HoldUser), and a held user stays followed. */
+function agent(name: string, view: 'all' | 'followed', coordinators = [server.address], followLingerMs = 200, userExpireMs = 0): Agent {
+  const a = createAgent({ coordinators, token: tokens.get(name)!, node: { name, imapAddress: `127.0.0.1:${2100 + agents.length}` }, ttlSeconds: 3, assignmentView: view, followLingerMs, userExpireMs });
   agents.push(a);
   return a;
 }
@@ -169,6 +170,29 @@ describe('Follow: a node keeps only its own and its followed users\' assignments
     await mine.close();
     agents.splice(agents.indexOf(mine), 1);
     await proxy.close();
+  });
+
+  it('keeps following a user it holds (HoldUser) after the last session, so that it hears the user move', async () => {
+    const all = await allAgent();
+    const mine = agent('n3', 'followed', [server.address], 100, 60 * 60_000);
+    await mine.ready;
+    let user = '';
+    for (let i = 0; !user || all.locate('acme', user)?.node === 'n3'; i++) {
+      user = `held${i}`;
+      await all.waitForRevision((await assign(user)).epoch);
+    }
+    // With the node the session found for the user, as a gateway says it (the cache has no entry yet).
+    mine.sessionOpened('acme', user, all.locate('acme', user)!.node);
+    await waitFor(() => mine.locate('acme', user) !== undefined, 5000, 'answered');
+    mine.sessionClosed('acme', user);
+    // Past the follow's linger the hold still stands (an hour's idle expiry): the user stays followed.
+    await new Promise((r) => setTimeout(r, 400));
+    expect(mine.locate('acme', user)?.epoch).toBe(all.locate('acme', user)!.epoch);
+    const other = all.locate('acme', user)!.node === 'n1' ? 'n2' : 'n1';
+    await move(user, other);
+    await waitFor(() => mine.locate('acme', user)?.node === other, 5000, 'the move heard');
+    await mine.close();
+    agents.splice(agents.indexOf(mine), 1);
   });
 
   it('asks again for a follow that a broken stream never answered', async () => {

@@ -120,7 +120,7 @@ describe('placement', () => {
   it('releases an assignment only at its own epoch, and only by its own node', async () => {
     const r = await locate('acme', 'releaseme', true);
     const own = await tokenFor(r.node);
-    const release = (epoch: number, token = own) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch, ifUnheld: false }, token);
+    const release = (epoch: number, token = own) => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'releaseme', epoch, ifUnheld: false, waitAcksMs: 0 }, token);
     const other = (await listNodes()).nodes.find((n) => n.name !== r.node && n.state === 'active')!;
     expect(await codeOf(release(r.epoch, await tokenFor(other.name)))).toMatchObject({ code: grpc.status.PERMISSION_DENIED, field: 'user' });
     expect((await locate('acme', 'releaseme', false)).epoch).toBe(r.epoch);
@@ -134,7 +134,7 @@ describe('placement', () => {
     const r = await locate('acme', 'heldme', true);
     const other = (await listNodes()).nodes.find((n) => n.name !== r.node && n.state === 'active')!;
     const hold = async (node: string, on: boolean, as = node) => unaryCall(client.holdUser.bind(client), { tenant: 'acme', user: 'heldme', node, hold: on }, await tokenFor(as));
-    const release = async () => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'heldme', epoch: r.epoch, ifUnheld: true }, await tokenFor(r.node));
+    const release = async () => unaryCall(client.release.bind(client), { tenant: 'acme', user: 'heldme', epoch: r.epoch, ifUnheld: true, waitAcksMs: 0 }, await tokenFor(r.node));
     // A node holds users for itself only.
     expect(await codeOf(hold(other.name, true, r.node))).toMatchObject({ code: grpc.status.PERMISSION_DENIED });
     await hold(other.name, true);
@@ -231,7 +231,7 @@ describe('placement', () => {
     expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'imap-b', state: 'sleeping' }, server.adminToken))).field).toBe('state');
     expect((await codeOf(unaryCall(client.setNodeState.bind(client), { name: 'nope', state: 'active' }, server.adminToken))).code).toBe(grpc.status.NOT_FOUND);
     expect((await codeOf(unaryCall(client.locate.bind(client), { tenant: 'acme', user: 'a', mailbox: 'a/b', assign: false }, nodeToken))).field).toBe('user');
-    expect((await codeOf(unaryCall(client.release.bind(client), { tenant: 'acme', user: 'a', epoch: 0, ifUnheld: false }, nodeToken))).field).toBe('epoch');
+    expect((await codeOf(unaryCall(client.release.bind(client), { tenant: 'acme', user: 'a', epoch: 0, ifUnheld: false, waitAcksMs: 0 }, nodeToken))).field).toBe('epoch');
     // Roles: only nodes register; only admins change nodes.
     const asAdmin = unaryCall(client.registerNode.bind(client), { name: 'x', imapAddress: '127.0.0.1:143', weight: 0, zone: '', ttlSeconds: 0, addresses: {} }, server.adminToken);
     expect((await codeOf(asAdmin)).code).toBe(grpc.status.PERMISSION_DENIED);

@@ -205,12 +205,12 @@ describe('the constraints of the table', () => {
       let a = await unaryCall(c.locate.bind(c), { tenant: 'acme', user: 'carol', mailbox: '', assign: true }, server.adminToken);
       for (let i = 0; a.node !== 'n2' && i < 50; i++) a = await unaryCall(c.locate.bind(c), { tenant: 'acme', user: `carol${i}`, mailbox: '', assign: true }, server.adminToken);
       expect(a.node).toBe('n2');
-      await expect(unaryCall(c.release.bind(c), { tenant: 'acme', user: a.user, epoch: a.epoch, ifUnheld: false }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
+      await expect(unaryCall(c.release.bind(c), { tenant: 'acme', user: a.user, epoch: a.epoch, ifUnheld: false, waitAcksMs: 0 }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       await expect(unaryCall(c.holdUser.bind(c), { tenant: 'acme', user: a.user, node: 'n2', hold: true }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       await expect(unaryCall(c.holdUser.bind(c), { tenant: 'globex', user: 'x', node: 'n1', hold: true }, tokens.node)).rejects.toMatchObject({ code: grpc.status.PERMISSION_DENIED });
       expect((await unaryCall(c.locate.bind(c), { tenant: 'acme', user: a.user, mailbox: '', assign: false }, server.adminToken)).epoch).toBe(a.epoch);
       // n2's own token may.
-      await expect(unaryCall(c.release.bind(c), { tenant: 'acme', user: a.user, epoch: a.epoch, ifUnheld: false }, other.nodeToken)).resolves.toMatchObject({ released: true });
+      await expect(unaryCall(c.release.bind(c), { tenant: 'acme', user: a.user, epoch: a.epoch, ifUnheld: false, waitAcksMs: 0 }, other.nodeToken)).resolves.toMatchObject({ released: true });
       const nodes = await unaryCall(c.listNodes.bind(c), {}, tokens.node);
       expect(nodes.nodes.map((n) => n.name).sort()).toEqual(['n1', 'n2']);
       expect(nodes.nodes.every((n) => n.leaseId === '')).toBe(true);

@@ -10,6 +10,14 @@ export interface FencedSession {
   userMoved?(): void;
   /** Another user whose mailbox the session uses moved (`epoch`: the new assignment's, if any). */
   ownerMoved(owner: string, epoch: number | undefined): void;
+  /**
+   * The node of `user`'s assignment `epoch` is about to let the user go (a
+   * move, or a kick): nothing more of the session reaches it under that
+   * assignment. Resolves once so: its connections there retired (a
+   * migration then waits for the new assignment) or closed. Without this,
+   * a session of `user` is ended with bye().
+   */
+  letGo?(user: string, epoch: number, kick: boolean): Promise<void>;
   readonly done: Promise<void>;
 }
 

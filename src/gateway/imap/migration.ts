@@ -44,6 +44,13 @@ export interface MigrationHost {
 
 /** A graceful move (the old node let go) completes within this, or the session ends as before. */
 const GRACEFUL_MS = 5000;
+/**
+ * After retiring the old connection, how long a graceful move waits for the new assignment: the old
+ * node's release, which waits for its own gateway's sessions (LET_GO_MS in gateway.ts) and for the
+ * acknowledgments of the gateways relaying the user (MOVE_ACKS_MS in the agent), then the mover's
+ * assignment.
+ */
+const ASSIGNMENT_MS = 10_000;
 /** A login at the new node (each of two tries), once its turn came. */
 const LOGIN_MS = 10_000;
 /** After a release, the mover assigns the user; a session asks for an assignment itself after this. */
@@ -106,10 +113,12 @@ export async function migrateConn(s: MigrationHost, old: Conn, dead: boolean): P
   retire(s, old);
   const view = old.view;
 
-  // 2. Where the user is now.
+  // 2. Where the user is now. The wait has its own bound, from here: a migration that began at the
+  // move request (the old node lets go only once its sessions retired their connections, and the
+  // relaying gateways said so) waits for that release too.
   const who = old.owner;
   // No mover assigns a user whose node died: then the session asks as soon as the old one is gone.
-  const target = await nextAssignment(ctx, who, old.epoch, deadline, dead ? 0 : ASSIGN_AFTER_MS, () => s.closed);
+  const target = await nextAssignment(ctx, who, old.epoch, Math.max(deadline, Date.now() + ASSIGNMENT_MS), dead ? 0 : ASSIGN_AFTER_MS, () => s.closed);
   if (typeof target === 'string') return target;
   if (s.closed) return 'session closed';
   const master = ctx.master!;

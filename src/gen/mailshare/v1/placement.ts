@@ -289,6 +289,12 @@ export interface ReleaseRequest {
   epoch: number;
   /** Only if no node holds the user (HoldUser): an idle release. */
   ifUnheld: boolean;
+  /**
+   * Before releasing, wait up to this long (ms; at most 10000) until every
+   * other node holding the user has acknowledged the move of this epoch
+   * (AckMove); then release in any case. 0: at once.
+   */
+  waitAcksMs: number;
 }
 
 export interface ReleaseResponse {
@@ -311,6 +317,20 @@ export interface HoldUserRequest {
 }
 
 export interface HoldUserResponse {
+}
+
+export interface AckMoveRequest {
+  tenant: string;
+  user: string;
+  /** The assignment being ended (the move request's epoch). */
+  epoch: number;
+  /** The calling node (registered and live). */
+  node: string;
+}
+
+export interface AckMoveResponse {
+  /** False when no move of that epoch is under way (nothing to acknowledge). */
+  recorded: boolean;
 }
 
 function createBaseNode(): Node {
@@ -3371,7 +3391,7 @@ export const DrainProgress: MessageFns<DrainProgress> = {
 };
 
 function createBaseReleaseRequest(): ReleaseRequest {
-  return { tenant: "", user: "", epoch: 0, ifUnheld: false };
+  return { tenant: "", user: "", epoch: 0, ifUnheld: false, waitAcksMs: 0 };
 }
 
 export const ReleaseRequest: MessageFns<ReleaseRequest> = {
@@ -3387,6 +3407,9 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     }
     if (message.ifUnheld !== false) {
       writer.uint32(32).bool(message.ifUnheld);
+    }
+    if (message.waitAcksMs !== 0) {
+      writer.uint32(40).int32(message.waitAcksMs);
     }
     return writer;
   },
@@ -3430,6 +3453,14 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
           message.ifUnheld = reader.bool();
           continue;
         }
+        case 5: {
+          if (tag !== 40) {
+            break;
+          }
+
+          message.waitAcksMs = reader.int32();
+          continue;
+        }
       }
       if ((tag & 7) === 4 || tag === 0) {
         break;
@@ -3445,6 +3476,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
       user: isSet(object.user) ? globalThis.String(object.user) : "",
       epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
       ifUnheld: isSet(object.ifUnheld) ? globalThis.Boolean(object.ifUnheld) : false,
+      waitAcksMs: isSet(object.waitAcksMs) ? globalThis.Number(object.waitAcksMs) : 0,
     };
   },
 
@@ -3462,6 +3494,9 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     if (message.ifUnheld !== false) {
       obj.ifUnheld = message.ifUnheld;
     }
+    if (message.waitAcksMs !== 0) {
+      obj.waitAcksMs = Math.round(message.waitAcksMs);
+    }
     return obj;
   },
 
@@ -3474,6 +3509,7 @@ export const ReleaseRequest: MessageFns<ReleaseRequest> = {
     message.user = object.user ?? "";
     message.epoch = object.epoch ?? 0;
     message.ifUnheld = object.ifUnheld ?? false;
+    message.waitAcksMs = object.waitAcksMs ?? 0;
     return message;
   },
 };
@@ -3705,6 +3741,172 @@ export const HoldUserResponse: MessageFns<HoldUserResponse> = {
   },
 };
 
+function createBaseAckMoveRequest(): AckMoveRequest {
+  return { tenant: "", user: "", epoch: 0, node: "" };
+}
+
+export const AckMoveRequest: MessageFns<AckMoveRequest> = {
+  encode(message: AckMoveRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.tenant !== "") {
+      writer.uint32(10).string(message.tenant);
+    }
+    if (message.user !== "") {
+      writer.uint32(18).string(message.user);
+    }
+    if (message.epoch !== 0) {
+      writer.uint32(24).int64(message.epoch);
+    }
+    if (message.node !== "") {
+      writer.uint32(34).string(message.node);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AckMoveRequest {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseAckMoveRequest();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 10) {
+            break;
+          }
+
+          message.tenant = reader.string();
+          continue;
+        }
+        case 2: {
+          if (tag !== 18) {
+            break;
+          }
+
+          message.user = reader.string();
+          continue;
+        }
+        case 3: {
+          if (tag !== 24) {
+            break;
+          }
+
+          message.epoch = longToNumber(reader.int64());
+          continue;
+        }
+        case 4: {
+          if (tag !== 34) {
+            break;
+          }
+
+          message.node = reader.string();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): AckMoveRequest {
+    return {
+      tenant: isSet(object.tenant) ? globalThis.String(object.tenant) : "",
+      user: isSet(object.user) ? globalThis.String(object.user) : "",
+      epoch: isSet(object.epoch) ? globalThis.Number(object.epoch) : 0,
+      node: isSet(object.node) ? globalThis.String(object.node) : "",
+    };
+  },
+
+  toJSON(message: AckMoveRequest): unknown {
+    const obj: any = {};
+    if (message.tenant !== "") {
+      obj.tenant = message.tenant;
+    }
+    if (message.user !== "") {
+      obj.user = message.user;
+    }
+    if (message.epoch !== 0) {
+      obj.epoch = Math.round(message.epoch);
+    }
+    if (message.node !== "") {
+      obj.node = message.node;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AckMoveRequest>): AckMoveRequest {
+    return AckMoveRequest.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AckMoveRequest>): AckMoveRequest {
+    const message = createBaseAckMoveRequest();
+    message.tenant = object.tenant ?? "";
+    message.user = object.user ?? "";
+    message.epoch = object.epoch ?? 0;
+    message.node = object.node ?? "";
+    return message;
+  },
+};
+
+function createBaseAckMoveResponse(): AckMoveResponse {
+  return { recorded: false };
+}
+
+export const AckMoveResponse: MessageFns<AckMoveResponse> = {
+  encode(message: AckMoveResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
+    if (message.recorded !== false) {
+      writer.uint32(8).bool(message.recorded);
+    }
+    return writer;
+  },
+
+  decode(input: BinaryReader | Uint8Array, length?: number): AckMoveResponse {
+    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
+    const end = length === undefined ? reader.len : reader.pos + length;
+    const message = createBaseAckMoveResponse();
+    while (reader.pos < end) {
+      const tag = reader.uint32();
+      switch (tag >>> 3) {
+        case 1: {
+          if (tag !== 8) {
+            break;
+          }
+
+          message.recorded = reader.bool();
+          continue;
+        }
+      }
+      if ((tag & 7) === 4 || tag === 0) {
+        break;
+      }
+      reader.skip(tag & 7);
+    }
+    return message;
+  },
+
+  fromJSON(object: any): AckMoveResponse {
+    return { recorded: isSet(object.recorded) ? globalThis.Boolean(object.recorded) : false };
+  },
+
+  toJSON(message: AckMoveResponse): unknown {
+    const obj: any = {};
+    if (message.recorded !== false) {
+      obj.recorded = message.recorded;
+    }
+    return obj;
+  },
+
+  create(base?: DeepPartial<AckMoveResponse>): AckMoveResponse {
+    return AckMoveResponse.fromPartial(base ?? {});
+  },
+  fromPartial(object: DeepPartial<AckMoveResponse>): AckMoveResponse {
+    const message = createBaseAckMoveResponse();
+    message.recorded = object.recorded ?? false;
+    return message;
+  },
+};
+
 /**
  * PlacementService: backend nodes on etcd leases, and the temporary
  * assignment of each user to one node.
@@ -3896,6 +4098,22 @@ export const PlacementServiceService = {
     responseDeserialize: (value: Buffer): HoldUserResponse => HoldUserResponse.decode(value),
   },
   /**
+   * AckMove (role node): a node holding a user whose node was asked to let
+   * the user go (a move or kick of assignment epoch) has stopped its
+   * sessions of that user there; the old node's Release with wait_acks_ms
+   * waits for this from every node holding the user. Lives on the calling
+   * node's lease, and ends with the move.
+   */
+  ackMove: {
+    path: "/mailshare.v1.PlacementService/AckMove",
+    requestStream: false,
+    responseStream: false,
+    requestSerialize: (value: AckMoveRequest): Buffer => Buffer.from(AckMoveRequest.encode(value).finish()),
+    requestDeserialize: (value: Buffer): AckMoveRequest => AckMoveRequest.decode(value),
+    responseSerialize: (value: AckMoveResponse): Buffer => Buffer.from(AckMoveResponse.encode(value).finish()),
+    responseDeserialize: (value: Buffer): AckMoveResponse => AckMoveResponse.decode(value),
+  },
+  /**
    * Move (admin): graceful. The node holding the user is asked (a "move"
    * event) to finish and close the user's sessions and release; only then
    * is the user assigned to to_node, with a higher epoch. If the node does
@@ -4008,6 +4226,14 @@ export interface PlacementServiceServer extends UntypedServiceImplementation {
    * calling node's lease: it ends with hold=false, or when the node dies.
    */
   holdUser: handleUnaryCall<HoldUserRequest, HoldUserResponse>;
+  /**
+   * AckMove (role node): a node holding a user whose node was asked to let
+   * the user go (a move or kick of assignment epoch) has stopped its
+   * sessions of that user there; the old node's Release with wait_acks_ms
+   * waits for this from every node holding the user. Lives on the calling
+   * node's lease, and ends with the move.
+   */
+  ackMove: handleUnaryCall<AckMoveRequest, AckMoveResponse>;
   /**
    * Move (admin): graceful. The node holding the user is asked (a "move"
    * event) to finish and close the user's sessions and release; only then
@@ -4248,6 +4474,28 @@ export interface PlacementServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: HoldUserResponse) => void,
+  ): ClientUnaryCall;
+  /**
+   * AckMove (role node): a node holding a user whose node was asked to let
+   * the user go (a move or kick of assignment epoch) has stopped its
+   * sessions of that user there; the old node's Release with wait_acks_ms
+   * waits for this from every node holding the user. Lives on the calling
+   * node's lease, and ends with the move.
+   */
+  ackMove(
+    request: AckMoveRequest,
+    callback: (error: ServiceError | null, response: AckMoveResponse) => void,
+  ): ClientUnaryCall;
+  ackMove(
+    request: AckMoveRequest,
+    metadata: Metadata,
+    callback: (error: ServiceError | null, response: AckMoveResponse) => void,
+  ): ClientUnaryCall;
+  ackMove(
+    request: AckMoveRequest,
+    metadata: Metadata,
+    options: Partial<CallOptions>,
+    callback: (error: ServiceError | null, response: AckMoveResponse) => void,
   ): ClientUnaryCall;
   /**
    * Move (admin): graceful. The node holding the user is asked (a "move"
