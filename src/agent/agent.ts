@@ -512,7 +512,8 @@ export class Agent extends EventEmitter<AgentEvents> {
    * The host opened a session for the user (its own user, or one assigned
    * to another node: clients may connect anywhere): the user is not idle.
    * For another node's user this node holds the user (HoldUser), so that
-   * node does not release the user while the session lasts. `node`: the
+   * node does not release the user while the session lasts (idle expiry),
+   * and waits for this node to stop its sessions when the user moves. `node`: the
    * user's node as the host found it (the cache may not show a fresh
    * assignment yet; with assignmentView "followed" it has none of a user
    * followed only from now on, so give it).
@@ -524,7 +525,8 @@ export class Agent extends EventEmitter<AgentEvents> {
     clearTimeout(this.idle.get(k));
     this.idle.delete(k);
     const home = node ?? this.cache.locate(tenant, user)?.node;
-    if (this.expireMs() > 0 && home !== undefined && home !== this.opts.node.name) this.hold(tenant, user);
+    // Held even with idle expiry off: a move of the user waits for this node to stop its sessions (AckMove).
+    if (home !== undefined && home !== this.opts.node.name) this.hold(tenant, user);
     else clearTimeout(this.holds.get(k)?.linger);
   }
 

@@ -9,6 +9,8 @@ import { bearer, unaryCall } from '../harness/grpc.js';
 import { waitFor } from '../harness/process.js';
 import { startInProcessServer, type InProcessServer } from '../harness/server.js';
 import { startTcpProxy } from '../harness/tcp-proxy.js';
+import { createEtcdClient } from '../../src/store/etcd-client.js';
+import { createKeys } from '../../src/store/keys.js';
 
 let etcd: EtcdCluster;
 let server: InProcessServer;
@@ -193,6 +195,30 @@ describe('Follow: a node keeps only its own and its followed users\' assignments
     await waitFor(() => mine.locate('acme', user)?.node === other, 5000, 'the move heard');
     await mine.close();
     agents.splice(agents.indexOf(mine), 1);
+  });
+
+  it("holds another node's user while a session lasts with idle expiry off too, and lets go after the last", async () => {
+    const all = await allAgent();
+    // userExpireMs 0: no idle expiry; the hold is what makes a move wait for this node (AckMove).
+    const mine = agent('n3', 'followed', [server.address], 100, 0);
+    await mine.ready;
+    let user = '';
+    for (let i = 0; !user || all.locate('acme', user)?.node === 'n3'; i++) {
+      user = `noexpire${i}`;
+      await all.waitForRevision((await assign(user)).epoch);
+    }
+    const etcdClient = createEtcdClient({ endpoints: etcd.endpoints });
+    const key = createKeys(server.prefix).hold('acme', user, 'n3');
+    try {
+      mine.sessionOpened('acme', user, all.locate('acme', user)!.node);
+      await waitFor(async () => (await etcdClient.get(key).exec()).kvs.length === 1, 5000, 'the hold written');
+      mine.sessionClosed('acme', user);
+      await waitFor(async () => (await etcdClient.get(key).exec()).kvs.length === 0, 5000, 'the hold ended with the last session');
+    } finally {
+      etcdClient.close();
+      await mine.close();
+      agents.splice(agents.indexOf(mine), 1);
+    }
   });
 
   it('asks again for a follow that a broken stream never answered', async () => {
