@@ -57,8 +57,13 @@ export interface AgentOptions {
 
 /** How long lookup() waits for the event stream's answer to a follow before it asks with a unary Locate. */
 const LOOKUP_STREAM_MS = 2000;
-/** How long a node letting a user go waits for the nodes relaying the user's sessions to stop them (AckMove). */
+/**
+ * How long a node letting a user go waits for the nodes relaying the user's sessions to stop them
+ * (AckMove); a node still silent then is waited for until its lease runs out (the coordinator asks
+ * etcd how long that is), so the release's answer may take a lease TTL longer.
+ */
 const MOVE_ACKS_MS = 3000;
+const RELEASE_DEADLINE_MS = MOVE_ACKS_MS + 65_000;
 
 /** How long a followed user stays followed after its last session (a client that reconnects at once). */
 export const FOLLOW_LINGER_MS = 60_000;
@@ -1011,8 +1016,8 @@ export class Agent extends EventEmitter<AgentEvents> {
       } catch (err) {
         this.log.warn({ tenant, user, err: String(err) }, 'onUserLeaving failed; releasing anyway');
       }
-      // The nodes relaying the user's sessions stop them too (AckMove) before the release, or 3 s pass.
-      await this.unary((cb) => this.placement.release({ tenant, user, epoch, ifUnheld: false, waitAcksMs: MOVE_ACKS_MS }, this.md, { deadline: Date.now() + MOVE_ACKS_MS + 5000 }, cb)).catch((err: unknown) =>
+      // The nodes relaying the user's sessions stop them too (AckMove) before the release, or 3 s pass and their leases run out.
+      await this.unary((cb) => this.placement.release({ tenant, user, epoch, ifUnheld: false, waitAcksMs: MOVE_ACKS_MS }, this.md, { deadline: Date.now() + RELEASE_DEADLINE_MS }, cb)).catch((err: unknown) =>
         this.log.warn({ tenant, user, err: String(err) }, 'release failed; the mover will end the assignment'),
       );
     })();

@@ -389,7 +389,7 @@ export function createPlacementService(deps: PlacementServiceDeps): PlacementSer
       const node = role.kind === 'node' ? role.node : undefined;
       if (req.waitAcksMs > 0) {
         // The nodes relaying the user's sessions stop them first (AckMove), or the wait runs out.
-        const missing = await placement.waitMoveAcks(tenant, user, req.epoch, node, req.waitAcksMs);
+        const missing = await placement.waitMoveAcks(tenant, user, req.epoch, node, req.waitAcksMs, ctx.signal);
         if (missing.length > 0) ctx.log.warn({ tenant, user, epoch: req.epoch, missing }, 'releasing before every node holding the user acknowledged the move');
       }
       // A node releases only its own users' assignments.

@@ -78,6 +78,9 @@ const ASSIGN_BATCH = 50;
  */
 const ASSIGN_BATCHES = 16;
 
+/** How long a release waits at most for the lease of a holder that did not acknowledge a move to run out. */
+const LEASE_WAIT_MAX_S = 60;
+
 export class PlacementStore {
   private readonly configs: PrefixCache<NodeConfig>;
   private readonly lives: PrefixCache<NodeLive>;
@@ -610,20 +613,33 @@ export class PlacementStore {
 
   /**
    * Waits until every node holding the user (other than `except`, the
-   * releasing node) acknowledged the move of `epoch`, or `timeoutMs` passed;
-   * returns the nodes that did not.
+   * releasing node) acknowledged the move of `epoch`, or its hold is gone;
+   * returns the nodes that did neither. After `timeoutMs` the holders still
+   * silent may be cut off from the coordinators, which is why they cannot
+   * answer: such a node stops its sessions once it can no longer prove its
+   * lease, and the hold (on that lease) goes when the lease runs out. So
+   * they are waited for until then: the longest time their leases have
+   * left, plus a second, as etcd tells it at that moment (LEASE_WAIT_MAX_S
+   * at most).
    */
-  async waitMoveAcks(tenant: string, user: string, epoch: number, except: string | undefined, timeoutMs: number): Promise<string[]> {
-    const deadline = Date.now() + timeoutMs;
+  async waitMoveAcks(tenant: string, user: string, epoch: number, except: string | undefined, timeoutMs: number, signal?: AbortSignal): Promise<string[]> {
+    let deadline = Date.now() + timeoutMs;
+    let leasesAsked = false;
     const nameOf = (key: string) => key.slice(key.lastIndexOf('/') + 1);
     for (let pause = 5; ; pause = Math.min(pause * 2, 100)) {
       const [holds, acks] = await Promise.all([
-        etcdOp('reading holds', () => this.client.getAll().prefix(this.keys.holdsPrefix(tenant, user)).keys()),
+        etcdOp('reading holds', () => this.client.getAll().prefix(this.keys.holdsPrefix(tenant, user)).exec()),
         etcdOp('reading move acknowledgments', () => this.client.getAll().prefix(this.keys.moveAcksPrefix(tenant, user)).strings()),
       ]);
       const acked = new Set(Object.entries(acks).filter(([, v]) => Number(v) === epoch).map(([k]) => nameOf(k)));
-      const missing = holds.map(nameOf).filter((n) => n !== except && !acked.has(n));
-      if (missing.length === 0 || Date.now() + pause > deadline) return missing;
+      const missing = holds.kvs.map((kv) => ({ node: nameOf(kv.key.toString()), lease: kv.lease })).filter((h) => h.node !== except && !acked.has(h.node));
+      if (missing.length === 0 || signal?.aborted) return missing.map((h) => h.node);
+      if (Date.now() + pause > deadline) {
+        if (leasesAsked) return missing.map((h) => h.node);
+        leasesAsked = true;
+        const left = await Promise.all(missing.map((h) => (h.lease === '0' ? Promise.resolve(undefined) : this.leaseSecondsLeft(h.lease).catch(() => undefined))));
+        deadline = Date.now() + Math.min(LEASE_WAIT_MAX_S, Math.max(0, ...left.map((x) => x ?? 0)) + 1) * 1000;
+      }
       await new Promise((r) => setTimeout(r, pause));
     }
   }

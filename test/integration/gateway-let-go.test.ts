@@ -9,7 +9,7 @@ import { startTcpProxy, type TcpProxy } from '../harness/tcp-proxy.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
 import { createKeys } from '../../src/store/keys.js';
 
-const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw' };
+const USERS = { alice: 'alice-pw', bob: 'bob-pw', carol: 'carol-pw', dave: 'dave-pw', erin: 'erin-pw' };
 
 let cluster: GatewayCluster;
 /** Between each gateway and the coordinator: what the coordinator says reaches that gateway late when asked. */
@@ -146,5 +146,44 @@ describe('a node lets a user go', () => {
     expect(c.closed).toBe(false);
     expect(cluster.taps[0]!.sent.filter((x) => x.at > daveGone.at())).toEqual([]);
     c.close();
+  });
+
+  // Last: it leaves n2's gateway without a lease until it registers again.
+  it('when a gateway relaying the user is cut off from the coordinators: only once that gateway can no longer serve (its lease ran out)', async () => {
+    await cluster.pin('erin', 'n1');
+    const relay = cluster.gateways[1]!;
+    const c = await RawImap.login(relay.address(), 'erin', USERS.erin);
+    expect(await c.cmd('SELECT INBOX')).toMatch(/^t\d+ OK/m);
+    const etcd = createEtcdClient({ endpoints: cluster.etcd.endpoints });
+    const hold = createKeys(cluster.server.prefix).hold('acme', 'erin', 'n2');
+    await waitFor(async () => (await etcd.get(hold).exec()).kvs.length === 1, 5000, 'the hold written');
+    const release = releasedAt('erin', 'n1');
+    let stop = false;
+    let endedAt = 0;
+    const loop = (async () => {
+      while (!stop && !c.closed) await c.cmd('NOOP', 15_000).catch(() => undefined);
+    })();
+    const watchEnd = setInterval(() => {
+      if (c.closed && endedAt === 0) endedAt = Date.now();
+    }, 5);
+    try {
+      await new Promise((r) => setTimeout(r, 200));
+      // n2's gateway hears nothing more from the coordinator and cannot renew its lease (TTL 5 s).
+      slow['n2']!.blackhole();
+      await unaryCall(cluster.placement.kick.bind(cluster.placement), { tenant: 'acme', user: 'erin', timeoutMs: 15_000 }, cluster.server.adminToken);
+      await waitFor(() => release.at() > 0, 15_000, 'the release seen');
+      await waitFor(() => endedAt > 0, 10_000, 'the relayed session ended (its gateway may not serve)');
+      // Past the 3 s for acknowledgments the old node waited for the relay's lease to run out, by
+      // when the relay had stopped serving.
+      expect(release.at()).toBeGreaterThan(endedAt);
+    } finally {
+      stop = true;
+      clearInterval(watchEnd);
+      await loop;
+      slow['n2']!.restore();
+      release.stop();
+      etcd.close();
+    }
+    expect(cluster.taps[0]!.sent.filter((x) => x.at > release.at() && /NOOP/i.test(x.text))).toEqual([]);
   });
 });

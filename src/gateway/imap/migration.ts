@@ -50,7 +50,7 @@ const GRACEFUL_MS = 5000;
  * acknowledgments of the gateways relaying the user (MOVE_ACKS_MS in the agent), then the mover's
  * assignment.
  */
-const ASSIGNMENT_MS = 10_000;
+const ASSIGNMENT_MS = 15_000;
 /** A login at the new node (each of two tries), once its turn came. */
 const LOGIN_MS = 10_000;
 /** After a release, the mover assigns the user; a session asks for an assignment itself after this. */

@@ -292,7 +292,10 @@ export interface ReleaseRequest {
   /**
    * Before releasing, wait up to this long (ms; at most 10000) until every
    * other node holding the user has acknowledged the move of this epoch
-   * (AckMove); then release in any case. 0: at once.
+   * (AckMove) or its hold is gone; a holder still silent then (it may be
+   * cut off, and stops its sessions when it can no longer prove its lease)
+   * is waited for until its lease runs out (at most 60 s more), then the
+   * user is released in any case. 0: at once.
    */
   waitAcksMs: number;
 }
