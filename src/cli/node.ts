@@ -6,12 +6,18 @@ import { type WaitFlags, appliedLine, requireApplied, waitApplied, waitAppliedOp
 import { type CliIo, type OutputFormat, addConnectionOptions, outputOption, printJson, table } from './io.js';
 import { parseIntOption, withService } from './run.js';
 
+/** The server's wait for a release when --release-timeout is not given (PlacementService: timeout_ms 0). */
+const DEFAULT_RELEASE_TIMEOUT_MS = 10_000;
+
 type Flags = ConnectionFlags & { output: OutputFormat };
 
 /** `mailshare node list|drain|undrain|remove` and `mailshare user locate`. */
 export function registerNode(program: Command, io: CliIo): void {
   const node = program.command('node').description('backend nodes (IMAP servers) and their state');
   const svc = (flags: Flags, fn: Parameters<typeof withService<PlacementServiceClient>>[3]) => withService(io, flags, PlacementServiceClient, fn);
+  // Move and kick wait on the server for the old node's release (--release-timeout): the call's deadline covers it.
+  const releasing = (flags: Flags & { releaseTimeout?: number }, fn: Parameters<typeof withService<PlacementServiceClient>>[3]) =>
+    withService(io, flags, PlacementServiceClient, fn, { extraDeadlineMs: flags.releaseTimeout || DEFAULT_RELEASE_TIMEOUT_MS });
   const showNode = (flags: Flags, n: Node): void => {
     if (flags.output === 'json') printJson(io, n);
     else io.out(`${n.name} ${n.state}\n`);
@@ -160,7 +166,7 @@ export function registerNode(program: Command, io: CliIo): void {
       .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, who: string, flags: Flags & WaitFlags & { to?: string; releaseTimeout?: number; dryRun?: boolean }) =>
-    svc(flags, async (api) => {
+    releasing(flags, async (api) => {
       const r = await api.move({ tenant, user: who, toNode: flags.to ?? '', timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true });
       if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${who}: would move ${r.fromNode || '(unassigned)'} -> ${r.node}; nothing changed\n`);
       // The new assignment's epoch is the revision that wrote it.
@@ -182,7 +188,7 @@ export function registerNode(program: Command, io: CliIo): void {
       .addOption(waitAppliedOption())
       .addOption(outputOption()),
   ).action(async (tenant: string, who: string, flags: Flags & WaitFlags & { releaseTimeout?: number; dryRun?: boolean }) =>
-    svc(flags, async (api) => {
+    releasing(flags, async (api) => {
       const r = await api.kick({ tenant, user: who, timeoutMs: flags.releaseTimeout ?? 0, dryRun: flags.dryRun === true });
       if (flags.dryRun) return flags.output === 'json' ? printJson(io, { ...r, dryRun: true }) : io.out(`${who}: ${r.fromNode ? `would be kicked off ${r.fromNode}` : 'holds no node: nothing to kick'}; nothing changed\n`);
       const applied = await waitApplied(io, flags, r.revision);

@@ -37,11 +37,13 @@ export async function withService<C extends grpc.Client>(
   flags: ConnectionFlags,
   ctor: ClientCtor<C>,
   fn: (api: Calls<C>, conn: Connection) => Promise<void>,
+  opts: { extraDeadlineMs?: number } = {},
 ): Promise<void> {
   const conn = resolveConnection(flags, io.env, io.cwd);
   const client = makeClient(conn, ctor);
   try {
-    await fn(bind(client, conn), conn);
+    // A call that waits on the server side (a move waiting for the old node) gets that wait on top of --timeout.
+    await fn(bind(client, opts.extraDeadlineMs ? { ...conn, timeoutMs: conn.timeoutMs + opts.extraDeadlineMs } : conn), conn);
   } catch (err) {
     throw describeError(err, conn.addr);
   } finally {

@@ -56,6 +56,10 @@ describe('node and user commands', () => {
     expect(kicked).toMatchObject({ releasedByNode: false, fromNode: 'imap1' }); // this test node does not listen for kicks
     expect(await ok('user', 'locate', 'acme', 'alice')).toBe('alice: not assigned\n');
     expect(await ok('user', 'move', 'acme', 'alice', '--to', 'imap1')).toMatch(/^alice: \(unassigned\) -> imap1 epoch \d+\n$/);
+    // The call's deadline covers the server's wait for the release: a --timeout below it is no error.
+    const waited = JSON.parse(await ok('user', 'kick', 'acme', 'alice', '--release-timeout', '1500', '--timeout', '1s', '-o', 'json'));
+    expect(waited).toMatchObject({ releasedByNode: false, fromNode: 'imap1' });
+    expect(await ok('user', 'move', 'acme', 'alice', '--to', 'imap1')).toMatch(/^alice: \(unassigned\) -> imap1 epoch \d+\n$/);
     const refused = await runCli(['node', 'remove', 'imap1'], { env, cwd: dir.path });
     expect(refused.code).toBe(1);
     expect(refused.stderr).toMatch(/^mailshare: FAILED_PRECONDITION: name: node "imap1" is live/);
