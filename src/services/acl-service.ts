@@ -73,30 +73,11 @@ export function createAclService(deps: AclServiceDeps): AclServiceServer {
     const dryRun = req.dryRun === true;
     // The write's first attempt starts from the mailbox as read here and the tenant as the watch
     // delivered it (read beside the mailbox when not cached): one etcd read before the transaction,
-    // whose guards compare both revisions (a stale tenant fails them, and the retry reads etcd). A
-    // dry run, which has no guard, reads the tenant.
+    // whose guards compare both revisions (a stale tenant fails them, and a refusal judged from it
+    // is judged again from etcd). A dry run, which has no guard, reads the tenant.
     const cached = dryRun ? undefined : deps.tenants?.record(tenant);
     const [{ actor, m }, t] = await Promise.all([load(ctx.principal.role, req.tenant, req.mailbox, req.actor, 'change its ACL'), cached ?? directory.getTenant(tenant)]);
-    const policy = tenantPolicy(change.identifier, ref.owner);
-    let refusedFromCache = false;
-    const check = (settings: TenantSettings, before: Acl, after: Acl): void => {
-      try {
-        policy(settings, before, after);
-      } catch (err) {
-        refusedFromCache = settings === cached?.settings;
-        throw err;
-      }
-    };
-    const write = (known: Parameters<MailboxStore['changeAcl']>[8]) =>
-      mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), check, dryRun, known);
-    let res;
-    try {
-      res = await write(t ? { tenant: t, record: m } : undefined);
-    } catch (err) {
-      // The policy refused by the cached tenant: it may have changed a moment ago, so etcd judges again.
-      if (!refusedFromCache) throw err;
-      res = await write(undefined);
-    }
+    const res = await mailboxes.changeAcl(tenant, ref.owner, ref.name, change, expected, auditContext(ctx.principal, actor, ctx.signal), tenantPolicy(change.identifier, ref.owner), dryRun, t ? { tenant: t, record: m } : undefined);
     const ident = formatIdentifier(change.identifier);
     return {
       ...res,

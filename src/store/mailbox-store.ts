@@ -371,8 +371,9 @@ export class MailboxStore {
    * fresh read, so concurrent "+r" / "-w" changes all land. A dry run goes
    * the same way up to the transaction, and answers what would be (at the
    * mailbox's current revision) without writing. `known`: the tenant and
-   * the mailbox as the caller just read them, for the first attempt (the
-   * transaction's guards catch them stale; a retry reads them again).
+   * the mailbox as the caller has them, for the first attempt (the
+   * transaction's guards catch them stale, and a refusal judged from them is
+   * judged again: a retry reads them from etcd).
    */
   private async writeAcl(
     tenant: string,
@@ -387,15 +388,24 @@ export class MailboxStore {
   ): Promise<{ record: MailboxRecord; before: Acl }> {
     let first = known;
     return withCasRetry(async () => {
-      // Both at once: the transaction compares both revisions, so they need not be read at one.
-      const [t, cur] = first ? [first.tenant, first.record] : await Promise.all([this.directory.getTenant(tenant), this.get(tenant, owner, name)]);
+      const given = first;
       first = undefined;
-      if (!t) throw tenantNotFound(tenant);
-      if (!cur) throw mailboxNotFound(tenant, owner, name);
-      checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
-      const { acl, audit } = compute(cur.acl);
+      // Both at once: the transaction compares both revisions, so they need not be read at one.
+      const [t, cur] = given ? [given.tenant, given.record] : await Promise.all([this.directory.getTenant(tenant), this.get(tenant, owner, name)]);
+      let change: ReturnType<typeof compute>;
+      try {
+        if (!t) throw tenantNotFound(tenant);
+        if (!cur) throw mailboxNotFound(tenant, owner, name);
+        checkExpectedRevision(expectedRevision, cur.revision, `mailbox "${owner}/${name}"`);
+        change = compute(cur.acl);
+        if (!sameAcl(change.acl, cur.acl)) check(t.settings, cur.acl, change.acl);
+      } catch (err) {
+        // Refused from the state the caller gave (a watch-fed copy may be a moment behind): etcd judges again.
+        if (given && err instanceof DomainError) throw new CasConflict();
+        throw err;
+      }
+      const { acl, audit } = change;
       if (sameAcl(acl, cur.acl)) return { record: cur, before: cur.acl };
-      check(t.settings, cur.acl, acl);
       if (dryRun) return { record: { ...cur, acl }, before: cur.acl };
 
       const oldG = shareGrantees(cur.acl, owner);

@@ -1,7 +1,11 @@
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AuditStore } from '../../src/store/audit-store.js';
+import { DomainError } from '../../src/domain/errors.js';
+import { parseIdentifier } from '../../src/domain/identifier.js';
+import { parseRightsChange } from '../../src/domain/rights.js';
 import { DirectoryStore } from '../../src/store/directory-store.js';
+import { MailboxStore } from '../../src/store/mailbox-store.js';
 import { createEtcdClient } from '../../src/store/etcd-client.js';
 import { createKeys } from '../../src/store/keys.js';
 import { TenantCache } from '../../src/store/tenant-cache.js';
@@ -42,6 +46,34 @@ describe('the watch-fed tenant cache', () => {
       expect(cache.tenantOfDomain('early.test')).toBeUndefined();
     } finally {
       await cache.close();
+      client.close();
+    }
+  });
+
+  it('an ACL write started from a tenant record behind etcd is judged again from etcd, not refused by the old policy', async () => {
+    const client = createEtcdClient({ endpoints: etcd.endpoints });
+    const audit = new AuditStore(client, keys);
+    const directory = new DirectoryStore(client, keys, audit);
+    const mailboxes = new MailboxStore(client, keys, audit, directory);
+    try {
+      const old = await directory.createTenant('policy', { allowAnyone: false, maxSharesPerMailbox: 20 }, ctx);
+      const record = await mailboxes.create('policy', 'alice', 'Pub', ctx);
+      // etcd allows anyone now; the record the write starts from (a watch-fed copy a moment behind) does not.
+      await directory.updateTenant('policy', { allowAnyone: true }, 0, ctx);
+      const policy = (settings: { allowAnyone: boolean }) => {
+        if (!settings.allowAnyone) throw new DomainError('permission_denied', 'identifier: this tenant does not allow sharing with anyone', { field: 'identifier' });
+      };
+      const change = { kind: 'set' as const, identifier: parseIdentifier('anyone'), change: parseRightsChange('lr') };
+      const res = await mailboxes.changeAcl('policy', 'alice', 'Pub', change, 0, ctx, policy, false, { tenant: old, record });
+      expect(res.record.acl.get('anyone')).toBeDefined();
+      // Judged from etcd and refused there: refused.
+      await directory.updateTenant('policy', { allowAnyone: false }, 0, ctx);
+      const fresh = (await mailboxes.get('policy', 'alice', 'Pub'))!;
+      const other = { kind: 'set' as const, identifier: parseIdentifier('anyone'), change: parseRightsChange('lrs') };
+      await expect(mailboxes.changeAcl('policy', 'alice', 'Pub', other, 0, ctx, policy, false, { tenant: (await directory.getTenant('policy'))!, record: fresh })).rejects.toMatchObject({
+        code: 'permission_denied',
+      });
+    } finally {
       client.close();
     }
   });
