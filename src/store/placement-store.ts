@@ -566,11 +566,7 @@ export class PlacementStore {
       if (cached && cached.epoch === epoch && cached.node !== node) {
         throw new DomainError('permission_denied', `user: ${user} is assigned to node ${cached.node}, not ${node}`, { field: 'user' });
       }
-      let lease = this.lives.get(this.keys.liveNode(node))?.leaseId;
-      if (lease === undefined) {
-        const live = await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec());
-        lease = live.kvs[0]?.value.toString();
-      }
+      const lease = await this.liveLease(node);
       if (lease === undefined) return { released: false, held: false };
       compare.push({ key, target: 'Lease', result: 'Equal', lease });
     }
@@ -589,13 +585,25 @@ export class PlacementStore {
     return { released: false, held: Number(res.responses[0]?.response_range?.count ?? 0) > 0 };
   }
 
+  /** A move request's end, in the transaction that ends it: the request and the holders' acknowledgments of it. */
+  private endMoveOps(tenant: string, user: string) {
+    return [this.client.delete().key(this.keys.move(tenant, user)), this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user))];
+  }
+
+  /** The lease a live node is registered on: this coordinator's cache, or etcd when the cache has none. */
+  private async liveLease(node: string): Promise<string | undefined> {
+    const cached = this.lives.get(this.keys.liveNode(node))?.leaseId;
+    if (cached !== undefined) return cached;
+    return (await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec())).kvs[0]?.value.toString();
+  }
+
   /**
    * Records that `node` (holding the user) stopped its sessions of the user
    * for the move of assignment `epoch`: a key on the node's lease, written
    * only while that move's request stands. False when it does not.
    */
   async ackMove(tenant: string, user: string, epoch: number, node: string): Promise<boolean> {
-    const lease = this.lives.get(this.keys.liveNode(node))?.leaseId ?? (await etcdOp('reading a node', () => this.client.get(this.keys.liveNode(node)).exec())).kvs[0]?.value.toString();
+    const lease = await this.liveLease(node);
     if (lease === undefined) throw new DomainError('failed_precondition', `node: "${node}" is not live; register first`, { field: 'node' });
     const moveKey = this.keys.move(tenant, user);
     const intent = await etcdOp('reading a move', () => this.client.get(moveKey).exec());
@@ -709,7 +717,7 @@ export class PlacementStore {
       }
     }
     if (opts.kick) {
-      if (intentRev) await etcdOp('finishing a kick', () => this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey), this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user))).commit());
+      if (intentRev) await etcdOp('finishing a kick', () => this.client.if(moveKey, 'Mod', '==', intentRev).then(...this.endMoveOps(tenant, user)).commit());
       if (cur) await this.assignments.waitUntil(() => this.assignments.get(key)?.epoch !== cur.epoch, SETTLE_MS);
       return { from: cur?.node ?? '', releasedByNode };
     }
@@ -723,8 +731,7 @@ export class PlacementStore {
           .and(moveKey, 'Mod', '==', intentRev)
           .then(
             this.client.put(key).value(JSON.stringify({ node: target!, assignedAt: new Date().toISOString() })).lease(live.leaseId),
-            this.client.delete().key(moveKey),
-            this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user)),
+            ...this.endMoveOps(tenant, user),
           )
           .commit(),
       );
@@ -735,7 +742,7 @@ export class PlacementStore {
       }
       await new Promise((r) => setTimeout(r, 20));
     }
-    if (intentRev) await this.client.if(moveKey, 'Mod', '==', intentRev).then(this.client.delete().key(moveKey), this.client.delete().prefix(this.keys.moveAcksPrefix(tenant, user))).commit().catch(() => undefined);
+    if (intentRev) await this.client.if(moveKey, 'Mod', '==', intentRev).then(...this.endMoveOps(tenant, user)).commit().catch(() => undefined);
     throw new DomainError('unavailable', `user: could not assign ${user} to a new node; it will get one on its next Locate`, { retryable: true });
   }
 
